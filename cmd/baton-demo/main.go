@@ -1,0 +1,191 @@
+// Command baton-demo is the example service for baton: an HTTP server that
+// upgrades itself in place on SIGHUP without dropping a request.
+//
+//	go build -o baton-demo ./cmd/baton-demo && ./baton-demo -pidfile demo.pid
+//	curl -s 127.0.0.1:8080/ ; kill -HUP $(cat demo.pid) ; curl -s 127.0.0.1:8080/
+//
+// SIGHUP (or SIGUSR2) upgrades to the binary now at the same path; SIGTERM
+// and SIGINT stop gracefully.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/batonhq/baton/upgrader"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// version is the demo's release; set it with -version or at build time with
+// -ldflags "-X main.version=v2".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "baton-demo:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	addr           string
+	pidFile        string
+	drain          time.Duration
+	upgradeTimeout time.Duration
+	version        string
+	logFormat      string
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("baton-demo", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "TCP `address` to serve HTTP on")
+	fs.StringVar(&c.pidFile, "pidfile", "", "write the pid of the serving process to this `file`")
+	fs.DurationVar(&c.drain, "drain", upgrader.DefaultDrainTimeout, "how long the old process may drain after an upgrade")
+	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new process may take to become ready")
+	fs.StringVar(&c.version, "version", version, "version string this process reports")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return c, fmt.Errorf("-log-format must be text or json, not %q", c.logFormat)
+	}
+	return c, nil
+}
+
+func newLogger(format string) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+func run(args []string) error {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.logFormat)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	u, err := upgrader.New(upgrader.Options{
+		UpgradeTimeout: cfg.upgradeTimeout,
+		DrainTimeout:   cfg.drain,
+		PIDFile:        cfg.pidFile,
+		Logger:         log,
+		Registerer:     reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer u.Close()
+	log = log.With("pid", os.Getpid(), "generation", u.Generation())
+
+	ln, err := u.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	d := &demo{pid: os.Getpid(), generation: u.Generation(), version: cfg.version}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", d.root)
+	mux.HandleFunc("POST /echo", echo)
+	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	u.Serve(&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln)
+
+	if err := u.Ready(); err != nil {
+		return fmt.Errorf("ready: %w", err)
+	}
+	d.ready.Store(true)
+	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	var upgrades sync.WaitGroup
+	defer upgrades.Wait()
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				log.Info("stopping", "signal", sig.String())
+				return shutdown(u, cfg.drain, log)
+			}
+			log.Info("upgrade requested", "signal", sig.String())
+			upgrades.Add(1)
+			go func() {
+				defer upgrades.Done()
+				res, err := u.Upgrade(context.Background())
+				if err != nil {
+					log.Error("upgrade failed: still serving", "err", err)
+					return
+				}
+				log.Info("upgraded", "new_pid", res.Pid, "new_generation", res.Generation, "duration", res.Duration)
+			}()
+		case <-u.Exit():
+			log.Info("handed over to the new process: draining")
+			return shutdown(u, cfg.drain, log)
+		}
+	}
+}
+
+func shutdown(u *upgrader.Upgrader, drain time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := u.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	log.Info("exiting")
+	return nil
+}
+
+type demo struct {
+	pid        int
+	generation int
+	version    string
+	ready      atomic.Bool
+}
+
+func (d *demo) root(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Pid", fmt.Sprint(d.pid))
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"pid":        d.pid,
+		"generation": d.generation,
+		"version":    d.version,
+	})
+}
+
+func (d *demo) healthz(w http.ResponseWriter, r *http.Request) {
+	if !d.ready.Load() {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+// echo answers with the request body, bounded to 1 MiB.
+func echo(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if _, err := io.Copy(w, http.MaxBytesReader(w, r.Body, 1<<20)); err != nil {
+		// The status line is out; the client sees a short body.
+		return
+	}
+}

@@ -1,0 +1,39 @@
+package state
+
+import (
+	"context"
+	"io"
+)
+
+// A Participant is one named section of a snapshot: a component whose state
+// moves to the new process on an upgrade (the worker supervisor, a cache,
+// counters, the application's own state).
+//
+// In the old process the handoff calls Freeze, then Capture, then either
+// nothing more (the new process took over) or Thaw (it did not: carry on as
+// if nothing happened). In the new process, or on a cold start from a state
+// file, Restore is called before the process reports ready.
+type Participant struct {
+	// Name identifies the section. It must be 1 to 64 bytes of [a-z0-9._-]
+	// and unique within a Registry.
+	Name string
+
+	// Version is the schema version that Capture writes and Restore reads.
+	// Older versions reach Restore through the registered migrations.
+	Version uint32
+
+	// Freeze stops the component from changing its state, within ctx. It is
+	// called in the old process before Capture. Nil means there is nothing
+	// to stop.
+	Freeze func(ctx context.Context) error
+
+	// Thaw undoes Freeze when the handoff is aborted: the new process died,
+	// hung, or rejected the snapshot. Nil means there is nothing to resume.
+	Thaw func()
+
+	// Capture writes the frozen state to w.
+	Capture func(w io.Writer) error
+
+	// Restore reads state written by Capture at Version from r.
+	Restore func(r io.Reader) error
+}

@@ -1,0 +1,72 @@
+package upgrader
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors returned by Upgrader. Upgrade wraps the reason in an *UpgradeError;
+// test for these with errors.Is.
+var (
+	// ErrNotReady means Upgrade was called before Ready: a process that has
+	// not finished starting cannot hand anything on.
+	ErrNotReady = errors.New("upgrader: process is not ready")
+	// ErrUpgradeInProgress means another upgrade is running. The second
+	// trigger changes nothing.
+	ErrUpgradeInProgress = errors.New("upgrader: upgrade already in progress")
+	// ErrUpgraded means this process has already handed over to a new one
+	// and is draining.
+	ErrUpgraded = errors.New("upgrader: process has already been upgraded")
+	// ErrParentRunning means the previous generation has not exited yet, so
+	// a third process cannot be started. Retry once it has drained.
+	ErrParentRunning = errors.New("upgrader: previous generation is still draining")
+	// ErrClosed means the upgrader was shut down or closed.
+	ErrClosed = errors.New("upgrader: closed")
+
+	// ErrStartFailed means the new binary could not be started.
+	ErrStartFailed = errors.New("upgrader: new process could not be started")
+	// ErrChildExited means the new process exited before it was ready.
+	ErrChildExited = errors.New("upgrader: new process exited before it was ready")
+	// ErrReadyTimeout means the new process did not report ready within the
+	// upgrade timeout; it was killed.
+	ErrReadyTimeout = errors.New("upgrader: new process was not ready in time")
+	// ErrStateRejected means the new process could not read the state this
+	// one would hand over, or failed to restore it.
+	ErrStateRejected = errors.New("upgrader: new process rejected the state")
+	// ErrHandshake means the new process spoke a handshake this one does not
+	// understand.
+	ErrHandshake = errors.New("upgrader: handshake failed")
+)
+
+// An UpgradeError says why an upgrade failed. Err is one of the sentinel
+// errors above, possibly wrapping the underlying cause.
+type UpgradeError struct {
+	// Pid is the new process's pid, or 0 if it never said hello.
+	Pid int
+	// Step is the last step the upgrade reached: "start", "hello",
+	// "state", or "ready".
+	Step string
+	// ExitStatus is how the new process ended when Err is ErrChildExited:
+	// "exit status 3", "signal: killed". Empty otherwise.
+	ExitStatus string
+	// Elapsed is the time from the trigger to the failure.
+	Elapsed time.Duration
+	// Err is the reason.
+	Err error
+}
+
+func (e *UpgradeError) Error() string {
+	msg := "upgrade failed at " + e.Step
+	if e.Pid != 0 {
+		msg += fmt.Sprintf(" (new pid %d)", e.Pid)
+	}
+	msg += ": " + e.Err.Error()
+	if e.ExitStatus != "" {
+		msg += ": " + e.ExitStatus
+	}
+	return msg
+}
+
+// Unwrap returns the reason, so errors.Is(err, ErrReadyTimeout) works.
+func (e *UpgradeError) Unwrap() error { return e.Err }

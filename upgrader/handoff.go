@@ -1,0 +1,168 @@
+package upgrader
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The handoff between two generations runs over a SOCK_SEQPACKET socket pair
+// that the new process inherits through tableflip under a name carrying its
+// generation. The environment variable below tells the new process that it
+// was started by an upgrade, which generation it is, which attempt, and to
+// which parent it is bound (like LISTEN_PID binds LISTEN_FDS): a process that
+// finds the variable but whose parent pid differs ignores it. The protocol
+// is written down in state/PROTOCOL.md.
+const (
+	envHandoff      = "BATON_HANDOFF"
+	handoffVersion  = 1
+	handoffFileName = "baton.handoff."
+	maxMessageSize  = 64 << 10
+)
+
+// handoffEnv is the content of BATON_HANDOFF.
+type handoffEnv struct {
+	Version    int
+	ParentPid  int
+	Generation int
+	Attempt    int
+}
+
+func (h handoffEnv) String() string {
+	return fmt.Sprintf("v=%d;ppid=%d;gen=%d;attempt=%d", h.Version, h.ParentPid, h.Generation, h.Attempt)
+}
+
+// parseHandoffEnv parses BATON_HANDOFF. Every field must be present exactly
+// once and be a non-negative integer that fits an int.
+func parseHandoffEnv(s string) (handoffEnv, error) {
+	var h handoffEnv
+	fields := map[string]*int{"v": &h.Version, "ppid": &h.ParentPid, "gen": &h.Generation, "attempt": &h.Attempt}
+	seen := make(map[string]bool, len(fields))
+	for _, kv := range strings.Split(s, ";") {
+		k, v, ok := strings.Cut(kv, "=")
+		dst := fields[k]
+		if !ok || dst == nil || seen[k] {
+			return handoffEnv{}, fmt.Errorf("%w: %s=%q: bad field %q", ErrHandshake, envHandoff, s, kv)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return handoffEnv{}, fmt.Errorf("%w: %s=%q: bad number in %q", ErrHandshake, envHandoff, s, kv)
+		}
+		*dst, seen[k] = n, true
+	}
+	if len(seen) != len(fields) {
+		return handoffEnv{}, fmt.Errorf("%w: %s=%q: missing fields", ErrHandshake, envHandoff, s)
+	}
+	if h.Version != handoffVersion {
+		return handoffEnv{}, fmt.Errorf("%w: %s version %d, this binary speaks %d", ErrHandshake, envHandoff, h.Version, handoffVersion)
+	}
+	return h, nil
+}
+
+// Message types of the handoff protocol.
+const (
+	msgHello        = "hello"         // new -> old: I started; pid, attempt
+	msgStateRequest = "state-request" // new -> old: send state; the versions I read
+	msgState        = "state"         // old -> new: the snapshot follows (memfd or stream)
+	msgNoState      = "no-state"      // old -> new: nothing to hand over
+	msgRefused      = "refused"       // old -> new: cannot hand over; reason
+	msgRestored     = "restored"      // new -> old: state restored
+	msgRejected     = "rejected"      // new -> old: cannot use the state; reason
+)
+
+// message is one datagram of the handoff protocol.
+type message struct {
+	Version int                 `json:"v"`
+	Type    string              `json:"type"`
+	Pid     int                 `json:"pid,omitempty"`
+	Attempt int                 `json:"attempt,omitempty"`
+	Reason  string              `json:"reason,omitempty"`
+	Size    int64               `json:"size,omitempty"`
+	Accepts map[string][]uint32 `json:"accepts,omitempty"`
+	// Stream is set on msgState when the snapshot follows on the socket
+	// itself rather than in a sealed memfd.
+	Stream bool `json:"stream,omitempty"`
+}
+
+func encodeMessage(m message) ([]byte, error) {
+	m.Version = handoffVersion
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxMessageSize {
+		return nil, fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrHandshake, m.Type, len(b), maxMessageSize)
+	}
+	return b, nil
+}
+
+func decodeMessage(b []byte) (message, error) {
+	var m message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return message{}, fmt.Errorf("%w: %v", ErrHandshake, err)
+	}
+	if m.Version != handoffVersion {
+		return message{}, fmt.Errorf("%w: peer speaks handoff version %d, this binary %d", ErrHandshake, m.Version, handoffVersion)
+	}
+	if m.Type == "" {
+		return message{}, fmt.Errorf("%w: message without a type", ErrHandshake)
+	}
+	return m, nil
+}
+
+// handoffConn is one end of the handoff socket pair.
+type handoffConn struct {
+	*net.UnixConn
+}
+
+func (c handoffConn) send(m message, oob []byte) error {
+	b, err := encodeMessage(m)
+	if err != nil {
+		return err
+	}
+	_, _, err = c.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// recv reads one message and any ancillary data until the deadline. A zero
+// deadline waits forever.
+func (c handoffConn) recv(deadline time.Time, oob []byte) (message, int, error) {
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return message{}, 0, err
+	}
+	buf := make([]byte, maxMessageSize+1)
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return message{}, 0, err
+	}
+	if n == 0 {
+		// A zero-length datagram on SOCK_SEQPACKET is end of file.
+		return message{}, 0, io.EOF
+	}
+	if n > maxMessageSize || flags&msgTrunc != 0 {
+		return message{}, oobn, fmt.Errorf("%w: message larger than %d bytes", ErrHandshake, maxMessageSize)
+	}
+	m, err := decodeMessage(buf[:n])
+	return m, oobn, err
+}
+
+// fileConn turns a socket file into a handoff connection and closes f.
+func fileConn(f *os.File) (handoffConn, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return handoffConn{}, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return handoffConn{}, errors.New("handoff socket is not a unix socket")
+	}
+	return handoffConn{uc}, nil
+}

@@ -1,0 +1,57 @@
+package upgrader
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults applied by New to zero Options fields.
+const (
+	// DefaultUpgradeTimeout bounds the time from starting the new process
+	// to its ready notification. A process that is not ready by then is
+	// killed and the upgrade fails.
+	DefaultUpgradeTimeout = time.Minute
+	// DefaultDrainTimeout bounds the drain of the old process after a
+	// successful upgrade, or of the only process on a graceful stop.
+	DefaultDrainTimeout = 30 * time.Second
+)
+
+// Options control an Upgrader. The zero value works.
+type Options struct {
+	// UpgradeTimeout bounds the time from starting the new process to its
+	// ready notification. Zero means DefaultUpgradeTimeout.
+	UpgradeTimeout time.Duration
+
+	// DrainTimeout is the default deadline Shutdown uses when its context
+	// has none. Zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+
+	// PIDFile, if set, is rewritten atomically with the pid of the process
+	// that is ready, before the old one starts to drain.
+	PIDFile string
+
+	// Logger receives a line for every step of an upgrade. Nil discards.
+	Logger *slog.Logger
+
+	// Registerer, if not nil, receives the upgrader's metrics.
+	Registerer prometheus.Registerer
+
+	// ListenConfig creates listeners that are not inherited. Nil means the
+	// zero net.ListenConfig. Its Control function is kept.
+	ListenConfig *net.ListenConfig
+}
+
+func (o *Options) setDefaults() {
+	if o.UpgradeTimeout <= 0 {
+		o.UpgradeTimeout = DefaultUpgradeTimeout
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}

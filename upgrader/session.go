@@ -1,0 +1,127 @@
+package upgrader
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// session is the old process's side of the handoff for one attempt. Its
+// serve loop is the only reader of the connection while it runs; the
+// upgrade ends it by moving the read deadline into the past.
+type session struct {
+	conn    handoffConn
+	attempt int
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	pid      int
+	stepName string
+	reject   string
+}
+
+func (s *session) childPid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pid
+}
+
+func (s *session) step() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stepName == "" {
+		return "start"
+	}
+	return s.stepName
+}
+
+func (s *session) rejected() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reject
+}
+
+func (s *session) setStep(step string) {
+	s.mu.Lock()
+	s.stepName = step
+	s.mu.Unlock()
+}
+
+// drainStale discards messages left by the children of earlier attempts
+// (one killed while it was saying hello, for example).
+func (s *session) drainStale() {
+	deadline := time.Now()
+	for {
+		if _, _, err := s.conn.recv(deadline, nil); err != nil && isTimeout(err) {
+			return
+		} else if err != nil && !errors.Is(err, ErrHandshake) {
+			return
+		}
+	}
+}
+
+// serve answers the new process until the connection's read deadline passes.
+func (s *session) serve() {
+	for {
+		m, _, err := s.conn.recv(time.Time{}, nil)
+		if errors.Is(err, ErrHandshake) {
+			s.log.Warn("handoff: bad message from new process", "err", err)
+			continue
+		}
+		if err != nil {
+			return // deadline passed or socket closed: the attempt is over
+		}
+		if m.Attempt != 0 && m.Attempt != s.attempt {
+			continue // from an earlier attempt's child
+		}
+		switch m.Type {
+		case msgHello:
+			s.mu.Lock()
+			s.pid, s.stepName = m.Pid, "hello"
+			s.mu.Unlock()
+			s.log.Info("new process said hello", "child_pid", m.Pid)
+		case msgStateRequest:
+			s.setStep("state")
+			if err := s.conn.send(message{Type: msgNoState}, nil); err != nil {
+				s.log.Warn("handoff: reply failed", "err", err)
+			}
+		case msgRestored:
+			s.setStep("ready")
+		case msgRejected:
+			s.mu.Lock()
+			s.reject = m.Reason
+			s.mu.Unlock()
+			s.log.Warn("new process rejected the state", "reason", m.Reason)
+		default:
+			s.log.Warn("handoff: unexpected message", "type", m.Type)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// classify maps an error from tableflip's Upgrade to a sentinel and the
+// child's exit status. tableflip v1.2.3 formats its errors with %s, so the
+// cause survives only as text; the mapping is pinned by the end-to-end tests
+// that make a child exit, hang and fail to start.
+func classify(err error) (reason error, exitStatus string) {
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "can't start child"):
+		return errors.Join(ErrStartFailed, err), ""
+	case strings.Contains(msg, " timed out"):
+		return ErrReadyTimeout, ""
+	case strings.Contains(msg, " exited: "):
+		return ErrChildExited, msg[strings.Index(msg, " exited: ")+len(" exited: "):]
+	case strings.HasSuffix(msg, " exited"):
+		return ErrChildExited, "exit status 0"
+	case msg == "terminating":
+		return ErrClosed, ""
+	}
+	return errors.Join(ErrChildExited, err), ""
+}

@@ -1,0 +1,582 @@
+package upgrader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+)
+
+// flipper is the part of *tableflip.Upgrader that Upgrader uses: the seam
+// through which unit tests drive the lifecycle without starting processes.
+type flipper interface {
+	Listener(network, addr string) (net.Listener, error)
+	Listen(network, addr string) (net.Listener, error)
+	PacketConn(network, addr string) (net.PacketConn, error)
+	ListenPacket(network, addr string) (net.PacketConn, error)
+	File(name string) (*os.File, error)
+	AddFile(name string, f *os.File) error
+	Ready() error
+	Upgrade() error
+	Stop()
+	HasParent() bool
+	WaitForParent(ctx context.Context) error
+}
+
+// Result describes a successful upgrade.
+type Result struct {
+	// Pid is the new process's pid.
+	Pid int
+	// Generation is the new process's generation.
+	Generation int
+	// Duration is the time from the trigger to the new process being ready.
+	Duration time.Duration
+}
+
+// ListenerInfo describes one socket handed between generations.
+type ListenerInfo struct {
+	Kind      string // "listener" or "packet"
+	Network   string // "tcp", "udp", "unix", ...
+	Addr      string
+	Inherited bool // received from the previous generation
+}
+
+// Upgrader upgrades the process it runs in. Create one with New, take every
+// listener through it, call Ready once the service is up, and call Upgrade
+// on each trigger. When Exit is closed a new process has taken over: call
+// Shutdown to drain and then exit.
+//
+// An Upgrader is safe for concurrent use. Only one may exist per process.
+type Upgrader struct {
+	opts    Options
+	log     *slog.Logger
+	tf      flipper
+	metrics *metrics
+	gen     int
+
+	parent handoffConn // to the previous generation; nil UnixConn if none
+	own    handoffConn // to the next generation, across attempts
+
+	exitC      chan struct{} // closed when a new process took over
+	parentGone chan struct{} // closed when the previous generation exited
+	stopWatch  context.CancelFunc
+	wg         sync.WaitGroup // serve loops and the parent watcher
+
+	mu        sync.Mutex
+	ready     bool
+	upgrading bool
+	upgraded  bool
+	closed    bool
+	attempt   int
+	closers   []io.Closer
+	infos     []ListenerInfo
+	servers   []*httpServer
+	hooks     []func(context.Context) error
+}
+
+// New creates the process's Upgrader. In a process started by an upgrade it
+// takes the handoff socket from the previous generation and says hello.
+func New(opts Options) (*Upgrader, error) {
+	tf, err := tableflip.New(tableflip.Options{
+		UpgradeTimeout: opts.UpgradeTimeout,
+		PIDFile:        opts.PIDFile,
+		ListenConfig:   opts.ListenConfig,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u, err := newUpgrader(tf, opts, os.Getenv(envHandoff))
+	if err != nil {
+		tf.Stop()
+		return nil, err
+	}
+	return u, nil
+}
+
+func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
+	opts.setDefaults()
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	// The variable describes this process's start only; children get
+	// their own, set before each attempt.
+	os.Unsetenv(envHandoff)
+
+	u := &Upgrader{
+		opts:       opts,
+		log:        opts.Logger.With("pid", os.Getpid()),
+		tf:         tf,
+		metrics:    m,
+		exitC:      make(chan struct{}),
+		parentGone: make(chan struct{}),
+	}
+	if tf.HasParent() {
+		u.adoptParent(env)
+		ctx, cancel := context.WithCancel(context.Background())
+		u.stopWatch = cancel
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			if err := tf.WaitForParent(ctx); err == nil || !errors.Is(err, context.Canceled) {
+				close(u.parentGone)
+			}
+		}()
+	} else {
+		close(u.parentGone)
+	}
+	u.log = u.log.With("generation", u.gen)
+	if m != nil {
+		m.generation.Set(float64(u.gen))
+	}
+
+	parentEnd, childEnd, err := newSocketPair()
+	if err != nil {
+		u.Close()
+		return nil, err
+	}
+	err = tf.AddFile(handoffFileName+strconv.Itoa(u.gen+1), childEnd)
+	childEnd.Close()
+	if err != nil {
+		parentEnd.Close()
+		u.Close()
+		return nil, fmt.Errorf("register handoff socket: %w", err)
+	}
+	if u.own, err = fileConn(parentEnd); err != nil {
+		u.Close()
+		return nil, fmt.Errorf("handoff socket: %w", err)
+	}
+	return u, nil
+}
+
+// adoptParent reads BATON_HANDOFF, takes the handoff socket and says hello.
+// A process started by an upgrade without a usable handoff (a parent that
+// is not baton, or a broken variable) still starts: it only cannot receive
+// state, which Ready reports.
+func (u *Upgrader) adoptParent(env string) {
+	u.gen = 1
+	h, err := parseHandoffEnv(env)
+	if err != nil {
+		u.log.Warn("started by an upgrade without a usable handoff", "err", err)
+		return
+	}
+	if h.ParentPid != os.Getppid() {
+		u.log.Warn("ignoring "+envHandoff+" meant for another process", "ppid", os.Getppid(), "bound_to", h.ParentPid)
+		return
+	}
+	u.gen = h.Generation
+	f, err := u.tf.File(handoffFileName + strconv.Itoa(h.Generation))
+	if err != nil || f == nil {
+		u.log.Warn("handoff socket not inherited", "err", err)
+		return
+	}
+	c, err := fileConn(f)
+	if err != nil {
+		u.log.Warn("handoff socket unusable", "err", err)
+		return
+	}
+	if err := c.send(message{Type: msgHello, Pid: os.Getpid(), Attempt: h.Attempt}, nil); err != nil {
+		u.log.Warn("handoff hello failed", "err", err)
+		c.Close()
+		return
+	}
+	u.parent = c
+}
+
+// Generation returns the process's generation: 0 for a process that was
+// not started by an upgrade, one more than its parent's otherwise.
+func (u *Upgrader) Generation() int { return u.gen }
+
+// HasParent reports whether this process was started by an upgrade.
+func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
+
+// Exit returns a channel that is closed when a new process has taken over.
+// The caller should then call Shutdown and exit.
+func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
+
+// Listen returns the listener for network and addr that the previous
+// generation handed over, or creates it. Use it for every listener: one
+// opened elsewhere is not handed on, and the new process then fails with
+// "address already in use". The listener is closed when Shutdown starts.
+func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
+	ln, err := u.tf.Listener(network, addr)
+	inherited := ln != nil
+	if err == nil && ln == nil {
+		ln, err = u.tf.Listen(network, addr)
+	}
+	if err != nil {
+		return nil, u.listenError(network, addr, err)
+	}
+	u.addCloser(ln, ListenerInfo{Kind: "listener", Network: network, Addr: addr, Inherited: inherited})
+	return ln, nil
+}
+
+// ListenPacket is Listen for packet sockets (udp, unixgram).
+func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
+	pc, err := u.tf.PacketConn(network, addr)
+	inherited := pc != nil
+	if err == nil && pc == nil {
+		pc, err = u.tf.ListenPacket(network, addr)
+	}
+	if err != nil {
+		return nil, u.listenError(network, addr, err)
+	}
+	u.addCloser(pc, ListenerInfo{Kind: "packet", Network: network, Addr: addr, Inherited: inherited})
+	return pc, nil
+}
+
+func (u *Upgrader) listenError(network, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) && u.tf.HasParent() {
+		return fmt.Errorf("listen %s %s: %w (the previous generation holds this address without having "+
+			"handed it over: open every listener with Upgrader.Listen)", network, addr, err)
+	}
+	return fmt.Errorf("listen %s %s: %w", network, addr, err)
+}
+
+func (u *Upgrader) addCloser(c io.Closer, info ListenerInfo) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.closers = append(u.closers, c)
+	u.infos = append(u.infos, info)
+	if u.metrics != nil {
+		u.metrics.listeners.WithLabelValues(info.Network).Inc()
+	}
+}
+
+// Listeners describes the sockets taken through Listen and ListenPacket.
+func (u *Upgrader) Listeners() []ListenerInfo {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]ListenerInfo(nil), u.infos...)
+}
+
+// File returns the file the previous generation handed over under name, or
+// nil if there is none.
+func (u *Upgrader) File(name string) (*os.File, error) { return u.tf.File(name) }
+
+// AddFile hands f on to the next generation under name. f may be closed
+// after the call.
+func (u *Upgrader) AddFile(name string, f *os.File) error { return u.tf.AddFile(name, f) }
+
+// Serve serves srv on ln, which should come from Listen, in a goroutine the
+// Upgrader owns, and drains it on Shutdown without dropping a request. It
+// wraps srv.Handler and srv.ConnState (the originals are still called), so
+// call it before srv serves anything, and do not call srv.Shutdown yourself.
+func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) {
+	s := newHTTPServer(srv, ln)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.servers = append(u.servers, s)
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		s.serve()
+		if s.serveErr != nil {
+			u.log.Error("http server stopped", "addr", ln.Addr().String(), "err", s.serveErr)
+		}
+	}()
+}
+
+// OnShutdown registers a drain hook for a server that is not an
+// *http.Server. Shutdown calls it with its context after the listeners are
+// closed; it should finish the work in flight and return, or return
+// ctx.Err() at the deadline.
+func (u *Upgrader) OnShutdown(f func(ctx context.Context) error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.hooks = append(u.hooks, f)
+}
+
+// Ready reports that the process has started: its listeners are open and its
+// state restored. In a process started by an upgrade this completes the
+// upgrade: the PID file names this process, and the old one starts to drain.
+// Ready is idempotent.
+func (u *Upgrader) Ready() error {
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		return ErrClosed
+	}
+	already := u.ready
+	u.mu.Unlock()
+	if already {
+		return nil
+	}
+	if err := u.tf.Ready(); err != nil {
+		return err
+	}
+	if u.parent.UnixConn != nil {
+		u.parent.Close()
+	}
+	u.mu.Lock()
+	u.ready = true
+	u.mu.Unlock()
+	u.warnStrayListeners()
+	u.log.Info("ready", "listeners", len(u.Listeners()))
+	return nil
+}
+
+func (u *Upgrader) warnStrayListeners() {
+	u.mu.Lock()
+	known := append([]io.Closer(nil), u.closers...)
+	u.mu.Unlock()
+	stray, err := strayListeners(known)
+	if err != nil {
+		u.log.Debug("cannot check for listeners opened outside the upgrader", "err", err)
+		return
+	}
+	for _, addr := range stray {
+		u.log.Warn("listener not opened through the upgrader: the new process will not inherit it "+
+			"and will fail with \"address already in use\"", "addr", addr)
+	}
+}
+
+// Upgrade starts the binary now at the process's own path, hands it the
+// listeners, and waits until it is ready or has failed. Only one upgrade
+// runs at a time. On success the Exit channel is closed and the caller
+// should Shutdown; on failure nothing has changed hands and the error, an
+// *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
+// ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
+// process and fails the upgrade.
+func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
+	attempt, err := u.beginUpgrade()
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := u.upgrade(ctx, attempt)
+
+	u.mu.Lock()
+	u.upgrading = false
+	if err == nil {
+		u.upgraded = true
+		close(u.exitC)
+	}
+	u.mu.Unlock()
+	if u.metrics != nil {
+		if err == nil {
+			u.metrics.upgrades.WithLabelValues(resultSuccess).Inc()
+			u.metrics.duration.Observe(res.Duration.Seconds())
+		} else {
+			u.metrics.upgrades.WithLabelValues(resultFailure).Inc()
+			var ue *UpgradeError
+			if errors.As(err, &ue) {
+				u.metrics.upgradesByStep.WithLabelValues(ue.Step).Inc()
+			}
+		}
+	}
+	return res, err
+}
+
+func (u *Upgrader) beginUpgrade() (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch {
+	case u.closed:
+		return 0, ErrClosed
+	case u.upgraded:
+		return 0, ErrUpgraded
+	case u.upgrading:
+		return 0, ErrUpgradeInProgress
+	case !u.ready:
+		return 0, ErrNotReady
+	}
+	select {
+	case <-u.parentGone:
+	default:
+		return 0, ErrParentRunning
+	}
+	u.upgrading = true
+	u.attempt++
+	return u.attempt, nil
+}
+
+func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
+	start := time.Now()
+	log := u.log.With("attempt", attempt)
+	log.Info("upgrade started")
+	fail := func(step string, pid int, err error, status string) (Result, error) {
+		ue := &UpgradeError{Pid: pid, Step: step, Err: err, ExitStatus: status, Elapsed: time.Since(start)}
+		log.Error("upgrade failed", "step", step, "child_pid", pid, "err", ue)
+		return Result{}, ue
+	}
+
+	// tableflip resolves os.Args[0] when it starts the child; checking first
+	// gives a clear error for a missing or non-executable file.
+	if path, err := exec.LookPath(os.Args[0]); err != nil {
+		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
+	} else {
+		log.Info("starting new process", "path", path)
+	}
+	u.warnStrayListeners()
+
+	s := &session{conn: u.own, attempt: attempt, log: log}
+	s.drainStale()
+	if err := u.own.SetReadDeadline(time.Time{}); err != nil {
+		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
+	}
+	os.Setenv(envHandoff, handoffEnv{Version: handoffVersion, ParentPid: os.Getpid(), Generation: u.gen + 1, Attempt: attempt}.String())
+	defer os.Unsetenv(envHandoff)
+
+	flipped := make(chan error, 1)
+	go func() { flipped <- u.tf.Upgrade() }()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		s.serve()
+	}()
+
+	var err error
+	select {
+	case err = <-flipped:
+	case <-ctx.Done():
+		if pid := s.childPid(); pid > 0 {
+			log.Warn("upgrade cancelled: killing new process", "child_pid", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		err = <-flipped
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+	}
+	// Stop the session: any read in flight returns at once.
+	u.own.SetReadDeadline(time.Unix(1, 0))
+	<-served
+
+	pid, step := s.childPid(), s.step()
+	if err != nil {
+		if reason := s.rejected(); reason != "" {
+			return fail(step, pid, fmt.Errorf("%w: %s", ErrStateRejected, reason), "")
+		}
+		reason, status := classify(err)
+		if ctx.Err() != nil {
+			reason = fmt.Errorf("%w: %w", ErrReadyTimeout, ctx.Err())
+		}
+		return fail(step, pid, reason, status)
+	}
+	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start)}
+	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
+	return res, nil
+}
+
+// Shutdown stops the process gracefully: it closes every listener first, so
+// that no connection is accepted that would not be served, then drains the
+// HTTP servers and runs the OnShutdown hooks until they finish or ctx is
+// done. A ctx without a deadline gets Options.DrainTimeout. Connections still
+// open at the deadline are closed, logged and counted, and Shutdown returns
+// ctx.Err(). After a successful upgrade the listeners live on in the new
+// process; otherwise Unix socket files are removed.
+func (u *Upgrader) Shutdown(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, u.opts.DrainTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	closers, servers, hooks, first := u.markClosed()
+	if !first {
+		return nil
+	}
+	for _, c := range closers {
+		c.Close()
+	}
+	u.log.Info("draining", "servers", len(servers), "hooks", len(hooks))
+
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		errs   []error
+		forced int
+	)
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, active, err := s.drain(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			forced += f
+			if err != nil {
+				u.log.Warn("drain deadline reached: closed connections", "addr", s.ln.Addr().String(),
+					"connections", f, "with_request_in_flight", active)
+				errs = append(errs, err)
+			}
+		}()
+	}
+	for _, h := range hooks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	u.release()
+
+	d := time.Since(start)
+	if u.metrics != nil {
+		u.metrics.drainDuration.Observe(d.Seconds())
+		u.metrics.drainForced.Add(float64(forced))
+	}
+	u.log.Info("drained", "duration", d, "forced_connections", forced)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the process at once: listeners and connections are closed
+// without draining. It is idempotent and safe after Shutdown.
+func (u *Upgrader) Close() error {
+	closers, servers, _, first := u.markClosed()
+	if !first {
+		return nil
+	}
+	for _, c := range closers {
+		c.Close()
+	}
+	for _, s := range servers {
+		s.srv.Close()
+	}
+	u.release()
+	return nil
+}
+
+func (u *Upgrader) markClosed() ([]io.Closer, []*httpServer, []func(context.Context) error, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed {
+		return nil, nil, nil, false
+	}
+	u.closed = true
+	return u.closers, u.servers, u.hooks, true
+}
+
+// release stops tableflip and joins every goroutine the Upgrader started.
+func (u *Upgrader) release() {
+	u.tf.Stop()
+	if u.own.UnixConn != nil {
+		u.own.Close()
+	}
+	if u.parent.UnixConn != nil {
+		u.parent.Close()
+	}
+	if u.stopWatch != nil {
+		u.stopWatch()
+	}
+	u.wg.Wait()
+}
