@@ -3,6 +3,7 @@ package upgrader
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -13,33 +14,36 @@ import (
 // httpServer drains one *http.Server without losing a request.
 //
 // http.Server.Shutdown is not lossless for a process that hands its
-// listener on: it closes idle keep-alive connections, and a request a client
-// sent on such a connection just before the close is lost (golang/go#75591;
-// Go's client re-sends a GET silently, a POST fails). So the drain here
-// never closes a connection that may carry a request: the listener is
-// closed first (the new process keeps accepting on the same socket), every
-// response from then on says "Connection: close", and each connection ends
-// after the reply to the next request it carries. Only connections still
-// open at the deadline are closed, and counted.
+// listener on: it closes idle keep-alive connections at once, and a request
+// a client sent on such a connection just before the close is lost
+// (golang/go#75591; Go's client re-sends a GET silently, a POST fails). So
+// the drain here closes the listener first (the new process keeps accepting
+// on the same socket), makes every response from then on say
+// "Connection: close", so each busy connection ends after its next reply,
+// and closes an idle connection only once nothing has arrived on it for the
+// idle grace and nothing is waiting unread in its socket. What is still
+// open at the deadline is closed and counted.
 type httpServer struct {
 	srv      *http.Server
 	ln       net.Listener
+	grace    time.Duration
 	served   chan struct{} // closed when Serve returned
 	serveErr error         // set before served is closed
 	draining atomic.Bool
 
 	mu     sync.Mutex
-	conns  map[net.Conn]http.ConnState
+	conns  map[*trackedConn]http.ConnState
 	idle   chan struct{} // closed when draining and conns is empty
 	closed bool          // idle is closed
 }
 
-func newHTTPServer(srv *http.Server, ln net.Listener) *httpServer {
+func newHTTPServer(srv *http.Server, ln net.Listener, grace time.Duration) *httpServer {
 	s := &httpServer{
 		srv:    srv,
 		ln:     ln,
+		grace:  grace,
 		served: make(chan struct{}),
-		conns:  make(map[net.Conn]http.ConnState),
+		conns:  make(map[*trackedConn]http.ConnState),
 		idle:   make(chan struct{}),
 	}
 	handler := srv.Handler
@@ -56,7 +60,9 @@ func newHTTPServer(srv *http.Server, ln net.Listener) *httpServer {
 	})
 	userHook := srv.ConnState
 	srv.ConnState = func(c net.Conn, st http.ConnState) {
-		s.track(c, st)
+		if tc, ok := c.(*trackedConn); ok {
+			s.track(tc, st)
+		}
 		if userHook != nil {
 			userHook(c, st)
 		}
@@ -66,7 +72,7 @@ func newHTTPServer(srv *http.Server, ln net.Listener) *httpServer {
 
 // serve runs Serve; the caller owns the goroutine.
 func (s *httpServer) serve() {
-	err := s.srv.Serve(s.ln)
+	err := s.srv.Serve(trackingListener{s.ln})
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
@@ -74,12 +80,15 @@ func (s *httpServer) serve() {
 	close(s.served)
 }
 
-func (s *httpServer) track(c net.Conn, st http.ConnState) {
+func (s *httpServer) track(c *trackedConn, st http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch st {
 	case http.StateClosed, http.StateHijacked:
 		delete(s.conns, c)
+	case http.StateIdle:
+		c.touch()
+		s.conns[c] = st
 	default:
 		s.conns[c] = st
 	}
@@ -93,25 +102,31 @@ func (s *httpServer) signalIdleLocked() {
 	}
 }
 
-// drain waits until every connection ended by itself, or ctx is done. At
-// the deadline it closes what is left and reports how many connections were
-// closed, and how many of those were in the middle of a request. The
-// listener must already be closed.
-func (s *httpServer) drain(ctx context.Context) (forced, active int, err error) {
+// drain waits until every connection ended, or ctx is done. At the deadline
+// it closes what is left and reports how many connections were closed, and
+// how many of those were in the middle of a request. It also reports how
+// many quiet idle connections it closed on the way. The listener must
+// already be closed.
+func (s *httpServer) drain(ctx context.Context) (forced, active, quiet int, err error) {
 	s.draining.Store(true)
 	s.mu.Lock()
 	s.signalIdleLocked()
 	s.mu.Unlock()
 
-	select {
-	case <-s.served:
-	case <-ctx.Done():
-	}
-	select {
-	case <-s.idle:
-		s.srv.Close()
-		return 0, 0, nil
-	case <-ctx.Done():
+	tick := time.NewTicker(s.grace / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.idle:
+			s.srv.Close()
+			<-s.served
+			return 0, 0, quiet, nil
+		case <-tick.C:
+			quiet += s.closeQuiet()
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
 
 	s.mu.Lock()
@@ -131,5 +146,73 @@ func (s *httpServer) drain(ctx context.Context) (forced, active int, err error) 
 	case <-s.served:
 	case <-time.After(time.Second):
 	}
-	return forced, active, ctx.Err()
+	return forced, active, quiet, ctx.Err()
+}
+
+// closeQuiet closes the connections that are idle, have received nothing
+// for the grace period and have nothing unread in their socket. A request
+// can still cross the close on the network, as with any server closing an
+// idle HTTP/1.1 connection; on loopback the window is the time between the
+// checks and the close.
+func (s *httpServer) closeQuiet() int {
+	now := time.Now()
+	var quiet []*trackedConn
+	s.mu.Lock()
+	for c, st := range s.conns {
+		if (st == http.StateIdle || st == http.StateNew) && now.Sub(c.lastActive()) >= s.grace && unread(c.Conn) == 0 {
+			quiet = append(quiet, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range quiet {
+		c.Close()
+	}
+	return len(quiet)
+}
+
+// trackingListener hands out trackedConns.
+type trackingListener struct{ net.Listener }
+
+func (l trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c}
+	tc.touch()
+	return tc, nil
+}
+
+// trackedConn records when it last received bytes. It keeps CloseWrite and
+// ReadFrom of the connection it wraps, which net/http uses for a clean close
+// and for sendfile.
+type trackedConn struct {
+	net.Conn
+	last atomic.Int64 // unix nanoseconds of the last read or state change
+}
+
+func (c *trackedConn) touch() { c.last.Store(time.Now().UnixNano()) }
+
+func (c *trackedConn) lastActive() time.Time { return time.Unix(0, c.last.Load()) }
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}
+
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // The handoff between two generations runs over a SOCK_SEQPACKET socket pair
@@ -130,12 +129,9 @@ func (c handoffConn) send(m message, oob []byte) error {
 	return err
 }
 
-// recv reads one message and any ancillary data until the deadline. A zero
-// deadline waits forever.
-func (c handoffConn) recv(deadline time.Time, oob []byte) (message, int, error) {
-	if err := c.SetReadDeadline(deadline); err != nil {
-		return message{}, 0, err
-	}
+// recv reads one message and any ancillary data. It leaves the read
+// deadline alone: the owner of the connection moves it to end a read.
+func (c handoffConn) recv(oob []byte) (message, int, error) {
 	buf := make([]byte, maxMessageSize+1)
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {

@@ -17,6 +17,9 @@ const (
 	// DefaultDrainTimeout bounds the drain of the old process after a
 	// successful upgrade, or of the only process on a graceful stop.
 	DefaultDrainTimeout = 30 * time.Second
+	// DefaultIdleGrace is how long a keep-alive connection must have been
+	// quiet before a drain closes it.
+	DefaultIdleGrace = time.Second
 )
 
 // Options control an Upgrader. The zero value works.
@@ -28,6 +31,11 @@ type Options struct {
 	// DrainTimeout is the default deadline Shutdown uses when its context
 	// has none. Zero means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+
+	// IdleGrace is how long, during a drain, a keep-alive connection must
+	// have received nothing before it is closed. Busy connections end after
+	// their next reply instead. Zero means DefaultIdleGrace.
+	IdleGrace time.Duration
 
 	// PIDFile, if set, is rewritten atomically with the pid of the process
 	// that is ready, before the old one starts to drain.
@@ -50,6 +58,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.IdleGrace <= 0 {
+		o.IdleGrace = DefaultIdleGrace
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

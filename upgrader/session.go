@@ -53,9 +53,11 @@ func (s *session) setStep(step string) {
 // drainStale discards messages left by the children of earlier attempts
 // (one killed while it was saying hello, for example).
 func (s *session) drainStale() {
-	deadline := time.Now()
+	if err := s.conn.SetReadDeadline(time.Now()); err != nil {
+		return
+	}
 	for {
-		if _, _, err := s.conn.recv(deadline, nil); err != nil && isTimeout(err) {
+		if _, _, err := s.conn.recv(nil); err != nil && isTimeout(err) {
 			return
 		} else if err != nil && !errors.Is(err, ErrHandshake) {
 			return
@@ -66,7 +68,7 @@ func (s *session) drainStale() {
 // serve answers the new process until the connection's read deadline passes.
 func (s *session) serve() {
 	for {
-		m, _, err := s.conn.recv(time.Time{}, nil)
+		m, _, err := s.conn.recv(nil)
 		if errors.Is(err, ErrHandshake) {
 			s.log.Warn("handoff: bad message from new process", "err", err)
 			continue

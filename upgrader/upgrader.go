@@ -64,6 +64,8 @@ type Upgrader struct {
 	tf      flipper
 	metrics *metrics
 	gen     int
+	// parentPid is the previous generation's pid, 0 if none.
+	parentPid int
 
 	parent handoffConn // to the previous generation; nil UnixConn if none
 	own    handoffConn // to the next generation, across attempts
@@ -175,7 +177,7 @@ func (u *Upgrader) adoptParent(env string) {
 		u.log.Warn("ignoring "+envHandoff+" meant for another process", "ppid", os.Getppid(), "bound_to", h.ParentPid)
 		return
 	}
-	u.gen = h.Generation
+	u.gen, u.parentPid = h.Generation, h.ParentPid
 	f, err := u.tf.File(handoffFileName + strconv.Itoa(h.Generation))
 	if err != nil || f == nil {
 		u.log.Warn("handoff socket not inherited", "err", err)
@@ -274,7 +276,7 @@ func (u *Upgrader) AddFile(name string, f *os.File) error { return u.tf.AddFile(
 // wraps srv.Handler and srv.ConnState (the originals are still called), so
 // call it before srv serves anything, and do not call srv.Shutdown yourself.
 func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) {
-	s := newHTTPServer(srv, ln)
+	s := newHTTPServer(srv, ln, u.opts.IdleGrace)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.servers = append(u.servers, s)
@@ -391,14 +393,34 @@ func (u *Upgrader) beginUpgrade() (int, error) {
 	case !u.ready:
 		return 0, ErrNotReady
 	}
-	select {
-	case <-u.parentGone:
-	default:
+	if !u.parentExited() {
 		return 0, ErrParentRunning
 	}
 	u.upgrading = true
 	u.attempt++
 	return u.attempt, nil
+}
+
+// parentExited reports whether the previous generation has exited.
+// tableflip learns it from a pipe that closes when the parent's files are
+// released, a moment before the process is reaped and this one reparented;
+// a trigger sent right after the parent was seen gone waits for that moment
+// rather than failing.
+func (u *Upgrader) parentExited() bool {
+	select {
+	case <-u.parentGone:
+		return true
+	default:
+	}
+	if u.parentPid == 0 || os.Getppid() == u.parentPid {
+		return false
+	}
+	select {
+	case <-u.parentGone:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
 }
 
 func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
@@ -502,10 +524,13 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f, active, err := s.drain(ctx)
+			f, active, quiet, err := s.drain(ctx)
 			mu.Lock()
 			defer mu.Unlock()
 			forced += f
+			if quiet > 0 {
+				u.log.Info("closed quiet idle connections", "addr", s.ln.Addr().String(), "connections", quiet)
+			}
 			if err != nil {
 				u.log.Warn("drain deadline reached: closed connections", "addr", s.ln.Addr().String(),
 					"connections", f, "with_request_in_flight", active)

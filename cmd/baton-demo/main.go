@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -82,6 +83,12 @@ func run(args []string) error {
 	}
 	log := newLogger(cfg.logFormat)
 
+	// Signals are caught from the start: a SIGHUP that arrives while the
+	// process is starting must not kill it (it is answered once ready).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	u, err := upgrader.New(upgrader.Options{
@@ -107,17 +114,13 @@ func run(args []string) error {
 	mux.HandleFunc("POST /echo", echo)
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	u.Serve(&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln)
+	u.Serve(&http.Server{Handler: d.withPid(mux), ReadHeaderTimeout: 10 * time.Second}, ln)
 
 	if err := u.Ready(); err != nil {
 		return fmt.Errorf("ready: %w", err)
 	}
 	d.ready.Store(true)
 	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version)
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 
 	var upgrades sync.WaitGroup
 	defer upgrades.Wait()
@@ -163,8 +166,17 @@ type demo struct {
 	ready      atomic.Bool
 }
 
+// withPid marks every response with the pid that answered it, so a client
+// can see which generation served it.
+func (d *demo) withPid(h http.Handler) http.Handler {
+	pid := strconv.Itoa(d.pid)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Pid", pid)
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (d *demo) root(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("X-Pid", fmt.Sprint(d.pid))
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]any{
 		"pid":        d.pid,
@@ -181,11 +193,15 @@ func (d *demo) healthz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok\n")
 }
 
-// echo answers with the request body, bounded to 1 MiB.
+// echo answers with the request body, up to 1 MiB. It reads the whole body
+// before replying: Go's HTTP/1 server stops reading a request body once the
+// response headers are out.
 func echo(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if _, err := io.Copy(w, http.MaxBytesReader(w, r.Body, 1<<20)); err != nil {
-		// The status line is out; the client sees a short body.
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
 		return
 	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(body)
 }
