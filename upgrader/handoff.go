@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/batonhq/baton/state"
 )
 
 // The handoff between two generations runs over a SOCK_SEQPACKET socket pair
@@ -73,6 +75,7 @@ const (
 	msgRefused      = "refused"       // old -> new: cannot hand over; reason
 	msgRestored     = "restored"      // new -> old: state restored
 	msgRejected     = "rejected"      // new -> old: cannot use the state; reason
+	msgFinal        = "final"         // old -> new, after its drain: counts since the capture
 )
 
 // message is one datagram of the handoff protocol.
@@ -83,10 +86,11 @@ type message struct {
 	Attempt int                 `json:"attempt,omitempty"`
 	Reason  string              `json:"reason,omitempty"`
 	Size    int64               `json:"size,omitempty"`
-	Accepts map[string][]uint32 `json:"accepts,omitempty"`
-	// Stream is set on msgState when the snapshot follows on the socket
-	// itself rather than in a sealed memfd.
-	Stream bool `json:"stream,omitempty"`
+	// Accepts, on msgStateRequest, says what the new process reads.
+	Accepts *state.Accepts `json:"accepts,omitempty"`
+	// Counters, on msgFinal, is what the old process counted after the
+	// capture, to be added by the new one.
+	Counters map[string]uint64 `json:"counters,omitempty"`
 }
 
 func encodeMessage(m message) ([]byte, error) {

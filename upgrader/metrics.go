@@ -1,41 +1,52 @@
 package upgrader
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the upgrader's own metrics. Every method is a no-op on a nil
-// *metrics, which is what a nil Options.Registerer gives.
-type metrics struct {
-	upgrades       *prometheus.CounterVec
-	duration       prometheus.Histogram
-	generation     prometheus.Gauge
-	drainDuration  prometheus.Histogram
-	drainForced    prometheus.Counter
-	listeners      *prometheus.GaugeVec
-	stateBytes     prometheus.Gauge
-	handoffPause   prometheus.Histogram
-	upgradesByStep *prometheus.CounterVec
-}
-
-// Upgrade results, the values of the result label.
+// Names of the upgrader's own counters in Counters. They carry over across
+// upgrades like any other counter.
 const (
-	resultSuccess = "success"
-	resultFailure = "failure"
+	counterUpgradeSuccess = "baton.upgrades.success"
+	counterUpgradeFailure = "baton.upgrades.failure"
+	counterFailureStep    = "baton.upgrades.failure.step."
+	counterDrainForced    = "baton.drain.forced_connections"
 )
+
+// metrics are the upgrader's Prometheus metrics. The counters are read from
+// Counters at scrape time, so they continue across generations; the gauges
+// and histograms belong to this process.
+type metrics struct {
+	counters *Counters
+
+	upgradesDesc    *prometheus.Desc
+	failuresDesc    *prometheus.Desc
+	drainForcedDesc *prometheus.Desc
+
+	duration      prometheus.Histogram
+	generation    prometheus.Gauge
+	drainDuration prometheus.Histogram
+	listeners     *prometheus.GaugeVec
+	stateBytes    prometheus.Gauge
+	handoffPause  prometheus.Histogram
+}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
 	m := &metrics{
-		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "baton_upgrades_total",
-			Help: "Upgrades triggered in this service, by result.",
-		}, []string{"result"}),
+		upgradesDesc: prometheus.NewDesc("baton_upgrades_total",
+			"Upgrades of this service, by result; carried over across upgrades.", []string{"result"}, nil),
+		failuresDesc: prometheus.NewDesc("baton_upgrade_failures_total",
+			"Failed upgrades, by the step that failed; carried over across upgrades.", []string{"step"}, nil),
+		drainForcedDesc: prometheus.NewDesc("baton_drain_forced_connections_total",
+			"Connections still open at a drain deadline and closed by force; carried over across upgrades.", nil, nil),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_upgrade_duration_seconds",
-			Help:    "Time from the trigger to the new process being ready.",
+			Help:    "Time from the trigger to the new process being ready, for upgrades this process started.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -44,40 +55,51 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		drainDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_drain_duration_seconds",
-			Help:    "Time the process took to drain its connections before exiting.",
+			Help:    "Time this process took to drain its connections.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-		}),
-		drainForced: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "baton_drain_forced_connections_total",
-			Help: "Connections still open at the drain deadline and closed by force.",
 		}),
 		listeners: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "baton_listeners",
-			Help: "Listening sockets and packet connections handed between generations, by kind.",
+			Help: "Listening sockets and packet sockets taken through the upgrader, by network.",
 		}, []string{"kind"}),
 		stateBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "baton_handoff_state_bytes",
-			Help: "Size of the last state snapshot handed over or received.",
+			Help: "Size of the last state snapshot this process handed over or received.",
 		}),
 		handoffPause: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_handoff_pause_seconds",
-			Help:    "Time the components were frozen during a handoff: from freeze to the new process being ready, or to the thaw.",
+			Help:    "Time the participants were frozen in a handoff: from the freeze to the new process being ready, or to the thaw.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
-		upgradesByStep: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "baton_upgrade_failures_total",
-			Help: "Failed upgrades, by the step that failed.",
-		}, []string{"step"}),
 	}
-	for _, c := range []prometheus.Collector{m.upgrades, m.duration, m.generation, m.drainDuration,
-		m.drainForced, m.listeners, m.stateBytes, m.handoffPause, m.upgradesByStep} {
+	for _, c := range []prometheus.Collector{m, m.duration, m.generation, m.drainDuration,
+		m.listeners, m.stateBytes, m.handoffPause} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	// Both results exist from the start, so rate() sees a zero before the
-	// first upgrade rather than a missing series.
-	m.upgrades.WithLabelValues(resultSuccess)
-	m.upgrades.WithLabelValues(resultFailure)
 	return m, nil
+}
+
+// Describe implements prometheus.Collector for the carried-over counters.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.upgradesDesc
+	ch <- m.failuresDesc
+	ch <- m.drainForcedDesc
+}
+
+// Collect implements prometheus.Collector for the carried-over counters.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	if m.counters == nil {
+		return
+	}
+	vals := m.counters.Values()
+	ch <- prometheus.MustNewConstMetric(m.upgradesDesc, prometheus.CounterValue, float64(vals[counterUpgradeSuccess]), "success")
+	ch <- prometheus.MustNewConstMetric(m.upgradesDesc, prometheus.CounterValue, float64(vals[counterUpgradeFailure]), "failure")
+	ch <- prometheus.MustNewConstMetric(m.drainForcedDesc, prometheus.CounterValue, float64(vals[counterDrainForced]))
+	for name, v := range vals {
+		if step, ok := strings.CutPrefix(name, counterFailureStep); ok {
+			ch <- prometheus.MustNewConstMetric(m.failuresDesc, prometheus.CounterValue, float64(v), step)
+		}
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/batonhq/baton/state"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -46,6 +48,26 @@ type Options struct {
 
 	// Registerer, if not nil, receives the upgrader's metrics.
 	Registerer prometheus.Registerer
+
+	// State holds the participants whose state moves to the new process.
+	// Nil means a registry with default options; either way State()
+	// returns it and the upgrader adds its counters section to it.
+	State *state.Registry
+
+	// StateFile, if set, is where the state is kept across full restarts:
+	// written atomically on a graceful stop that is not an upgrade (and
+	// every StateFileInterval), and read by a process that starts with no
+	// parent.
+	StateFile string
+
+	// StateFileInterval, if positive, also writes StateFile periodically.
+	// Each write freezes the participants briefly.
+	StateFileInterval time.Duration
+
+	// RefuseCorruptStateFile makes Restore fail when StateFile exists but
+	// cannot be used. By default the file is moved aside, the failure is
+	// logged and the process starts fresh.
+	RefuseCorruptStateFile bool
 
 	// ListenConfig creates listeners that are not inherited. Nil means the
 	// zero net.ListenConfig. Its Control function is kept.

@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -13,6 +14,8 @@ import (
 // serve loop is the only reader of the connection while it runs; the
 // upgrade ends it by moving the read deadline into the past.
 type session struct {
+	u       *Upgrader
+	ctx     context.Context // bounds the freeze and the send
 	conn    handoffConn
 	attempt int
 	log     *slog.Logger
@@ -21,6 +24,10 @@ type session struct {
 	pid      int
 	stepName string
 	reject   string
+	// Set by sendState.
+	frozen     bool
+	frozenAt   time.Time
+	stateBytes int64
 }
 
 func (s *session) childPid() int {
@@ -87,9 +94,10 @@ func (s *session) serve() {
 			s.log.Info("new process said hello", "child_pid", m.Pid)
 		case msgStateRequest:
 			s.setStep("state")
-			if err := s.conn.send(message{Type: msgNoState}, nil); err != nil {
-				s.log.Warn("handoff: reply failed", "err", err)
-			}
+			frozen := s.sendState(s.ctx, m)
+			s.mu.Lock()
+			s.frozen = s.frozen || frozen
+			s.mu.Unlock()
 		case msgRestored:
 			s.setStep("ready")
 		case msgRejected:

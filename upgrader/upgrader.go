@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/state"
 	"github.com/cloudflare/tableflip"
 )
 
@@ -42,6 +43,8 @@ type Result struct {
 	Generation int
 	// Duration is the time from the trigger to the new process being ready.
 	Duration time.Duration
+	// StateBytes is the size of the snapshot handed over.
+	StateBytes int64
 }
 
 // ListenerInfo describes one socket handed between generations.
@@ -74,6 +77,16 @@ type Upgrader struct {
 	parentGone chan struct{} // closed when the previous generation exited
 	stopWatch  context.CancelFunc
 	wg         sync.WaitGroup // serve loops and the parent watcher
+
+	reg      *state.Registry
+	counters *Counters
+	// stateMu serialises freezing the registry between an upgrade and the
+	// periodic state file write.
+	stateMu     sync.Mutex
+	restoreOnce sync.Once
+	restoreInfo state.Info
+	restoreErr  error
+	stopPeriod  chan struct{} // closed to stop the periodic state file write
 
 	mu        sync.Mutex
 	ready     bool
@@ -116,13 +129,29 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	// their own, set before each attempt.
 	os.Unsetenv(envHandoff)
 
+	reg := opts.State
+	if reg == nil {
+		if reg, err = state.NewRegistry(state.Options{}); err != nil {
+			return nil, err
+		}
+	}
+	counters := newCounters()
+	if err := reg.Register(counters.participant()); err != nil {
+		return nil, fmt.Errorf("register counters: %w", err)
+	}
 	u := &Upgrader{
 		opts:       opts,
 		log:        opts.Logger.With("pid", os.Getpid()),
 		tf:         tf,
 		metrics:    m,
+		reg:        reg,
+		counters:   counters,
 		exitC:      make(chan struct{}),
 		parentGone: make(chan struct{}),
+		stopPeriod: make(chan struct{}),
+	}
+	if m != nil {
+		m.counters = counters
 	}
 	if tf.HasParent() {
 		u.adoptParent(env)
@@ -301,9 +330,11 @@ func (u *Upgrader) OnShutdown(f func(ctx context.Context) error) {
 }
 
 // Ready reports that the process has started: its listeners are open and its
-// state restored. In a process started by an upgrade this completes the
-// upgrade: the PID file names this process, and the old one starts to drain.
-// Ready is idempotent.
+// state restored (Ready calls Restore if the caller has not). In a process
+// started by an upgrade this completes the upgrade: the PID file names this
+// process, and the old one starts to drain. If Restore failed, Ready returns
+// its error and reports nothing: the process should exit. Ready is
+// idempotent.
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	if u.closed {
@@ -315,19 +346,45 @@ func (u *Upgrader) Ready() error {
 	if already {
 		return nil
 	}
-	if err := u.tf.Ready(); err != nil {
+	if _, err := u.Restore(context.Background()); err != nil {
 		return err
 	}
-	if u.parent.UnixConn != nil {
-		u.parent.Close()
+	if err := u.tf.Ready(); err != nil {
+		return err
 	}
 	u.mu.Lock()
 	u.ready = true
 	u.mu.Unlock()
+	if u.tf.HasParent() {
+		// The new process counts the upgrade that made it: the old one
+		// may be gone before a scrape could see it there.
+		u.counters.Counter(counterUpgradeSuccess).Inc()
+	}
+	if p := u.parent; p.UnixConn != nil {
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			u.awaitFinal(p)
+		}()
+	}
+	if u.opts.StateFile != "" && u.opts.StateFileInterval > 0 {
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			u.statePeriodically(u.opts.StateFileInterval, u.stopPeriod)
+		}()
+	}
 	u.warnStrayListeners()
 	u.log.Info("ready", "listeners", len(u.Listeners()))
 	return nil
 }
+
+// State returns the registry of participants whose state moves to the new
+// process. Register participants before Restore or Ready.
+func (u *Upgrader) State() *state.Registry { return u.reg }
+
+// Counters returns the counters that survive upgrades.
+func (u *Upgrader) Counters() *Counters { return u.counters }
 
 func (u *Upgrader) warnStrayListeners() {
 	u.mu.Lock()
@@ -365,17 +422,14 @@ func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
 		close(u.exitC)
 	}
 	u.mu.Unlock()
-	if u.metrics != nil {
-		if err == nil {
-			u.metrics.upgrades.WithLabelValues(resultSuccess).Inc()
-			u.metrics.duration.Observe(res.Duration.Seconds())
-		} else {
-			u.metrics.upgrades.WithLabelValues(resultFailure).Inc()
-			var ue *UpgradeError
-			if errors.As(err, &ue) {
-				u.metrics.upgradesByStep.WithLabelValues(ue.Step).Inc()
-			}
+	if err != nil {
+		u.counters.Counter(counterUpgradeFailure).Inc()
+		var ue *UpgradeError
+		if errors.As(err, &ue) {
+			u.counters.Counter(counterFailureStep + ue.Step).Inc()
 		}
+	} else if u.metrics != nil {
+		u.metrics.duration.Observe(res.Duration.Seconds())
 	}
 	return res, err
 }
@@ -442,7 +496,9 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
 	}
 	u.warnStrayListeners()
 
-	s := &session{conn: u.own, attempt: attempt, log: log}
+	sctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
+	defer cancel()
+	s := &session{u: u, ctx: sctx, conn: u.own, attempt: attempt, log: log}
 	s.drainStale()
 	if err := u.own.SetReadDeadline(time.Time{}); err != nil {
 		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
@@ -476,6 +532,19 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
 	<-served
 
 	pid, step := s.childPid(), s.step()
+	s.mu.Lock()
+	frozen, frozenAt, stateBytes := s.frozen, s.frozenAt, s.stateBytes
+	s.mu.Unlock()
+	if frozen {
+		if err != nil {
+			u.reg.Thaw()
+			log.Info("participants thawed: carrying on", "frozen_for", time.Since(frozenAt))
+		}
+		if u.metrics != nil {
+			u.metrics.handoffPause.Observe(time.Since(frozenAt).Seconds())
+			u.metrics.stateBytes.Set(float64(stateBytes))
+		}
+	}
 	if err != nil {
 		if reason := s.rejected(); reason != "" {
 			return fail(step, pid, fmt.Errorf("%w: %s", ErrStateRejected, reason), "")
@@ -486,7 +555,7 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
 		}
 		return fail(step, pid, reason, status)
 	}
-	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start)}
+	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes}
 	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
 	return res, nil
 }
@@ -508,6 +577,11 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	closers, servers, hooks, first := u.markClosed()
 	if !first {
 		return nil
+	}
+	// Replies say "Connection: close" from now on, then the listeners
+	// close: nothing is accepted that would not be served.
+	for _, s := range servers {
+		s.draining.Store(true)
 	}
 	for _, c := range closers {
 		c.Close()
@@ -550,13 +624,19 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	u.release()
-
 	d := time.Since(start)
+	u.counters.Counter(counterDrainForced).Add(uint64(forced))
 	if u.metrics != nil {
 		u.metrics.drainDuration.Observe(d.Seconds())
-		u.metrics.drainForced.Add(float64(forced))
 	}
+	if u.isUpgraded() {
+		u.sendFinal()
+	} else if err := u.writeStateFile(ctx, false); err != nil {
+		u.log.Error("state file not written", "err", err)
+		errs = append(errs, err)
+	}
+	u.release()
+
 	u.log.Info("drained", "duration", d, "forced_connections", forced)
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -588,7 +668,14 @@ func (u *Upgrader) markClosed() ([]io.Closer, []*httpServer, []func(context.Cont
 		return nil, nil, nil, false
 	}
 	u.closed = true
+	close(u.stopPeriod)
 	return u.closers, u.servers, u.hooks, true
+}
+
+func (u *Upgrader) isUpgraded() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.upgraded
 }
 
 // release stops tableflip and joins every goroutine the Upgrader started.

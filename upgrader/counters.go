@@ -1,0 +1,117 @@
+package upgrader
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/batonhq/baton/state"
+)
+
+// countersSection is the state section that carries the counters.
+const countersSection = "baton.counters"
+
+// A Counter is a monotonic count that survives upgrades exactly.
+type Counter struct{ v atomic.Uint64 }
+
+// Add adds n.
+func (c *Counter) Add(n uint64) { c.v.Add(n) }
+
+// Inc adds one.
+func (c *Counter) Inc() { c.v.Add(1) }
+
+// Load returns the count.
+func (c *Counter) Load() uint64 { return c.v.Load() }
+
+// Counters are named monotonic counters that count across generations, so
+// that a total such as "requests answered by the service" or a Prometheus
+// counter is one continuous series over upgrades. Their values travel in the
+// snapshot; what the old process still counts while it drains (the requests
+// it answers after the handoff) reaches the new process when the old one has
+// drained, so nothing is counted twice or lost.
+type Counters struct {
+	mu   sync.Mutex
+	vals map[string]*Counter
+	base map[string]uint64 // values at the last capture; nil if none
+}
+
+func newCounters() *Counters { return &Counters{vals: make(map[string]*Counter)} }
+
+// Counter returns the counter called name, creating it at zero.
+func (c *Counters) Counter(name string) *Counter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctr, ok := c.vals[name]
+	if !ok {
+		ctr = new(Counter)
+		c.vals[name] = ctr
+	}
+	return ctr
+}
+
+// Values returns every counter's value.
+func (c *Counters) Values() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]uint64, len(c.vals))
+	for name, ctr := range c.vals {
+		out[name] = ctr.Load()
+	}
+	return out
+}
+
+// add adds vals to the counters.
+func (c *Counters) add(vals map[string]uint64) {
+	for _, name := range slices.Sorted(maps.Keys(vals)) {
+		c.Counter(name).Add(vals[name])
+	}
+}
+
+// sinceCapture returns what was counted after the last capture.
+func (c *Counters) sinceCapture() map[string]uint64 {
+	now := c.Values()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]uint64)
+	for name, v := range now {
+		if d := v - c.base[name]; d > 0 {
+			out[name] = d
+		}
+	}
+	return out
+}
+
+func (c *Counters) participant() state.Participant {
+	return state.Participant{
+		Name:    countersSection,
+		Version: 1,
+		// Counting goes on while frozen: what is counted after the
+		// capture is sent on when the old process exits.
+		Freeze: func(context.Context) error { return nil },
+		Thaw: func() {
+			c.mu.Lock()
+			c.base = nil
+			c.mu.Unlock()
+		},
+		Capture: func(w io.Writer) error {
+			vals := c.Values()
+			c.mu.Lock()
+			c.base = vals
+			c.mu.Unlock()
+			return json.NewEncoder(w).Encode(vals)
+		},
+		Restore: func(r io.Reader) error {
+			var vals map[string]uint64
+			if err := json.NewDecoder(r).Decode(&vals); err != nil {
+				return fmt.Errorf("counters: %w", err)
+			}
+			c.add(vals)
+			return nil
+		},
+	}
+}
