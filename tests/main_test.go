@@ -13,8 +13,10 @@ import (
 
 // Binaries built once for the whole package.
 var (
-	demoV1 string // baton-demo, version v1
-	demoV2 string // baton-demo, version v2
+	demoV1    string // baton-demo v1: kv schema 1
+	demoV2    string // baton-demo v2: kv schema 2, migrates from 1
+	demoV3    string // baton-demo v3: kv schema 3, reads neither 1 nor 2
+	demoFault string // baton-demo v1 with fault injection (BATON_FAULT)
 )
 
 func TestMain(m *testing.M) {
@@ -27,8 +29,15 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		demoV1 = filepath.Join(dir, "baton-demo-v1")
 		demoV2 = filepath.Join(dir, "baton-demo-v2")
-		for bin, version := range map[string]string{demoV1: "v1", demoV2: "v2"} {
-			if err := demotest.Build("./cmd/baton-demo", bin, version); err != nil {
+		demoV3 = filepath.Join(dir, "baton-demo-v3")
+		demoFault = filepath.Join(dir, "baton-demo-fault")
+		for bin, o := range map[string]demotest.BuildOpts{
+			demoV1:    {Version: "v1", KVSchema: "1"},
+			demoV2:    {Version: "v2", KVSchema: "2"},
+			demoV3:    {Version: "v3", KVSchema: "3"},
+			demoFault: {Version: "v1", KVSchema: "1", Tags: "batonfault"},
+		} {
+			if err := demotest.Build("./cmd/baton-demo", bin, o); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}

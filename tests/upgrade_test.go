@@ -2,8 +2,6 @@ package tests
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -77,6 +75,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		}
 	})
 	assertNoFailures(t, r)
+	assertStateIntact(t, p, r, upgrades)
 	for pid := range r.Pids {
 		if !pids[pid] {
 			t.Errorf("a reply came from pid %d, which is no generation of the service", pid)
@@ -90,32 +89,9 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		len(serving), serving[len(serving)/2], serving[0], serving[len(serving)-1])
 }
 
-type rootReply struct {
-	Pid        int    `json:"pid"`
-	Generation int    `json:"generation"`
-	Version    string `json:"version"`
-}
-
-// getRoot asks GET / on a new connection: a kept-alive one may still reach
-// a draining generation, which answers, as it should.
-func getRoot(t *testing.T, url string) rootReply {
-	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := c.Get(url + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var r rootReply
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 func TestReplacedBinaryIsPickedUp(t *testing.T) {
 	p := demotest.Start(t, demoV1)
-	if got := getRoot(t, p.URL()); got.Version != "v1" || got.Generation != 0 {
+	if got := p.Root(t); got.Version != "v1" || got.Generation != 0 {
 		t.Fatalf("before: %+v, want v1 generation 0", got)
 	}
 	demotest.Install(t, demoV2, p.Bin)
@@ -123,7 +99,7 @@ func TestReplacedBinaryIsPickedUp(t *testing.T) {
 	if u.Err != "" {
 		t.Fatal(u.Err)
 	}
-	got := getRoot(t, p.URL())
+	got := p.Root(t)
 	if got.Version != "v2" || got.Generation != 1 || got.Pid != u.NewPid {
 		t.Fatalf("after: %+v, want v2 generation 1 pid %d", got, u.NewPid)
 	}
@@ -172,7 +148,7 @@ func TestFailedUpgradesKeepServing(t *testing.T) {
 				if !strings.Contains(u.Err, tt.wantErr) {
 					t.Errorf("error %q does not say %q", u.Err, tt.wantErr)
 				}
-				if got := getRoot(t, p.URL()); got.Pid != first {
+				if got := p.Root(t); got.Pid != first {
 					t.Fatalf("after the failure pid %d serves, want the old %d", got.Pid, first)
 				}
 				demotest.Install(t, demoV2, p.Bin)

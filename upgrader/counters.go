@@ -19,11 +19,11 @@ const countersSection = "baton.counters"
 // A Counter is a monotonic count that survives upgrades exactly.
 type Counter struct{ v atomic.Uint64 }
 
-// Add adds n.
-func (c *Counter) Add(n uint64) { c.v.Add(n) }
+// Add adds n and returns the new count.
+func (c *Counter) Add(n uint64) uint64 { return c.v.Add(n) }
 
-// Inc adds one.
-func (c *Counter) Inc() { c.v.Add(1) }
+// Inc adds one and returns the new count.
+func (c *Counter) Inc() uint64 { return c.v.Add(1) }
 
 // Load returns the count.
 func (c *Counter) Load() uint64 { return c.v.Load() }
@@ -38,6 +38,10 @@ type Counters struct {
 	mu   sync.Mutex
 	vals map[string]*Counter
 	base map[string]uint64 // values at the last capture; nil if none
+	// onRestore is the fault injection point "in the middle of receiving
+	// state": the counters section is restored first, while the rest of the
+	// snapshot is still on its way.
+	onRestore func()
 }
 
 func newCounters() *Counters { return &Counters{vals: make(map[string]*Counter)} }
@@ -106,6 +110,9 @@ func (c *Counters) participant() state.Participant {
 			return json.NewEncoder(w).Encode(vals)
 		},
 		Restore: func(r io.Reader) error {
+			if c.onRestore != nil {
+				c.onRestore()
+			}
 			var vals map[string]uint64
 			if err := json.NewDecoder(r).Decode(&vals); err != nil {
 				return fmt.Errorf("counters: %w", err)

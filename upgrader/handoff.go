@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/batonhq/baton/state"
 )
 
@@ -150,6 +152,29 @@ func (c handoffConn) recv(oob []byte) (message, int, error) {
 	}
 	m, err := decodeMessage(buf[:n])
 	return m, oobn, err
+}
+
+// recvQueued returns a message already queued on the socket without
+// waiting, or ok false if there is none. Once the new process is known to
+// have exited, everything it sent is queued: this reads it regardless of
+// the read deadline.
+func (c handoffConn) recvQueued() (m message, ok bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return message{}, false
+	}
+	buf := make([]byte, maxMessageSize+1)
+	var n int
+	var rerr error
+	err = raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+		return true
+	})
+	if err != nil || rerr != nil || n == 0 || n > maxMessageSize {
+		return message{}, false
+	}
+	m, err = decodeMessage(buf[:n])
+	return m, err == nil
 }
 
 // fileConn turns a socket file into a handoff connection and closes f.

@@ -67,6 +67,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.stateBytes = n
 	s.mu.Unlock()
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
+	fault(faultOldKill, u.gen, s.attempt)
 	return true
 }
 
@@ -127,6 +128,7 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 		}
 		return u.restoreFile()
 	}
+	fault(faultNewListening, u.gen, u.startAttempt)
 	start := time.Now()
 	c := u.parent
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
@@ -167,6 +169,9 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	}
 	info, err := state.Receive(ctx, conn, u.reg)
 	conn.Close()
+	if err == nil && faultRejects(u.gen, u.startAttempt) {
+		err = errors.New("rejected by fault injection")
+	}
 	if err != nil {
 		reason := err.Error()
 		if serr := c.send(message{Type: msgRejected, Reason: reason}, nil); serr != nil {

@@ -83,9 +83,30 @@ func (s *session) serve() {
 		if err != nil {
 			return // deadline passed or socket closed: the attempt is over
 		}
-		if m.Attempt != 0 && m.Attempt != s.attempt {
-			continue // from an earlier attempt's child
+		s.handle(m)
+	}
+}
+
+// drainQueued reads what the new process sent before it died: its reason
+// for rejecting the state, typically.
+func (s *session) drainQueued() {
+	for i := 0; i < 16; i++ {
+		m, ok := s.conn.recvQueued()
+		if !ok {
+			return
 		}
+		if m.Type == msgStateRequest {
+			continue // too late: the process is gone
+		}
+		s.handle(m)
+	}
+}
+
+func (s *session) handle(m message) {
+	if m.Attempt != 0 && m.Attempt != s.attempt {
+		return // from an earlier attempt's child
+	}
+	{
 		switch m.Type {
 		case msgHello:
 			s.mu.Lock()

@@ -69,6 +69,8 @@ type Upgrader struct {
 	gen     int
 	// parentPid is the previous generation's pid, 0 if none.
 	parentPid int
+	// startAttempt is the parent's attempt that started this process.
+	startAttempt int
 
 	parent handoffConn // to the previous generation; nil UnixConn if none
 	own    handoffConn // to the next generation, across attempts
@@ -153,6 +155,7 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	if m != nil {
 		m.counters = counters
 	}
+	counters.onRestore = func() { fault(faultNewRestoring, u.gen, u.startAttempt) }
 	if tf.HasParent() {
 		u.adoptParent(env)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -206,7 +209,8 @@ func (u *Upgrader) adoptParent(env string) {
 		u.log.Warn("ignoring "+envHandoff+" meant for another process", "ppid", os.Getppid(), "bound_to", h.ParentPid)
 		return
 	}
-	u.gen, u.parentPid = h.Generation, h.ParentPid
+	u.gen, u.parentPid, u.startAttempt = h.Generation, h.ParentPid, h.Attempt
+	fault(faultNewStart, u.gen, u.startAttempt)
 	f, err := u.tf.File(handoffFileName + strconv.Itoa(h.Generation))
 	if err != nil || f == nil {
 		u.log.Warn("handoff socket not inherited", "err", err)
@@ -349,9 +353,11 @@ func (u *Upgrader) Ready() error {
 	if _, err := u.Restore(context.Background()); err != nil {
 		return err
 	}
+	fault(faultNewHang, u.gen, u.startAttempt)
 	if err := u.tf.Ready(); err != nil {
 		return err
 	}
+	fault(faultNewCrashLate, u.gen, u.startAttempt)
 	u.mu.Lock()
 	u.ready = true
 	u.mu.Unlock()
@@ -530,6 +536,9 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
 	// Stop the session: any read in flight returns at once.
 	u.own.SetReadDeadline(time.Unix(1, 0))
 	<-served
+	if err != nil {
+		s.drainQueued()
+	}
 
 	pid, step := s.childPid(), s.step()
 	s.mu.Lock()

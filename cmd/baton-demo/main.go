@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/state"
 	"github.com/batonhq/baton/upgrader"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -49,6 +50,8 @@ type config struct {
 	upgradeTimeout time.Duration
 	version        string
 	logFormat      string
+	stateFile      string
+	kvEntries      int
 }
 
 func parseFlags(args []string) (config, error) {
@@ -60,6 +63,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new process may take to become ready")
 	fs.StringVar(&c.version, "version", version, "version string this process reports")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
+	fs.IntVar(&c.kvEntries, "kv-entries", 2000, "entries the first generation puts in the demo map")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -91,7 +96,20 @@ func run(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	states, err := state.NewRegistry(state.Options{UserVersion: cfg.version})
+	if err != nil {
+		return err
+	}
+	kv, err := newKVStore()
+	if err != nil {
+		return err
+	}
+	if err := kv.register(states); err != nil {
+		return err
+	}
 	u, err := upgrader.New(upgrader.Options{
+		State:          states,
+		StateFile:      cfg.stateFile,
 		UpgradeTimeout: cfg.upgradeTimeout,
 		DrainTimeout:   cfg.drain,
 		PIDFile:        cfg.pidFile,
@@ -108,9 +126,19 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{pid: os.Getpid(), generation: u.Generation(), version: cfg.version}
+	// The state comes over before anything is served, so that no request
+	// sees it half restored.
+	if _, err := u.Restore(context.Background()); err != nil {
+		return err
+	}
+	kv.seed(cfg.kvEntries)
+	kv.set(fmt.Sprintf("gen-%d", u.Generation()), kvEntry{Value: strconv.Itoa(os.Getpid()), Gen: u.Generation()})
+
+	d := &demo{pid: os.Getpid(), generation: u.Generation(), version: cfg.version,
+		hits: u.Counters().Counter("demo.hits")}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.root)
+	mux.HandleFunc("GET /kv", kv.serveHTTP)
 	mux.HandleFunc("POST /echo", echo)
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -164,6 +192,8 @@ type demo struct {
 	generation int
 	version    string
 	ready      atomic.Bool
+	// hits counts GET / answered by every generation together.
+	hits *upgrader.Counter
 }
 
 // withPid marks every response with the pid that answered it, so a client
@@ -182,6 +212,7 @@ func (d *demo) root(w http.ResponseWriter, r *http.Request) {
 		"pid":        d.pid,
 		"generation": d.generation,
 		"version":    d.version,
+		"hits":       d.hits.Inc(),
 	})
 }
 

@@ -5,6 +5,7 @@ package demotest
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -43,10 +45,25 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
+// BuildOpts are the variants of a build.
+type BuildOpts struct {
+	Version  string // main.version
+	KVSchema string // main.kvSchema of baton-demo; empty keeps the default
+	Tags     string // build tags, such as batonfault
+}
+
 // Build compiles a package of the module (such as "./cmd/baton-demo") into
-// out, with main.version set to version.
-func Build(pkg, out, version string) error {
-	cmd := exec.Command(GoTool(), "build", "-o", out, "-ldflags", "-X main.version="+version, pkg)
+// out.
+func Build(pkg, out string, o BuildOpts) error {
+	ldflags := "-X main.version=" + o.Version
+	if o.KVSchema != "" {
+		ldflags += " -X main.kvSchema=" + o.KVSchema
+	}
+	args := []string{"build", "-o", out, "-ldflags", ldflags}
+	if o.Tags != "" {
+		args = append(args, "-tags", o.Tags)
+	}
+	cmd := exec.Command(GoTool(), append(args, pkg)...)
 	cmd.Dir = Root()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
@@ -62,6 +79,8 @@ type Proc struct {
 	PidFile string
 	Addr    string // host:port it serves HTTP on
 	Logs    *Logs
+	// Gets counts the GET / requests this package sent and saw answered.
+	Gets atomic.Int64
 
 	cmd *exec.Cmd
 }
@@ -71,7 +90,12 @@ type Proc struct {
 // and every generation after it are stopped when the test ends.
 func Start(t testing.TB, bin string, args ...string) *Proc {
 	t.Helper()
-	dir := t.TempDir()
+	return StartEnv(t, nil, bin, t.TempDir(), args...)
+}
+
+// StartEnv is Start with extra environment variables and a given directory.
+func StartEnv(t testing.TB, env []string, bin, dir string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Dir: dir, Bin: filepath.Join(dir, "baton-demo"), PidFile: filepath.Join(dir, "demo.pid")}
 	Install(t, bin, p.Bin)
 	r, w, err := os.Pipe()
@@ -81,6 +105,7 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 	args = append([]string{"-addr", "127.0.0.1:0", "-pidfile", p.PidFile}, args...)
 	p.cmd = exec.Command(p.Bin, args...)
 	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = w
 	p.cmd.Stdout = w
 	if err := p.cmd.Start(); err != nil {
@@ -198,11 +223,66 @@ func (p *Proc) firstReplyFrom(pid int, since time.Time) (time.Duration, error) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			p.Gets.Add(1)
+		}
 		if resp.Header.Get("X-Pid") == strconv.Itoa(pid) {
 			return time.Since(since), nil
 		}
 	}
 	return 0, fmt.Errorf("pid %d never answered", pid)
+}
+
+// RootReply is baton-demo's answer to GET /.
+type RootReply struct {
+	Pid        int    `json:"pid"`
+	Generation int    `json:"generation"`
+	Version    string `json:"version"`
+	Hits       uint64 `json:"hits"`
+}
+
+// Root asks GET / on a new connection: a kept-alive one may still reach a
+// draining generation, which answers, as it should.
+func (p *Proc) Root(t testing.TB) RootReply {
+	t.Helper()
+	var r RootReply
+	p.getJSON(t, "/", &r)
+	p.Gets.Add(1)
+	return r
+}
+
+// KV is baton-demo's answer to GET /kv.
+type KV struct {
+	Schema  int `json:"schema"`
+	Count   int `json:"count"`
+	Entries map[string]struct {
+		Value string `json:"value"`
+		Gen   int    `json:"gen"`
+	} `json:"entries"`
+}
+
+// KV asks GET /kv on a new connection.
+func (p *Proc) KV(t testing.TB) KV {
+	t.Helper()
+	var kv KV
+	p.getJSON(t, "/kv", &kv)
+	return kv
+}
+
+func (p *Proc) getJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get(p.URL() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
 }
 
 // WaitExit waits until pid has exited, without being its parent: it polls a

@@ -69,6 +69,8 @@ type Sample struct {
 type Report struct {
 	Requests int64
 	OK       int64
+	// Gets counts successful GET / requests.
+	Gets int64
 	// Retried counts requests Go's client sent more than once.
 	Retried  int64
 	Failures map[string]int64
@@ -165,6 +167,9 @@ func Run(ctx context.Context, cfg Config) *Report {
 				} else {
 					report.OK++
 					report.Pids[s.Pid]++
+					if s.Get {
+						report.Gets++
+					}
 				}
 				if cfg.Latencies {
 					report.Samples = append(report.Samples, Sample{Start: s.Start, Latency: s.Latency, Pid: s.Pid, Failed: err != nil})
@@ -190,6 +195,7 @@ type outcome struct {
 	Latency time.Duration
 	Pid     int
 	Retried bool
+	Get     bool
 }
 
 func (c *client) do(ctx context.Context) (outcome, string, error) {
@@ -217,7 +223,7 @@ func (c *client) do(ctx context.Context) (outcome, string, error) {
 	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { conns++ },
 	}))
-	o := outcome{Start: time.Now()}
+	o := outcome{Start: time.Now(), Get: body == nil}
 	resp, err := c.http.Do(req)
 	o.Retried = conns > 1
 	if err != nil {

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/batonhq/baton/state"
+)
+
+// kvSchema is the schema version of the demo's key-value map in this build,
+// set with -ldflags "-X main.kvSchema=2" to show a migration:
+//
+//	1: {"key": "value"}
+//	2: {"key": {"value": "value", "gen": 3}}, migrated from 1 with gen -1
+//	3: like 2 but reads neither 1 nor 2: an upgrade to it must fail cleanly
+var kvSchema = "1"
+
+// kvEntry is an entry of the map in memory, whatever the schema.
+type kvEntry struct {
+	Value string `json:"value"`
+	Gen   int    `json:"gen"`
+}
+
+// kvStore is application state that survives upgrades: a map of a few
+// thousand entries, seeded by the first generation, to which every
+// generation adds its own entry.
+type kvStore struct {
+	schema uint32
+	mu     sync.Mutex
+	m      map[string]kvEntry
+}
+
+func newKVStore() (*kvStore, error) {
+	v, err := strconv.ParseUint(kvSchema, 10, 32)
+	if err != nil || v < 1 || v > 3 {
+		return nil, fmt.Errorf("build has kvSchema %q; want 1, 2 or 3", kvSchema)
+	}
+	return &kvStore{schema: uint32(v), m: make(map[string]kvEntry)}, nil
+}
+
+// register adds the map to reg with the migrations this build knows.
+func (s *kvStore) register(reg *state.Registry) error {
+	if err := reg.Register(state.Participant{
+		Name:    "demo.kv",
+		Version: s.schema,
+		Capture: s.capture,
+		Restore: s.restore,
+	}); err != nil {
+		return err
+	}
+	if s.schema == 2 {
+		return reg.AddMigration("demo.kv", 1, 2, migrateKV1to2)
+	}
+	return nil
+}
+
+func (s *kvStore) capture(w io.Writer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.schema == 1 {
+		flat := make(map[string]string, len(s.m))
+		for k, e := range s.m {
+			flat[k] = e.Value
+		}
+		return json.NewEncoder(w).Encode(flat)
+	}
+	return json.NewEncoder(w).Encode(s.m)
+}
+
+func (s *kvStore) restore(r io.Reader) error {
+	m := make(map[string]kvEntry)
+	if s.schema == 1 {
+		var flat map[string]string
+		if err := json.NewDecoder(r).Decode(&flat); err != nil {
+			return err
+		}
+		for k, v := range flat {
+			m[k] = kvEntry{Value: v}
+		}
+	} else if err := json.NewDecoder(r).Decode(&m); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.m = m
+	s.mu.Unlock()
+	return nil
+}
+
+// migrateKV1to2 is the code_change from schema 1 to 2: entries written by a
+// generation that did not record one get gen -1.
+func migrateKV1to2(old []byte) ([]byte, error) {
+	var flat map[string]string
+	if err := json.Unmarshal(old, &flat); err != nil {
+		return nil, err
+	}
+	m := make(map[string]kvEntry, len(flat))
+	for k, v := range flat {
+		m[k] = kvEntry{Value: v, Gen: -1}
+	}
+	return json.Marshal(m)
+}
+
+// seed fills an empty map with n entries.
+func (s *kvStore) seed(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) > 0 {
+		return
+	}
+	for i := 0; i < n; i++ {
+		s.m[fmt.Sprintf("key-%05d", i)] = kvEntry{Value: fmt.Sprintf("value-%d", i)}
+	}
+}
+
+func (s *kvStore) set(k string, e kvEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = e
+}
+
+func (s *kvStore) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	body, err := json.Marshal(map[string]any{"schema": s.schema, "count": len(s.m), "entries": s.m})
+	s.mu.Unlock()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
+}

@@ -1,0 +1,328 @@
+// Command notifysvc is the Type=notify service that package sdns's tests run
+// under a real systemd. It uses package systemd for everything it says to
+// the service manager:
+//
+//   - READY=1 with a STATUS= once it listens (its own socket, a
+//     socket-activated one, or one given back by the fd store);
+//   - on SIGHUP it upgrades itself: it starts a copy of its binary that
+//     inherits the listening socket, waits until the copy is ready and then
+//     exits, after the main PID has moved to the copy. Who announces the
+//     move is the point of the -handover flag:
+//     "old": the old main process sends MAINPID=<new>; the new one then
+//     sends READY=1 and STATUS= as the main process;
+//     "old-ready": the old main process sends MAINPID=<new> and READY=1 in
+//     one message; the new one then sends STATUS= as the main process;
+//     "new": the new process sends MAINPID=<itself>, READY=1 and STATUS=;
+//   - -watchdog: WATCHDOG=1 pings while the file -sick names does not exist;
+//   - -fdstore: its own listening socket goes to the fd store (FDSTORE=1,
+//     FDNAME=web); SIGUSR1 removes it (FDSTOREREMOVE=1);
+//   - SIGTERM: STOPPING=1 and exit.
+//
+// Every connection is answered with one line:
+// "pid=<pid> gen=<generation> from=<origin of the listener> ino=<socket inode>".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/batonhq/baton/systemd"
+)
+
+// A successor finds the listener at fd 3, the write end of the "ready" pipe
+// at fd 4 and the read end of the "go" pipe at fd 5.
+const (
+	envGen       = "NOTIFYSVC_GEN"
+	envSuccessor = "NOTIFYSVC_SUCCESSOR"
+	fdListener   = 3
+	fdReady      = 4
+	fdGo         = 5
+)
+
+var (
+	addr     = flag.String("addr", "127.0.0.1:8080", "address to listen on when no socket is inherited")
+	handover = flag.String("handover", "old", `who sends MAINPID= at an upgrade: "old", "old-ready" or "new"`)
+	watchdog = flag.Bool("watchdog", false, "ping the watchdog (WatchdogSec=)")
+	keepWPID = flag.Bool("keep-watchdog-pid", false, "leave WATCHDOG_PID for the successor (it then believes the watchdog is not its own)")
+	sick     = flag.String("sick", "", "the health check fails while this file exists")
+	fdstore  = flag.Bool("fdstore", false, "put a socket this process bound into the fd store as \"web\"")
+)
+
+func logf(format string, a ...any) {
+	fmt.Printf("notifysvc[%d] gen=%s: %s\n", os.Getpid(), os.Getenv(envGen), fmt.Sprintf(format, a...))
+}
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		logf("error: %v", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	gen, _ := strconv.Atoi(os.Getenv(envGen))
+	pid := os.Getpid()
+	n, err := systemd.NewNotifier(systemd.NotifierOptions{})
+	if err != nil {
+		return err
+	}
+	successor := os.Getenv(envSuccessor) == "1"
+	os.Unsetenv(envSuccessor)
+
+	ln, from, err := listener(successor)
+	if err != nil {
+		return err
+	}
+	ino := inode(ln)
+	status := systemd.Status(fmt.Sprintf("gen %d (pid %d) serving, listener from %s", gen, pid, from))
+
+	if successor {
+		if err := takeOver(n, pid, status); err != nil {
+			return err
+		}
+	} else {
+		if _, err := n.Notify(systemd.NotifyReady, status); err != nil {
+			return err
+		}
+		if *fdstore && from == "bind" {
+			if _, err := n.StoreFDs("web", ln.(syscall.Conn)); err != nil {
+				return err
+			}
+			logf("listener stored as \"web\"")
+		}
+	}
+	logf("serving on %s, listener from %s, inode %d", ln.Addr(), from, ino)
+
+	// Both goroutines are joined before the process exits or hands over.
+	ctx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	var wg sync.WaitGroup
+	if *watchdog {
+		w, err := systemd.NewWatchdog(systemd.WatchdogOptions{
+			Notifier:        n,
+			Check:           healthy,
+			KeepEnvironment: *keepWPID,
+		})
+		if err != nil {
+			return err
+		}
+		logf("watchdog enabled=%v timeout=%v", w.Enabled(), w.Timeout())
+		wg.Add(1)
+		go func() { defer wg.Done(); w.Run(ctx) }()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "pid=%d gen=%d from=%s ino=%d\n", pid, gen, from, ino)
+			c.Close()
+		}
+	}()
+	stop := func() { stopWatchdog(); ln.Close(); wg.Wait() }
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGTERM:
+			n.Stopping()
+			stop()
+			logf("SIGTERM, exiting")
+			return nil
+		case syscall.SIGUSR1:
+			sent, err := n.RemoveFDs("web")
+			logf("FDSTOREREMOVE web: sent=%v err=%v", sent, err)
+		case syscall.SIGHUP:
+			logf("SIGHUP: starting gen %d", gen+1)
+			// stop pinging first: after the handover this process is no
+			// longer the main one and its pings would be refused
+			stopWatchdog()
+			if err := upgrade(n, ln, gen+1, stop); err != nil {
+				logf("upgrade failed, staying: %v", err)
+				// a real service would restart its watchdog here; the
+				// tests never get there
+				continue
+			}
+			logf("handed over, exiting")
+			return nil
+		}
+	}
+	return nil
+}
+
+// healthy is the watchdog's health check.
+func healthy(context.Context) error {
+	if *sick == "" {
+		return nil
+	}
+	if _, err := os.Stat(*sick); err == nil {
+		return errors.New("sick file " + *sick + " exists")
+	}
+	return nil
+}
+
+// listener returns the listening socket and where it came from: "upgrade"
+// (the previous generation), "systemd:<name>" (socket activation or the fd
+// store, through systemd.Listeners) or "bind".
+func listener(successor bool) (net.Listener, string, error) {
+	if successor {
+		f := os.NewFile(fdListener, "upgrade")
+		ln, err := net.FileListener(f) // dups, and makes the dup non-blocking
+		f.Close()
+		return ln, "upgrade", err
+	}
+	lns, err := systemd.Listeners(systemd.ActivationOptions{})
+	if err != nil {
+		return nil, "", err
+	}
+	if len(lns) > 0 {
+		for _, extra := range lns[1:] {
+			extra.Listener.Close()
+		}
+		return lns[0].Listener, "systemd:" + lns[0].Name, nil
+	}
+	ln, err := net.Listen("tcp", *addr)
+	return ln, "bind", err
+}
+
+// takeOver is the successor's side of the handover.
+func takeOver(n *systemd.Notifier, pid int, status string) error {
+	if *handover == "new" {
+		// only allowed with NotifyAccess=all: we are not the main PID yet
+		if _, err := n.Notify(systemd.MainPID(pid), systemd.NotifyReady, status); err != nil {
+			return err
+		}
+	}
+	ready := os.NewFile(fdReady, "ready")
+	if _, err := ready.Write([]byte("ready")); err != nil {
+		return err
+	}
+	ready.Close()
+	// wait for the old process: "go" means it is done (and, with
+	// -handover=old, has sent MAINPID=<us>, which systemd reads before
+	// anything we send from now on: one socket, one queue)
+	goPipe := os.NewFile(fdGo, "go")
+	b, err := io.ReadAll(io.LimitReader(goPipe, 8))
+	goPipe.Close()
+	if err != nil || string(b) != "go" {
+		return fmt.Errorf("old process did not hand over (%q, %v)", b, err)
+	}
+	switch *handover {
+	case "old":
+		_, err = n.Notify(systemd.NotifyReady, status)
+	case "old-ready":
+		_, err = n.Notify(status)
+	}
+	return err
+}
+
+// upgrade starts the next generation with the listener as fd 3 and waits,
+// bounded, until it is ready; then (with -handover=old*) moves the main PID
+// to it, stops serving, and tells it to go on.
+//
+// syscall.ForkExec with raw descriptors, not exec.Cmd.ExtraFiles, which
+// calls (*os.File).Fd() and so switches the shared listening socket to
+// blocking mode: this process's Accept would then sit in accept(2) and its
+// Close wait for the next client.
+func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
+	var readyP, goP [2]int
+	if err := syscall.Pipe2(readyP[:], syscall.O_CLOEXEC); err != nil {
+		return err
+	}
+	if err := syscall.Pipe2(goP[:], syscall.O_CLOEXEC); err != nil {
+		syscall.Close(readyP[0])
+		syscall.Close(readyP[1])
+		return err
+	}
+	syscall.SetNonblock(readyP[0], true) // pollable, so the deadline below works
+	readyR := os.NewFile(uintptr(readyP[0]), "ready")
+	defer readyR.Close()
+	goW := os.NewFile(uintptr(goP[1]), "go")
+	defer goW.Close()
+
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NOTIFYSVC_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, envSuccessor+"=1", envGen+"="+strconv.Itoa(gen))
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	rc, err := ln.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var child int
+	var forkErr error
+	rc.Control(func(lfd uintptr) {
+		child, forkErr = syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+			Env:   env,
+			Files: []uintptr{0, 1, 2, lfd, uintptr(readyP[1]), uintptr(goP[0])},
+		})
+	})
+	syscall.Close(readyP[1])
+	syscall.Close(goP[0])
+	if forkErr != nil {
+		return forkErr
+	}
+	readyR.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(readyR, buf); err != nil || string(buf) != "ready" {
+		syscall.Kill(child, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		syscall.Wait4(child, &ws, 0, nil)
+		return fmt.Errorf("successor %d not ready: %v", child, err)
+	}
+	handing := systemd.Status(fmt.Sprintf("handing over to pid %d", child))
+	switch *handover {
+	case "old":
+		_, err = n.Notify(systemd.MainPID(child), handing)
+	case "old-ready":
+		_, err = n.Notify(systemd.MainPID(child), systemd.NotifyReady, handing)
+	}
+	if err != nil {
+		return err
+	}
+	stop()
+	if _, err := goW.Write([]byte("go")); err != nil {
+		return err
+	}
+	logf("successor pid %d took over", child)
+	return nil
+}
+
+// inode identifies the listening socket across processes. Read through
+// SyscallConn: Fd() would switch the socket to blocking mode.
+func inode(ln net.Listener) uint64 {
+	var ino uint64
+	rc, err := ln.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return 0
+	}
+	rc.Control(func(fd uintptr) {
+		var st syscall.Stat_t
+		if syscall.Fstat(int(fd), &st) == nil {
+			ino = st.Ino
+		}
+	})
+	return ino
+}
