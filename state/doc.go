@@ -1,0 +1,22 @@
+// Package state moves the in-memory state of a process to its successor
+// across an upgrade, and to a file across a restart.
+//
+// Components that own state register as a Participant in a Registry. The
+// old process freezes them and writes a snapshot: a header naming the
+// binary that wrote it, then one section per participant with its own
+// schema version, then a trailer (PROTOCOL.md describes every byte). The
+// new process declares beforehand which sections and versions it reads
+// (Accepts), so that the old one refuses an incompatible successor before
+// disturbing anything; it then restores each section, running the
+// registered Migrations on older versions. Send and Receive carry the
+// snapshot over the socket the new process inherits, as a sealed memfd on
+// Linux; WriteFile and ReadFile keep it on disk, atomically.
+//
+// Invariant: a participant's Restore only ever sees bytes whose checksum
+// has been verified, and ReadSnapshot reports success only if every
+// checksum of the snapshot matched and every participant present in it
+// restored. Snapshots are encoded and decoded as streams: memory use is
+// bounded by the chunk size (1 MiB) for sections at the current version,
+// and by Options.MaxSize for a section being migrated; never by a length
+// read from the input.
+package state

@@ -1,0 +1,443 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+)
+
+// DefaultMaxSize is the default Options.MaxSize: 4 GiB. The snapshot is
+// held in memory during a handoff (in a memfd, beside the live state of
+// both processes), so a service whose state approaches this size should
+// keep it in a database instead; the limit stops a runaway Capture or a
+// damaged stream long before the machine runs out of memory. Decoding never
+// allocates according to a length field, so the limit bounds bytes actually
+// received, not a promise made by the input.
+const DefaultMaxSize int64 = 4 << 30
+
+// UnknownSectionPolicy says what ReadSnapshot does with a section that no
+// participant registered.
+type UnknownSectionPolicy int
+
+const (
+	// FailUnknown makes ReadSnapshot fail with ErrUnknownSection: state
+	// the new binary cannot place is lost otherwise. It is the zero value.
+	FailUnknown UnknownSectionPolicy = iota
+	// IgnoreUnknown makes ReadSnapshot verify and skip the section, and
+	// list it in Info.Skipped: use it when a release drops a component
+	// on purpose.
+	IgnoreUnknown
+)
+
+// Options configures a Registry. The zero value is ready to use.
+type Options struct {
+	// MaxSize is the largest snapshot, in bytes, that WriteSnapshot
+	// writes and ReadSnapshot reads; beyond it they fail with
+	// ErrTooLarge. It also bounds the buffer of a section that needs a
+	// migration. Zero means DefaultMaxSize.
+	MaxSize int64
+
+	// UnknownSections says what ReadSnapshot does with a section that no
+	// participant registered. Zero means FailUnknown.
+	UnknownSections UnknownSectionPolicy
+
+	// UserVersion is written into snapshots as Build.User, for the
+	// application's own release name. At most MaxUserVersion bytes. Empty
+	// means none.
+	UserVersion string
+}
+
+// A Registry holds the participants whose state moves across an upgrade
+// and the migrations that bring older sections up to date. It is safe for
+// concurrent use; its operations run one at a time, so a participant's
+// functions must not call back into the Registry. A Registry is reused
+// across upgrades: an aborted handoff ends with Thaw and the next one
+// starts with Freeze again.
+type Registry struct {
+	mu         sync.Mutex
+	opts       Options                // set once by NewRegistry
+	build      Build                  // set once by NewRegistry
+	parts      []Participant          // in registration order
+	index      map[string]int         // name -> position in parts
+	migrations map[string]*Migrations // section name -> steps
+	frozen     []int                  // positions of frozen participants, in freezing order
+	isFrozen   bool                   // Freeze succeeded and Thaw has not run
+}
+
+// NewRegistry returns an empty Registry. It fails with ErrInvalidOptions
+// if MaxSize is negative, UnknownSections is not a known policy or
+// UserVersion is too long.
+func NewRegistry(opts Options) (*Registry, error) {
+	if opts.MaxSize < 0 {
+		return nil, fmt.Errorf("%w: MaxSize %d is negative", ErrInvalidOptions, opts.MaxSize)
+	}
+	if opts.MaxSize == 0 {
+		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.UnknownSections != FailUnknown && opts.UnknownSections != IgnoreUnknown {
+		return nil, fmt.Errorf("%w: UnknownSections %d is not a policy", ErrInvalidOptions, opts.UnknownSections)
+	}
+	if len(opts.UserVersion) > MaxUserVersion {
+		return nil, fmt.Errorf("%w: UserVersion is %d bytes, at most %d allowed", ErrInvalidOptions, len(opts.UserVersion), MaxUserVersion)
+	}
+	return &Registry{
+		opts:       opts,
+		build:      currentBuild(opts.UserVersion),
+		index:      make(map[string]int),
+		migrations: make(map[string]*Migrations),
+	}, nil
+}
+
+// Build returns what this binary writes into its snapshots about itself.
+func (r *Registry) Build() Build {
+	return r.build // set once by NewRegistry
+}
+
+// Register adds p. Its name must be 1 to 64 bytes of [a-z0-9._-] and new to
+// the registry, and it must have Capture and Restore. Sections are written
+// in registration order. Register fails with ErrFrozen while the registry
+// is frozen, since p would be captured without having been frozen.
+func (r *Registry) Register(p Participant) error {
+	if !validName(p.Name) {
+		return fmt.Errorf("%w: name %q must be 1 to %d bytes of [a-z0-9._-]", ErrInvalidParticipant, p.Name, maxName)
+	}
+	if p.Capture == nil || p.Restore == nil {
+		return fmt.Errorf("%w: %q needs both Capture and Restore", ErrInvalidParticipant, p.Name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.isFrozen {
+		return fmt.Errorf("register %q: %w", p.Name, ErrFrozen)
+	}
+	if _, ok := r.index[p.Name]; ok {
+		return fmt.Errorf("%w: %q", ErrDuplicateParticipant, p.Name)
+	}
+	r.index[p.Name] = len(r.parts)
+	r.parts = append(r.parts, p)
+	return nil
+}
+
+// AddMigration registers the step that turns section's bytes at schema
+// version from into version to (see Migrations.Add). The participant may
+// be registered before or after its migrations.
+func (r *Registry) AddMigration(section string, from, to uint32, fn MigrateFunc) error {
+	if !validName(section) {
+		return fmt.Errorf("%w: section name %q must be 1 to %d bytes of [a-z0-9._-]", ErrBadMigration, section, maxName)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.migrations[section]
+	if m == nil {
+		m = new(Migrations)
+		r.migrations[section] = m
+	}
+	if err := m.Add(from, to, fn); err != nil {
+		return fmt.Errorf("section %q: %w", section, err)
+	}
+	return nil
+}
+
+// Accepts is what a process can read, declared by the new process to the
+// old one before any state is frozen. It encodes to JSON for the
+// upgrader's handshake.
+type Accepts struct {
+	// Formats lists the snapshot format versions the reader decodes.
+	Formats []uint16 `json:"formats"`
+	// Sections maps each registered section to the schema versions the
+	// reader restores, directly or through migrations, ascending.
+	Sections map[string][]uint32 `json:"sections"`
+	// IgnoreUnknown reports that the reader skips sections missing from
+	// Sections instead of failing.
+	IgnoreUnknown bool `json:"ignore_unknown,omitempty"`
+}
+
+// Manifest is what a process would write: the format version and each
+// section's name and schema version, in order. It is known before anything
+// is frozen or captured.
+type Manifest struct {
+	Format   uint16    `json:"format"`
+	Sections []Section `json:"sections"`
+}
+
+// Accepts returns what this process reads, to be sent to the old process.
+func (r *Registry) Accepts() Accepts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := Accepts{
+		Formats:       []uint16{FormatVersion},
+		Sections:      make(map[string][]uint32, len(r.parts)),
+		IgnoreUnknown: r.opts.UnknownSections == IgnoreUnknown,
+	}
+	for _, p := range r.parts {
+		if m := r.migrations[p.Name]; m != nil {
+			a.Sections[p.Name] = m.Reads(p.Version)
+		} else {
+			a.Sections[p.Name] = []uint32{p.Version}
+		}
+	}
+	return a
+}
+
+// Manifest returns what WriteSnapshot would write.
+func (r *Registry) Manifest() Manifest {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := Manifest{Format: FormatVersion, Sections: make([]Section, 0, len(r.parts))}
+	for _, p := range r.parts {
+		m.Sections = append(m.Sections, Section{Name: p.Name, Version: p.Version})
+	}
+	return m
+}
+
+// Check reports whether a reader that accepts a can read a snapshot
+// described by m. The error joins one error per problem, each naming the
+// section and versions and wrapping ErrFormatVersion, ErrUnknownSection
+// or ErrUnknownVersion. Sections the reader has that m lacks are not an
+// error: that participant is simply not restored.
+func (a Accepts) Check(m Manifest) error {
+	var errs []error
+	if !slices.Contains(a.Formats, m.Format) {
+		errs = append(errs, fmt.Errorf("%w: snapshot format %d, the reader decodes %v", ErrFormatVersion, m.Format, a.Formats))
+	}
+	for _, s := range m.Sections {
+		versions, ok := a.Sections[s.Name]
+		switch {
+		case !ok && a.IgnoreUnknown:
+		case !ok:
+			errs = append(errs, fmt.Errorf("%w: section %q (version %d): the reader has no participant for it and does not ignore unknown sections", ErrUnknownSection, s.Name, s.Version))
+		case !slices.Contains(versions, s.Version):
+			errs = append(errs, fmt.Errorf("%w: section %q is at version %d, the reader restores versions %v", ErrUnknownVersion, s.Name, s.Version, versions))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckReadable reports whether a reader that accepts a can read what this
+// registry would write: a.Check(r.Manifest()). The old process calls it
+// before Freeze, so that an incompatible new binary is refused with nothing
+// disturbed.
+func (r *Registry) CheckReadable(a Accepts) error {
+	return a.Check(r.Manifest())
+}
+
+// Freeze calls each participant's Freeze in registration order, with ctx.
+// If one fails, those already frozen are thawed in reverse order and the
+// error names the participant. Freeze fails with ErrFrozen if the registry
+// is already frozen.
+func (r *Registry) Freeze(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.isFrozen {
+		return fmt.Errorf("freeze: %w", ErrFrozen)
+	}
+	for i, p := range r.parts {
+		if err := ctx.Err(); err != nil {
+			r.thawLocked()
+			return fmt.Errorf("freeze %q: %w", p.Name, err)
+		}
+		if p.Freeze != nil {
+			if err := p.Freeze(ctx); err != nil {
+				r.thawLocked()
+				return fmt.Errorf("freeze %q: %w", p.Name, err)
+			}
+		}
+		r.frozen = append(r.frozen, i)
+	}
+	r.isFrozen = true
+	return nil
+}
+
+// Thaw calls Thaw on every frozen participant, in reverse order of
+// freezing. Without a successful Freeze it does nothing, so it is safe to
+// call on every abort path.
+func (r *Registry) Thaw() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.thawLocked()
+}
+
+func (r *Registry) thawLocked() {
+	for i := len(r.frozen) - 1; i >= 0; i-- {
+		if p := r.parts[r.frozen[i]]; p.Thaw != nil {
+			p.Thaw()
+		}
+	}
+	r.frozen = r.frozen[:0]
+	r.isFrozen = false
+}
+
+// WriteSnapshot captures every participant, in registration order, into a
+// snapshot written to w as it is produced; memory use does not grow with
+// the size of the state. It returns the bytes written. The caller freezes
+// first when participants need it; WriteSnapshot only calls Capture. On
+// error the bytes already written are not a valid snapshot.
+func (r *Registry) WriteSnapshot(w io.Writer) (int64, error) {
+	return r.writeSnapshot(context.Background(), w)
+}
+
+// writeSnapshot is WriteSnapshot that stops between chunks once ctx is done.
+func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := newEncoder(ctx, w, r.opts.MaxSize)
+	if err := e.header(r.build); err != nil {
+		return e.off, fmt.Errorf("write snapshot header: %w", err)
+	}
+	for _, p := range r.parts {
+		if _, err := e.section(p.Name, p.Version, p.Capture); err != nil {
+			return e.off, fmt.Errorf("write section %q: %w", p.Name, err)
+		}
+	}
+	return e.finish()
+}
+
+// Info describes a snapshot that was read.
+type Info struct {
+	Format   uint16    // snapshot format version
+	Producer Build     // the binary that wrote it
+	Sections []Section // every section in the snapshot, in order
+	// Skipped lists sections that no participant registered, skipped by
+	// IgnoreUnknown after their checksums were verified.
+	Skipped []string
+	// Missing lists registered participants with no section in the
+	// snapshot. They were not restored and keep their initial state;
+	// that is not an error, since a new release may add participants.
+	Missing []string
+	// Bytes is the length of the snapshot.
+	Bytes int64
+}
+
+// ReadSnapshot reads a snapshot from r and restores each participant from
+// its section, in the order of the snapshot. It reads exactly the
+// snapshot's bytes from r and nothing more.
+//
+// A section at the participant's Version streams straight into Restore:
+// memory use does not grow with its size, and every byte Restore reads has
+// passed its chunk checksum; a damaged or truncated section makes Restore's
+// reader return an error wrapping ErrCorrupt, never io.EOF. A section at an
+// older version is read whole into memory (at most MaxSize), verified,
+// migrated and then given to Restore.
+//
+// On error, the participants before the failing section have been
+// restored: the process must not go on as if the snapshot had been taken
+// over (an upgrade is aborted; see ReadFile for a cold start, which
+// verifies before restoring). Info describes what was read up to the
+// error.
+func (r *Registry) ReadSnapshot(rd io.Reader) (Info, error) {
+	return r.readSnapshot(context.Background(), rd, true)
+}
+
+// Verify reads a snapshot from rd like ReadSnapshot but restores nothing:
+// it checks the framing, every checksum, the limits, and that every
+// section is known (or skipped by policy) and at a version this registry
+// reads. A registry with no participants and IgnoreUnknown inspects any
+// snapshot.
+func (r *Registry) Verify(rd io.Reader) (Info, error) {
+	return r.readSnapshot(context.Background(), rd, false)
+}
+
+func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool) (Info, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := newDecoder(ctx, rd, r.opts.MaxSize)
+	var info Info
+	var err error
+	info.Producer, err = d.header()
+	if err != nil {
+		info.Bytes = d.off
+		return info, err
+	}
+	info.Format = FormatVersion
+	seen := make(map[string]bool, len(r.parts))
+	for {
+		h, end, err := d.next()
+		if err != nil {
+			info.Bytes = d.off
+			return info, err
+		}
+		if end {
+			break
+		}
+		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version})
+		s := d.section(h.name)
+		err = r.readSection(&info, h, s, seen, restore)
+		info.Sections[len(info.Sections)-1].Bytes = s.n
+		if err != nil {
+			info.Bytes = d.off
+			return info, err
+		}
+	}
+	info.Bytes = d.off
+	for _, p := range r.parts {
+		if !seen[p.Name] {
+			info.Missing = append(info.Missing, p.Name)
+		}
+	}
+	return info, nil
+}
+
+// readSection reads one section to its end, restoring it if restore is set.
+func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, seen map[string]bool, restore bool) error {
+	d := s.d
+	if seen[h.name] {
+		return d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name))
+	}
+	seen[h.name] = true
+	i, ok := r.index[h.name]
+	if !ok {
+		if r.opts.UnknownSections != IgnoreUnknown {
+			return d.fail(fmt.Errorf("%w: %q (version %d) has no participant here; set Options.UnknownSections to IgnoreUnknown to drop it", ErrUnknownSection, h.name, h.version))
+		}
+		info.Skipped = append(info.Skipped, h.name)
+		return s.discard()
+	}
+	p := r.parts[i]
+	if h.version != p.Version {
+		m := r.migrations[h.name]
+		if m == nil || !m.CanRead(h.version, p.Version) {
+			var reads []uint32
+			if m != nil {
+				reads = m.Reads(p.Version)
+			} else {
+				reads = []uint32{p.Version}
+			}
+			return d.fail(fmt.Errorf("%w: section %q is at version %d, this binary restores versions %v", ErrUnknownVersion, h.name, h.version, reads))
+		}
+		if !restore {
+			return s.discard()
+		}
+		// Migrations work on whole byte slices: buffer the section,
+		// which the decoder's MaxSize bounds, and restore only once it
+		// has been verified to the end.
+		var buf bytes.Buffer
+		if _, err := s.WriteTo(&buf); err != nil {
+			return err
+		}
+		data, err := m.Apply(buf.Bytes(), h.version, p.Version)
+		if err != nil {
+			return d.fail(fmt.Errorf("section %q: %w", h.name, err))
+		}
+		if err := p.Restore(bytes.NewReader(data)); err != nil {
+			return d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
+		}
+		return nil
+	}
+	if !restore {
+		return s.discard()
+	}
+	rerr := p.Restore(s)
+	if d.err != nil {
+		// Restore most likely failed because of this: report the cause.
+		return d.err
+	}
+	if rerr != nil {
+		return d.fail(fmt.Errorf("restore %q: %w", h.name, rerr))
+	}
+	// Restore may stop before the end (a decoder that knows its own
+	// length); the section must still be verified to the end.
+	return s.discard()
+}

@@ -1,0 +1,175 @@
+//go:build linux
+
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// allSeals make a memfd immutable: its size and contents can no longer
+// change, and no seal can be removed. A receiver that finds them all can
+// read the snapshot without copying it first and without trusting the
+// sender to leave it alone.
+const allSeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
+
+// maxFDs is how many fds Receive makes room for with the header. One is
+// expected; room for a few more lets it close strays instead of having the
+// kernel truncate the message.
+const maxFDs = 4
+
+// memfdCreate is unix.MemfdCreate; tests replace it to take the fallback.
+var memfdCreate = unix.MemfdCreate
+
+// errNoMemfd marks a failure of memfd_create itself (old kernel, seccomp),
+// before anything was captured: Send falls back to the stream.
+var errNoMemfd = errors.New("memfd unavailable")
+
+func send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
+	n, err := sendMemfd(ctx, conn, reg)
+	if errors.Is(err, errNoMemfd) {
+		return sendStream(ctx, conn, reg)
+	}
+	return n, err
+}
+
+// sendMemfd writes the snapshot into a memfd, seals it and passes it.
+func sendMemfd(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
+	fd, err := memfdCreate("baton-snapshot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return 0, fmt.Errorf("%w: memfd_create: %w", errNoMemfd, err)
+	}
+	// The os.File owns fd from here on, and closes it on every path. The
+	// kernel keeps its own reference to the memfd while the message is
+	// in flight, so closing it once sendmsg returns is safe.
+	f := os.NewFile(uintptr(fd), "memfd:baton-snapshot")
+	defer f.Close()
+	n, err := reg.writeSnapshot(ctx, f)
+	if err != nil {
+		return n, err
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, allSeals); err != nil {
+		return n, fmt.Errorf("seal memfd: %w", err)
+	}
+	hdr := transportHeader{kind: kindMemfd, size: uint64(n)}.marshal()
+	w, _, err := conn.WriteMsgUnix(hdr, unix.UnixRights(int(f.Fd())), nil)
+	if err == nil && w < len(hdr) {
+		// A stream socket may take part of the header; the fd went with
+		// the first byte.
+		_, err = conn.Write(hdr[w:])
+	}
+	if err != nil {
+		return n, fmt.Errorf("send memfd: %w", err)
+	}
+	return n, nil
+}
+
+func receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
+	hdr, fds, err := readHeader(conn)
+	// Every fd received is closed here unless handed on (set to -1).
+	defer func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	if err != nil {
+		return Info{}, err
+	}
+	switch hdr.kind {
+	case kindStream:
+		if len(fds) != 0 {
+			return Info{}, fmt.Errorf("%w: %d fds came with a stream header", ErrTransport, len(fds))
+		}
+		return receiveStream(ctx, conn, reg)
+	default: // kindMemfd; parseTransportHeader admits no other.
+		if len(fds) != 1 {
+			return Info{}, fmt.Errorf("%w: %d fds came with a memfd header, want 1", ErrTransport, len(fds))
+		}
+		fd := fds[0]
+		fds[0] = -1
+		return receiveMemfd(ctx, fd, hdr.size, reg)
+	}
+}
+
+// readHeader reads the transport header and the fds that came with it.
+func readHeader(conn *net.UnixConn) (transportHeader, []int, error) {
+	hdr := make([]byte, transportHeaderLen)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	var fds []int
+	for got := 0; got < len(hdr); {
+		// net reads with MSG_CMSG_CLOEXEC on Linux, so no received fd
+		// can leak into a child before it is closed.
+		n, oobn, flags, _, err := conn.ReadMsgUnix(hdr[got:], oob)
+		fds = append(fds, parseRights(oob[:oobn])...)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return transportHeader{}, fds, fmt.Errorf("read transport header: %w", err)
+		}
+		if flags&unix.MSG_CTRUNC != 0 {
+			return transportHeader{}, fds, fmt.Errorf("%w: more than %d fds came with the header", ErrTransport, maxFDs)
+		}
+		if n == 0 {
+			return transportHeader{}, fds, fmt.Errorf("read transport header: %w", io.ErrUnexpectedEOF)
+		}
+		got += n
+	}
+	h, err := parseTransportHeader(hdr)
+	return h, fds, err
+}
+
+// parseRights returns the fds in the SCM_RIGHTS messages of oob.
+func parseRights(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for i := range msgs {
+		if msgs[i].Header.Level != unix.SOL_SOCKET || msgs[i].Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		if r, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+			fds = append(fds, r...)
+		}
+	}
+	return fds
+}
+
+// receiveMemfd checks the memfd fd, takes ownership of it, and restores
+// reg from it.
+func receiveMemfd(ctx context.Context, fd int, size uint64, reg *Registry) (Info, error) {
+	f := os.NewFile(uintptr(fd), "memfd:baton-snapshot")
+	defer f.Close()
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: F_GET_SEALS: %w (not a memfd?)", ErrNotSealed, err)
+	}
+	if seals&allSeals != allSeals {
+		return Info{}, fmt.Errorf("%w: seals %#x, want all of %#x", ErrNotSealed, seals, allSeals)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return Info{}, fmt.Errorf("stat memfd: %w", err)
+	}
+	if uint64(st.Size) != size {
+		return Info{}, fmt.Errorf("%w: header says %d bytes, memfd holds %d", ErrTransport, size, st.Size)
+	}
+	if st.Size > reg.opts.MaxSize {
+		return Info{}, fmt.Errorf("%w: memfd holds %d bytes, the limit is %d (Options.MaxSize)", ErrTooLarge, st.Size, reg.opts.MaxSize)
+	}
+	info, err := reg.readSnapshot(ctx, io.NewSectionReader(f, 0, st.Size), true)
+	if err == nil && info.Bytes != st.Size {
+		return info, fmt.Errorf("%w: memfd holds %d bytes after the snapshot", ErrCorrupt, st.Size-info.Bytes)
+	}
+	return info, err
+}
