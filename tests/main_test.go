@@ -17,6 +17,7 @@ var (
 	demoV2    string // baton-demo v2: kv schema 2, migrates from 1
 	demoV3    string // baton-demo v3: kv schema 3, reads neither 1 nor 2
 	demoFault string // baton-demo v1 with fault injection (BATON_FAULT)
+	batonCLI  string // the baton command
 )
 
 func TestMain(m *testing.M) {
@@ -31,6 +32,16 @@ func TestMain(m *testing.M) {
 		demoV2 = filepath.Join(dir, "baton-demo-v2")
 		demoV3 = filepath.Join(dir, "baton-demo-v3")
 		demoFault = filepath.Join(dir, "baton-demo-fault")
+		batonCLI = filepath.Join(dir, "baton")
+		if err := demotest.Build("./cmd/baton", batonCLI, demotest.BuildOpts{Version: "test"}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		// The CLI test runs it as another user, who must reach it.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		for bin, o := range map[string]demotest.BuildOpts{
 			demoV1:    {Version: "v1", KVSchema: "1"},
 			demoV2:    {Version: "v2", KVSchema: "2"},

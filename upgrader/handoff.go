@@ -82,12 +82,12 @@ const (
 
 // message is one datagram of the handoff protocol.
 type message struct {
-	Version int                 `json:"v"`
-	Type    string              `json:"type"`
-	Pid     int                 `json:"pid,omitempty"`
-	Attempt int                 `json:"attempt,omitempty"`
-	Reason  string              `json:"reason,omitempty"`
-	Size    int64               `json:"size,omitempty"`
+	Version int    `json:"v"`
+	Type    string `json:"type"`
+	Pid     int    `json:"pid,omitempty"`
+	Attempt int    `json:"attempt,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Size    int64  `json:"size,omitempty"`
 	// Accepts, on msgStateRequest, says what the new process reads.
 	Accepts *state.Accepts `json:"accepts,omitempty"`
 	// Counters, on msgFinal, is what the old process counted after the

@@ -67,6 +67,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.stateBytes = n
 	s.mu.Unlock()
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
+	s.events(Event{Step: "state-sent", Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
 	return true
 }
@@ -117,6 +118,7 @@ func fileUnixConn(f *os.File) (*net.UnixConn, error) {
 func (u *Upgrader) Restore(ctx context.Context) (state.Info, error) {
 	u.restoreOnce.Do(func() {
 		u.restoreInfo, u.restoreErr = u.restore(ctx)
+		u.restored.Store(true)
 	})
 	return u.restoreInfo, u.restoreErr
 }

@@ -69,6 +69,12 @@ type Options struct {
 	// logged and the process starts fresh.
 	RefuseCorruptStateFile bool
 
+	// ControlSocket, if set, is the path of a Unix socket on which the
+	// baton command asks for the status and triggers upgrades. It is
+	// created with mode 0600 and handed over like any listener; only root
+	// and this process's user are served.
+	ControlSocket string
+
 	// ListenConfig creates listeners that are not inherited. Nil means the
 	// zero net.ListenConfig. Its Control function is kept.
 	ListenConfig *net.ListenConfig

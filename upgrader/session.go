@@ -19,6 +19,7 @@ type session struct {
 	conn    handoffConn
 	attempt int
 	log     *slog.Logger
+	events  func(Event)
 
 	mu       sync.Mutex
 	pid      int
@@ -113,6 +114,7 @@ func (s *session) handle(m message) {
 			s.pid, s.stepName = m.Pid, "hello"
 			s.mu.Unlock()
 			s.log.Info("new process said hello", "child_pid", m.Pid)
+			s.events(Event{Step: "child-started", Pid: m.Pid})
 		case msgStateRequest:
 			s.setStep("state")
 			frozen := s.sendState(s.ctx, m)

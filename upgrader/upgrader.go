@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,10 +50,10 @@ type Result struct {
 
 // ListenerInfo describes one socket handed between generations.
 type ListenerInfo struct {
-	Kind      string // "listener" or "packet"
-	Network   string // "tcp", "udp", "unix", ...
-	Addr      string
-	Inherited bool // received from the previous generation
+	Kind      string `json:"kind"`    // "listener" or "packet"
+	Network   string `json:"network"` // "tcp", "udp", "unix", ...
+	Addr      string `json:"addr"`
+	Inherited bool   `json:"inherited"` // received from the previous generation
 }
 
 // Upgrader upgrades the process it runs in. Create one with New, take every
@@ -82,24 +83,30 @@ type Upgrader struct {
 
 	reg      *state.Registry
 	counters *Counters
+	history  *history
 	// stateMu serialises freezing the registry between an upgrade and the
 	// periodic state file write.
 	stateMu     sync.Mutex
 	restoreOnce sync.Once
 	restoreInfo state.Info
 	restoreErr  error
+	restored    atomic.Bool
+	control     net.Listener  // the control socket, if Options.ControlSocket
 	stopPeriod  chan struct{} // closed to stop the periodic state file write
 
-	mu        sync.Mutex
-	ready     bool
-	upgrading bool
-	upgraded  bool
-	closed    bool
-	attempt   int
-	closers   []io.Closer
-	infos     []ListenerInfo
-	servers   []*httpServer
-	hooks     []func(context.Context) error
+	mu          sync.Mutex
+	ready       bool
+	upgrading   bool
+	upgraded    bool
+	closed      bool
+	attempt     int
+	statusFuncs map[string]func() any
+	started     time.Time
+	drained     chan struct{} // closed when Shutdown has drained
+	closers     []io.Closer
+	infos       []ListenerInfo
+	servers     []*httpServer
+	hooks       []func(context.Context) error
 }
 
 // New creates the process's Upgrader. In a process started by an upgrade it
@@ -137,9 +144,12 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 			return nil, err
 		}
 	}
-	counters := newCounters()
+	counters, hist := newCounters(), &history{}
 	if err := reg.Register(counters.participant()); err != nil {
 		return nil, fmt.Errorf("register counters: %w", err)
+	}
+	if err := reg.Register(hist.participant()); err != nil {
+		return nil, fmt.Errorf("register history: %w", err)
 	}
 	u := &Upgrader{
 		opts:       opts,
@@ -148,9 +158,12 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		metrics:    m,
 		reg:        reg,
 		counters:   counters,
+		history:    hist,
 		exitC:      make(chan struct{}),
 		parentGone: make(chan struct{}),
 		stopPeriod: make(chan struct{}),
+		drained:    make(chan struct{}),
+		started:    time.Now(),
 	}
 	if m != nil {
 		m.counters = counters
@@ -191,6 +204,12 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		u.Close()
 		return nil, fmt.Errorf("handoff socket: %w", err)
 	}
+	if opts.ControlSocket != "" {
+		if u.control, err = u.listenControl(opts.ControlSocket); err != nil {
+			u.Close()
+			return nil, err
+		}
+	}
 	return u, nil
 }
 
@@ -210,6 +229,7 @@ func (u *Upgrader) adoptParent(env string) {
 		return
 	}
 	u.gen, u.parentPid, u.startAttempt = h.Generation, h.ParentPid, h.Attempt
+	u.log = u.log.With("upgrade", fmt.Sprintf("%d-%d", h.ParentPid, h.Attempt))
 	fault(faultNewStart, u.gen, u.startAttempt)
 	f, err := u.tf.File(handoffFileName + strconv.Itoa(h.Generation))
 	if err != nil || f == nil {
@@ -365,12 +385,20 @@ func (u *Upgrader) Ready() error {
 		// The new process counts the upgrade that made it: the old one
 		// may be gone before a scrape could see it there.
 		u.counters.Counter(counterUpgradeSuccess).Inc()
+		u.history.completePending(os.Getpid(), time.Now())
 	}
 	if p := u.parent; p.UnixConn != nil {
 		u.wg.Add(1)
 		go func() {
 			defer u.wg.Done()
 			u.awaitFinal(p)
+		}()
+	}
+	if u.control != nil {
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			u.serveControl(u.control)
 		}()
 	}
 	if u.opts.StateFile != "" && u.opts.StateFileInterval > 0 {
@@ -415,11 +443,36 @@ func (u *Upgrader) warnStrayListeners() {
 // ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
 // process and fails the upgrade.
 func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
+	return u.upgradeWithEvents(ctx, nil)
+}
+
+// upgradeWithEvents is Upgrade, reporting each step to events if not nil.
+func (u *Upgrader) upgradeWithEvents(ctx context.Context, events func(Event)) (Result, error) {
+	if events == nil {
+		events = func(Event) {}
+	}
 	attempt, err := u.beginUpgrade()
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := u.upgrade(ctx, attempt)
+	started := time.Now()
+	id := fmt.Sprintf("%d-%d", os.Getpid(), attempt)
+	u.history.setPending(&Record{ID: id, Started: started, FromPid: os.Getpid(), Generation: u.gen})
+	events(Event{Step: "started"})
+	res, err := u.upgrade(ctx, attempt, id, events)
+	u.history.setPending(nil)
+	if err != nil {
+		rec := Record{ID: id, Started: started, Duration: time.Since(started), Result: resultFailure,
+			Reason: err.Error(), FromPid: os.Getpid(), Generation: u.gen}
+		var ue *UpgradeError
+		if errors.As(err, &ue) {
+			rec.Step, rec.ToPid = ue.Step, ue.Pid
+		}
+		u.history.add(rec)
+		events(Event{Step: "failed", Error: err.Error()})
+	} else {
+		events(Event{Step: "child-ready", Pid: res.Pid})
+	}
 
 	u.mu.Lock()
 	u.upgrading = false
@@ -483,9 +536,9 @@ func (u *Upgrader) parentExited() bool {
 	}
 }
 
-func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
+func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events func(Event)) (Result, error) {
 	start := time.Now()
-	log := u.log.With("attempt", attempt)
+	log := u.log.With("upgrade", id)
 	log.Info("upgrade started")
 	fail := func(step string, pid int, err error, status string) (Result, error) {
 		ue := &UpgradeError{Pid: pid, Step: step, Err: err, ExitStatus: status, Elapsed: time.Since(start)}
@@ -504,7 +557,7 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int) (Result, error) {
 
 	sctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
-	s := &session{u: u, ctx: sctx, conn: u.own, attempt: attempt, log: log}
+	s := &session{u: u, ctx: sctx, conn: u.own, attempt: attempt, log: log, events: events}
 	s.drainStale()
 	if err := u.own.SetReadDeadline(time.Time{}); err != nil {
 		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
@@ -633,6 +686,7 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	close(u.drained)
 	d := time.Since(start)
 	u.counters.Counter(counterDrainForced).Add(uint64(forced))
 	if u.metrics != nil {

@@ -31,14 +31,18 @@ func newFakeFlip() *fakeFlip {
 	return &fakeFlip{result: make(chan error), started: make(chan struct{}, 10)}
 }
 
-func (f *fakeFlip) Listener(network, addr string) (net.Listener, error)       { return nil, nil }
-func (f *fakeFlip) Listen(network, addr string) (net.Listener, error)         { return net.Listen(network, addr) }
-func (f *fakeFlip) PacketConn(network, addr string) (net.PacketConn, error)   { return nil, nil }
-func (f *fakeFlip) ListenPacket(network, addr string) (net.PacketConn, error) { return net.ListenPacket(network, addr) }
-func (f *fakeFlip) File(name string) (*os.File, error)                        { return nil, nil }
-func (f *fakeFlip) AddFile(name string, file *os.File) error                  { return nil }
-func (f *fakeFlip) HasParent() bool                                           { return false }
-func (f *fakeFlip) WaitForParent(ctx context.Context) error                   { return nil }
+func (f *fakeFlip) Listener(network, addr string) (net.Listener, error) { return nil, nil }
+func (f *fakeFlip) Listen(network, addr string) (net.Listener, error) {
+	return net.Listen(network, addr)
+}
+func (f *fakeFlip) PacketConn(network, addr string) (net.PacketConn, error) { return nil, nil }
+func (f *fakeFlip) ListenPacket(network, addr string) (net.PacketConn, error) {
+	return net.ListenPacket(network, addr)
+}
+func (f *fakeFlip) File(name string) (*os.File, error)       { return nil, nil }
+func (f *fakeFlip) AddFile(name string, file *os.File) error { return nil }
+func (f *fakeFlip) HasParent() bool                          { return false }
+func (f *fakeFlip) WaitForParent(ctx context.Context) error  { return nil }
 func (f *fakeFlip) Ready() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -52,6 +52,7 @@ type config struct {
 	logFormat      string
 	stateFile      string
 	kvEntries      int
+	control        string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -64,6 +65,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.version, "version", version, "version string this process reports")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
+	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
 	fs.IntVar(&c.kvEntries, "kv-entries", 2000, "entries the first generation puts in the demo map")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -110,6 +112,7 @@ func run(args []string) error {
 	u, err := upgrader.New(upgrader.Options{
 		State:          states,
 		StateFile:      cfg.stateFile,
+		ControlSocket:  cfg.control,
 		UpgradeTimeout: cfg.upgradeTimeout,
 		DrainTimeout:   cfg.drain,
 		PIDFile:        cfg.pidFile,
