@@ -97,14 +97,38 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 func StartEnv(t testing.TB, env []string, bin, dir string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Dir: dir, Bin: filepath.Join(dir, "baton-demo"), PidFile: filepath.Join(dir, "demo.pid")}
+	args = append([]string{"-addr", "127.0.0.1:0", "-pidfile", p.PidFile}, args...)
+	p.start(t, env, bin, args)
+	line, err := p.Logs.Wait(10*time.Second, Match{Msg: "serving", Pid: p.cmd.Process.Pid})
+	if err != nil {
+		t.Fatalf("baton-demo did not start: %v\n%s", err, p.Logs)
+	}
+	p.Addr = line.Fields["addr"]
+	return p
+}
+
+// StartCmd starts another service built on the upgrader, such as the
+// handoff benchmark's, with exactly args, and waits for its "serving" line.
+// Its pid file must be dir/demo.pid.
+func StartCmd(t testing.TB, bin, dir string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Dir: dir, Bin: filepath.Join(dir, filepath.Base(bin)), PidFile: filepath.Join(dir, "demo.pid")}
+	p.start(t, nil, bin, args)
+	if _, err := p.Logs.Wait(10*time.Second, Match{Msg: "serving", Pid: p.cmd.Process.Pid}); err != nil {
+		t.Fatalf("%s did not start: %v\n%s", bin, err, p.Logs)
+	}
+	return p
+}
+
+func (p *Proc) start(t testing.TB, env []string, bin string, args []string) {
+	t.Helper()
 	Install(t, bin, p.Bin)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"-addr", "127.0.0.1:0", "-pidfile", p.PidFile}, args...)
 	p.cmd = exec.Command(p.Bin, args...)
-	p.cmd.Dir = dir
+	p.cmd.Dir = p.Dir
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = w
 	p.cmd.Stdout = w
@@ -114,13 +138,6 @@ func StartEnv(t testing.TB, env []string, bin, dir string, args ...string) *Proc
 	w.Close()
 	p.Logs = newLogs(r, t)
 	t.Cleanup(p.stop)
-
-	line, err := p.Logs.Wait(10*time.Second, Match{Msg: "serving", Pid: p.cmd.Process.Pid})
-	if err != nil {
-		t.Fatalf("baton-demo did not start: %v\n%s", err, p.Logs)
-	}
-	p.Addr = line.Fields["addr"]
-	return p
 }
 
 // stop ends the serving generation and any other still alive, by pid.

@@ -89,8 +89,8 @@ bad=$(echo "$mod" | grep -E '^/(etc|usr|var/lib|var/log|var/cache|boot|opt|srv|r
 if [ -z "$bad" ]; then pass "no system file modified"; else fail "system files modified:"; echo "$bad"; fi
 other=$(echo "$mod" | grep -vE '^/(etc|usr|var/lib|var/log|var/cache|boot|opt|srv|run)(/|$)' | grep -v '^$' || true)
 if [ -n "$other" ]; then
-	echo "hostcheck: other: $(echo "$other" | wc -l) files modified elsewhere (first 10):"
-	echo "$other" | head -n 10
+	echo "hostcheck: other: $(echo "$other" | wc -l) files modified elsewhere, by directory:"
+	echo "$other" | cut -d/ -f1-4 | sort | uniq -c | sort -rn | head -n 15 | sed 's/^/hostcheck: other:   /'
 fi
 
 echo "hostcheck: $FAILS failure(s)"

@@ -2,6 +2,7 @@ package sdns_test
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -190,7 +191,7 @@ ExecReload=%s $MAINPID %%n
 				// systemd warned it might "not notice when it exits" (the
 				// successor was the old process's child); it does notice,
 				// being PID 1, to which the successor was re-parented
-				in.Exec(t, "kill", "-KILL", strconv.Itoa(newPID))
+				in.Sh(t, "kill -KILL "+strconv.Itoa(newPID))
 				sdns.Poll(t, 5*time.Second, "systemd to notice the death of the handed-over main process", func() bool {
 					return in.Show(t, unit, "Result")["Result"] == "signal"
 				})
@@ -203,6 +204,110 @@ ExecReload=%s $MAINPID %%n
 			t.Logf("journal of %s:\n%s", unit, logLines(in.UnitJournal(t, unit)))
 		})
 	}
+
+	// How "systemctl stop" treats the successor. When systemd learns a
+	// MAINPID= whose parent is not systemd (the old process is still
+	// alive, as -barrier guarantees here and as it is while baton's old
+	// process drains), it marks the main PID "alien" and logs "Supervising
+	// process … which is not our child". At stop it then does not wait
+	// for an alien main process after SIGTERM (unit_kill_context): with
+	// nothing else in the cgroup it sends SIGKILL at once.
+	stops := []struct {
+		name     string
+		flags    string
+		execStop string
+		alien    bool
+		want     string // Result after stop
+	}{
+		{name: "successor is the old process's child: SIGTERM then SIGKILL at once",
+			flags: "-barrier", alien: true, want: "signal"},
+		{name: "successor re-parented to systemd before MAINPID=: graceful",
+			flags: "-barrier -reparent", want: "success"},
+		{name: "alien successor, ExecStop= waits for it: graceful",
+			flags:    "-barrier",
+			execStop: "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID} && while kill -0 ${MAINPID} 2>/dev/null; do sleep 0.05; done'",
+			alien:    true, want: "success"},
+	}
+	for i, tt := range stops {
+		t.Run("stop after handover/"+tt.name, func(t *testing.T) {
+			unit := fmt.Sprintf("stop%d.service", i)
+			port := 7500 + i
+			in.InstallUnit(t, unit, fmt.Sprintf(`[Unit]
+DefaultDependencies=no
+[Service]
+Type=notify
+ExecStart=%s -addr 127.0.0.1:%d -handover old %s
+ExecReload=%s $MAINPID %%n
+%s
+`, svc, port, tt.flags, reloadWait, tt.execStop))
+			in.Start(t, unit)
+			defer in.Output("systemctl", "reset-failed", unit) // a unit that stopped cleanly is gone
+			before := dial(t, in, port)
+			in.Reload(t, unit)
+			r := dial(t, in, port)
+			if r.gen != 1 || r.pid == before.pid || r.pid != in.MainPID(t, unit) {
+				t.Fatalf("handover failed: %+v -> %+v", before, r)
+			}
+			in.StopUnit(t, unit)
+			j := in.UnitJournal(t, unit)
+			t.Logf("journal of %s:\n%s", unit, logLines(j))
+			if got := strings.Contains(j, "which is not our child"); got != tt.alien {
+				t.Errorf("systemd called the successor alien: %v, want %v", got, tt.alien)
+			}
+			if res := in.Show(t, unit, "Result")["Result"]; res != tt.want {
+				t.Errorf("Result=%s after stop, want %s", res, tt.want)
+			}
+			if graceful := strings.Contains(j, fmt.Sprintf("notifysvc[%d] gen=1: SIGTERM, exiting", r.pid)); graceful != (tt.want == "success") {
+				t.Errorf("successor handled SIGTERM: %v", graceful)
+			}
+		})
+	}
+
+	// The unit files shipped in systemd/, with notifysvc standing in for
+	// baton-demo and reload-wait for "baton upgrade --wait": socket
+	// activation by name, a reload handover and a graceful stop.
+	t.Run("demo unit files", func(t *testing.T) {
+		sock, err := os.ReadFile("../../systemd/baton-demo.socket")
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcUnit, err := os.ReadFile("../../systemd/baton-demo.service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, l := range strings.Split(string(svcUnit), "\n") {
+			switch {
+			case strings.HasPrefix(l, "ExecStart="):
+				l = "ExecStart=" + svc + " -handover old -barrier -watchdog -addr 127.0.0.1:1"
+			case strings.HasPrefix(l, "ExecReload="):
+				l = "ExecReload=" + reloadWait + " $MAINPID %n"
+			}
+			lines = append(lines, l)
+		}
+		in.InstallUnit(t, "baton-demo.socket", string(sock))
+		in.InstallUnit(t, "baton-demo.service", strings.Join(lines, "\n"))
+		in.Start(t, "baton-demo.socket")
+		defer in.Output("systemctl", "stop", "baton-demo.socket", "baton-demo.service")
+		r := dial(t, in, 8080)
+		if r.from != "systemd:http" {
+			t.Fatalf("reply %+v", r)
+		}
+		in.Reload(t, "baton-demo.service")
+		r2 := dial(t, in, 8080)
+		if r2.gen != 1 || r2.ino != r.ino || r2.pid != in.MainPID(t, "baton-demo.service") {
+			t.Fatalf("after reload: %+v (before %+v)", r2, r)
+		}
+		in.StopUnit(t, "baton-demo.service")
+		j := in.UnitJournal(t, "baton-demo.service")
+		t.Logf("journal:\n%s", logLines(j))
+		if !strings.Contains(j, fmt.Sprintf("notifysvc[%d] gen=1: SIGTERM, exiting", r2.pid)) || strings.Contains(j, "SIGKILL") {
+			t.Errorf("stop after the handover was not graceful")
+		}
+		if res := in.Show(t, "baton-demo.service", "Result")["Result"]; res != "success" {
+			t.Errorf("Result=%s", res)
+		}
+	})
 
 	t.Run("health check withholds pings", func(t *testing.T) {
 		in.InstallUnit(t, "sick.service", fmt.Sprintf(`[Unit]

@@ -13,6 +13,11 @@
 //     "old-ready": the old main process sends MAINPID=<new> and READY=1 in
 //     one message; the new one then sends STATUS= as the main process;
 //     "new": the new process sends MAINPID=<itself>, READY=1 and STATUS=;
+//     With -barrier the old process waits (BARRIER=1) until systemd has
+//     processed its MAINPID= before it goes on. With -reparent the
+//     successor is started through a short-lived intermediate process, so
+//     that it is already systemd's child, not the old process's, when
+//     systemd learns its pid;
 //   - -watchdog: WATCHDOG=1 pings while the file -sick names does not exist;
 //   - -fdstore: its own listening socket goes to the fd store (FDSTORE=1,
 //     FDNAME=web); SIGUSR1 removes it (FDSTOREREMOVE=1);
@@ -45,6 +50,7 @@ import (
 const (
 	envGen       = "NOTIFYSVC_GEN"
 	envSuccessor = "NOTIFYSVC_SUCCESSOR"
+	envSpawn     = "NOTIFYSVC_SPAWN"
 	fdListener   = 3
 	fdReady      = 4
 	fdGo         = 5
@@ -57,6 +63,8 @@ var (
 	keepWPID = flag.Bool("keep-watchdog-pid", false, "leave WATCHDOG_PID for the successor (it then believes the watchdog is not its own)")
 	sick     = flag.String("sick", "", "the health check fails while this file exists")
 	fdstore  = flag.Bool("fdstore", false, "put a socket this process bound into the fd store as \"web\"")
+	barrier  = flag.Bool("barrier", false, "after MAINPID=, wait until systemd processed it (BARRIER=1)")
+	reparent = flag.Bool("reparent", false, "start the successor through an intermediate process that exits at once")
 )
 
 func logf(format string, a ...any) {
@@ -65,6 +73,20 @@ func logf(format string, a ...any) {
 
 func main() {
 	flag.Parse()
+	if os.Getenv(envSpawn) == "1" {
+		// the intermediate of -reparent: start the successor with our
+		// descriptors 0-5 and exit, so that it is re-parented to systemd
+		os.Unsetenv(envSpawn)
+		exe, _ := os.Executable()
+		if _, err := syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+			Env:   os.Environ(),
+			Files: []uintptr{0, 1, 2, fdListener, fdReady, fdGo},
+		}); err != nil {
+			logf("spawn: %v", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if err := run(); err != nil {
 		logf("error: %v", err)
 		os.Exit(1)
@@ -210,7 +232,7 @@ func takeOver(n *systemd.Notifier, pid int, status string) error {
 		}
 	}
 	ready := os.NewFile(fdReady, "ready")
-	if _, err := ready.Write([]byte("ready")); err != nil {
+	if _, err := fmt.Fprintf(ready, "ready %d\n", pid); err != nil {
 		return err
 	}
 	ready.Close()
@@ -263,6 +285,9 @@ func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
 		}
 	}
 	env = append(env, envSuccessor+"=1", envGen+"="+strconv.Itoa(gen))
+	if *reparent {
+		env = append(env, envSpawn+"=1")
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -284,14 +309,23 @@ func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
 	if forkErr != nil {
 		return forkErr
 	}
-	readyR.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(readyR, buf); err != nil || string(buf) != "ready" {
-		syscall.Kill(child, syscall.SIGKILL)
-		var ws syscall.WaitStatus
+	var ws syscall.WaitStatus
+	if *reparent {
+		// the intermediate exits at once; the successor's pid comes
+		// with its "ready" line
 		syscall.Wait4(child, &ws, 0, nil)
-		return fmt.Errorf("successor %d not ready: %v", child, err)
+		child = 0
 	}
+	readyR.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var succ int
+	if _, err := fmt.Fscanf(readyR, "ready %d\n", &succ); err != nil || (child != 0 && succ != child) {
+		if child != 0 {
+			syscall.Kill(child, syscall.SIGKILL)
+			syscall.Wait4(child, &ws, 0, nil)
+		}
+		return fmt.Errorf("successor %d not ready: %v", succ, err)
+	}
+	child = succ
 	handing := systemd.Status(fmt.Sprintf("handing over to pid %d", child))
 	switch *handover {
 	case "old":
@@ -301,6 +335,14 @@ func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *barrier {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := n.Barrier(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 	stop()
 	if _, err := goW.Write([]byte("go")); err != nil {
