@@ -22,8 +22,27 @@ type decoder struct {
 	whole uint32 // CRC-32C of everything read so far
 	count uint32 // sections read
 	err   error  // sticky: the first failure ends the snapshot
-	buf   []byte // chunk buffer, grown on demand up to maxChunk
+	buf   []byte // chunk buffer from chunkPool, taken when first needed
+	cur   *sectionReader
 }
+
+// release gives back the chunk buffer. A reader that a Restore kept past
+// its return gets errReleased from then on, never recycled bytes.
+func (d *decoder) release() {
+	if d.cur != nil {
+		d.cur.chunk = nil
+	}
+	d.fail(errReleased)
+	putChunk(d.buf)
+	d.buf = nil
+}
+
+// errReleased is returned by encoders and decoders used after their
+// snapshot was finished.
+var errReleased = errors.New("state: snapshot reader or writer used after its call returned")
+
+// readPiece is how much of a chunk is read at a time; see nextChunk.
+const readPiece = 256 << 10
 
 // sectionHeader is a section as announced before its payload.
 type sectionHeader struct {
@@ -212,7 +231,8 @@ func (d *decoder) trailer(start int64) error {
 // section returns the reader of the payload of the section whose header
 // next just returned.
 func (d *decoder) section(name string) *sectionReader {
-	return &sectionReader{d: d, name: name}
+	d.cur = &sectionReader{d: d, name: name}
+	return d.cur
 }
 
 // A sectionReader yields a section's payload, chunk by chunk. Every byte it
@@ -320,15 +340,22 @@ func (s *sectionReader) nextChunk(direct []byte) (int, error) {
 	if len(direct) >= int(n) {
 		data = direct[:n]
 	} else {
-		if cap(d.buf) < int(n) {
-			d.buf = make([]byte, min(maxChunk, max(int(n), 2*cap(d.buf))))
+		if d.buf == nil {
+			d.buf = getChunk() // bounded: a chunk's data fits whatever the input says
 		}
 		data = d.buf[:n]
 	}
-	if err := d.readRaw(data, "chunk"); err != nil {
-		return 0, err
+	// Read and checksum in pieces that stay in cache: a copy of 1 MiB or
+	// more (runtime.memmove, used by most readers) bypasses the cache, and
+	// the checksum would then read the chunk back from memory.
+	var sum uint32
+	for off := 0; off < len(data); off += readPiece {
+		p := data[off:min(off+readPiece, len(data))]
+		if err := d.readRaw(p, "chunk"); err != nil {
+			return 0, err
+		}
+		sum = crc32.Update(sum, castagnoli, p)
 	}
-	sum := crc32.Checksum(data, castagnoli)
 	if sum != want {
 		return 0, d.corrupt("section %q: chunk at byte %d: checksum mismatch", s.name, start)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 )
 
 // An encoder writes one snapshot to w as it is captured, never holding more
@@ -21,8 +22,44 @@ type encoder struct {
 	err   error  // sticky: the first failure ends the snapshot
 
 	// buf holds a chunk header followed by up to maxChunk payload bytes,
-	// so that a chunk goes out in one Write.
+	// so that a chunk goes out in one Write. It comes from chunkPool when
+	// first needed: a Capture that writes whole megabytes never needs it.
 	buf []byte
+}
+
+// chunkPool recycles chunk buffers of chunkHeaderLen+maxChunk bytes.
+var chunkPool = sync.Pool{New: func() any {
+	b := make([]byte, chunkHeaderLen+maxChunk)
+	return &b
+}}
+
+// getChunk returns a buffer of chunkHeaderLen+maxChunk bytes.
+func getChunk() []byte { return *chunkPool.Get().(*[]byte) }
+
+// putChunk returns a buffer from getChunk; nil is ignored.
+func putChunk(b []byte) {
+	if b != nil {
+		b = b[:cap(b)]
+		chunkPool.Put(&b)
+	}
+}
+
+// release gives back the chunk buffer; the encoder is done. A writer that
+// a Capture kept past its return gets errReleased from then on.
+func (e *encoder) release() {
+	if e.err == nil {
+		e.err = errReleased
+	}
+	putChunk(e.buf)
+	e.buf = nil
+}
+
+// pending returns the payload bytes buffered and not yet sent.
+func (e *encoder) pending() int {
+	if e.buf == nil {
+		return 0
+	}
+	return len(e.buf) - chunkHeaderLen
 }
 
 func newEncoder(ctx context.Context, w io.Writer, max int64) *encoder {
@@ -35,7 +72,7 @@ func (e *encoder) write(p []byte) error {
 		return e.err
 	}
 	if e.off+int64(len(p)) > e.max {
-		e.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, e.max)
+		e.err = fmt.Errorf("%w: more than %d bytes (Options.MaxSize)", ErrTooLarge, e.max)
 		return e.err
 	}
 	e.whole = crc32.Update(e.whole, castagnoli, p)
@@ -76,16 +113,13 @@ func (e *encoder) section(name string, version uint32, capture func(io.Writer) e
 	if err := e.write(p); err != nil {
 		return 0, err
 	}
-	if e.buf == nil {
-		e.buf = make([]byte, chunkHeaderLen, chunkHeaderLen+maxChunk)
-	}
 	cw := &chunkWriter{e: e}
 	if err := capture(cw); err != nil {
 		if e.err != nil {
 			// Capture failed because writing failed: report the cause.
 			return cw.n, e.err
 		}
-		e.err = fmt.Errorf("capture %q: %w", name, err)
+		e.err = fmt.Errorf("capture: %w", err)
 		return cw.n, e.err
 	}
 	if err := cw.flush(); err != nil {
@@ -132,7 +166,7 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	}
 	written := 0
 	for len(p) > 0 {
-		if len(e.buf) == chunkHeaderLen && len(p) >= maxChunk {
+		if e.pending() == 0 && len(p) >= maxChunk {
 			// A large write with nothing buffered: send full chunks
 			// straight from p instead of copying them first.
 			if err := c.emit(p[:maxChunk], false); err != nil {
@@ -141,6 +175,9 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 			p = p[maxChunk:]
 			written += maxChunk
 			continue
+		}
+		if e.buf == nil {
+			e.buf = getChunk()[:chunkHeaderLen]
 		}
 		n := copy(e.buf[len(e.buf):cap(e.buf)], p)
 		e.buf = e.buf[:len(e.buf)+n]
@@ -158,7 +195,7 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 // flush sends the buffered payload, if any, as one chunk.
 func (c *chunkWriter) flush() error {
 	e := c.e
-	if len(e.buf) == chunkHeaderLen {
+	if e.pending() == 0 {
 		return e.err
 	}
 	err := c.emit(e.buf[chunkHeaderLen:], true)
@@ -179,7 +216,7 @@ func (c *chunkWriter) emit(data []byte, buffered bool) error {
 	}
 	n := int64(len(data))
 	if e.off+chunkHeaderLen+n > e.max {
-		e.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, e.max)
+		e.err = fmt.Errorf("%w: more than %d bytes (Options.MaxSize)", ErrTooLarge, e.max)
 		return e.err
 	}
 	sum := crc32.Checksum(data, castagnoli)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -54,6 +55,9 @@ func writeSync(f *os.File, reg *Registry) (int64, error) {
 
 // syncDir makes a rename in dir durable.
 func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil // directories cannot be synced there; NTFS journals renames
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -74,6 +78,7 @@ type MovedAsideError struct {
 	Err     error  // why it could not be used
 }
 
+// Error says where the file was, where it is now and why.
 func (e *MovedAsideError) Error() string {
 	return fmt.Sprintf("state: snapshot file %s moved aside to %s: %v", e.Path, e.NewPath, e.Err)
 }

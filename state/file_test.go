@@ -122,6 +122,9 @@ func TestReadFileMovesAside(t *testing.T) {
 			if !errors.As(err, &moved) || moved.Path != path || !strings.HasPrefix(moved.NewPath, path+".corrupt-") {
 				t.Fatalf("error %#v does not say where the file went", err)
 			}
+			if !strings.Contains(err.Error(), moved.NewPath) {
+				t.Errorf("error %q does not name %s", err, moved.NewPath)
+			}
 			if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("the file is still at %s", path)
 			}

@@ -31,9 +31,13 @@ type Participant struct {
 	// hung, or rejected the snapshot. Nil means there is nothing to resume.
 	Thaw func()
 
-	// Capture writes the frozen state to w.
+	// Capture writes the frozen state to w. w is valid only until
+	// Capture returns.
 	Capture func(w io.Writer) error
 
-	// Restore reads state written by Capture at Version from r.
+	// Restore reads state written by Capture at Version from r. r is
+	// valid only until Restore returns. Its Read returns io.EOF only at
+	// the verified end of the section; any other error, damage
+	// included, means the state is not to be trusted.
 	Restore func(r io.Reader) error
 }

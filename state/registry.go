@@ -284,6 +284,7 @@ func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer) (int64, error
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := newEncoder(ctx, w, r.opts.MaxSize)
+	defer e.release()
 	if err := e.header(r.build); err != nil {
 		return e.off, fmt.Errorf("write snapshot header: %w", err)
 	}
@@ -344,6 +345,7 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := newDecoder(ctx, rd, r.opts.MaxSize)
+	defer d.release()
 	var info Info
 	var err error
 	info.Producer, err = d.header()

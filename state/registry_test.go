@@ -419,7 +419,47 @@ func TestBuildString(t *testing.T) {
 	if got := b.String(); got != want {
 		t.Errorf("String = %s, want %s", got, want)
 	}
-	if got := fmt.Sprint(currentBuild("")); !strings.Contains(got, "github.com/batonhq/baton") {
-		t.Errorf("currentBuild = %s, want this module", got)
+	reg := newRegistry(t, Options{UserVersion: "r8"})
+	if got := reg.Build(); got.User != "r8" || got.Module != "github.com/batonhq/baton" || got.GoVersion == "" {
+		t.Errorf("Build = %+v, want this module, its toolchain and user version r8", got)
+	}
+	if got := fmt.Sprint(reg.Build()); !strings.Contains(got, `user="r8"`) {
+		t.Errorf("Build.String = %s", got)
+	}
+}
+
+// TestKeptReaderAndWriter checks that a participant that keeps its reader
+// or writer past its call gets an error, never recycled buffers.
+func TestKeptReaderAndWriter(t *testing.T) {
+	var keptW io.Writer
+	reg := newRegistry(t, Options{})
+	reg.Register(Participant{
+		Name:    "a",
+		Capture: func(w io.Writer) error { keptW = w; _, err := w.Write([]byte("abc")); return err },
+		Restore: func(io.Reader) error { return nil },
+	})
+	snap := snapshotOf(t, reg)
+	if _, err := keptW.Write([]byte("late")); !errors.Is(err, errReleased) {
+		t.Errorf("late Write = %v, want errReleased", err)
+	}
+
+	var keptR io.Reader
+	reg2 := newRegistry(t, Options{})
+	reg2.Register(Participant{
+		Name:    "a",
+		Capture: func(io.Writer) error { return nil },
+		Restore: func(r io.Reader) error {
+			keptR = r
+			if _, err := r.Read(make([]byte, 1)); err != nil {
+				return err
+			}
+			return errors.New("stop here") // "bc" stays buffered
+		},
+	})
+	if _, err := reg2.ReadSnapshot(bytes.NewReader(snap)); err == nil {
+		t.Fatal("ReadSnapshot succeeded")
+	}
+	if n, err := keptR.Read(make([]byte, 10)); n != 0 || err == nil {
+		t.Errorf("late Read = %d, %v; want nothing and an error", n, err)
 	}
 }

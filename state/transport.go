@@ -77,6 +77,16 @@ func Send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error)
 	return sendWith(ctx, conn, reg, send)
 }
 
+// SendStream is Send without a memfd, on every platform: the snapshot
+// bytes follow the transport header on conn, and Receive reads them from
+// there. SendStream blocks until the peer has read everything, but
+// encoding and decoding overlap: on Linux it is the choice when the
+// memfd's trip through tmpfs costs more than a sealed, immutable
+// hand-over is worth (BenchmarkSendReceive compares the two).
+func SendStream(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
+	return sendWith(ctx, conn, reg, sendStream)
+}
+
 // sendWith is Send with the platform's send replaced, for tests.
 func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, send func(context.Context, *net.UnixConn, *Registry) (int64, error)) (int64, error) {
 	stop := abortOn(ctx, conn)

@@ -55,9 +55,7 @@ func TestSendReceive(t *testing.T) {
 		send func(context.Context, *net.UnixConn, *Registry) (int64, error)
 	}{
 		{"Send", Send},
-		{"stream", func(ctx context.Context, c *net.UnixConn, r *Registry) (int64, error) {
-			return sendWith(ctx, c, r, sendStream)
-		}},
+		{"SendStream", SendStream},
 	}
 	for _, s := range senders {
 		t.Run(s.name, func(t *testing.T) {
@@ -120,7 +118,7 @@ func TestSendAbortStream(t *testing.T) {
 		},
 		Restore: func(io.Reader) error { return nil },
 	})
-	done := goSend(func() (int64, error) { return sendWith(ctx, old, reg, sendStream) })
+	done := goSend(func() (int64, error) { return SendStream(ctx, old, reg) })
 	<-started
 	// Send is stopped either between chunks or, blocked in a write to
 	// the full socket, by the deadline the abort sets.

@@ -29,6 +29,7 @@ type flipper interface {
 	ListenPacket(network, addr string) (net.PacketConn, error)
 	File(name string) (*os.File, error)
 	AddFile(name string, f *os.File) error
+	AddListener(network, addr string, ln tableflip.Listener) error
 	Ready() error
 	Upgrade() error
 	Stop()
@@ -103,6 +104,8 @@ type Upgrader struct {
 	statusFuncs map[string]func() any
 	started     time.Time
 	drained     chan struct{} // closed when Shutdown has drained
+	adopted     []adopted
+	eventHooks  []func(Event)
 	closers     []io.Closer
 	infos       []ListenerInfo
 	servers     []*httpServer
@@ -268,6 +271,12 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 	ln, err := u.tf.Listener(network, addr)
 	inherited := ln != nil
 	if err == nil && ln == nil {
+		if ln = u.takeAdopted(network, addr); ln != nil {
+			inherited = true
+			err = u.tf.AddListener(network, addr, ln.(tableflip.Listener))
+		}
+	}
+	if err == nil && ln == nil {
 		ln, err = u.tf.Listen(network, addr)
 	}
 	if err != nil {
@@ -408,8 +417,12 @@ func (u *Upgrader) Ready() error {
 			u.statePeriodically(u.opts.StateFileInterval, u.stopPeriod)
 		}()
 	}
+	for _, name := range u.closeUnadopted() {
+		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
+	}
 	u.warnStrayListeners()
 	u.log.Info("ready", "listeners", len(u.Listeners()))
+	u.emit(Event{Step: "ready", Pid: os.Getpid()})
 	return nil
 }
 
@@ -446,10 +459,33 @@ func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
 	return u.upgradeWithEvents(ctx, nil)
 }
 
+// OnEvent registers f to be called with every step of the process's life
+// that others may need to tell the world about: "ready", each step of an
+// upgrade ("started", "child-started", "state-sent", "child-ready",
+// "failed"), and "draining" or "stopping" when Shutdown starts. The systemd
+// integration uses it. f must not block.
+func (u *Upgrader) OnEvent(f func(Event)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.eventHooks = append(u.eventHooks, f)
+}
+
+func (u *Upgrader) emit(e Event) {
+	u.mu.Lock()
+	hooks := append([]func(Event){}, u.eventHooks...)
+	u.mu.Unlock()
+	for _, f := range hooks {
+		f(e)
+	}
+}
+
 // upgradeWithEvents is Upgrade, reporting each step to events if not nil.
-func (u *Upgrader) upgradeWithEvents(ctx context.Context, events func(Event)) (Result, error) {
-	if events == nil {
-		events = func(Event) {}
+func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (Result, error) {
+	events := func(e Event) {
+		u.emit(e)
+		if perCall != nil {
+			perCall(e)
+		}
 	}
 	attempt, err := u.beginUpgrade()
 	if err != nil {
@@ -639,6 +675,11 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	closers, servers, hooks, first := u.markClosed()
 	if !first {
 		return nil
+	}
+	if u.isUpgraded() {
+		u.emit(Event{Step: "draining"})
+	} else {
+		u.emit(Event{Step: "stopping"})
 	}
 	// Replies say "Connection: close" from now on, then the listeners
 	// close: nothing is accepted that would not be served.

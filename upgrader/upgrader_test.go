@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -39,10 +40,11 @@ func (f *fakeFlip) PacketConn(network, addr string) (net.PacketConn, error) { re
 func (f *fakeFlip) ListenPacket(network, addr string) (net.PacketConn, error) {
 	return net.ListenPacket(network, addr)
 }
-func (f *fakeFlip) File(name string) (*os.File, error)       { return nil, nil }
-func (f *fakeFlip) AddFile(name string, file *os.File) error { return nil }
-func (f *fakeFlip) HasParent() bool                          { return false }
-func (f *fakeFlip) WaitForParent(ctx context.Context) error  { return nil }
+func (f *fakeFlip) File(name string) (*os.File, error)                            { return nil, nil }
+func (f *fakeFlip) AddFile(name string, file *os.File) error                      { return nil }
+func (f *fakeFlip) AddListener(network, addr string, ln tableflip.Listener) error { return nil }
+func (f *fakeFlip) HasParent() bool                                               { return false }
+func (f *fakeFlip) WaitForParent(ctx context.Context) error                       { return nil }
 func (f *fakeFlip) Ready() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -242,9 +242,9 @@ func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlRep
 	defer c.Close()
 	pid := peerPid(c.(*net.UnixConn))
 	req.Version = 1
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return 0, fmt.Errorf("cannot reach the service: %w", err)
-	}
+	// A service that refuses the client replies and closes at once, so a
+	// failed write is reported only if no reply explains it.
+	werr := json.NewEncoder(c).Encode(req)
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	got := false
@@ -256,8 +256,11 @@ func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlRep
 		got = true
 		f(r)
 	}
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); err != nil && !got {
 		return pid, fmt.Errorf("reading the reply: %w", err)
+	}
+	if !got && werr != nil {
+		return pid, fmt.Errorf("cannot reach the service: %w", werr)
 	}
 	if !got {
 		return pid, errors.New("the service closed the connection without replying")
