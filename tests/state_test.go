@@ -2,6 +2,7 @@ package tests
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -171,5 +172,74 @@ func TestColdStartFromStateFile(t *testing.T) {
 	}
 	if kv.Entries["gen-1"].Value != strconv.Itoa(pid) {
 		t.Errorf("generation 1's entry did not survive the restart: %+v", kv.Entries["gen-1"])
+	}
+}
+
+// fdCount counts the sockets, pipes and memfds pid has open: what a handoff
+// could leak. Files the runtime opens for itself (cgroup limits) are not
+// counted.
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	n := 0
+	for _, l := range fdLinks(pid) {
+		_, target, _ := strings.Cut(l, "=")
+		if strings.HasPrefix(target, "socket:") || strings.HasPrefix(target, "pipe:") ||
+			strings.HasPrefix(target, "/memfd:") || strings.HasPrefix(target, "anon_inode:[pidfd]") {
+			n++
+		}
+	}
+	return n
+}
+
+func fdLinks(pid int) []string {
+	entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	var out []string
+	for _, e := range entries {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		out = append(out, e.Name()+"="+l)
+	}
+	return out
+}
+
+// TestFailedUpgradesLeakNoFds: 100 failed upgrades, half with a new process
+// that dies at start and half with one that cannot read the state, leave the
+// old process with the fds it had.
+func TestFailedUpgradesLeakNoFds(t *testing.T) {
+	p := demotest.Start(t, demoV1)
+	// Measure a generation that was started by an upgrade, once its parent
+	// is gone, and after one failed attempt: the first upgrade and the
+	// first attempt open fds that stay (the runtime's poller, the parent's
+	// pipe until it closes).
+	u := p.Upgrade(t)
+	if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pid := u.NewPid
+	demotest.Install(t, demoV3, p.Bin)
+	if u := p.Upgrade(t); u.Err == "" {
+		t.Fatal("upgrade to v3 succeeded")
+	}
+	before := fdCount(t, pid)
+	for i := 0; i < 100; i++ {
+		if i%2 == 0 {
+			demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), p.Bin, 0o755)
+		} else {
+			demotest.Install(t, demoV3, p.Bin)
+		}
+		if u := p.Upgrade(t); u.Err == "" {
+			t.Fatalf("upgrade %d succeeded", i)
+		}
+	}
+	// tableflip closes a dead child's pipes just after it reports the
+	// exit, so the count may take a moment to settle.
+	after := fdCount(t, pid)
+	for deadline := time.Now().Add(5 * time.Second); after != before && time.Now().Before(deadline); after = fdCount(t, pid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after != before {
+		t.Errorf("old process had %d fds before 100 failed upgrades and %d after: %v", before, after, fdLinks(pid))
+	}
+	if got := p.Root(t); got.Pid != pid {
+		t.Errorf("pid %d serves, want %d", got.Pid, pid)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -518,6 +519,11 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 	}
 	u.mu.Unlock()
 	if err != nil {
+		// tableflip v1.2.3 does not close its copies of the pipe ends it
+		// passed to a child; they are *os.Files, closed by their
+		// finalizers. A collection now keeps a run of failed attempts
+		// from holding two fds each until the next GC.
+		runtime.GC()
 		u.counters.Counter(counterUpgradeFailure).Inc()
 		var ue *UpgradeError
 		if errors.As(err, &ue) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -109,8 +110,8 @@ func (t *tracker) signal(pid int, sig syscall.Signal) error {
 	return unix.PidfdSendSignal(p.fd, sig, nil, 0)
 }
 
-// waitExit waits until the tracked process pid has exited.
-func (t *tracker) waitExit(pid int, timeout time.Duration) error {
+// waitExit waits until the tracked process pid has exited, or ctx is done.
+func (t *tracker) waitExit(ctx context.Context, pid int) error {
 	t.mu.Lock()
 	p, ok := t.procs[pid]
 	t.mu.Unlock()
@@ -118,13 +119,9 @@ func (t *tracker) waitExit(pid int, timeout time.Duration) error {
 		return fmt.Errorf("pid %d is not tracked", pid)
 	}
 	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	deadline := time.Now().Add(timeout)
 	for {
-		left := time.Until(deadline)
-		if left < 0 {
-			return fmt.Errorf("pid %d still running after %v", pid, timeout)
-		}
-		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		// Short polls, so that ctx is seen in time.
+		n, err := unix.Poll(fds, 20)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -133,6 +130,9 @@ func (t *tracker) waitExit(pid int, timeout time.Duration) error {
 		}
 		if n > 0 {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("pid %d still running: %w", pid, ctx.Err())
 		}
 	}
 }
@@ -169,11 +169,14 @@ func (t *tracker) stop(grace time.Duration) {
 	for _, pid := range t.alive() {
 		t.signal(pid, syscall.SIGTERM)
 	}
-	deadline := time.Now().Add(grace)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
 	for _, pid := range t.alive() {
-		if t.waitExit(pid, max(time.Until(deadline), time.Millisecond)) != nil {
+		if t.waitExit(ctx, pid) != nil {
 			t.signal(pid, syscall.SIGKILL)
-			t.waitExit(pid, 5*time.Second)
+			kctx, kcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			t.waitExit(kctx, pid)
+			kcancel()
 		}
 	}
 }
@@ -228,18 +231,18 @@ func memory(pid int) (rss, hwm int64, ok bool) {
 	return rss, hwm, rss > 0
 }
 
-// logLine is a line of slog's text format, with the fields the driver reads.
+// logLine is a line of slog's text format.
 type logLine struct {
-	raw  string
-	msg  string
-	pid  int
-	addr string
+	raw    string
+	msg    string
+	pid    int
+	fields map[string]string // the first value of each key
 }
 
 var logFieldRE = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
 
 func parseLogLine(s string) logLine {
-	l := logLine{raw: s}
+	l := logLine{raw: s, fields: map[string]string{}}
 	for _, m := range logFieldRE.FindAllStringSubmatch(s, -1) {
 		v := m[2]
 		if strings.HasPrefix(v, `"`) {
@@ -247,17 +250,12 @@ func parseLogLine(s string) logLine {
 				v = uq
 			}
 		}
-		switch m[1] {
-		case "msg":
-			l.msg = v
-		case "pid":
-			if l.pid == 0 {
-				l.pid, _ = strconv.Atoi(v)
-			}
-		case "addr":
-			l.addr = v
+		if _, dup := l.fields[m[1]]; !dup {
+			l.fields[m[1]] = v
 		}
 	}
+	l.msg = l.fields["msg"]
+	l.pid, _ = strconv.Atoi(l.fields["pid"])
 	return l
 }
 
@@ -266,13 +264,19 @@ func parseLogLine(s string) logLine {
 type logs struct {
 	mu      sync.Mutex
 	serving map[int]string // pid -> addr, from msg=serving
-	tail    []string
-	changed chan struct{} // closed and replaced on every line
-	done    chan struct{} // closed when the pipe ended
+	// failed holds the errors of the failed upgrades each pid logged.
+	failed map[int][]string
+	// restored holds baton's "state restored" line of each new process:
+	// the snapshot's size and how long the state phase took as the new
+	// process saw it (from asking for the state to having restored it).
+	restored map[int]logLine
+	tail     []string
+	changed  chan struct{} // closed and replaced on every line
+	done     chan struct{} // closed when the pipe ended
 }
 
 func readLogs(r io.ReadCloser) *logs {
-	l := &logs{serving: map[int]string{}, changed: make(chan struct{}), done: make(chan struct{})}
+	l := &logs{serving: map[int]string{}, failed: map[int][]string{}, restored: map[int]logLine{}, changed: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		defer r.Close()
@@ -281,8 +285,15 @@ func readLogs(r io.ReadCloser) *logs {
 		for sc.Scan() {
 			line := parseLogLine(sc.Text())
 			l.mu.Lock()
-			if line.msg == "serving" && line.pid > 0 {
-				l.serving[line.pid] = line.addr
+			switch {
+			case line.pid == 0:
+			case line.msg == "serving":
+				l.serving[line.pid] = line.fields["addr"]
+			case line.msg == "upgrade failed: still serving":
+				// Both baton-demo and tfbaseline log this.
+				l.failed[line.pid] = append(l.failed[line.pid], line.fields["err"])
+			case line.msg == "state restored":
+				l.restored[line.pid] = line
 			}
 			l.tail = append(l.tail, line.raw)
 			if len(l.tail) > 200 {
@@ -316,6 +327,47 @@ func (l *logs) waitServing(pid int, timeout time.Duration) (string, error) {
 			return "", fmt.Errorf("pid %d: not serving after %v", pid, timeout)
 		}
 	}
+}
+
+// failures returns the errors of the failed upgrades pid logged.
+func (l *logs) failures(pid int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.failed[pid]...)
+}
+
+// waitFailure waits until pid has logged more than seen failed upgrades,
+// and returns the last one's error, or nil when ctx is done.
+func (l *logs) waitFailure(ctx context.Context, pid, seen int) error {
+	for {
+		l.mu.Lock()
+		f, changed := l.failed[pid], l.changed
+		l.mu.Unlock()
+		if len(f) > seen {
+			return fmt.Errorf("pid %d logged a failed upgrade: %s", pid, f[len(f)-1])
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.done:
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// stateRestored returns the snapshot size and the state phase's length
+// that the new process pid logged, if it did.
+func (l *logs) stateRestored(pid int) (bytes int64, took time.Duration, ok bool) {
+	l.mu.Lock()
+	line, ok := l.restored[pid]
+	l.mu.Unlock()
+	if !ok {
+		return 0, 0, false
+	}
+	bytes, err1 := strconv.ParseInt(line.fields["bytes"], 10, 64)
+	took, err2 := time.ParseDuration(line.fields["took"])
+	return bytes, took, err1 == nil && err2 == nil
 }
 
 // last returns the last n lines.

@@ -65,9 +65,11 @@ func showInt(t *testing.T, in *sdns.Instance, unit, prop string) int64 {
 
 // TestNotifyServiceUnderSystemd runs notifysvc, which speaks to systemd only
 // through package systemd, as a Type=notify unit of a real systemd 252 and
-// checks what systemd makes of it: READY=1 and MainPID, the MAINPID= handover
-// at reload under each NotifyAccess=, watchdog pings and the health check,
-// socket activation and the fd store.
+// checks what systemd makes of it: READY=1 and MainPID; the MAINPID= handover
+// at reload under each NotifyAccess=, and who may send it; watchdog pings
+// across the handover and the health check; how "systemctl stop" treats the
+// successor; the unit files of systemd/; socket activation and the fd store.
+// What it establishes is summarised in systemd/doc.go.
 func TestNotifyServiceUnderSystemd(t *testing.T) {
 	in := sdns.Boot(t, sdns.Options{})
 	svc := in.BuildGo(t, "./testdata/notifysvc", "notifysvc")
@@ -169,11 +171,11 @@ ExecReload=%s $MAINPID %%n
 				if after["ActiveState"] != "active" || after["SubState"] != "running" || after["NRestarts"] != "0" {
 					t.Errorf("after reload: %v", after)
 				}
-				// the old process is gone, only the successor is left
-				procs := in.Sh(t, "cat /sys/fs/cgroup/system.slice/"+unit+"/cgroup.procs")
-				if procs != strconv.Itoa(newPID) {
-					t.Errorf("processes in the unit's cgroup: %q, want only %d", procs, newPID)
-				}
+				// the old process exits right after the handover, leaving
+				// only the successor
+				sdns.Poll(t, 5*time.Second, "only the successor left in the unit's cgroup", func() bool {
+					return in.Sh(t, "cat /sys/fs/cgroup/system.slice/"+unit+"/cgroup.procs") == strconv.Itoa(newPID)
+				})
 				// STATUS= from the successor counts: it is the main PID
 				sdns.Poll(t, 5*time.Second, "successor's STATUS= accepted", func() bool {
 					return strings.HasPrefix(in.Show(t, unit, "StatusText")["StatusText"], fmt.Sprintf("gen 1 (pid %d)", newPID))
@@ -216,17 +218,17 @@ ExecReload=%s $MAINPID %%n
 		name     string
 		flags    string
 		execStop string
-		alien    bool
-		want     string // Result after stop
+		alien    bool // journal: "Supervising process … which is not our child"
+		wantKill bool // SIGKILL right after SIGTERM instead of a graceful exit
 	}{
 		{name: "successor is the old process's child: SIGTERM then SIGKILL at once",
-			flags: "-barrier", alien: true, want: "signal"},
+			flags: "-barrier", alien: true, wantKill: true},
 		{name: "successor re-parented to systemd before MAINPID=: graceful",
-			flags: "-barrier -reparent", want: "success"},
+			flags: "-barrier -reparent"},
 		{name: "alien successor, ExecStop= waits for it: graceful",
 			flags:    "-barrier",
 			execStop: "ExecStop=/bin/sh -c 'kill -TERM ${MAINPID} && while kill -0 ${MAINPID} 2>/dev/null; do sleep 0.05; done'",
-			alien:    true, want: "success"},
+			alien:    true},
 	}
 	for i, tt := range stops {
 		t.Run("stop after handover/"+tt.name, func(t *testing.T) {
@@ -236,7 +238,7 @@ ExecReload=%s $MAINPID %%n
 DefaultDependencies=no
 [Service]
 Type=notify
-ExecStart=%s -addr 127.0.0.1:%d -handover old %s
+ExecStart=%s -addr 127.0.0.1:%d -handover old -drain 300ms %s
 ExecReload=%s $MAINPID %%n
 %s
 `, svc, port, tt.flags, reloadWait, tt.execStop))
@@ -254,12 +256,13 @@ ExecReload=%s $MAINPID %%n
 			if got := strings.Contains(j, "which is not our child"); got != tt.alien {
 				t.Errorf("systemd called the successor alien: %v, want %v", got, tt.alien)
 			}
-			if res := in.Show(t, unit, "Result")["Result"]; res != tt.want {
-				t.Errorf("Result=%s after stop, want %s", res, tt.want)
+			killed := strings.Contains(j, fmt.Sprintf("Killing process %d (notifysvc) with signal SIGKILL", r.pid))
+			graceful := strings.Contains(j, fmt.Sprintf("notifysvc[%d] gen=1: drained, exiting", r.pid))
+			if killed != tt.wantKill || graceful == tt.wantKill {
+				t.Errorf("SIGKILLed: %v, exited gracefully: %v; want SIGKILL %v", killed, graceful, tt.wantKill)
 			}
-			if graceful := strings.Contains(j, fmt.Sprintf("notifysvc[%d] gen=1: SIGTERM, exiting", r.pid)); graceful != (tt.want == "success") {
-				t.Errorf("successor handled SIGTERM: %v", graceful)
-			}
+			// (Result= is no witness: when the emptied cgroup is noticed
+			// before the SIGCHLD, a SIGKILLed service still ends "success")
 		})
 	}
 
@@ -279,7 +282,7 @@ ExecReload=%s $MAINPID %%n
 		for _, l := range strings.Split(string(svcUnit), "\n") {
 			switch {
 			case strings.HasPrefix(l, "ExecStart="):
-				l = "ExecStart=" + svc + " -handover old -barrier -watchdog -addr 127.0.0.1:1"
+				l = "ExecStart=" + svc + " -handover old -barrier -watchdog -drain 300ms -addr 127.0.0.1:1"
 			case strings.HasPrefix(l, "ExecReload="):
 				l = "ExecReload=" + reloadWait + " $MAINPID %n"
 			}
@@ -301,7 +304,7 @@ ExecReload=%s $MAINPID %%n
 		in.StopUnit(t, "baton-demo.service")
 		j := in.UnitJournal(t, "baton-demo.service")
 		t.Logf("journal:\n%s", logLines(j))
-		if !strings.Contains(j, fmt.Sprintf("notifysvc[%d] gen=1: SIGTERM, exiting", r2.pid)) || strings.Contains(j, "SIGKILL") {
+		if !strings.Contains(j, fmt.Sprintf("notifysvc[%d] gen=1: drained, exiting", r2.pid)) || strings.Contains(j, "SIGKILL") {
 			t.Errorf("stop after the handover was not graceful")
 		}
 		if res := in.Show(t, "baton-demo.service", "Result")["Result"]; res != "success" {
@@ -318,7 +321,7 @@ WatchdogSec=1s
 ExecStart=%s -addr 127.0.0.1:7200 -watchdog -sick /run/notifysvc.sick
 `, svc))
 		in.Start(t, "sick.service")
-		defer in.Exec(t, "systemctl", "reset-failed", "sick.service")
+		defer in.Output("systemctl", "reset-failed", "sick.service")
 		in.Sh(t, "touch /run/notifysvc.sick")
 		defer in.Sh(t, "rm -f /run/notifysvc.sick")
 		sdns.Poll(t, 10*time.Second, "systemd to stop the unhealthy service", func() bool {

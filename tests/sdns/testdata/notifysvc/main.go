@@ -21,7 +21,7 @@
 //   - -watchdog: WATCHDOG=1 pings while the file -sick names does not exist;
 //   - -fdstore: its own listening socket goes to the fd store (FDSTORE=1,
 //     FDNAME=web); SIGUSR1 removes it (FDSTOREREMOVE=1);
-//   - SIGTERM: STOPPING=1 and exit.
+//   - SIGTERM: STOPPING=1, a pretend drain of -drain, and exit.
 //
 // Every connection is answered with one line:
 // "pid=<pid> gen=<generation> from=<origin of the listener> ino=<socket inode>".
@@ -65,6 +65,7 @@ var (
 	fdstore  = flag.Bool("fdstore", false, "put a socket this process bound into the fd store as \"web\"")
 	barrier  = flag.Bool("barrier", false, "after MAINPID=, wait until systemd processed it (BARRIER=1)")
 	reparent = flag.Bool("reparent", false, "start the successor through an intermediate process that exits at once")
+	drain    = flag.Duration("drain", 0, "time a SIGTERM takes to handle, standing in for draining connections")
 )
 
 func logf(format string, a ...any) {
@@ -94,6 +95,11 @@ func main() {
 }
 
 func run() error {
+	// before READY=1: "systemctl reload" may follow at once, and an
+	// unhandled SIGHUP kills
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
+
 	gen, _ := strconv.Atoi(os.Getenv(envGen))
 	pid := os.Getpid()
 	n, err := systemd.NewNotifier(systemd.NotifierOptions{})
@@ -158,14 +164,14 @@ func run() error {
 	}()
 	stop := func() { stopWatchdog(); ln.Close(); wg.Wait() }
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGUSR1)
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGTERM:
 			n.Stopping()
 			stop()
-			logf("SIGTERM, exiting")
+			logf("SIGTERM, draining for %v", *drain)
+			time.Sleep(*drain)
+			logf("drained, exiting")
 			return nil
 		case syscall.SIGUSR1:
 			sent, err := n.RemoveFDs("web")

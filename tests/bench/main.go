@@ -1,0 +1,263 @@
+// Command bench measures baton's upgrades against the canonical tableflip
+// way (tests/tfbaseline) and a plain restart, under the same HTTP load, and
+// the steady-state cost of the upgrader.
+//
+//	go run ./tests/bench -out tests/bench/results
+//
+// It builds baton-demo and the baseline into a temporary directory and, for
+// each service in turn, starts it on 127.0.0.1, puts the load on it,
+// triggers -upgrades upgrades (SIGHUP; SIGTERM and a new start for the plain
+// restart), each once the previous old process is gone, and stops every
+// process it started. Then it serves the demo's handler through the
+// upgrader and on a plain http.Server, A/B/A/B, at saturation.
+//
+// It prints the tables and writes table.txt, results.json and
+// upgrade-latency.png to -out (tests/bench/out, ignored by git, unless
+// told). BENCHMARKS.md at the module root explains the numbers.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/tests/load"
+)
+
+type flags struct {
+	out       string
+	services  string
+	mode      string
+	clients   int
+	fresh     float64
+	post      float64
+	rate      int
+	upgrades  int
+	interval  time.Duration
+	margin    time.Duration
+	warmup    time.Duration
+	cooldown  time.Duration
+	demoArgs  string
+	stateArgs string
+	ohDur     time.Duration
+	ohRounds  int
+	ohClients int
+}
+
+func parseFlags() flags {
+	var f flags
+	flag.StringVar(&f.out, "out", filepath.Join(demotest.Root(), "tests", "bench", "out"),
+		"`directory` for results.json, table.txt and upgrade-latency.png")
+	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades or overhead")
+	flag.StringVar(&f.services, "services", "baton,baton-nokv,tableflip,restart,baton-state",
+		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), tableflip, restart, baton-state (-state-args)")
+	flag.IntVar(&f.clients, "clients", 32, "concurrent clients of the upgrade load")
+	flag.Float64Var(&f.fresh, "fresh", 0.5, "share of clients that open a new connection for every request")
+	flag.Float64Var(&f.post, "post", 0.5, "share of requests that are POST /echo")
+	flag.IntVar(&f.rate, "rate", 2000, "bound on the load's requests per second")
+	flag.IntVar(&f.upgrades, "upgrades", 20, "upgrades per service")
+	flag.DurationVar(&f.interval, "interval", 200*time.Millisecond, "least time between two triggers")
+	flag.DurationVar(&f.margin, "margin", 50*time.Millisecond, "added to each upgrade window after the old process is gone")
+	flag.DurationVar(&f.warmup, "warmup", time.Second, "load before the first upgrade")
+	flag.DurationVar(&f.cooldown, "cooldown", time.Second, "load after the last upgrade")
+	flag.StringVar(&f.demoArgs, "demo-args", "", "extra arguments for every baton-demo process, space-separated")
+	flag.StringVar(&f.stateArgs, "state-args", "-kv-entries=100000", "extra arguments for baton-demo in the baton-state run, such as \"-kv-entries=100000 -tasks=10000\"")
+	flag.DurationVar(&f.ohDur, "overhead-duration", 10*time.Second, "length of each saturation measurement")
+	flag.IntVar(&f.ohRounds, "overhead-rounds", 3, "A/B rounds of the saturation measurement")
+	flag.IntVar(&f.ohClients, "overhead-clients", 16, "closed-loop keep-alive clients of the saturation measurement")
+	flag.Parse()
+	return f
+}
+
+func main() {
+	if err := run(parseFlags()); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// results is what results.json holds.
+type results struct {
+	Machine  machine         `json:"machine"`
+	Started  time.Time       `json:"started"`
+	Load     loadJSON        `json:"load"`
+	Runs     []runResult     `json:"runs"`
+	Ratios   *ratios         `json:"ratios,omitempty"`
+	Checks   []check         `json:"checks,omitempty"`
+	Overhead *overheadResult `json:"overhead,omitempty"`
+}
+
+type loadJSON struct {
+	Clients  int     `json:"clients"`
+	Fresh    float64 `json:"fresh"`
+	Post     float64 `json:"post"`
+	Rate     int     `json:"rate"`
+	Upgrades int     `json:"upgrades"`
+	Interval string  `json:"interval"`
+	Margin   string  `json:"window_margin"`
+}
+
+func run(f flags) error {
+	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" {
+		return fmt.Errorf("-mode must be all, upgrades or overhead, not %q", f.mode)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	tmp, err := os.MkdirTemp("", "baton-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return err
+	}
+	// The tracker compares /proc/<pid>/exe with the binary's path, which
+	// the kernel reports with symlinks resolved.
+	if tmp, err = filepath.EvalSymlinks(tmp); err != nil {
+		return err
+	}
+	demoBin, baseBin := filepath.Join(tmp, "baton-demo"), filepath.Join(tmp, "tfbaseline")
+	fmt.Println("building baton-demo and tests/tfbaseline ...")
+	if err := demotest.Build("./cmd/baton-demo", demoBin, demotest.BuildOpts{Version: "bench"}); err != nil {
+		return err
+	}
+	if err := demotest.Build("./tests/tfbaseline", baseBin, demotest.BuildOpts{Version: "bench"}); err != nil {
+		return err
+	}
+
+	res := results{Machine: describeMachine(), Started: time.Now().UTC(),
+		Load: loadJSON{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate,
+			Upgrades: f.upgrades, Interval: f.interval.String(), Margin: f.margin.String()}}
+	fmt.Print(res.Machine.String())
+	demoArgs := strings.Fields(f.demoArgs)
+
+	var data []*runData
+	if f.mode != "overhead" {
+		all := map[string]serviceSpec{
+			"baton":       {Name: "baton", Bin: demoBin, Args: demoArgs},
+			"baton-nokv":  {Name: "baton-nokv", Bin: demoBin, Args: append(slicesClone(demoArgs), "-kv-entries=0")},
+			"tableflip":   {Name: "tableflip", Bin: baseBin},
+			"restart":     {Name: "restart", Bin: demoBin, Args: demoArgs, Restart: true},
+			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slicesClone(demoArgs), strings.Fields(f.stateArgs)...)},
+		}
+		cfg := runConfig{
+			Load:       load.Config{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
+			Upgrades:   f.upgrades,
+			Interval:   f.interval,
+			Warmup:     f.warmup,
+			Cooldown:   f.cooldown,
+			Settle:     20 * time.Millisecond,
+			StepLimit:  60 * time.Second,
+			ProbeEvery: time.Millisecond,
+			RSSEvery:   10 * time.Millisecond,
+		}
+		for _, name := range strings.Split(f.services, ",") {
+			spec, ok := all[strings.TrimSpace(name)]
+			if !ok {
+				return fmt.Errorf("-services: unknown service %q", name)
+			}
+			fmt.Printf("%s: %d upgrades under load ...\n", spec.Name, f.upgrades)
+			d, err := runService(ctx, spec, tmp, cfg)
+			if err != nil {
+				return err
+			}
+			if d.err != nil {
+				fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, d.err)
+			}
+			data = append(data, d)
+			res.Runs = append(res.Runs, summarize(d, f.margin))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		res.Ratios = computeRatios(res.Runs)
+		res.Checks = checkTargets(res.Runs)
+	}
+	if f.mode != "upgrades" {
+		fmt.Printf("steady-state overhead: %d rounds of %v per variant, %d keep-alive clients ...\n",
+			f.ohRounds, f.ohDur, f.ohClients)
+		oh, err := runOverhead(ctx,
+			serviceSpec{Name: "baton", Bin: demoBin, Args: demoArgs},
+			serviceSpec{Name: "plain", Bin: baseBin, Args: []string{"-plain"}},
+			tmp, overheadConfig{Clients: f.ohClients, Duration: f.ohDur, Warmup: time.Second,
+				Rounds: f.ohRounds, MaxReqs: 50_000_000})
+		if err != nil {
+			return err
+		}
+		res.Overhead = oh
+	}
+
+	table := formatTables(res)
+	fmt.Print("\n" + table)
+	if err := os.WriteFile(filepath.Join(f.out, "table.txt"), []byte(table), 0o644); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(f.out, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if len(data) > 0 {
+		if err := writePlot(filepath.Join(f.out, "upgrade-latency.png"), data); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\nwrote %s\n", f.out)
+	var failed []string
+	for _, d := range data {
+		if d.err != nil {
+			failed = append(failed, d.spec.Name)
+		}
+	}
+	if len(failed) > 0 {
+		return errors.New("runs stopped early: " + strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// machine describes where the numbers were taken.
+type machine struct {
+	CPUs      int    `json:"nproc"`
+	CPU       string `json:"cpu"`
+	Kernel    string `json:"kernel"`
+	Go        string `json:"go"`
+	LoadStart string `json:"loadavg_at_start"`
+}
+
+func describeMachine() machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadStart = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return m
+}
+
+func (m machine) String() string {
+	return fmt.Sprintf("machine: %d CPUs, %s, Linux %s, %s, load average %s\n", m.CPUs, m.CPU, m.Kernel, m.Go, m.LoadStart)
+}
