@@ -27,6 +27,7 @@ import (
 
 	"github.com/batonhq/baton/state"
 	"github.com/batonhq/baton/upgrader"
+	"github.com/batonhq/baton/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -53,6 +54,11 @@ type config struct {
 	stateFile      string
 	kvEntries      int
 	control        string
+	tasks          int
+	badTasks       int
+	taskInterval   time.Duration
+	taskJitter     time.Duration
+	taskLog        string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -66,6 +72,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
 	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
+	fs.IntVar(&c.tasks, "tasks", 0, "run `n` background tasks that survive upgrades")
+	fs.IntVar(&c.badTasks, "bad-tasks", 0, "also run `n` tasks that panic on every run (supervision demo)")
+	fs.DurationVar(&c.taskInterval, "task-interval", time.Second, "how often each task runs")
+	fs.DurationVar(&c.taskJitter, "task-jitter", 0, "delay each task run by a random duration up to this")
+	fs.StringVar(&c.taskLog, "task-log", "", "append \"task_id seq pid\" to this `file` for every task run")
 	fs.IntVar(&c.kvEntries, "kv-entries", 2000, "entries the first generation puts in the demo map")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -109,6 +120,10 @@ func run(args []string) error {
 	if err := kv.register(states); err != nil {
 		return err
 	}
+	sup, tlog, err := setupTasks(cfg, states, kv.schema, log, reg)
+	if err != nil {
+		return err
+	}
 	u, err := upgrader.New(upgrader.Options{
 		State:          states,
 		StateFile:      cfg.stateFile,
@@ -142,6 +157,8 @@ func run(args []string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.root)
 	mux.HandleFunc("GET /kv", kv.serveHTTP)
+	mux.HandleFunc("GET /tasks", serveTasks(sup))
+	u.AddStatus("worker", func() any { return sup.Stats() })
 	mux.HandleFunc("POST /echo", echo)
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -152,6 +169,27 @@ func run(args []string) error {
 	}
 	d.ready.Store(true)
 	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version)
+
+	// The tasks start only now: their state was restored, and the old
+	// process, if any, has stopped its own for good.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	runDone := make(chan error, 1)
+	go func() { runDone <- sup.Run(runCtx) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
+		defer cancel()
+		if err := sup.Shutdown(ctx); err != nil {
+			log.Warn("tasks did not stop in time", "err", err)
+		}
+		stopRun()
+		<-runDone
+		if tlog != nil {
+			if err := tlog.close(); err != nil {
+				log.Error("task log", "err", err)
+			}
+		}
+	}()
 
 	var upgrades sync.WaitGroup
 	defer upgrades.Wait()
@@ -188,6 +226,40 @@ func shutdown(u *upgrader.Upgrader, drain time.Duration, log *slog.Logger) error
 	}
 	log.Info("exiting")
 	return nil
+}
+
+// setupTasks creates the task supervisor with the demo's tasks and
+// registers it, and the task log, as state participants.
+func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Logger, reg prometheus.Registerer) (*worker.Supervisor, *taskLog, error) {
+	sup, err := worker.New(worker.Options{Logger: log.With("pid", os.Getpid()), Registerer: reg})
+	if err != nil {
+		return nil, nil, err
+	}
+	var tlog *taskLog
+	if cfg.taskLog != "" {
+		if tlog, err = openTaskLog(cfg.taskLog); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := addTasks(sup, cfg.tasks, cfg.taskInterval, cfg.taskJitter, tlog, schema); err != nil {
+		return nil, nil, err
+	}
+	for i := 0; i < cfg.badTasks; i++ {
+		err := sup.Add(worker.Task{ID: fmt.Sprintf("bad-%05d", i), Every: cfg.taskInterval,
+			Run: func(context.Context, *worker.Run) error { panic("this task always panics") }})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := states.Register(sup.Participant()); err != nil {
+		return nil, nil, err
+	}
+	if tlog != nil {
+		if err := states.Register(tlog.participant()); err != nil {
+			return nil, nil, err
+		}
+	}
+	return sup, tlog, nil
 }
 
 type demo struct {

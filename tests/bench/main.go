@@ -52,6 +52,7 @@ type flags struct {
 	ohDur     time.Duration
 	ohRounds  int
 	ohClients int
+	cold      int
 }
 
 func parseFlags() flags {
@@ -59,8 +60,9 @@ func parseFlags() flags {
 	flag.StringVar(&f.out, "out", filepath.Join(demotest.Root(), "tests", "bench", "out"),
 		"`directory` for results.json, table.txt and upgrade-latency.png")
 	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades or overhead")
-	flag.StringVar(&f.services, "services", "baton,baton-nokv,tableflip,restart,baton-state",
-		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), tableflip, restart, baton-state (-state-args)")
+	flag.StringVar(&f.services, "services", "baton,baton-nokv,baton-min,tableflip,restart,baton-state",
+		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), "+
+			"baton-min (tests/tfbaseline -server=baton), tableflip, restart, baton-state (-state-args)")
 	flag.IntVar(&f.clients, "clients", 32, "concurrent clients of the upgrade load")
 	flag.Float64Var(&f.fresh, "fresh", 0.5, "share of clients that open a new connection for every request")
 	flag.Float64Var(&f.post, "post", 0.5, "share of requests that are POST /echo")
@@ -72,9 +74,10 @@ func parseFlags() flags {
 	flag.DurationVar(&f.cooldown, "cooldown", time.Second, "load after the last upgrade")
 	flag.StringVar(&f.demoArgs, "demo-args", "", "extra arguments for every baton-demo process, space-separated")
 	flag.StringVar(&f.stateArgs, "state-args", "-kv-entries=100000", "extra arguments for baton-demo in the baton-state run, such as \"-kv-entries=100000 -tasks=10000\"")
-	flag.DurationVar(&f.ohDur, "overhead-duration", 10*time.Second, "length of each saturation measurement")
-	flag.IntVar(&f.ohRounds, "overhead-rounds", 3, "A/B rounds of the saturation measurement")
+	flag.DurationVar(&f.ohDur, "overhead-duration", 3*time.Second, "length of each saturation measurement")
+	flag.IntVar(&f.ohRounds, "overhead-rounds", 8, "rounds of the saturation measurement, each measuring every variant once")
 	flag.IntVar(&f.ohClients, "overhead-clients", 16, "closed-loop keep-alive clients of the saturation measurement")
+	flag.IntVar(&f.cold, "cold-starts", 10, "cold starts (exec to first reply, no upgrade) timed per binary; 0 skips them")
 	flag.Parse()
 	return f
 }
@@ -92,6 +95,7 @@ type results struct {
 	Started  time.Time       `json:"started"`
 	Load     loadJSON        `json:"load"`
 	Runs     []runResult     `json:"runs"`
+	Cold     []coldStart     `json:"cold_starts,omitempty"`
 	Ratios   *ratios         `json:"ratios,omitempty"`
 	Checks   []check         `json:"checks,omitempty"`
 	Overhead *overheadResult `json:"overhead,omitempty"`
@@ -127,13 +131,18 @@ func run(f flags) error {
 	if tmp, err = filepath.EvalSymlinks(tmp); err != nil {
 		return err
 	}
-	demoBin, baseBin := filepath.Join(tmp, "baton-demo"), filepath.Join(tmp, "tfbaseline")
+	// tests/tfbaseline twice: alone for tableflip and plain, and with
+	// -tags baton for the same program on baton's upgrader.
+	demoBin, baseBin, minBin := filepath.Join(tmp, "baton-demo"), filepath.Join(tmp, "tfbaseline"), filepath.Join(tmp, "tfbaseline-baton")
 	fmt.Println("building baton-demo and tests/tfbaseline ...")
-	if err := demotest.Build("./cmd/baton-demo", demoBin, demotest.BuildOpts{Version: "bench"}); err != nil {
-		return err
-	}
-	if err := demotest.Build("./tests/tfbaseline", baseBin, demotest.BuildOpts{Version: "bench"}); err != nil {
-		return err
+	for _, b := range []struct{ pkg, out, tags string }{
+		{"./cmd/baton-demo", demoBin, ""},
+		{"./tests/tfbaseline", baseBin, ""},
+		{"./tests/tfbaseline", minBin, "baton"},
+	} {
+		if err := demotest.Build(b.pkg, b.out, demotest.BuildOpts{Version: "bench", Tags: b.tags}); err != nil {
+			return err
+		}
 	}
 
 	res := results{Machine: describeMachine(), Started: time.Now().UTC(),
@@ -147,6 +156,7 @@ func run(f flags) error {
 		all := map[string]serviceSpec{
 			"baton":       {Name: "baton", Bin: demoBin, Args: demoArgs},
 			"baton-nokv":  {Name: "baton-nokv", Bin: demoBin, Args: append(slicesClone(demoArgs), "-kv-entries=0")},
+			"baton-min":   {Name: "baton-min", Bin: minBin, Args: []string{"-server=baton"}},
 			"tableflip":   {Name: "tableflip", Bin: baseBin},
 			"restart":     {Name: "restart", Bin: demoBin, Args: demoArgs, Restart: true},
 			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slicesClone(demoArgs), strings.Fields(f.stateArgs)...)},
@@ -183,19 +193,34 @@ func run(f flags) error {
 		}
 		res.Ratios = computeRatios(res.Runs)
 		res.Checks = checkTargets(res.Runs)
+		if f.cold > 0 {
+			fmt.Printf("cold starts: %d per binary ...\n", f.cold)
+		}
+		for _, name := range []string{"baton", "baton-nokv", "baton-min", "tableflip"} {
+			if f.cold <= 0 {
+				break
+			}
+			c, err := measureColdStarts(ctx, all[name], tmp, f.cold)
+			if err != nil {
+				return err
+			}
+			res.Cold = append(res.Cold, c)
+		}
 	}
 	if f.mode != "upgrades" {
 		fmt.Printf("steady-state overhead: %d rounds of %v per variant, %d keep-alive clients ...\n",
 			f.ohRounds, f.ohDur, f.ohClients)
-		oh, err := runOverhead(ctx,
-			serviceSpec{Name: "baton", Bin: demoBin, Args: demoArgs},
-			serviceSpec{Name: "plain", Bin: baseBin, Args: []string{"-plain"}},
-			tmp, overheadConfig{Clients: f.ohClients, Duration: f.ohDur, Warmup: time.Second,
-				Rounds: f.ohRounds, MaxReqs: 50_000_000})
+		oh, err := runOverhead(ctx, []serviceSpec{
+			{Name: "baton-demo", Bin: demoBin, Args: demoArgs},
+			{Name: "baton-min", Bin: minBin, Args: []string{"-server=baton"}},
+			{Name: "plain", Bin: baseBin, Args: []string{"-server=plain"}},
+		}, tmp, overheadConfig{Clients: f.ohClients, Duration: f.ohDur, Warmup: 500 * time.Millisecond,
+			Rounds: f.ohRounds, MaxReqs: 50_000_000})
 		if err != nil {
 			return err
 		}
 		res.Overhead = oh
+		res.Checks = append(res.Checks, overheadChecks(oh)...)
 	}
 
 	table := formatTables(res)

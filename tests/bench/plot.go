@@ -75,7 +75,7 @@ func writePlot(path string, runs []*runData) error {
 		drawText(img, x0, y+8, panelTitle(d), 2, black)
 
 		for _, e := range d.events {
-			fill(img, image.Rect(xOf(e.At), py0, xOf(e.At+e.Gone)+1, py1), windowFill)
+			fill(img, image.Rect(xOf(e.At), py0, xOf(e.At+max(e.Gone, e.Serving))+1, py1), windowFill)
 		}
 		for dec := yLo; dec <= yHi; dec++ {
 			yy := yOf(time.Duration(math.Pow(10, dec) * 1e6))
@@ -197,7 +197,7 @@ func drawLegend(img *image.RGBA, x, y int) {
 		{black, "P99 PER 100 MS", 3},
 		{trigRed, "UPGRADE TRIGGER", 1},
 		{serveGreen, "FIRST REPLY FROM NEW PID", 1},
-		{windowFill, "TRIGGER TO OLD PID GONE", 2},
+		{windowFill, "TRIGGER TO OLD PID GONE (OR NEW PID SERVING)", 2},
 	}
 	x0 := x
 	for i, it := range items {

@@ -57,11 +57,12 @@ func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
 type window struct{ from, to time.Duration }
 
 // upgradeWindows spans each upgrade from its trigger to the old process's
-// exit, plus margin.
+// exit, plus margin. A plain restart's window lasts until the new process
+// answers, which is after the old one exited: the gap is part of it.
 func upgradeWindows(events []upgradeEvent, margin time.Duration) []window {
 	var ws []window
 	for _, e := range events {
-		ws = append(ws, window{e.At, e.At + e.Gone + margin})
+		ws = append(ws, window{e.At, e.At + max(e.Gone, e.Serving) + margin})
 	}
 	return ws
 }

@@ -1,48 +1,46 @@
 // Command tfbaseline is the reference the upgrade benchmark (tests/bench)
-// measures baton against: the same HTTP endpoints as baton-demo, upgraded
-// the canonical tableflip way, as tableflip's README and its net/http
-// example do it: tableflip.New, Listen through the upgrader, an
+// measures baton against: the HTTP endpoints of baton-demo that the load
+// uses, upgraded the canonical tableflip way, as tableflip's README and its
+// net/http example do it: tableflip.New, Listen through the upgrader, an
 // http.Server, Upgrade on SIGHUP, Ready, <-upg.Exit(), then
-// http.Server.Shutdown with a timeout. Nothing here is tuned: the point is
-// to measure what a careful user of tableflip alone gets.
+// http.Server.Shutdown with a timeout. Nothing is tuned: the point is to
+// measure what a careful user of tableflip alone gets.
 //
 //	go build -o tfbaseline ./tests/tfbaseline && ./tfbaseline -addr 127.0.0.1:8080 -pidfile tf.pid
 //	kill -HUP $(cat tf.pid)
 //
-// With -plain it serves the same handler on a plain net.Listen socket with
-// no upgrader at all: the benchmark's reference for the upgrader's
-// steady-state overhead. SIGTERM and SIGINT stop either mode gracefully.
+// -server picks what serves the same handler, so that comparisons differ
+// in one thing only:
 //
-// It logs in slog's text format with the fields the benchmark reads:
-// msg="serving" with addr, and pid on every line.
+//	tableflip  the canonical tableflip recipe above (the default)
+//	baton      baton's upgrader, with no state of its own: the same
+//	           program as the baseline but for the upgrade library; it
+//	           needs a build with -tags baton, so that the baseline's own
+//	           binary links tableflip alone
+//	plain      a plain net.Listen socket and http.Server, no upgrades: the
+//	           reference for the upgrader's steady-state overhead
+//
+// SIGTERM and SIGINT stop every mode gracefully. It logs in slog's text
+// format with the fields the benchmark reads: msg="serving" with addr, and
+// pid on every line; a failed upgrade logs msg="upgrade failed: still
+// serving" with err, as baton-demo does.
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/cloudflare/tableflip"
 )
 
 // version is set at build time with -ldflags "-X main.version=v2".
 var version = "dev"
-
-// generationEnv carries the generation number to the next process: tableflip
-// passes the environment of the moment it starts the child.
-const generationEnv = "TFBASELINE_GENERATION"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -55,7 +53,7 @@ type config struct {
 	addr    string
 	pidFile string
 	drain   time.Duration
-	plain   bool
+	server  string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -65,9 +63,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the pid of the serving process to this `file`")
 	// Same default as baton-demo's -drain (upgrader.DefaultDrainTimeout).
 	fs.DurationVar(&c.drain, "drain", 30*time.Second, "how long the old process may drain after an upgrade")
-	fs.BoolVar(&c.plain, "plain", false, "serve on a plain listener, without tableflip: no upgrades")
-	err := fs.Parse(args)
-	return c, err
+	fs.StringVar(&c.server, "server", "tableflip", "what serves the handler: tableflip, baton or plain")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if c.server != "tableflip" && c.server != "baton" && c.server != "plain" {
+		return c, fmt.Errorf("-server must be tableflip, baton or plain, not %q", c.server)
+	}
+	return c, nil
 }
 
 func run(args []string) error {
@@ -75,120 +78,33 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	gen, _ := strconv.Atoi(os.Getenv(generationEnv))
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid", os.Getpid(), "generation", gen)
-	h := &handler{pid: os.Getpid(), generation: gen}
-	srv := &http.Server{Handler: h.mux(), ReadHeaderTimeout: 10 * time.Second}
-	if cfg.plain {
-		return runPlain(cfg, srv, h, log)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	switch cfg.server {
+	case "baton":
+		return runBaton(cfg, log)
+	case "plain":
+		return runPlain(cfg, log)
 	}
-
-	upg, err := tableflip.New(tableflip.Options{PIDFile: cfg.pidFile})
-	if err != nil {
-		return err
-	}
-	defer upg.Stop()
-
-	// Upgrade on SIGHUP, as the README does. SIGTERM and SIGINT stop: Stop
-	// closes Exit and interrupts an upgrade in progress, so they have their
-	// own goroutine.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			log.Info("upgrade requested")
-			os.Setenv(generationEnv, strconv.Itoa(gen+1))
-			if err := upg.Upgrade(); err != nil {
-				log.Error("upgrade failed: still serving", "err", err)
-				continue
-			}
-			log.Info("upgraded")
-		}
-	}()
-	term := make(chan os.Signal, 1)
-	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(term)
-	go func() {
-		sig := <-term
-		log.Info("stopping", "signal", sig.String())
-		upg.Stop()
-	}()
-
-	// Listen must be called before Ready.
-	ln, err := upg.Listen("tcp", cfg.addr)
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-
-	if err := upg.Ready(); err != nil {
-		return fmt.Errorf("ready: %w", err)
-	}
-	h.ready.Store(true)
-	log.Info("serving", "addr", ln.Addr().String(), "version", version)
-
-	select {
-	case <-upg.Exit():
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
-	}
-	// Exit is closed after a successful upgrade or on Stop.
-	log.Info("draining")
-	// Shutdown closes the listener and idle connections at once and waits
-	// for the active ones, up to the drain timeout.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("drain deadline reached", "err", err)
-	}
-	log.Info("exiting")
-	return nil
-}
-
-// runPlain serves without any upgrader, until SIGTERM or SIGINT.
-func runPlain(cfg config, srv *http.Server, h *handler, log *slog.Logger) error {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	ln, err := net.Listen("tcp", cfg.addr)
-	if err != nil {
-		return err
-	}
-	if cfg.pidFile != "" {
-		if err := os.WriteFile(cfg.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			return err
-		}
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	h.ready.Store(true)
-	log.Info("serving", "addr", ln.Addr().String(), "version", version, "plain", true)
-	select {
-	case sig := <-sigs:
-		log.Info("stopping", "signal", sig.String())
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	log.Info("exiting")
-	return nil
+	return runTableflip(cfg, log)
 }
 
 // handler answers what baton-demo answers on the paths the benchmark uses,
-// with the same bytes on the wire, so that a comparison measures the
-// upgrader and not the handler.
+// with the same bytes on the wire, so that a comparison measures what
+// serves it and not the handler.
 type handler struct {
 	pid        int
 	generation int
 	ready      atomic.Bool
-	hits       atomic.Uint64 // this process's only: tableflip hands over no state
+	hits       atomic.Uint64 // this process's only: nothing is handed over
+}
+
+func newHandler(generation int) *handler {
+	return &handler{pid: os.Getpid(), generation: generation}
+}
+
+// server is the http.Server every mode uses, with baton-demo's timeout.
+func (h *handler) server() *http.Server {
+	return &http.Server{Handler: h.mux(), ReadHeaderTimeout: 10 * time.Second}
 }
 
 func (h *handler) mux() http.Handler {

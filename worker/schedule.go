@@ -1,0 +1,138 @@
+package worker
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// This file holds the pure schedule arithmetic and the timer heap. Times are
+// int64 nanoseconds on the supervisor's monotonic clock.
+
+// nextSlot returns the schedule point that follows nominal for a task that
+// runs every interval, after a run that started at start, and how many
+// points the policy dropped. With CatchUp it is simply the next point, which
+// runs at once if it is already past, so overdue points run back to back.
+// With SkipLate the run served every point up to its start (a late run
+// stands for all the points it was late for): the next is the first point
+// after start, and the ones it jumped are counted as skipped.
+func nextSlot(nominal, start, every int64, p Policy) (next int64, skipped uint64) {
+	next = nominal + every
+	if p == CatchUp || next > start {
+		return next, 0
+	}
+	k := (start-next)/every + 1
+	return next + k*every, uint64(k)
+}
+
+// backoff returns the delay before retrying after n consecutive failures:
+// initial, doubled for each failure after the first, capped at max.
+func backoff(n uint64, initial, max time.Duration) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	d := initial
+	for i := uint64(1); i < n; i++ {
+		if d >= max/2 {
+			return max
+		}
+		d *= 2
+	}
+	return min(d, max)
+}
+
+// wakeAt returns the end of the resolution slot that holds due: the
+// scheduler sleeps until then and dispatches every run due by then in one
+// go, so that runs are never early and at most res late.
+func wakeAt(due, res int64) int64 {
+	if r := due % res; r != 0 {
+		if r < 0 {
+			r += res
+		}
+		return due - r + res
+	}
+	return due
+}
+
+// jitter returns a random delay in [0, j).
+func jitter(j time.Duration) int64 {
+	if j <= 0 {
+		return 0
+	}
+	return rand.Int64N(int64(j))
+}
+
+// taskHeap is a 4-ary min-heap of queued tasks by due time. Each entry
+// carries a copy of its task's due time and tasks do not know their
+// position, so sifting touches only the heap's own contiguous memory: at
+// 100k tasks the scheduler's cost is cache misses, and a binary heap with
+// an index kept in each task took one per swap. Four children per node
+// halve the depth and share cache lines. The price is lazy removal: a
+// removed task stays queued until it is popped, and is dropped then. A
+// task's due time does not change while it is queued.
+type taskHeap []qent
+
+type qent struct {
+	due int64
+	t   *task
+}
+
+func (h *taskHeap) push(t *task) {
+	*h = append(*h, qent{due: t.due, t: t})
+	h.up(len(*h) - 1)
+}
+
+// pop removes and returns the task with the earliest due time.
+func (h *taskHeap) pop() *task {
+	old := *h
+	n := len(old) - 1
+	top, last := old[0].t, old[n]
+	old[n] = qent{} // let a removed task be collected
+	*h = old[:n]
+	if n > 0 {
+		h.down(0, last)
+	}
+	return top
+}
+
+// init restores the heap order after entries were appended in any order.
+func (h taskHeap) init() {
+	for i := (len(h) - 2) / 4; i >= 0 && len(h) > 1; i-- {
+		h.down(i, h[i])
+	}
+}
+
+func (h taskHeap) up(i int) {
+	e := h[i]
+	for i > 0 {
+		p := (i - 1) / 4
+		if h[p].due <= e.due {
+			break
+		}
+		h[i] = h[p]
+		i = p
+	}
+	h[i] = e
+}
+
+// down places e at i or below, moving smaller children up.
+func (h taskHeap) down(i int, e qent) {
+	n := len(h)
+	for {
+		c := 4*i + 1
+		if c >= n {
+			break
+		}
+		m := c
+		for k := c + 1; k < min(c+4, n); k++ {
+			if h[k].due < h[m].due {
+				m = k
+			}
+		}
+		if e.due <= h[m].due {
+			break
+		}
+		h[i] = h[m]
+		i = m
+	}
+	h[i] = e
+}

@@ -1,0 +1,608 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"time"
+
+	"github.com/batonhq/baton/state"
+)
+
+// Snapshot format, version 1 (SnapshotVersion).
+//
+// All integers are unsigned varints (encoding/binary Uvarint) unless marked
+// "signed" (Varint, zig-zag). Times are wall-clock Unix nanoseconds (signed),
+// 0 meaning none: the monotonic clock does not cross processes. A byte
+// string is a uvarint length followed by that many bytes.
+//
+//	snapshot = magic chunk* end
+//	magic    = "BWK" 0x01
+//	chunk    = len (uvarint, 1..maxChunk) payload crc (4 bytes, little endian,
+//	           CRC-32C of payload)
+//	end      = 0x00 (a chunk length of zero)
+//
+// The first chunk's payload is the header:
+//
+//	captured       signed  when Capture ran
+//	last_finish    signed  when the last counted run finished
+//	runs, failures, panics, skipped, cut_off   supervisor totals
+//	count                  number of task records that follow
+//
+// Every later chunk holds whole task records, back to back:
+//
+//	id            bytes
+//	kind          bytes
+//	flags                 1 loop, 2 done, 4 in flight (run again), 8 backoff
+//	orphan_gen            0, or how many Restores kept it without registration
+//	every         signed  interval in ns (0 for a loop), for reporting
+//	nominal       signed  schedule point the next run serves
+//	due           signed  when the next run may start
+//	runs, failures, consecutive_failures
+//	last_error    bytes
+//	state_version
+//	state         bytes
+//
+// The format is self-delimiting, so Restore reads exactly the bytes that
+// Capture wrote and nothing after them, and every payload is checked before
+// it is parsed.
+
+var snapshotMagic = [4]byte{'B', 'W', 'K', SnapshotVersion}
+
+const (
+	// chunkTarget is the payload size at which Capture starts a new chunk.
+	chunkTarget = 64 << 10
+	// maxChunk bounds a chunk on read: one record with the largest state.
+	maxChunk = MaxStateSize + 2*MaxIDLength + MaxKindLength + maxErrorLength + 256
+)
+
+const (
+	flagLoop = 1 << iota
+	flagDone
+	flagInFlight
+	flagBackoff
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// record is one task in a snapshot, with wall-clock times. readSnapshot
+// sets idb, pointing into the chunk; Restore sets id, sharing the string of
+// the registered task when there is one, so that restoring 100k tasks does
+// not allocate 100k ID strings.
+type record struct {
+	id                          string
+	idb                         []byte
+	kind                        string
+	flags                       uint64
+	orphanGen                   uint64
+	every                       int64
+	nominal, due                int64
+	runs, failures, consecutive uint64
+	lastErr                     string
+	version                     uint32
+	state                       []byte
+}
+
+type snapshot struct {
+	captured, lastFinish int64
+	totals               totals
+	records              []record
+}
+
+// captureLocked writes the snapshot to w.
+func (s *Supervisor) captureLocked(w io.Writer) error {
+	now := s.opts.now()
+	nowMono, nowWall := s.mono(now), now.UnixNano()
+	wall := func(mono int64) int64 { return nowWall + (mono - nowMono) }
+
+	cw := chunkWriter{w: w, buf: make([]byte, 0, chunkTarget+4096)}
+	if _, err := w.Write(snapshotMagic[:]); err != nil {
+		return fmt.Errorf("worker: capture: %w", err)
+	}
+	b := binary.AppendVarint(cw.buf, nowWall)
+	b = binary.AppendVarint(b, s.lastFinish)
+	for _, v := range []uint64{s.totals.runs, s.totals.failures, s.totals.panics, s.totals.skipped, s.totals.cutOff} {
+		b = binary.AppendUvarint(b, v)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.all)+len(s.orphans)))
+	cw.buf = b
+	cw.flush()
+
+	for _, t := range s.all {
+		r := record{
+			id:          t.spec.ID,
+			kind:        t.spec.Kind,
+			every:       int64(t.spec.Every),
+			nominal:     wall(t.nominal),
+			due:         wall(t.due),
+			runs:        t.runs,
+			failures:    t.failures,
+			consecutive: t.consecutive,
+			lastErr:     t.lastErr,
+			version:     t.spec.Version,
+			state:       t.state,
+		}
+		if t.loop() {
+			r.flags |= flagLoop
+		}
+		switch t.status {
+		case StatusDone:
+			r.flags |= flagDone
+		case StatusRunning:
+			r.flags |= flagInFlight
+		case StatusBackoff:
+			r.flags |= flagBackoff
+		}
+		cw.buf = appendRecord(cw.buf, &r)
+		if len(cw.buf) >= chunkTarget {
+			cw.flush()
+		}
+	}
+	for _, r := range s.orphans {
+		cw.buf = appendRecord(cw.buf, r)
+		if len(cw.buf) >= chunkTarget {
+			cw.flush()
+		}
+	}
+	cw.flush()
+	if cw.err == nil {
+		_, cw.err = w.Write([]byte{0})
+	}
+	if cw.err != nil {
+		return fmt.Errorf("worker: capture: %w", cw.err)
+	}
+	return nil
+}
+
+func appendRecord(b []byte, r *record) []byte {
+	b = appendString(b, r.id)
+	b = appendString(b, r.kind)
+	b = binary.AppendUvarint(b, r.flags)
+	b = binary.AppendUvarint(b, r.orphanGen)
+	b = binary.AppendVarint(b, r.every)
+	b = binary.AppendVarint(b, r.nominal)
+	b = binary.AppendVarint(b, r.due)
+	b = binary.AppendUvarint(b, r.runs)
+	b = binary.AppendUvarint(b, r.failures)
+	b = binary.AppendUvarint(b, r.consecutive)
+	b = appendString(b, r.lastErr)
+	b = binary.AppendUvarint(b, uint64(r.version))
+	b = binary.AppendUvarint(b, uint64(len(r.state)))
+	return append(b, r.state...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// chunkWriter frames payloads as chunks; the first error sticks.
+type chunkWriter struct {
+	w   io.Writer
+	buf []byte
+	err error
+}
+
+func (c *chunkWriter) flush() {
+	if c.err != nil || len(c.buf) == 0 {
+		c.buf = c.buf[:0]
+		return
+	}
+	var frame [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(frame[:], uint64(len(c.buf)))
+	c.buf = binary.LittleEndian.AppendUint32(c.buf, crc32.Checksum(c.buf, castagnoli))
+	if _, err := c.w.Write(frame[:n]); err != nil {
+		c.err = err
+	} else if _, err := c.w.Write(c.buf); err != nil {
+		c.err = err
+	}
+	c.buf = c.buf[:0]
+}
+
+// readSnapshot parses a snapshot from r, reading no byte past its end.
+// Every failure wraps ErrCorrupt, or the reader's error.
+func readSnapshot(r io.Reader) (*snapshot, error) {
+	var magic [4]byte
+	if _, err := io.ReadFull(r, magic[:]); err != nil {
+		return nil, corrupt("magic", err)
+	}
+	if magic != snapshotMagic {
+		return nil, fmt.Errorf("%w: magic % x, want % x", ErrCorrupt, magic, snapshotMagic)
+	}
+	cr := chunkReader{r: r}
+	payload, err := cr.next()
+	if err != nil {
+		return nil, err
+	}
+	if payload == nil {
+		return nil, fmt.Errorf("%w: no header", ErrCorrupt)
+	}
+	d := decoder{b: payload}
+	snap := &snapshot{captured: d.varint(), lastFinish: d.varint()}
+	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
+	count := d.uvarint()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errors.New("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: header: %w", ErrCorrupt, d.err)
+	}
+	// The header passed its checksum, so count is what Capture wrote; still,
+	// bound the allocation it drives, so that crafted input cannot ask for
+	// terabytes. Past the bound the slice grows with the records read.
+	snap.records = make([]record, 0, min(count, 1<<18))
+	kinds := make(map[string]string) // share the few distinct kind strings
+	for {
+		payload, err := cr.next()
+		if err != nil {
+			return nil, err
+		}
+		if payload == nil {
+			break
+		}
+		d := decoder{b: payload}
+		for len(d.b) > 0 && d.err == nil {
+			if uint64(len(snap.records)) == count {
+				return nil, fmt.Errorf("%w: more than the %d records announced", ErrCorrupt, count)
+			}
+			snap.records = append(snap.records, d.record(kinds))
+		}
+		if d.err != nil {
+			return nil, fmt.Errorf("%w: record %d: %w", ErrCorrupt, len(snap.records), d.err)
+		}
+	}
+	if uint64(len(snap.records)) != count {
+		return nil, fmt.Errorf("%w: %d records, header announced %d", ErrCorrupt, len(snap.records), count)
+	}
+	return snap, nil
+}
+
+func corrupt(what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: truncated in %s", ErrCorrupt, what)
+	}
+	return fmt.Errorf("worker: read snapshot %s: %w", what, err)
+}
+
+// chunkReader reads chunks one at a time, reading the length byte by byte
+// so that nothing past the end marker is consumed.
+type chunkReader struct {
+	r  io.Reader
+	n  int
+	b1 [1]byte
+}
+
+// next returns the next payload, checked, or nil at the end marker.
+func (c *chunkReader) next() ([]byte, error) {
+	c.n++
+	var size uint64
+	for shift := 0; ; shift += 7 {
+		if shift > 63 {
+			return nil, fmt.Errorf("%w: chunk %d: bad length", ErrCorrupt, c.n)
+		}
+		if _, err := io.ReadFull(c.r, c.b1[:]); err != nil {
+			return nil, corrupt(fmt.Sprintf("chunk %d length", c.n), err)
+		}
+		size |= uint64(c.b1[0]&0x7f) << shift
+		if c.b1[0] < 0x80 {
+			break
+		}
+	}
+	if size == 0 {
+		return nil, nil
+	}
+	if size > maxChunk {
+		return nil, fmt.Errorf("%w: chunk %d: %d bytes, limit %d", ErrCorrupt, c.n, size, maxChunk)
+	}
+	buf, err := readN(c.r, int(size)+4)
+	if err != nil {
+		return nil, corrupt(fmt.Sprintf("chunk %d", c.n), err)
+	}
+	payload, sum := buf[:size], binary.LittleEndian.Uint32(buf[size:])
+	if crc32.Checksum(payload, castagnoli) != sum {
+		return nil, fmt.Errorf("%w: chunk %d: checksum mismatch", ErrCorrupt, c.n)
+	}
+	return payload, nil
+}
+
+// readN reads exactly n bytes. Large sizes come from a length that may be
+// damaged, so the buffer grows with the bytes actually read instead of
+// being allocated up front.
+func readN(r io.Reader, n int) ([]byte, error) {
+	if n <= 1<<20 {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	var bb bytes.Buffer
+	m, err := bb.ReadFrom(io.LimitReader(r, int64(n)))
+	if err == nil && m < int64(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	return bb.Bytes(), err
+}
+
+// decoder parses a payload; the first error sticks and later reads return
+// zero values.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+var errShort = errors.New("truncated")
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(limit int) []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(limit) || n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("length %d out of range", n)
+		return nil
+	}
+	b := d.b[:n:n]
+	d.b = d.b[n:]
+	return b
+}
+
+func (d *decoder) record(kinds map[string]string) record {
+	var r record
+	r.idb = d.bytes(MaxIDLength)
+	kind := d.bytes(MaxKindLength)
+	if k, ok := kinds[string(kind)]; ok {
+		r.kind = k
+	} else if d.err == nil {
+		r.kind = string(kind)
+		kinds[r.kind] = r.kind
+	}
+	r.flags = d.uvarint()
+	r.orphanGen = d.uvarint()
+	r.every = d.varint()
+	r.nominal = d.varint()
+	r.due = d.varint()
+	r.runs = d.uvarint()
+	r.failures = d.uvarint()
+	r.consecutive = d.uvarint()
+	if e := d.bytes(maxErrorLength); len(e) > 0 {
+		r.lastErr = string(e)
+	}
+	v := d.uvarint()
+	if v > math.MaxUint32 && d.err == nil {
+		d.err = fmt.Errorf("state version %d out of range", v)
+	}
+	r.version = uint32(v)
+	if st := d.bytes(MaxStateSize); len(st) > 0 {
+		// st points into the chunk's buffer, which is never reused: the
+		// state may keep it, sparing an allocation per task. (A chunk
+		// stays in memory while one of its tasks keeps that state.)
+		r.state = st
+	}
+	if d.err == nil && len(r.idb) == 0 {
+		d.err = errors.New("empty task id")
+	}
+	return r
+}
+
+// Restore loads a snapshot written by Capture, in this process or the one
+// before it. Call it after registering the tasks and before Run; it returns
+// ErrRunning otherwise.
+//
+// Each registered task found in the snapshot takes back its progress: run
+// count, failures and backoff, last error, checkpointed state (migrated to
+// the task's Version through its Migrations) and its schedule, so it runs
+// next at the wall-clock time it would have in the old process; a run that
+// was in flight when the snapshot was taken runs at once. Registered tasks
+// absent from the snapshot keep the fresh schedule Add gave them. A task in
+// the snapshot with no registration is logged, counted in the
+// orphaned-tasks metric and kept for one generation: the next Capture
+// writes it again, and Add adopts it; a Restore that finds it orphaned a
+// second time drops it, with a log line.
+//
+// Restore is all or nothing: on error no task is changed. For a task with
+// state, an unreadable state version fails with ErrStateVersion (and
+// state.ErrUnknownVersion), a changed Kind with ErrKindChanged, bytes its
+// typed value cannot decode with ErrBadState; damaged snapshot bytes fail
+// with ErrCorrupt. The error names the task and the versions.
+//
+// The supervisor's totals (runs, failures, ...) continue from the
+// snapshot's, and Handoff reports the work pause.
+func (s *Supervisor) Restore(r io.Reader) error {
+	// Check the phase before reading, so that a misplaced call leaves the
+	// stream alone; check again after, as Run may have started meanwhile.
+	s.mu.Lock()
+	err := s.restorableLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	snap, err := readSnapshot(r)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.restorableLocked(); err != nil {
+		return err
+	}
+	type match struct {
+		t *task
+		p prepared
+	}
+	var (
+		matches = make([]match, 0, len(snap.records))
+		orphans = make(map[string]*record)
+		dropped []string
+	)
+	for i := range snap.records {
+		rec := &snap.records[i]
+		t := s.byID[string(rec.idb)] // no allocation for a map key
+		if t == nil {
+			rec.id = string(rec.idb)
+			if rec.orphanGen >= 1 {
+				dropped = append(dropped, rec.id)
+				continue
+			}
+			rec.orphanGen++
+			orphans[rec.id] = rec
+			continue
+		}
+		rec.id = t.spec.ID
+		p, err := prepare(&t.spec, rec)
+		if err != nil {
+			return err
+		}
+		matches = append(matches, match{t, p})
+	}
+
+	now := s.opts.now()
+	for _, m := range matches {
+		s.counts[m.t.status]--
+		s.applyLocked(m.t, m.p, now)
+		s.counts[m.t.status]++
+	}
+	// Most due times changed: rebuilding the queue, O(n), beats fixing it
+	// task by task. Before Run no task is running, so every task that is
+	// not done or held is queued.
+	clear(s.q)
+	s.q = s.q[:0]
+	for _, t := range s.all {
+		if t.status != StatusDone && !t.held {
+			s.q = append(s.q, qent{due: t.due, t: t})
+		}
+	}
+	s.q.init()
+	s.orphans = orphans
+	s.totals = snap.totals
+	s.prevLastFinish = snap.lastFinish
+	s.restored = true
+	s.awaitFirst.Store(true)
+
+	s.log.Info("worker: restored snapshot", "tasks", len(matches), "orphaned", len(orphans),
+		"dropped", len(dropped), "captured", time.Unix(0, snap.captured))
+	logIDs := func(msg string, ids []string) {
+		for i, id := range ids {
+			if i == 10 {
+				s.log.Warn(msg, "more", len(ids)-i)
+				break
+			}
+			s.log.Warn(msg, "task", id)
+		}
+	}
+	ids := make([]string, 0, len(orphans))
+	for id := range orphans {
+		ids = append(ids, id)
+	}
+	logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
+	logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", dropped)
+	return nil
+}
+
+func (s *Supervisor) restorableLocked() error {
+	switch s.phase {
+	case phaseRunning:
+		return fmt.Errorf("%w: Restore must come before Run", ErrRunning)
+	case phaseStopping, phaseStopped:
+		return ErrClosed
+	}
+	return nil
+}
+
+// prepared is a record made ready for a registration: its state migrated
+// and decoded.
+type prepared struct {
+	rec   *record
+	state []byte
+	local any
+}
+
+// prepare checks rec against the registration spec and migrates its state.
+// A task without state has nothing to migrate or to misread: its version
+// and kind do not matter.
+func prepare(spec *Task, rec *record) (prepared, error) {
+	data := rec.state
+	if len(data) == 0 {
+		return prepared{rec: rec}, nil
+	}
+	if rec.kind != spec.Kind {
+		return prepared{}, fmt.Errorf("%w: task %q was kind %q, is registered as %q", ErrKindChanged, rec.id, rec.kind, spec.Kind)
+	}
+	if rec.version != spec.Version {
+		m := spec.Migrations
+		if m == nil {
+			m = new(state.Migrations)
+		}
+		out, err := m.Apply(data, rec.version, spec.Version)
+		if err != nil {
+			return prepared{}, fmt.Errorf("%w: task %q (kind %q): snapshot state version %d, this binary reads %d (from %v): %w",
+				ErrStateVersion, rec.id, rec.kind, rec.version, spec.Version, m.Reads(spec.Version), err)
+		}
+		data = out
+	}
+	if len(data) > MaxStateSize {
+		return prepared{}, fmt.Errorf("%w: task %q: migrated state is %d bytes", ErrStateTooLarge, rec.id, len(data))
+	}
+	p := prepared{rec: rec, state: data}
+	if spec.decode != nil {
+		v, err := spec.decode(data)
+		if err != nil {
+			return prepared{}, fmt.Errorf("%w: task %q (kind %q, version %d): %w", ErrBadState, rec.id, rec.kind, spec.Version, err)
+		}
+		p.local = v
+	}
+	return p, nil
+}
+
+// applyLocked gives t the progress in p. The caller keeps the status counts
+// and the queue.
+func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
+	rec := p.rec
+	nowMono, nowWall := s.mono(now), now.UnixNano()
+	t.nominal = nowMono + (rec.nominal - nowWall)
+	t.due = nowMono + (rec.due - nowWall)
+	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
+	t.state = p.state
+	t.stateGen++
+	t.local, t.localGen = p.local, t.stateGen
+	t.jit = 0
+	switch {
+	case rec.flags&flagDone != 0 && t.loop():
+		t.status = StatusDone
+	case rec.flags&flagBackoff != 0:
+		t.status = StatusBackoff
+	default:
+		t.status = StatusIdle
+		if d := t.due - t.nominal; !t.loop() && d > 0 && d < int64(t.spec.Every) {
+			t.jit = d // the snapshot does not carry it; due - nominal is it
+		}
+	}
+}

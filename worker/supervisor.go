@@ -1,0 +1,670 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type phase uint8
+
+const (
+	phaseNew      phase = iota // before Run: Add, Restore allowed
+	phaseRunning               // Run is dispatching
+	phaseStopping              // Shutdown or ctx: no new runs, waiting for runs in flight
+	phaseStopped               // every goroutine joined
+)
+
+// A Supervisor runs registered tasks on schedule with a bounded pool of
+// runner goroutines, retries failed runs with backoff, and moves its tasks'
+// schedule and state to the next process through Participant.
+//
+// One scheduler goroutine sleeps until the end of the Options.Resolution
+// slot that holds the earliest due time in a heap, then hands every due
+// periodic task to an idle runner; a runner that finishes takes the next
+// due task itself, so a busy supervisor costs few wake-ups. A running loop
+// has a goroutine of its own. All of them are joined by Run. Its methods
+// are safe for concurrent use. A Supervisor runs once: after Shutdown it
+// cannot be restarted.
+type Supervisor struct {
+	opts Options
+	log  *slog.Logger
+	m    *metrics // nil without a Registerer
+	base time.Time
+
+	// baseCtx is the parent of every run's context; cancelling it is the
+	// hard stop.
+	baseCtx    context.Context
+	baseCancel context.CancelCauseFunc
+
+	work chan job      // scheduler -> runners; never blocks, see dispatchDueLocked
+	wake chan struct{} // pokes the scheduler; capacity 1
+	quit chan struct{} // closed when stopping begins
+	done chan struct{} // closed when Run has joined every goroutine
+	wg   sync.WaitGroup
+
+	// awaitFirst is set by Restore; the first run to start afterwards
+	// clears it and stamps firstStart (wall ns).
+	awaitFirst atomic.Bool
+	firstStart atomic.Int64
+
+	mu sync.Mutex
+	// Everything below is guarded by mu.
+	phase    phase
+	frozen   bool
+	byID     map[string]*task
+	all      []*task // registration order; what Capture walks
+	q        taskHeap
+	idle     int // runners with no run assigned
+	inflight int // runs dispatched and not finished
+	// starved is set when due tasks wait for a runner: the next runner to
+	// go idle pokes the scheduler.
+	starved bool
+	// sleepUntil is the due time the scheduler sleeps until, so that a
+	// push of an earlier task wakes it; MinInt64 means pushes need not
+	// wake it (frozen, starved, not running).
+	sleepUntil int64
+	drained    chan struct{} // closed when inflight reaches 0, for Freeze
+	// genCtx is the context of periodic runs; Freeze cancels it when it
+	// cuts runs off and starts a new one.
+	genCtx    context.Context
+	genCancel context.CancelCauseFunc
+	counts    [numStatus]int
+	totals    totals
+	orphans   map[string]*record // snapshot tasks without registration
+	removing  map[string]*task   // removed tasks whose run is in flight
+	// lastFinish is when the last counted run finished (wall ns);
+	// prevLastFinish is the old process's, from the snapshot.
+	lastFinish     int64
+	prevLastFinish int64
+	restored       bool
+}
+
+// totals are the supervisor-wide counters. They travel in the snapshot so
+// that they do not reset across an upgrade.
+type totals struct {
+	runs, failures, panics, skipped, cutOff uint64
+}
+
+// job is one dispatched run.
+type job struct {
+	t   *task
+	ctx context.Context
+}
+
+// New returns a Supervisor configured by opts. It fails when an option is
+// out of range or the metrics cannot be registered.
+func New(opts Options) (*Supervisor, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervisor{
+		opts:       opts,
+		log:        opts.Logger,
+		base:       opts.now(),
+		work:       make(chan job, opts.Workers),
+		wake:       make(chan struct{}, 1),
+		quit:       make(chan struct{}),
+		done:       make(chan struct{}),
+		byID:       make(map[string]*task),
+		idle:       opts.Workers,
+		sleepUntil: math.MinInt64,
+	}
+	s.baseCtx, s.baseCancel = context.WithCancelCause(context.Background())
+	s.genCtx, s.genCancel = context.WithCancelCause(s.baseCtx)
+	if opts.Registerer != nil {
+		s.m, err = newMetrics(s, opts.Registerer)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// mono returns t on the supervisor's monotonic clock.
+func (s *Supervisor) mono(t time.Time) int64 { return int64(t.Sub(s.base)) }
+
+// Add registers a task. A periodic task's first run is due one interval
+// later, a loop starts at once. If the last Restore held progress for the
+// ID that no task claimed, the task adopts it (migrating its state) and
+// resumes where it was. Add works in every phase but after Shutdown began.
+func (s *Supervisor) Add(t Task) error {
+	if err := t.validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase >= phaseStopping {
+		return ErrClosed
+	}
+	if _, ok := s.byID[t.ID]; ok {
+		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.ID)
+	}
+	nt := &task{spec: t, idx: len(s.all)}
+	nt.run = Run{t: nt, s: s}
+	now := s.opts.now()
+	if rec := s.orphans[t.ID]; rec != nil {
+		p, err := prepare(&nt.spec, rec)
+		if err != nil {
+			return err
+		}
+		delete(s.orphans, t.ID)
+		s.applyLocked(nt, p, now)
+		s.log.Info("worker: task adopted its state from the snapshot", "task", t.ID, "runs", nt.runs)
+	} else {
+		n := s.mono(now)
+		nt.nominal, nt.due = n, n
+		if !nt.loop() {
+			nt.nominal = n + int64(t.Every)
+			nt.jit = jitter(t.Jitter)
+			nt.due = nt.nominal + nt.jit
+		}
+	}
+	s.byID[t.ID] = nt
+	s.all = append(s.all, nt)
+	s.counts[nt.status]++
+	if nt.status == StatusDone {
+		return nil
+	}
+	if _, busy := s.removing[t.ID]; busy {
+		// Keep "at most one run in flight per ID" across Remove and Add.
+		nt.held = true
+		return nil
+	}
+	s.pushLocked(nt)
+	return nil
+}
+
+// Remove unregisters a task. It does not wait for a run in flight: that
+// run finishes in the background (a loop's context is cancelled with
+// ErrRemoved) and its result is dropped. A task added again under the same
+// ID does not start before that run ends.
+func (s *Supervisor) Remove(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.byID[id]
+	if t == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownTask, id)
+	}
+	delete(s.byID, id)
+	last := s.all[len(s.all)-1]
+	s.all[t.idx], last.idx = last, t.idx
+	s.all[len(s.all)-1] = nil
+	s.all = s.all[:len(s.all)-1]
+	s.counts[t.status]-- // a queued entry is dropped when popped
+	t.removed = true
+	if t.status == StatusRunning {
+		if s.removing == nil {
+			s.removing = make(map[string]*task)
+		}
+		s.removing[id] = t
+		if t.cancel != nil {
+			t.cancel(ErrRemoved)
+		}
+	}
+	return nil
+}
+
+// Run starts the scheduler and the runners and blocks until the
+// supervisor stops: after Shutdown, or when ctx is done, which is a hard
+// stop (every run's context is cancelled at once). It returns only when
+// every goroutine it started has returned, so a run that ignores its
+// context keeps Run from returning. It returns nil after a stop, ErrRunning
+// if Run was already called, and ErrClosed after Shutdown.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	switch s.phase {
+	case phaseRunning:
+		s.mu.Unlock()
+		return ErrRunning
+	case phaseStopping, phaseStopped:
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.phase = phaseRunning
+	s.wg.Go(s.schedule)
+	for range s.opts.Workers {
+		s.wg.Go(s.runner)
+	}
+	s.mu.Unlock()
+
+	hardStop := func() {
+		s.mu.Lock()
+		s.beginStopLocked()
+		s.hardStopLocked()
+		s.mu.Unlock()
+	}
+	select {
+	case <-ctx.Done():
+		hardStop()
+	case <-s.quit:
+	}
+	// ctx still means "stop now" during a graceful Shutdown.
+	joined := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(joined)
+	}()
+	select {
+	case <-joined:
+	case <-ctx.Done():
+		hardStop()
+		<-joined
+	}
+	s.mu.Lock()
+	s.phase = phaseStopped
+	s.mu.Unlock()
+	s.baseCancel(ErrShutdown) // release the contexts' resources
+	close(s.done)
+	return nil
+}
+
+// Shutdown stops the supervisor gracefully: nothing new is dispatched,
+// loops are cancelled (with ErrShutdown) as they never end on their own,
+// and periodic runs in flight are waited for. It returns nil once Run has
+// joined every goroutine. If ctx ends first, it cancels every run's
+// context and returns ctx.Err(); Run still waits for the runs to return.
+// Shutdown before Run just closes the supervisor. It is safe to call more
+// than once and from several goroutines. The tasks' state stays readable:
+// Capture after Shutdown writes it, a run stopped by the deadline marked
+// to run again.
+func (s *Supervisor) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	switch s.phase {
+	case phaseNew:
+		s.phase = phaseStopped
+		close(s.done)
+		s.mu.Unlock()
+		return nil
+	case phaseRunning:
+		s.beginStopLocked()
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		s.hardStopLocked()
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// beginStopLocked moves a running supervisor to stopping: no more
+// dispatch, loops asked to stop.
+func (s *Supervisor) beginStopLocked() {
+	if s.phase != phaseRunning {
+		return
+	}
+	s.phase = phaseStopping
+	s.sleepUntil = math.MinInt64
+	for _, t := range s.all {
+		if t.status == StatusRunning && t.cancel != nil && !t.cutOff {
+			t.interrupted = true
+			t.cancel(ErrShutdown)
+		}
+	}
+	close(s.quit)
+}
+
+// hardStopLocked cancels every run still in flight. Their results are
+// dropped and they are marked to run again, as a freeze cut-off would.
+func (s *Supervisor) hardStopLocked() {
+	s.cutOffLocked(ErrShutdown)
+}
+
+// cutOffLocked abandons every run in flight: their contexts are cancelled
+// with cause, their results will be dropped, and they run again (keeping
+// their sequence numbers) after Thaw or Restore. It returns how many.
+func (s *Supervisor) cutOffLocked(cause error) int {
+	n := 0
+	for _, t := range s.all {
+		if t.status == StatusRunning && !t.cutOff {
+			t.cutOff = true
+			n++
+			if t.cancel != nil {
+				t.cancel(cause)
+			}
+		}
+	}
+	for _, t := range s.removing {
+		if t.cancel != nil {
+			t.cancel(cause)
+		}
+	}
+	s.genCancel(cause)
+	s.genCtx, s.genCancel = context.WithCancelCause(s.baseCtx)
+	s.totals.cutOff += uint64(n)
+	return n
+}
+
+// signal pokes the scheduler without blocking.
+func (s *Supervisor) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// setStatusLocked moves t to st, keeping the per-status counts.
+func (s *Supervisor) setStatusLocked(t *task, st Status) {
+	if !t.removed {
+		s.counts[t.status]--
+		s.counts[st]++
+	}
+	t.status = st
+}
+
+// pushLocked queues t and wakes the scheduler if t is due before the time
+// it sleeps until.
+func (s *Supervisor) pushLocked(t *task) {
+	s.q.push(t)
+	if t.due < s.sleepUntil {
+		s.sleepUntil = t.due
+		s.signal()
+	}
+}
+
+// dispatchLocked marks t, just popped from the queue, as running and
+// returns its job.
+func (s *Supervisor) dispatchLocked(t *task) job {
+	s.inflight++
+	s.setStatusLocked(t, StatusRunning)
+	if t.loop() {
+		var ctx context.Context
+		ctx, t.cancel = context.WithCancelCause(s.baseCtx)
+		return job{t: t, ctx: ctx}
+	}
+	// Periodic runs share one context: one fewer allocation per run, and
+	// the freeze bound and the hard stop cancel them all at once anyway.
+	return job{t: t, ctx: s.genCtx}
+}
+
+// schedule is the scheduler goroutine: it sleeps until the earliest due
+// time and hands due tasks to idle runners.
+func (s *Supervisor) schedule() {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.phase != phaseRunning {
+			s.mu.Unlock()
+			return
+		}
+		wait := s.dispatchDueLocked()
+		s.mu.Unlock()
+		if wait >= 0 {
+			timer.Reset(wait)
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-timer.C:
+		case <-s.wake:
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+// dispatchDueLocked sends due tasks to idle runners and returns how long
+// to sleep before the next one is due, or -1 to sleep until poked.
+func (s *Supervisor) dispatchDueLocked() time.Duration {
+	s.starved = false
+	s.sleepUntil = math.MinInt64
+	if s.frozen {
+		return -1 // Thaw pokes.
+	}
+	now := s.mono(s.opts.now())
+	for len(s.q) > 0 {
+		if due := s.q[0].due; due > now {
+			s.sleepUntil = due
+			return time.Duration(wakeAt(due, int64(s.opts.Resolution)) - now)
+		}
+		if s.idle == 0 && !s.q[0].t.loop() {
+			s.starved = true // the next runner to go idle pokes.
+			return -1
+		}
+		t := s.q.pop()
+		if t.removed {
+			continue
+		}
+		j := s.dispatchLocked(t)
+		if t.loop() {
+			s.wg.Go(func() { s.runLoop(j) })
+			continue
+		}
+		s.idle--
+		// This send never blocks: each job takes an idle runner, so at
+		// most Workers jobs are queued, and the channel holds Workers.
+		s.work <- j
+	}
+	s.sleepUntil = math.MaxInt64 // empty: any push wakes
+	return -1
+}
+
+// runner executes jobs until the work channel closes.
+func (s *Supervisor) runner() {
+	var (
+		j       job
+		running bool
+	)
+	defer func() {
+		if running {
+			// Only runtime.Goexit in a run gets here: panics are
+			// recovered in call. Count the run as failed and replace
+			// this goroutine so the pool keeps its size.
+			s.goexit(j, true)
+			s.wg.Go(s.runner)
+		}
+	}()
+	for {
+		select {
+		case j = <-s.work:
+		case <-s.quit:
+			s.drainWork()
+			return
+		}
+		for ok := true; ok; {
+			running = true
+			j, ok = s.execute(j, true)
+			running = false
+		}
+	}
+}
+
+// drainWork puts jobs that were dispatched but not started when the
+// supervisor stopped back in the queue, as if never dispatched. No job is
+// sent once quit is closed, so one pass empties the channel.
+func (s *Supervisor) drainWork() {
+	for {
+		select {
+		case j := <-s.work:
+			s.mu.Lock()
+			if !j.t.removed {
+				j.t.cutOff = true // requeue with due time and sequence kept
+			}
+			now := s.opts.now()
+			s.finishLocked(j, nil, false, now, now, true, false)
+			s.mu.Unlock()
+		default:
+			return
+		}
+	}
+}
+
+// runLoop is the goroutine of one loop run. Loops get their own goroutine
+// rather than a runner: a loop is one long call, and loops holding every
+// runner would starve the periodic tasks.
+func (s *Supervisor) runLoop(j job) {
+	running := true
+	defer func() {
+		if running {
+			s.goexit(j, false)
+		}
+	}()
+	s.execute(j, false)
+	running = false
+}
+
+// goexit records the run of j as failed after it called runtime.Goexit,
+// which no recover stops.
+func (s *Supervisor) goexit(j job, runner bool) {
+	s.mu.Lock()
+	now := s.opts.now()
+	s.finishLocked(j, errGoexit, false, now, now, runner, false)
+	s.mu.Unlock()
+	s.log.Error("worker: run called runtime.Goexit", "task", j.t.spec.ID)
+}
+
+// execute performs one run. On a runner it returns the next due periodic
+// task if the runner should take it at once.
+func (s *Supervisor) execute(j job, runner bool) (job, bool) {
+	t := j.t
+	start := s.opts.now()
+	if s.awaitFirst.Load() && s.awaitFirst.CompareAndSwap(true, false) {
+		s.firstStart.Store(start.UnixNano())
+	}
+	if s.m != nil {
+		s.m.lag.Observe(max(0, time.Duration(s.mono(start)-t.due)).Seconds())
+	}
+	err, panicked := s.call(j.ctx, t)
+	end := s.opts.now()
+	if s.m != nil {
+		s.m.duration.Observe(end.Sub(start).Seconds())
+	}
+	s.mu.Lock()
+	seq := t.runs + 1
+	next, ok, retry := s.finishLocked(j, err, panicked, start, end, runner, runner)
+	consecutive := t.consecutive
+	s.mu.Unlock()
+	if retry >= 0 {
+		s.logFailure(t.spec.ID, seq, err, consecutive, retry)
+	}
+	return next, ok
+}
+
+// call runs the task's function, turning a panic into a *PanicError.
+func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			err, panicked = &PanicError{Value: v, Stack: debug.Stack()}, true
+		}
+	}()
+	return t.spec.Run(ctx, &t.run), false
+}
+
+// finishLocked records the end of t's run, which started at start. When
+// called from a runner, it makes the runner idle again or, with chain set,
+// hands it the next due periodic task (starting due loops on their own
+// goroutines on the way). retry is the backoff of a counted failure, or -1.
+func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end time.Time, runner, chain bool) (next job, ok bool, retry time.Duration) {
+	t := j.t
+	retry = -1
+	s.inflight--
+	if t.cancel != nil {
+		t.cancel(nil) // release the loop's context
+		t.cancel = nil
+	}
+	now := s.mono(end)
+	switch {
+	case t.removed:
+		if s.removing[t.spec.ID] == t {
+			delete(s.removing, t.spec.ID)
+			if nt := s.byID[t.spec.ID]; nt != nil && nt.held {
+				nt.held = false
+				s.pushLocked(nt)
+			}
+		}
+	case t.cutOff:
+		// Abandoned by the freeze bound or a hard stop: the snapshot says
+		// it runs again, so it does here too after Thaw; keep its due
+		// time and sequence number.
+		t.cutOff, t.interrupted = false, false
+		s.setStatusLocked(t, StatusIdle)
+		s.pushLocked(t)
+	case t.interrupted:
+		// A loop stopped by freeze or shutdown: restart it from its
+		// checkpoint as soon as dispatch resumes. Not a run of its own.
+		t.interrupted = false
+		t.due, t.jit = now, 0
+		s.setStatusLocked(t, StatusIdle)
+		s.pushLocked(t)
+	default:
+		s.lastFinish = end.UnixNano()
+		t.runs++
+		s.totals.runs++
+		if err != nil {
+			t.failures++
+			t.consecutive++
+			s.totals.failures++
+			if panicked {
+				s.totals.panics++
+			}
+			t.lastErr = truncateError(err.Error())
+			retry = backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
+			t.due = now + int64(retry)
+			t.jit = 0
+			s.setStatusLocked(t, StatusBackoff)
+			s.pushLocked(t)
+			break
+		}
+		t.consecutive = 0
+		if t.loop() {
+			s.setStatusLocked(t, StatusDone)
+			break
+		}
+		var skipped uint64
+		// Jitter is not lateness: measure the start against the schedule
+		// point, not against the jittered due time.
+		t.nominal, skipped = nextSlot(t.nominal, s.mono(start)-t.jit, int64(t.spec.Every), t.spec.Policy)
+		s.totals.skipped += skipped
+		t.jit = jitter(t.spec.Jitter)
+		t.due = t.nominal + t.jit
+		s.setStatusLocked(t, StatusIdle)
+		s.pushLocked(t)
+	}
+	if s.inflight == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+	if !runner {
+		return job{}, false, retry
+	}
+	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
+		nt := s.q.pop()
+		if nt.removed {
+			continue
+		}
+		nj := s.dispatchLocked(nt)
+		if !nj.t.loop() {
+			return nj, true, retry
+		}
+		s.wg.Go(func() { s.runLoop(nj) })
+	}
+	s.idle++
+	if s.starved {
+		s.starved = false
+		s.signal()
+	}
+	return job{}, false, retry
+}
+
+func (s *Supervisor) logFailure(id string, seq uint64, err error, consecutive uint64, retry time.Duration) {
+	if pe, ok := errors.AsType[*PanicError](err); ok {
+		s.log.Error("worker: run panicked", "task", id, "seq", seq, "panic", fmt.Sprint(pe.Value),
+			"failures", consecutive, "retry_in", retry, "stack", string(pe.Stack))
+		return
+	}
+	s.log.Warn("worker: run failed", "task", id, "seq", seq, "err", err,
+		"failures", consecutive, "retry_in", retry)
+}

@@ -1,0 +1,265 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/batonhq/baton/state"
+)
+
+// Limits on what a task carries, so that a snapshot stays bounded and a
+// damaged one cannot make Restore allocate without bound.
+const (
+	// MaxIDLength is the longest task ID, in bytes.
+	MaxIDLength = 1024
+	// MaxKindLength is the longest Kind, in bytes.
+	MaxKindLength = 256
+	// MaxStateSize is the largest state a task may checkpoint, in bytes.
+	MaxStateSize = 16 << 20
+	// maxErrorLength is how much of a run's error message is kept.
+	maxErrorLength = 1024
+)
+
+// A Policy says what a periodic task does with schedule points it missed
+// (the process was frozen, the runners were busy, a run took longer than
+// the interval).
+type Policy uint8
+
+const (
+	// SkipLate runs once for any number of missed points, as soon as it
+	// can, then carries on at the next point in the future. It is the
+	// zero value.
+	SkipLate Policy = iota
+	// CatchUp runs once for every missed point, back to back, until the
+	// task is on schedule again.
+	CatchUp
+)
+
+// String returns "skip-late" or "catch-up".
+func (p Policy) String() string {
+	switch p {
+	case SkipLate:
+		return "skip-late"
+	case CatchUp:
+		return "catch-up"
+	}
+	return fmt.Sprintf("Policy(%d)", uint8(p))
+}
+
+// A RunFunc is the body of a task. It gets a context that is cancelled when
+// the run must stop (shutdown, freeze bound, removal of a loop) and the
+// run's handle. A run that returns an error or panics is retried with
+// backoff.
+type RunFunc func(ctx context.Context, r *Run) error
+
+// A Task describes one task to Add. The ID is what ties a task in one
+// process to the same task in the next one: the new binary registers its
+// tasks under the same IDs, and Restore gives them back their progress.
+//
+// Periodic and Loop build a Task with a typed state; fill in Kind, Version
+// and Migrations on the result when the state's schema evolves.
+type Task struct {
+	// ID names the task, stable across processes: 1 to MaxIDLength bytes.
+	ID string
+
+	// Kind names what the task is, and so the schema of its state; it is
+	// written in the snapshot and checked on Restore for a task that has
+	// state. Tasks of one kind share Version and Migrations. Empty is a
+	// valid kind.
+	Kind string
+
+	// Version is the schema version of the state this binary's Run writes.
+	Version uint32
+
+	// Migrations bring state captured at an older Version to Version on
+	// Restore. Nil means none: only Version itself is readable. They run
+	// with the supervisor's lock held and must not call the Supervisor.
+	Migrations *state.Migrations
+
+	// Every is the interval of a periodic task; the first run is due one
+	// interval after Add. Zero makes the task a loop: Run starts at once,
+	// is expected to run until its context is cancelled, saving progress
+	// with Checkpoint; it is restarted from the last checkpoint after a
+	// failure, a Thaw or a Restore, and is done when it returns nil on its
+	// own.
+	Every time.Duration
+
+	// Jitter adds a random delay in [0, Jitter) to each periodic run, to
+	// spread tasks with the same interval. It does not move the nominal
+	// schedule. It may not exceed Every. Zero means none.
+	Jitter time.Duration
+
+	// Policy says what to do with missed schedule points. Zero is SkipLate.
+	Policy Policy
+
+	// Run is the body of the task.
+	Run RunFunc
+
+	// decode turns state bytes at Version into the typed value kept by
+	// Periodic and Loop, so that Restore rejects undecodable state.
+	decode func([]byte) (any, error)
+}
+
+func (t *Task) validate() error {
+	switch {
+	case t.ID == "" || len(t.ID) > MaxIDLength || !utf8.ValidString(t.ID):
+		return fmt.Errorf("%w: ID %.64q must be 1 to %d bytes of UTF-8", ErrInvalidTask, t.ID, MaxIDLength)
+	case len(t.Kind) > MaxKindLength:
+		return fmt.Errorf("%w: task %q: Kind longer than %d bytes", ErrInvalidTask, t.ID, MaxKindLength)
+	case t.Run == nil:
+		return fmt.Errorf("%w: task %q has no Run", ErrInvalidTask, t.ID)
+	case t.Every < 0 || t.Jitter < 0:
+		return fmt.Errorf("%w: task %q: negative Every or Jitter", ErrInvalidTask, t.ID)
+	case t.Jitter > t.Every:
+		return fmt.Errorf("%w: task %q: Jitter %v exceeds Every %v", ErrInvalidTask, t.ID, t.Jitter, t.Every)
+	case t.Policy > CatchUp:
+		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Policy)
+	}
+	return nil
+}
+
+// A Run is the handle of one run of a task, passed to its RunFunc. It is
+// valid only until the RunFunc returns, and only in the run's goroutines.
+type Run struct {
+	t *task
+	s *Supervisor
+}
+
+// ID returns the task's ID.
+func (r *Run) ID() string { return r.t.spec.ID }
+
+// Seq returns the run's sequence number: 1 for a task's first run, one more
+// for each finished run after, across processes. A run cut off by a freeze
+// and run again keeps its number.
+func (r *Run) Seq() uint64 {
+	// runs only changes when a run finishes, and this run has not.
+	return r.t.runs + 1
+}
+
+// State returns the task's last checkpointed state, at the task's Version,
+// or nil when there is none. The caller must not modify it.
+func (r *Run) State() []byte { return r.t.state }
+
+// Checkpoint makes b the task's state, at the task's Version: what Capture
+// writes, what a restarted loop resumes from. It keeps b, which the caller
+// must not modify afterwards. It returns ErrCutOff once the run was cut off
+// by a freeze, and ErrRemoved once the task was removed; the state is not
+// changed then, and the run should return.
+func (r *Run) Checkpoint(b []byte) error {
+	if len(b) > MaxStateSize {
+		return fmt.Errorf("%w: task %q: %d bytes, limit %d", ErrStateTooLarge, r.t.spec.ID, len(b), MaxStateSize)
+	}
+	s, t := r.s, r.t
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case t.removed:
+		return ErrRemoved
+	case t.cutOff:
+		return ErrCutOff
+	}
+	t.state = b
+	t.stateGen++
+	return nil
+}
+
+// A Status is where a task is in its cycle.
+type Status uint8
+
+// Statuses, as reported by TaskInfo, Stats and the tasks metric.
+const (
+	// StatusIdle: waiting for its next due time.
+	StatusIdle Status = iota
+	// StatusRunning: a run is in flight.
+	StatusRunning
+	// StatusBackoff: the last run failed; waiting to retry.
+	StatusBackoff
+	// StatusFrozen: idle or in backoff while the supervisor is frozen.
+	StatusFrozen
+	// StatusDone: a loop that returned nil on its own. It is not run again.
+	StatusDone
+	numStatus
+)
+
+var statusNames = [numStatus]string{"idle", "running", "backoff", "frozen", "done"}
+
+// String returns the status's name as used in metrics labels.
+func (s Status) String() string {
+	if s < numStatus {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// MarshalText implements encoding.TextMarshaler, for JSON.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// TaskInfo describes one task, for introspection.
+type TaskInfo struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind,omitempty"`
+	Loop   bool   `json:"loop,omitempty"`
+	Status Status `json:"status"`
+	// Runs counts the task's finished runs, across processes; it is also
+	// the sequence number of the last finished run.
+	Runs uint64 `json:"runs"`
+	// Failures counts the runs that failed or panicked.
+	Failures uint64 `json:"failures"`
+	// ConsecutiveFailures counts the failures since the last success; it
+	// sets the backoff.
+	ConsecutiveFailures uint64 `json:"consecutive_failures"`
+	// LastError is the message of the last failure, kept after a success.
+	LastError string `json:"last_error,omitempty"`
+	// Next is when the next run is due; zero while running or done.
+	Next time.Time `json:"next"`
+	// StateVersion and StateBytes describe the checkpointed state.
+	StateVersion uint32 `json:"state_version"`
+	StateBytes   int    `json:"state_bytes"`
+}
+
+// task is the supervisor's record of a registered task. Fields are guarded
+// by Supervisor.mu, except that while a run is in flight its goroutine reads
+// runs, state, stateGen and local without the lock: nothing else writes
+// them then (Checkpoint writes state under the lock from the run itself).
+type task struct {
+	spec Task
+	run  Run
+
+	idx int // position in Supervisor.all
+
+	status Status // never StatusFrozen: that is a view of idle/backoff
+	// nominal is the schedule point the next (or current) periodic run
+	// serves, due is when it may start: nominal plus jitter, or a retry.
+	// Both are nanoseconds on the supervisor's monotonic clock.
+	nominal, due int64
+	// jit is the jitter in due (due - nominal) when due comes from the
+	// schedule, 0 when it is a retry or a restart.
+	jit int64
+
+	runs, failures, consecutive uint64
+	lastErr                     string
+
+	state    []byte
+	stateGen uint64 // bumped whenever state changes
+	local    any    // typed value kept by Periodic and Loop
+	localGen uint64 // stateGen that local matches
+
+	cancel      context.CancelCauseFunc // a running loop's context
+	interrupted bool                    // loop asked to stop by freeze or shutdown: restart, do not count
+	cutOff      bool                    // run abandoned by the freeze bound: discard its result, run again
+	removed     bool                    // no longer registered; a run in flight is discarded
+	held        bool                    // re-added while the removed instance still runs: queue when it ends
+}
+
+func (t *task) loop() bool { return t.spec.Every == 0 }
+
+func truncateError(msg string) string {
+	if len(msg) <= maxErrorLength {
+		return msg
+	}
+	// Cutting may split a rune; drop the pieces rather than store bad UTF-8.
+	return strings.ToValidUTF8(msg[:maxErrorLength], "")
+}
