@@ -385,7 +385,14 @@ func (u *Upgrader) Ready() error {
 	}
 	fault(faultNewHang, u.gen, u.startAttempt)
 	if err := u.tf.Ready(); err != nil {
-		return err
+		// The previous generation died after handing over (it froze its
+		// participants for good when it sent the snapshot, so what this
+		// process restored is complete). Nobody else serves: carry on.
+		// A parent that died mid-transfer made Restore fail instead.
+		if !u.tf.HasParent() || !u.parentDied() {
+			return err
+		}
+		u.log.Warn("previous generation died before the handover completed: this process carries on with the state it received", "err", err)
 	}
 	fault(faultNewCrashLate, u.gen, u.startAttempt)
 	u.mu.Lock()
@@ -554,6 +561,17 @@ func (u *Upgrader) beginUpgrade() (int, error) {
 	u.upgrading = true
 	u.attempt++
 	return u.attempt, nil
+}
+
+// parentDied reports whether the previous generation is gone, waiting a
+// moment for tableflip to notice.
+func (u *Upgrader) parentDied() bool {
+	select {
+	case <-u.parentGone:
+		return true
+	case <-time.After(time.Second):
+		return os.Getppid() != u.parentPid
+	}
 }
 
 // parentExited reports whether the previous generation has exited.

@@ -2,14 +2,27 @@
 // way (tests/tfbaseline) and a plain restart, under the same HTTP load, and
 // the steady-state cost of the upgrader.
 //
-//	go run ./tests/bench -out tests/bench/results
+//	go run ./tests/bench
 //
-// It builds baton-demo and the baseline into a temporary directory and, for
-// each service in turn, starts it on 127.0.0.1, puts the load on it,
-// triggers -upgrades upgrades (SIGHUP; SIGTERM and a new start for the plain
-// restart), each once the previous old process is gone, and stops every
-// process it started. Then it serves the demo's handler through the
-// upgrader and on a plain http.Server, A/B/A/B, at saturation.
+// It builds baton-demo and tests/tfbaseline into a temporary directory and
+// upgrades each of these services in turn, on 127.0.0.1, under the load of
+// tests/load:
+//
+//	baton        baton-demo as shipped (a 2,000-entry map as state)
+//	baton-nokv   baton-demo -kv-entries=0: the upgrader's own state only
+//	baton-min    tests/tfbaseline -server=baton: the baseline's program on
+//	             baton's upgrader, so that only the library differs
+//	tableflip    tests/tfbaseline: tableflip's README recipe
+//	restart      baton-demo stopped (SIGTERM, wait for the exit) and
+//	             started again on the same port
+//	baton-state  baton-demo with -state-args (-kv-entries=100000)
+//
+// Each service gets -upgrades triggers (SIGHUP, or the restart), each once
+// the previous old process is gone, and every process the driver started,
+// and every generation those started, is stopped by pidfd at the end. Then
+// it times cold starts of the binaries, and serves the same handler
+// through baton-demo, through the upgrader alone and on a plain
+// http.Server, alternating, at saturation.
 //
 // It prints the tables and writes table.txt, results.json and
 // upgrade-latency.png to -out (tests/bench/out, ignored by git, unless
