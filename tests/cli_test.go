@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,11 +178,29 @@ func TestCLIRefusesOtherUsers(t *testing.T) {
 func TestMetricsCarryOver(t *testing.T) {
 	dir := controlDir(t)
 	sock := filepath.Join(dir, "control.sock")
-	p := demotest.StartEnv(t, nil, demoV1, dir, "-control", sock)
+	p := demotest.StartEnv(t, nil, demoV1, dir, "-control", sock, "-tasks", "100", "-task-interval", "10ms")
+	var runs []float64
+	scrapeRuns := func() {
+		v, err := strconv.ParseFloat(scrape(t, p.URL())["baton_worker_runs_total"], 64)
+		if err != nil {
+			t.Fatalf("baton_worker_runs_total: %v", err)
+		}
+		runs = append(runs, v)
+	}
 	for i := 0; i < 10; i++ {
+		scrapeRuns()
 		if _, errOut, code := baton(t, nil, "upgrade", "--socket", sock, "--wait"); code != 0 {
 			t.Fatalf("upgrade %d: %s", i, errOut)
 		}
+		scrapeRuns()
+	}
+	for i := 1; i < len(runs); i++ {
+		if runs[i] < runs[i-1] {
+			t.Fatalf("baton_worker_runs_total went down across an upgrade: %v", runs)
+		}
+	}
+	if runs[len(runs)-1] == runs[0] {
+		t.Fatalf("baton_worker_runs_total never moved: %v", runs)
 	}
 	m := scrape(t, p.URL())
 	if got := m[`baton_upgrades_total{result="success"}`]; got != "10" {

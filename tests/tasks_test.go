@@ -69,7 +69,7 @@ type tasksReply struct {
 	} `json:"tasks"`
 }
 
-func getTasks(t *testing.T, p *demotest.Proc, query string) tasksReply {
+func getTasks(t testing.TB, p *demotest.Proc, query string) tasksReply {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	resp, err := c.Get(p.URL() + "/tasks" + query)
