@@ -17,6 +17,11 @@ const (
 	EnvListenFDNames = "LISTEN_FDNAMES"
 	EnvWatchdogUSec  = "WATCHDOG_USEC"
 	EnvWatchdogPID   = "WATCHDOG_PID"
+	// EnvFDStore is FileDescriptorStoreMax= of the unit, which systemd 254
+	// and later pass to the service (only when it is not 0). On older
+	// versions a unit may set it itself with Environment=, to the same
+	// value; see FDStoreAuto.
+	EnvFDStore = "FDSTORE"
 )
 
 // Complete notification lines for the states that take no value, as

@@ -131,6 +131,7 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 		return u.restoreFile()
 	}
 	fault(faultNewListening, u.gen, u.startAttempt)
+	log := u.log.With("upgrade", u.startID)
 	start := time.Now()
 	c := u.parent
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
@@ -153,7 +154,7 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	}
 	switch m.Type {
 	case msgNoState:
-		u.log.Info("previous generation handed over no state")
+		log.Info("previous generation handed over no state")
 		return state.Info{}, nil
 	case msgRefused:
 		return state.Info{}, fmt.Errorf("%w: the previous generation refused: %s", ErrStateRejected, m.Reason)
@@ -177,7 +178,7 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	if err != nil {
 		reason := err.Error()
 		if serr := c.send(message{Type: msgRejected, Reason: reason}, nil); serr != nil {
-			u.log.Warn("handoff: telling the previous generation failed", "err", serr)
+			log.Warn("handoff: telling the previous generation failed", "err", serr)
 		}
 		return info, fmt.Errorf("%w: %w", ErrStateRejected, err)
 	}
@@ -187,7 +188,7 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	if u.metrics != nil {
 		u.metrics.stateBytes.Set(float64(info.Bytes))
 	}
-	u.log.Info("state restored", "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
+	log.Info("state restored", "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
 	return info, nil
 }
 

@@ -72,8 +72,10 @@ type Upgrader struct {
 	gen     int
 	// parentPid is the previous generation's pid, 0 if none.
 	parentPid int
-	// startAttempt is the parent's attempt that started this process.
+	// startAttempt is the parent's attempt that started this process, and
+	// startID the id of that upgrade in the logs.
 	startAttempt int
+	startID      string
 
 	parent handoffConn // to the previous generation; nil UnixConn if none
 	own    handoffConn // to the next generation, across attempts
@@ -233,7 +235,7 @@ func (u *Upgrader) adoptParent(env string) {
 		return
 	}
 	u.gen, u.parentPid, u.startAttempt = h.Generation, h.ParentPid, h.Attempt
-	u.log = u.log.With("upgrade", fmt.Sprintf("%d-%d", h.ParentPid, h.Attempt))
+	u.startID = fmt.Sprintf("%d-%d", h.ParentPid, h.Attempt)
 	fault(faultNewStart, u.gen, u.startAttempt)
 	f, err := u.tf.File(handoffFileName + strconv.Itoa(h.Generation))
 	if err != nil || f == nil {
@@ -429,7 +431,11 @@ func (u *Upgrader) Ready() error {
 		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
 	}
 	u.warnStrayListeners()
-	u.log.Info("ready", "listeners", len(u.Listeners()))
+	if u.startID != "" {
+		u.log.Info("ready", "listeners", len(u.Listeners()), "upgrade", u.startID)
+	} else {
+		u.log.Info("ready", "listeners", len(u.Listeners()))
+	}
 	u.emit(Event{Step: "ready", Pid: os.Getpid()})
 	return nil
 }
