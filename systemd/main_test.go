@@ -86,6 +86,8 @@ func activatedMain() int {
 			fr.Got = serveOne(l)
 			rep.Files = append(rep.Files, fr)
 		}
+	case mode == "attach":
+		rep, err = attachMain()
 	case strings.HasPrefix(mode, "packetconns"):
 		var pcs []systemd.PacketConn
 		pcs, err = systemd.PacketConns(opts)

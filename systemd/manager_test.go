@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,9 @@ import (
 type fakeManager struct {
 	fd   int
 	addr string // as it goes into NOTIFY_SOCKET
+
+	mu       sync.Mutex
+	received map[int]bool // descriptors received and not yet closed
 }
 
 // message is one datagram as the manager sees it.
@@ -47,11 +51,30 @@ func newFakeManager(t *testing.T, abstract bool) *fakeManager {
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
 		t.Fatalf("bind %s: %v", addr, err)
 	}
-	return &fakeManager{fd: fd, addr: addr}
+	m := &fakeManager{fd: fd, addr: addr, received: make(map[int]bool)}
+	t.Cleanup(func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for fd := range m.received {
+			unix.Close(fd)
+		}
+	})
+	return m
+}
+
+// closeFD closes a received descriptor now, as systemd closes the pipe of
+// a BARRIER=1 once it has processed it, and not again at the end.
+func (m *fakeManager) closeFD(fd int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.received[fd] {
+		delete(m.received, fd)
+		unix.Close(fd)
+	}
 }
 
 // recv returns the next datagram, waiting at most 5 s. Received descriptors
-// are closed at the end of the test.
+// are closed at the end of the test, or by closeFD.
 func (m *fakeManager) recv(t *testing.T) message {
 	t.Helper()
 	msg, ok := m.tryRecv(t, 5*time.Second)
@@ -101,9 +124,11 @@ func (m *fakeManager) tryRecv(t *testing.T, timeout time.Duration) (message, boo
 			if err != nil {
 				t.Fatal(err)
 			}
+			m.mu.Lock()
 			for _, fd := range fds {
-				t.Cleanup(func() { unix.Close(fd) })
+				m.received[fd] = true
 			}
+			m.mu.Unlock()
 			msg.fds = append(msg.fds, fds...)
 		case c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SCM_CREDENTIALS:
 			cred, err := unix.ParseUnixCredentials(c)

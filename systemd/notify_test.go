@@ -358,7 +358,7 @@ func TestBarrier(t *testing.T) {
 		t.Fatalf("Barrier returned (%v) before the manager closed the pipe", err)
 	default:
 	}
-	unix.Close(msg.fds[0])
+	m.closeFD(msg.fds[0])
 	select {
 	case err := <-done:
 		if err != nil {

@@ -2,7 +2,12 @@
 
 package systemd
 
-import "time"
+import (
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
 
 // systemd runs only on Linux. Elsewhere NOTIFY_SOCKET and LISTEN_* are not
 // expected to be set; if they are, the calls that would use them fail with
@@ -19,3 +24,20 @@ func checkFDOpen(int) error { return ErrNotSupported }
 func adoptFD(int) error { return ErrNotSupported }
 
 func socketInfo(int) (int, bool, error) { return 0, false, ErrNotSupported }
+
+func inodeOf(syscall.Conn) (uint64, error) { return 0, ErrNotSupported }
+
+func pollable(f *os.File) (*os.File, error) {
+	f.Close()
+	return nil, ErrNotSupported
+}
+
+type openSocket struct {
+	fd   int
+	ino  uint64
+	addr *net.TCPAddr
+}
+
+func (openSocket) close() {}
+
+func tcpListeners() ([]openSocket, error) { return nil, ErrNotSupported }

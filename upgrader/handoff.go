@@ -157,7 +157,9 @@ func (c handoffConn) recv(oob []byte) (message, int, error) {
 // recvQueued returns a message already queued on the socket without
 // waiting, or ok false if there is none. Once the new process is known to
 // have exited, everything it sent is queued: this reads it regardless of
-// the read deadline.
+// the read deadline. It uses Control, not Read: RawConn.Read fails with
+// os.ErrDeadlineExceeded before calling its function once the deadline has
+// passed, which is exactly when this is called.
 func (c handoffConn) recvQueued() (m message, ok bool) {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -166,9 +168,8 @@ func (c handoffConn) recvQueued() (m message, ok bool) {
 	buf := make([]byte, maxMessageSize+1)
 	var n int
 	var rerr error
-	err = raw.Read(func(fd uintptr) bool {
+	err = raw.Control(func(fd uintptr) {
 		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-		return true
 	})
 	if err != nil || rerr != nil || n == 0 || n > maxMessageSize {
 		return message{}, false

@@ -61,6 +61,14 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	n, err := state.Send(ctx, mine, u.reg)
 	if err != nil {
 		s.log.Warn("handoff: sending the snapshot failed", "err", err)
+		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
+			// This process could not produce the snapshot (too large,
+			// a Capture failed): that is the reason the upgrade
+			// fails, not the new process's "unexpected EOF", and
+			// not a timeout or the new process dying, which the
+			// upgrade reports as such.
+			s.setReject(fmt.Sprintf("this process could not send its state: %v", err))
+		}
 		return true
 	}
 	s.mu.Lock()
@@ -73,9 +81,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 }
 
 func (s *session) refuse(reason string) {
-	s.mu.Lock()
-	s.reject = reason
-	s.mu.Unlock()
+	s.setReject(reason)
 	s.log.Warn("handoff: refusing to hand over state", "reason", reason)
 	if err := s.conn.send(message{Type: msgRefused, Reason: reason}, nil); err != nil {
 		s.log.Warn("handoff: reply failed", "err", err)
@@ -125,6 +131,11 @@ func (u *Upgrader) Restore(ctx context.Context) (state.Info, error) {
 
 func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	if u.parent.UnixConn == nil {
+		if u.handoffErr != nil {
+			// The parent holds state this process cannot receive:
+			// becoming ready would drop it.
+			return state.Info{}, fmt.Errorf("%w: started by an upgrade, but the state cannot be received: %w", ErrStateRejected, u.handoffErr)
+		}
 		if u.tf.HasParent() {
 			return state.Info{}, nil // started by a parent that hands over no state
 		}
@@ -183,7 +194,14 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 		return info, fmt.Errorf("%w: %w", ErrStateRejected, err)
 	}
 	if err := c.send(message{Type: msgRestored}, nil); err != nil {
-		return info, fmt.Errorf("%w: confirming the restore: %v", ErrHandshake, err)
+		if !u.parentDied() {
+			return info, fmt.Errorf("%w: confirming the restore: %v", ErrHandshake, err)
+		}
+		// The previous generation died after sending the whole
+		// snapshot (it froze its participants for good when it did):
+		// this process holds all the state and nobody else serves.
+		// Ready carries on the same way.
+		u.log.Warn("previous generation died before the restore was confirmed: this process carries on with the state it received", "err", err)
 	}
 	if u.metrics != nil {
 		u.metrics.stateBytes.Set(float64(info.Bytes))

@@ -52,6 +52,17 @@ func (s *session) rejected() string {
 	return s.reject
 }
 
+// setReject records why the state did not change hands. The first reason
+// is kept: once this process has refused or failed to send, what the new
+// process says about the broken transfer is a consequence, not the cause.
+func (s *session) setReject(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reject == "" {
+		s.reject = reason
+	}
+}
+
 func (s *session) setStep(step string) {
 	s.mu.Lock()
 	s.stepName = step
@@ -124,9 +135,7 @@ func (s *session) handle(m message) {
 		case msgRestored:
 			s.setStep("ready")
 		case msgRejected:
-			s.mu.Lock()
-			s.reject = m.Reason
-			s.mu.Unlock()
+			s.setReject(m.Reason)
 			s.log.Warn("new process rejected the state", "reason", m.Reason)
 		default:
 			s.log.Warn("handoff: unexpected message", "type", m.Type)

@@ -79,6 +79,9 @@ type Upgrader struct {
 
 	parent handoffConn // to the previous generation; nil UnixConn if none
 	own    handoffConn // to the next generation, across attempts
+	// handoffErr says why a process started by a baton upgrade has no
+	// parent connection; Restore returns it.
+	handoffErr error
 
 	exitC      chan struct{} // closed when a new process took over
 	parentGone chan struct{} // closed when the previous generation exited
@@ -96,11 +99,14 @@ type Upgrader struct {
 	restoreErr  error
 	restored    atomic.Bool
 	control     net.Listener  // the control socket, if Options.ControlSocket
-	stopPeriod  chan struct{} // closed to stop the periodic state file write
+	stopPeriod  chan struct{} // closed by markClosed: stops the periodic state file write
+	readyC      chan struct{} // closed by Ready: a new process's servers start accepting
+	readyOnce   sync.Once
 
 	mu          sync.Mutex
 	ready       bool
 	upgrading   bool
+	upgradeDone chan struct{} // closed when the upgrade in progress ends
 	upgraded    bool
 	closed      bool
 	attempt     int
@@ -168,6 +174,7 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		exitC:      make(chan struct{}),
 		parentGone: make(chan struct{}),
 		stopPeriod: make(chan struct{}),
+		readyC:     make(chan struct{}),
 		drained:    make(chan struct{}),
 		started:    time.Now(),
 	}
@@ -220,35 +227,48 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 }
 
 // adoptParent reads BATON_HANDOFF, takes the handoff socket and says hello.
-// A process started by an upgrade without a usable handoff (a parent that
-// is not baton, or a broken variable) still starts: it only cannot receive
-// state, which Ready reports.
+// A process started by an upgrade without the variable has a parent that is
+// not baton: it starts with no state to receive. One whose variable or
+// socket is unusable (broken, bound to another process, naming a socket it
+// did not inherit) cannot receive the state its parent holds: handoffErr
+// makes Restore, and so Ready, fail, and the parent keeps its state.
 func (u *Upgrader) adoptParent(env string) {
 	u.gen = 1
+	if env == "" {
+		u.log.Warn("started by an upgrade without " + envHandoff + ": the previous generation hands over no state")
+		return
+	}
 	h, err := parseHandoffEnv(env)
 	if err != nil {
+		u.handoffErr = err
 		u.log.Warn("started by an upgrade without a usable handoff", "err", err)
 		return
 	}
 	if h.ParentPid != os.Getppid() {
-		u.log.Warn("ignoring "+envHandoff+" meant for another process", "ppid", os.Getppid(), "bound_to", h.ParentPid)
+		u.handoffErr = fmt.Errorf("%w: %s=%q is meant for a child of pid %d, and this process's parent is %d",
+			ErrHandshake, envHandoff, env, h.ParentPid, os.Getppid())
+		u.log.Warn("started by an upgrade without a usable handoff", "err", u.handoffErr)
 		return
 	}
 	u.gen, u.parentPid, u.startAttempt = h.Generation, h.ParentPid, h.Attempt
 	u.startID = fmt.Sprintf("%d-%d", h.ParentPid, h.Attempt)
 	fault(faultNewStart, u.gen, u.startAttempt)
-	f, err := u.tf.File(handoffFileName + strconv.Itoa(h.Generation))
+	name := handoffFileName + strconv.Itoa(h.Generation)
+	f, err := u.tf.File(name)
 	if err != nil || f == nil {
-		u.log.Warn("handoff socket not inherited", "err", err)
+		u.handoffErr = fmt.Errorf("%w: handoff socket %s not inherited (%v)", ErrHandshake, name, err)
+		u.log.Warn("handoff socket not inherited", "err", u.handoffErr)
 		return
 	}
 	c, err := fileConn(f)
 	if err != nil {
-		u.log.Warn("handoff socket unusable", "err", err)
+		u.handoffErr = fmt.Errorf("%w: handoff socket %s unusable: %v", ErrHandshake, name, err)
+		u.log.Warn("handoff socket unusable", "err", u.handoffErr)
 		return
 	}
 	if err := c.send(message{Type: msgHello, Pid: os.Getpid(), Attempt: h.Attempt}, nil); err != nil {
-		u.log.Warn("handoff hello failed", "err", err)
+		u.handoffErr = fmt.Errorf("%w: hello: %v", ErrHandshake, err)
+		u.log.Warn("handoff hello failed", "err", u.handoffErr)
 		c.Close()
 		return
 	}
@@ -340,14 +360,29 @@ func (u *Upgrader) AddFile(name string, f *os.File) error { return u.tf.AddFile(
 // Upgrader owns, and drains it on Shutdown without dropping a request. It
 // wraps srv.Handler and srv.ConnState (the originals are still called), so
 // call it before srv serves anything, and do not call srv.Shutdown yourself.
+// In a process started by an upgrade, srv accepts connections only once
+// Ready has succeeded; until then the previous generation accepts them.
 func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) {
 	s := newHTTPServer(srv, ln, u.opts.IdleGrace)
+	gate := u.tf.HasParent()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.servers = append(u.servers, s)
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
+		if gate {
+			// Until it is ready the upgrade may still fail and this
+			// process be killed (it hangs, or is stopped): every
+			// request it had taken, and what the request changed,
+			// would go with it, while the previous generation, which
+			// accepts on the same sockets until then, would have
+			// served it and kept the effect.
+			select {
+			case <-u.readyC:
+			case <-u.stopPeriod: // closed: serve returns at once
+			}
+		}
 		s.serve()
 		if s.serveErr != nil {
 			u.log.Error("http server stopped", "addr", ln.Addr().String(), "err", s.serveErr)
@@ -400,6 +435,7 @@ func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	u.ready = true
 	u.mu.Unlock()
+	u.readyOnce.Do(func() { close(u.readyC) })
 	if u.tf.HasParent() {
 		// The new process counts the upgrade that made it: the old one
 		// may be gone before a scrape could see it there.
@@ -526,6 +562,7 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 
 	u.mu.Lock()
 	u.upgrading = false
+	close(u.upgradeDone)
 	if err == nil {
 		u.upgraded = true
 		close(u.exitC)
@@ -565,6 +602,7 @@ func (u *Upgrader) beginUpgrade() (int, error) {
 		return 0, ErrParentRunning
 	}
 	u.upgrading = true
+	u.upgradeDone = make(chan struct{})
 	u.attempt++
 	return u.attempt, nil
 }
@@ -706,6 +744,9 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	if !first {
 		return nil
 	}
+	if !u.isUpgraded() {
+		u.abandonUpgrade(ctx)
+	}
 	if u.isUpgraded() {
 		u.emit(Event{Step: "draining"})
 	} else {
@@ -776,6 +817,29 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return errors.Join(errs...)
+}
+
+// abandonUpgrade ends an upgrade still in progress when the process stops
+// without having handed over: tableflip kills the new process, and the
+// upgrade thaws the participants before it returns. Without this the stop
+// would try to freeze participants the upgrade holds frozen (the state file
+// would not be written), and they would thaw after the stop had captured
+// them; the new process, holding copies of the listeners but accepting
+// nothing, would also outlive the drain. Once the upgrade has ended no other
+// can start: markClosed refuses them.
+func (u *Upgrader) abandonUpgrade(ctx context.Context) {
+	u.mu.Lock()
+	upgrading, done := u.upgrading, u.upgradeDone
+	u.mu.Unlock()
+	if !upgrading {
+		return
+	}
+	u.log.Warn("stopping during an upgrade: abandoning it")
+	u.tf.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // Close stops the process at once: listeners and connections are closed

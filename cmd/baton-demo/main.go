@@ -52,7 +52,9 @@ type config struct {
 	version        string
 	logFormat      string
 	stateFile      string
+	stateInterval  time.Duration
 	kvEntries      int
+	stateMaxBytes  int64
 	control        string
 	tasks          int
 	badTasks       int
@@ -71,6 +73,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.version, "version", version, "version string this process reports")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
+	fs.DurationVar(&c.stateInterval, "state-file-interval", 0, "also write the state file this often (0: only when stopping)")
 	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
 	fs.IntVar(&c.tasks, "tasks", 0, "run `n` background tasks that survive upgrades")
 	fs.IntVar(&c.badTasks, "bad-tasks", 0, "also run `n` tasks that panic on every run (supervision demo)")
@@ -78,6 +81,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.taskJitter, "task-jitter", 0, "delay each task run by a random duration up to this")
 	fs.StringVar(&c.taskLog, "task-log", "", "append \"task_id seq pid\" to this `file` for every task run")
 	fs.IntVar(&c.kvEntries, "kv-entries", 2000, "entries the first generation puts in the demo map")
+	fs.Int64Var(&c.stateMaxBytes, "state-max-bytes", 0, "largest snapshot, in `bytes`, to hand over, receive or write (0: state.DefaultMaxSize)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -109,7 +113,7 @@ func run(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	states, err := state.NewRegistry(state.Options{UserVersion: cfg.version})
+	states, err := state.NewRegistry(state.Options{UserVersion: cfg.version, MaxSize: cfg.stateMaxBytes})
 	if err != nil {
 		return err
 	}
@@ -125,19 +129,25 @@ func run(args []string) error {
 		return err
 	}
 	u, err := upgrader.New(upgrader.Options{
-		State:          states,
-		StateFile:      cfg.stateFile,
-		ControlSocket:  cfg.control,
-		UpgradeTimeout: cfg.upgradeTimeout,
-		DrainTimeout:   cfg.drain,
-		PIDFile:        cfg.pidFile,
-		Logger:         log,
-		Registerer:     reg,
+		State:             states,
+		StateFile:         cfg.stateFile,
+		StateFileInterval: cfg.stateInterval,
+		ControlSocket:     cfg.control,
+		UpgradeTimeout:    cfg.upgradeTimeout,
+		DrainTimeout:      cfg.drain,
+		PIDFile:           cfg.pidFile,
+		Logger:            log,
+		Registerer:        reg,
 	})
 	if err != nil {
 		return err
 	}
 	defer u.Close()
+	sd, err := attachSystemd(u, log) // systemd.go: activated socket, sd_notify, watchdog
+	if err != nil {
+		return err
+	}
+	defer sd.close()
 	log = log.With("pid", os.Getpid(), "generation", u.Generation())
 
 	ln, err := u.Listen("tcp", cfg.addr)
@@ -205,6 +215,10 @@ func run(args []string) error {
 			go func() {
 				defer upgrades.Done()
 				res, err := u.Upgrade(context.Background())
+				if errors.Is(err, upgrader.ErrClosed) {
+					log.Warn("upgrade abandoned: stopping", "err", err)
+					return
+				}
 				if err != nil {
 					log.Error("upgrade failed: still serving", "err", err)
 					return
