@@ -129,7 +129,7 @@ func (p *Proc) start(t testing.TB, env []string, bin string, args []string) {
 	}
 	p.cmd = exec.Command(p.Bin, args...)
 	p.cmd.Dir = p.Dir
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(cleanEnv(), env...)
 	p.cmd.Stderr = w
 	p.cmd.Stdout = w
 	if err := p.cmd.Start(); err != nil {
@@ -146,6 +146,22 @@ func (p *Proc) stop() {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	p.cmd.Wait()
+}
+
+// cleanEnv is the test's environment without the variables through which a
+// service manager talks to its service: a test run from a systemd unit must
+// not make the demo attach to it.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // URL is the service's base URL.
