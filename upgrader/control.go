@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -41,11 +42,15 @@ type ControlRequest struct {
 
 // ControlReply is one line of a reply on the control socket.
 type ControlReply struct {
-	Version int     `json:"v"`
-	Type    string  `json:"type"` // "event", "status", "result" or "error"
-	Event   *Event  `json:"event,omitempty"`
-	Status  *Status `json:"status,omitempty"`
-	Result  *Result `json:"result,omitempty"`
+	Version int    `json:"v"`
+	Type    string `json:"type"` // "event", "status", "result" or "error"
+	// Pid is the pid of the process that answered. (SO_PEERCRED cannot
+	// tell a client: on a socket handed between generations it names the
+	// process that first called listen.)
+	Pid    int     `json:"pid"`
+	Event  *Event  `json:"event,omitempty"`
+	Status *Status `json:"status,omitempty"`
+	Result *Result `json:"result,omitempty"`
 	// Code classifies an error: "bad_request", "forbidden", "busy",
 	// "upgrade_failed", "version".
 	Code  string `json:"code,omitempty"`
@@ -157,7 +162,7 @@ func (u *Upgrader) serveControl(ln net.Listener) {
 func (u *Upgrader) handleControl(c net.Conn) {
 	enc := json.NewEncoder(c)
 	reply := func(r ControlReply) error {
-		r.Version = controlVersion
+		r.Version, r.Pid = controlVersion, os.Getpid()
 		return enc.Encode(r)
 	}
 	fail := func(code, format string, args ...any) {
@@ -173,7 +178,9 @@ func (u *Upgrader) handleControl(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest+1), 4096).ReadSlice('\n')
+	// The buffer holds a whole request: ReadSlice fails with ErrBufferFull
+	// once a line outgrows it.
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest+1), maxControlRequest+1).ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxControlRequest {
 			fail("bad_request", "request longer than %d bytes", maxControlRequest)
@@ -183,13 +190,9 @@ func (u *Upgrader) handleControl(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	var req ControlRequest
-	if err := json.Unmarshal(line, &req); err != nil {
-		fail("bad_request", "request is not JSON: %v", err)
-		return
-	}
-	if req.Version != controlVersion {
-		fail("version", "protocol version %d; this service speaks %d", req.Version, controlVersion)
+	req, code, err := parseControlRequest(line)
+	if err != nil {
+		fail(code, "%v", err)
 		return
 	}
 	switch req.Command {
@@ -198,9 +201,32 @@ func (u *Upgrader) handleControl(c net.Conn) {
 		reply(ControlReply{Type: "status", Status: &st})
 	case "upgrade":
 		u.controlUpgrade(req, reply, fail)
-	default:
-		fail("bad_request", "unknown command %q: want status or upgrade", req.Command)
 	}
+}
+
+// maxControlTimeoutMillis is the largest timeout_ms that fits a
+// time.Duration.
+const maxControlTimeoutMillis = int64(math.MaxInt64 / time.Millisecond)
+
+// parseControlRequest parses one request line. A request it accepts has
+// this protocol version, a known command and a timeout that fits a
+// time.Duration; otherwise it returns the reply's error code
+// ("bad_request" or "version") and what is wrong.
+func parseControlRequest(line []byte) (ControlRequest, string, error) {
+	var req ControlRequest
+	if err := json.Unmarshal(line, &req); err != nil {
+		return ControlRequest{}, "bad_request", fmt.Errorf("request is not JSON: %v", err)
+	}
+	if req.Version != controlVersion {
+		return ControlRequest{}, "version", fmt.Errorf("protocol version %d; this service speaks %d", req.Version, controlVersion)
+	}
+	if req.Command != "status" && req.Command != "upgrade" {
+		return ControlRequest{}, "bad_request", fmt.Errorf("unknown command %q: want status or upgrade", req.Command)
+	}
+	if req.TimeoutMillis < 0 || req.TimeoutMillis > maxControlTimeoutMillis {
+		return ControlRequest{}, "bad_request", fmt.Errorf("timeout_ms %d out of range 0 to %d", req.TimeoutMillis, maxControlTimeoutMillis)
+	}
+	return req, "", nil
 }
 
 func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) error, fail func(code, format string, args ...any)) {

@@ -135,7 +135,9 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 	}
 	req := upgrader.ControlRequest{Command: "upgrade", Wait: *wait, TimeoutMillis: timeout.Milliseconds()}
 	code := exitUnreachable
-	oldPid, err := call(t.socket, req, func(r upgrader.ControlReply) {
+	oldPid := 0
+	err := call(t.socket, req, func(r upgrader.ControlReply) {
+		oldPid = r.Pid
 		if t.json {
 			json.NewEncoder(stdout).Encode(r)
 		}
@@ -232,15 +234,13 @@ func describeEvent(e upgrader.Event) string {
 	return e.Step
 }
 
-// call sends req on the control socket and hands each reply line to f. It
-// returns the pid of the process that answered.
-func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlReply)) (int, error) {
+// call sends req on the control socket and hands each reply line to f.
+func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlReply)) error {
 	c, err := net.Dial("unix", socket)
 	if err != nil {
-		return 0, fmt.Errorf("cannot reach the service: %w (is it running with its control socket at %s?)", err, socket)
+		return fmt.Errorf("cannot reach the service: %w (is it running with its control socket at %s?)", err, socket)
 	}
 	defer c.Close()
-	pid := peerPid(c.(*net.UnixConn))
 	req.Version = 1
 	// A service that refuses the client replies and closes at once, so a
 	// failed write is reported only if no reply explains it.
@@ -251,36 +251,21 @@ func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlRep
 	for sc.Scan() {
 		var r upgrader.ControlReply
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return pid, fmt.Errorf("bad reply from the service: %w", err)
+			return fmt.Errorf("bad reply from the service: %w", err)
 		}
 		got = true
 		f(r)
 	}
 	if err := sc.Err(); err != nil && !got {
-		return pid, fmt.Errorf("reading the reply: %w", err)
+		return fmt.Errorf("reading the reply: %w", err)
 	}
 	if !got && werr != nil {
-		return pid, fmt.Errorf("cannot reach the service: %w", werr)
+		return fmt.Errorf("cannot reach the service: %w", werr)
 	}
 	if !got {
-		return pid, errors.New("the service closed the connection without replying")
+		return errors.New("the service closed the connection without replying")
 	}
-	return pid, nil
-}
-
-// peerPid returns the pid of the process serving c, from SO_PEERCRED, or 0.
-func peerPid(c *net.UnixConn) int {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	pid := 0
-	raw.Control(func(fd uintptr) {
-		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-			pid = int(cred.Pid)
-		}
-	})
-	return pid
+	return nil
 }
 
 // upgradeByPidfile sends SIGHUP to the pid in the pid file and, with wait,
@@ -371,7 +356,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitUnreachable
-	_, err := call(t.socket, upgrader.ControlRequest{Command: "status"}, func(r upgrader.ControlReply) {
+	err := call(t.socket, upgrader.ControlRequest{Command: "status"}, func(r upgrader.ControlReply) {
 		switch {
 		case r.Type == "status" && t.json:
 			json.NewEncoder(stdout).Encode(r.Status)
