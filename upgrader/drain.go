@@ -31,10 +31,10 @@ type httpServer struct {
 	serveErr error         // set before served is closed
 	draining atomic.Bool
 
-	mu     sync.Mutex
-	conns  map[*trackedConn]http.ConnState
-	idle   chan struct{} // closed when draining and conns is empty
-	closed bool          // idle is closed
+	mu    sync.Mutex
+	conns map[*trackedConn]http.ConnState
+	// gone receives a token whenever a connection ends during a drain.
+	gone chan struct{}
 }
 
 func newHTTPServer(srv *http.Server, ln net.Listener, grace time.Duration) *httpServer {
@@ -44,7 +44,7 @@ func newHTTPServer(srv *http.Server, ln net.Listener, grace time.Duration) *http
 		grace:  grace,
 		served: make(chan struct{}),
 		conns:  make(map[*trackedConn]http.ConnState),
-		idle:   make(chan struct{}),
+		gone:   make(chan struct{}, 1),
 	}
 	handler := srv.Handler
 	if handler == nil {
@@ -86,20 +86,24 @@ func (s *httpServer) track(c *trackedConn, st http.ConnState) {
 	switch st {
 	case http.StateClosed, http.StateHijacked:
 		delete(s.conns, c)
+		if s.draining.Load() {
+			select {
+			case s.gone <- struct{}{}:
+			default:
+			}
+		}
 	case http.StateIdle:
 		c.touch()
 		s.conns[c] = st
 	default:
 		s.conns[c] = st
 	}
-	s.signalIdleLocked()
 }
 
-func (s *httpServer) signalIdleLocked() {
-	if s.draining.Load() && len(s.conns) == 0 && !s.closed {
-		s.closed = true
-		close(s.idle)
-	}
+func (s *httpServer) open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // drain waits until every connection ended, or ctx is done. At the deadline
@@ -109,24 +113,26 @@ func (s *httpServer) signalIdleLocked() {
 // already be closed.
 func (s *httpServer) drain(ctx context.Context) (forced, active, quiet int, err error) {
 	s.draining.Store(true)
-	s.mu.Lock()
-	s.signalIdleLocked()
-	s.mu.Unlock()
-
+	// Serve returns once the listener is closed. Until then a connection
+	// it accepted may not be tracked yet (ConnState runs after Accept), so
+	// "no connections" means nothing before it has returned.
+	select {
+	case <-s.served:
+	case <-ctx.Done():
+	}
 	tick := time.NewTicker(s.grace / 4)
 	defer tick.Stop()
-	for {
-		select {
-		case <-s.idle:
+	for ctx.Err() == nil {
+		if s.open() == 0 {
 			s.srv.Close()
-			<-s.served
 			return 0, 0, quiet, nil
+		}
+		select {
+		case <-s.gone:
 		case <-tick.C:
 			quiet += s.closeQuiet()
-			continue
 		case <-ctx.Done():
 		}
-		break
 	}
 
 	s.mu.Lock()
