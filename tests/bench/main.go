@@ -39,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -168,11 +169,11 @@ func run(f flags) error {
 	if f.mode != "overhead" {
 		all := map[string]serviceSpec{
 			"baton":       {Name: "baton", Bin: demoBin, Args: demoArgs},
-			"baton-nokv":  {Name: "baton-nokv", Bin: demoBin, Args: append(slicesClone(demoArgs), "-kv-entries=0")},
+			"baton-nokv":  {Name: "baton-nokv", Bin: demoBin, Args: append(slices.Clone(demoArgs), "-kv-entries=0")},
 			"baton-min":   {Name: "baton-min", Bin: minBin, Args: []string{"-server=baton"}},
 			"tableflip":   {Name: "tableflip", Bin: baseBin},
 			"restart":     {Name: "restart", Bin: demoBin, Args: demoArgs, Restart: true},
-			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slicesClone(demoArgs), strings.Fields(f.stateArgs)...)},
+			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slices.Clone(demoArgs), strings.Fields(f.stateArgs)...)},
 		}
 		cfg := runConfig{
 			Load:       load.Config{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
@@ -265,8 +266,6 @@ func run(f flags) error {
 	}
 	return nil
 }
-
-func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
 // machine describes where the numbers were taken.
 type machine struct {

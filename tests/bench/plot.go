@@ -40,12 +40,12 @@ const (
 // run's time, on a log scale, with the upgrade windows shaded and the
 // triggers marked.
 func writePlot(path string, runs []*runData) error {
-	// Common scales, so that the panels compare at a glance.
-	var tMax time.Duration
+	// One latency scale for all, so that the panels compare at a glance;
+	// each panel's own time scale, so that short runs are not squeezed by
+	// a long one.
 	lo, hi := math.Inf(1), 0.0
 	for _, d := range runs {
 		for _, s := range d.report.Samples {
-			tMax = max(tMax, s.Start.Add(s.Latency).Sub(d.loadStart))
 			if ms := float64(s.Latency) / 1e6; ms > 0 {
 				lo, hi = min(lo, ms), max(hi, ms)
 			}
@@ -56,16 +56,20 @@ func writePlot(path string, runs []*runData) error {
 	}
 	yLo := min(max(math.Floor(math.Log10(lo)), -2), -1)
 	yHi := min(max(math.Ceil(math.Log10(hi)), 2), 4)
-	secs := math.Ceil(tMax.Seconds())
 
 	h := 10 + len(runs)*(titleH+panelH+xAxisH) + legendH
 	img := image.NewRGBA(image.Rect(0, 0, plotW, h))
 	fill(img, img.Bounds(), white)
 	x0, x1 := marginL, plotW-marginR
-	xOf := func(t time.Duration) int { return x0 + int(t.Seconds()/secs*float64(x1-x0)) }
 
 	y := 10
 	for _, d := range runs {
+		var tMax time.Duration
+		for _, s := range d.report.Samples {
+			tMax = max(tMax, s.Start.Add(s.Latency).Sub(d.loadStart))
+		}
+		secs := max(math.Ceil(tMax.Seconds()), 1)
+		xOf := func(t time.Duration) int { return x0 + int(t.Seconds()/secs*float64(x1-x0)) }
 		py0, py1 := y+titleH, y+titleH+panelH
 		yOf := func(lat time.Duration) int {
 			v := math.Log10(max(float64(lat)/1e6, 1e-3))
