@@ -256,7 +256,10 @@ func (u *Upgrader) adoptParent(env string) {
 	name := handoffFileName + strconv.Itoa(h.Generation)
 	f, err := u.tf.File(name)
 	if err != nil || f == nil {
-		u.handoffErr = fmt.Errorf("%w: handoff socket %s not inherited (%v)", ErrHandshake, name, err)
+		u.handoffErr = fmt.Errorf("%w: handoff socket %s not inherited", ErrHandshake, name)
+		if err != nil {
+			u.handoffErr = fmt.Errorf("%w: handoff socket %s: %v", ErrHandshake, name, err)
+		}
 		u.log.Warn("handoff socket not inherited", "err", u.handoffErr)
 		return
 	}
