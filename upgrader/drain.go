@@ -94,6 +94,7 @@ func (s *httpServer) track(c *trackedConn, st http.ConnState) {
 		}
 	case http.StateIdle:
 		c.touch()
+		c.partial.Store(false)
 		s.conns[c] = st
 	default:
 		s.conns[c] = st
@@ -165,7 +166,7 @@ func (s *httpServer) closeQuiet() int {
 	var quiet []*trackedConn
 	s.mu.Lock()
 	for c, st := range s.conns {
-		if (st == http.StateIdle || st == http.StateNew) && now.Sub(c.lastActive()) >= s.grace && unread(c.Conn) == 0 {
+		if (st == http.StateIdle || st == http.StateNew) && now.Sub(c.lastActive()) >= s.grace && unread(c.Conn) == 0 && !c.partial.Load() {
 			quiet = append(quiet, c)
 		}
 	}
@@ -195,6 +196,12 @@ func (l trackingListener) Accept() (net.Conn, error) {
 type trackedConn struct {
 	net.Conn
 	last atomic.Int64 // unix nanoseconds of the last read or state change
+	// partial is set by a read on a new or idle connection: a request
+	// has begun. net/http reports the connection active only once the
+	// request's headers are complete, so without it a client that pauses
+	// in the middle of its headers for longer than the idle grace would
+	// see its request dropped by the drain.
+	partial atomic.Bool
 }
 
 func (c *trackedConn) touch() { c.last.Store(time.Now().UnixNano()) }
@@ -205,6 +212,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.touch()
+		c.partial.Store(true)
 	}
 	return n, err
 }

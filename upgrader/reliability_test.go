@@ -4,8 +4,10 @@ package upgrader
 // found, at the unit level.
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -239,5 +241,74 @@ func (f *parentDiesFlip) WaitForParent(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// TestDrainKeepsHalfSentRequest: during a drain, a connection on which a
+// request has begun but whose headers are not complete (net/http still
+// calls it new or idle) is not closed as quiet, however long the client
+// pauses: the request is answered once it is complete.
+func TestDrainKeepsHalfSentRequest(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	u, _ := newTestUpgrader(t, Options{IdleGrace: 50 * time.Millisecond})
+	ln, err := u.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Serve(&http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("answered"))
+	})}, ln)
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A first request makes sure the server holds the connection (a
+	// connection still in the accept queue would be reset when the drain
+	// closes the listener); the second is sent in part. Its bytes are
+	// then either unread in the socket or read: the drain sees both.
+	br := bufio.NewReader(c)
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- u.Shutdown(ctx)
+	}()
+	// Six idle graces without a byte: the quiet-connection check runs
+	// every quarter grace, so it has had its chances.
+	select {
+	case err := <-drained:
+		t.Fatalf("the drain ended (%v) with a request half sent", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := c.Write([]byte("\r\n")); err != nil {
+		t.Fatalf("the connection was closed under the half-sent request: %v", err)
+	}
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to the completed request: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "answered" || !resp.Close {
+		t.Errorf("answer %q, close %v; want answered, closing", body, resp.Close)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
