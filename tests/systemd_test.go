@@ -94,7 +94,7 @@ NotifyAccess=main
 RuntimeDirectory=%[1]s
 ExecStart=%[2]s -addr %[3]s -pidfile %[4]s/pid -control %[4]s/control.sock -drain 10s
 ExecReload=%[5]s upgrade --wait --socket %[4]s/control.sock
-ExecStop=/bin/sh -c 'kill -TERM ${MAINPID} && while kill -0 ${MAINPID} 2>/dev/null; do sleep 0.05; done'
+ExecStop=/bin/sh -c '[ -z "$MAINPID" ] || { kill -TERM $MAINPID && while kill -0 $MAINPID 2>/dev/null; do sleep 0.05; done; }'
 TimeoutStopSec=20s
 %[6]s
 `, filepath.Base(run), e.bin, addr, run, e.cli, extra)
