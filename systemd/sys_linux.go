@@ -57,10 +57,17 @@ func openFileLimit() (uint64, error) {
 	return rl.Cur, nil
 }
 
-// checkFDOpen fails if fd is not an open descriptor of this process.
+// checkFDOpen fails if fd is not a descriptor this process inherited. A
+// descriptor that crossed exec cannot be close-on-exec; one that is was
+// opened by this process (the Go runtime keeps its cgroup files at 3 and
+// 4), and taking it would close it under its owner.
 func checkFDOpen(fd int) error {
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	if err != nil {
 		return fmt.Errorf("fd %d: %w", fd, err)
+	}
+	if flags&unix.FD_CLOEXEC != 0 {
+		return fmt.Errorf("fd %d is close-on-exec: this process opened it, nobody passed it", fd)
 	}
 	return nil
 }
