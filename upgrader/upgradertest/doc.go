@@ -1,0 +1,15 @@
+// Package upgradertest checks a service built on the upgrader the way
+// baton's own reliability suite checks baton-demo: it starts the service's
+// real binary, puts HTTP load on it, triggers upgrades by SIGHUP (or through
+// its control socket), and reports every request a client saw fail or had
+// to re-send, so a test can assert that an upgrade, a failed one included,
+// loses nothing.
+//
+// A request that Go's client had to send twice (it silently re-sends an
+// idempotent request when a reused connection closes under it) is counted
+// as retried: any other client would have seen an error.
+//
+// Faults are injected in builds with the batonfault tag: build the service
+// with -tags batonfault and start it with Fault(...) in its environment to
+// make a process fail at a named step of the handoff.
+package upgradertest

@@ -1,0 +1,258 @@
+package upgradertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Fault injection steps, for Fault. The process of the given generation
+// fails at the step during the given attempt (see upgrader/fault.go).
+const (
+	FaultNewStart     = "new-start"      // new process exits before saying hello
+	FaultNewListening = "new-listening"  // new process exits after taking its listeners
+	FaultNewRestoring = "new-restoring"  // new process exits while receiving the state
+	FaultNewReject    = "new-reject"     // new process rejects the state
+	FaultNewHang      = "new-hang"       // new process restores, then hangs before ready
+	FaultNewCrashLate = "new-crash-late" // new process crashes just after ready
+	FaultOldKill      = "old-kill"       // old process is killed after sending the state
+)
+
+// Fault returns the environment entry that makes generation gen fail at
+// step during attempt (the attempt of the old process that started it, or
+// that it runs). The service must be built with -tags batonfault.
+func Fault(step string, gen, attempt int) string {
+	return fmt.Sprintf("BATON_FAULT=%s@%d.%d", step, gen, attempt)
+}
+
+// Options describe how to run the service.
+type Options struct {
+	// Args are the service's arguments. They must make it write its pid
+	// file at Service.PIDFile and serve HTTP at URL; "{dir}" in an
+	// argument is replaced with the service's directory.
+	Args []string
+	// Env is added to the test's environment.
+	Env []string
+	// URL is where the service serves HTTP once started, such as
+	// http://127.0.0.1:18080. Start waits until GET URL+Health answers 200.
+	URL string
+	// Health is the path Start polls. Empty means "/".
+	Health string
+	// PIDFile is the pid file the service writes (Options.PIDFile of its
+	// upgrader), relative to its directory. Empty means "service.pid".
+	PIDFile string
+	// StartTimeout bounds the start. Zero means 10 s.
+	StartTimeout time.Duration
+}
+
+// Service is a running service under test: the process the test started
+// and the generations that replaced it.
+type Service struct {
+	Dir     string // the service's directory
+	Bin     string // the binary it re-executes on an upgrade: replace it to deploy
+	PIDFile string
+	URL     string
+
+	cmd  *exec.Cmd
+	pids map[int]bool // every pid seen, to stop them all
+}
+
+// Start copies bin into a new directory, starts it there and waits until it
+// serves and its pid file names it. Every generation is stopped when the
+// test ends.
+func Start(t testing.TB, bin string, opts Options) *Service {
+	t.Helper()
+	dir := t.TempDir()
+	s := &Service{Dir: dir, Bin: filepath.Join(dir, filepath.Base(bin)), URL: opts.URL, pids: map[int]bool{}}
+	s.PIDFile = filepath.Join(dir, "service.pid")
+	if opts.PIDFile != "" {
+		s.PIDFile = filepath.Join(dir, opts.PIDFile)
+	}
+	s.Install(t, bin)
+	args := make([]string, len(opts.Args))
+	for i, a := range opts.Args {
+		args[i] = strings.ReplaceAll(a, "{dir}", dir)
+	}
+	s.cmd = exec.Command(s.Bin, args...)
+	s.cmd.Dir = dir
+	s.cmd.Env = append(os.Environ(), opts.Env...)
+	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.pids[s.cmd.Process.Pid] = true
+	t.Cleanup(s.stop)
+
+	timeout := opts.StartTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	health := opts.Health
+	if health == "" {
+		health = "/"
+	}
+	if err := s.waitServing(health, timeout); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *Service) waitServing(health string, timeout time.Duration) error {
+	c := newClient(time.Second)
+	defer c.CloseIdleConnections()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if pid, err := readPid(s.PIDFile); err != nil || pid != s.cmd.Process.Pid {
+			continue
+		}
+		resp, err := c.Get(s.URL + health)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			return nil
+		}
+	}
+	return fmt.Errorf("upgradertest: %s did not serve at %s within %v", s.Bin, s.URL+health, timeout)
+}
+
+// stop kills every generation still alive, by pid.
+func (s *Service) stop() {
+	if pid, err := readPid(s.PIDFile); err == nil {
+		s.pids[pid] = true
+	}
+	for pid := range s.pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	s.cmd.Wait()
+}
+
+// Pid returns the pid the pid file names: the ready generation's.
+func (s *Service) Pid(t testing.TB) int {
+	t.Helper()
+	pid, err := readPid(s.PIDFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.pids[pid] = true
+	return pid
+}
+
+// Install replaces the service's binary with bin, atomically, as a deploy
+// tool does. The next upgrade runs it.
+func (s *Service) Install(t testing.TB, bin string) {
+	t.Helper()
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := s.Bin + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, s.Bin); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ErrNoUpgrade means the service was still the same process when Upgrade
+// gave up: the upgrade failed (the service's log says why) or is slower
+// than the timeout.
+var ErrNoUpgrade = errors.New("upgradertest: the service was not upgraded")
+
+// Upgrade sends SIGHUP to the serving generation and waits until a new
+// process is ready (the pid file names it) and the old one has exited. It
+// returns the new pid, or an error wrapping ErrNoUpgrade if the old process
+// is still the service after timeout.
+func (s *Service) Upgrade(t testing.TB, timeout time.Duration) (int, error) {
+	t.Helper()
+	old := s.Pid(t)
+	fd, err := unix.PidfdOpen(old, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open %d: %v", old, err)
+	}
+	defer unix.Close(fd)
+	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP %d: %v", old, err)
+	}
+	// The old process exits only once its successor is ready and it has
+	// drained; then the pid file names the successor.
+	ms := int(timeout.Milliseconds())
+	for deadline := time.Now().Add(timeout); ; ms = int(time.Until(deadline).Milliseconds()) + 1 {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, max(ms, 0))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
+		}
+		break
+	}
+	pid, err := readPid(s.PIDFile)
+	if err != nil || pid == old || syscall.Kill(pid, 0) != nil {
+		return 0, fmt.Errorf("%w: pid %d exited and no new process took over", ErrNoUpgrade, old)
+	}
+	s.pids[pid] = true
+	return pid, nil
+}
+
+// CheckUpgrades runs n upgrades, interval apart, under the load cfg
+// describes (cfg.URL defaults to the service's), and fails the test if any
+// upgrade failed or any request failed or had to be re-sent. It returns
+// what the clients saw.
+func CheckUpgrades(t testing.TB, s *Service, n int, interval time.Duration, cfg LoadConfig) *LoadReport {
+	t.Helper()
+	if cfg.URL == "" {
+		cfg.URL = s.URL
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan *LoadReport, 1)
+	go func() { done <- RunLoad(ctx, cfg) }()
+	var upgradeErr error
+	tick := time.NewTicker(interval)
+	for i := 0; i < n && upgradeErr == nil; i++ {
+		<-tick.C
+		_, upgradeErr = s.Upgrade(t, time.Minute)
+	}
+	tick.Stop()
+	cancel()
+	r := <-done
+	if upgradeErr != nil {
+		t.Errorf("upgrade failed: %v", upgradeErr)
+	}
+	if r.Requests == 0 {
+		t.Error("upgradertest: the load sent no requests")
+	}
+	if r.Failed() != 0 || r.Retried != 0 {
+		t.Errorf("upgradertest: %d failed and %d silently re-sent requests of %d over %d upgrades: %v %q",
+			r.Failed(), r.Retried, r.Requests, n, r.Failures, r.Errors)
+	}
+	return r
+}
+
+func readPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// newClient returns a client that opens a new connection for every request.
+func newClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+}

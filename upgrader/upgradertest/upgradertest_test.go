@@ -1,0 +1,94 @@
+package upgradertest_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/upgrader/upgradertest"
+	"go.uber.org/goleak"
+)
+
+// buildDemo builds baton-demo, with the fault injection build tag if asked.
+func buildDemo(t *testing.T, tags string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "baton-demo")
+	args := []string{"build", "-o", out}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), append(args, "github.com/batonhq/baton/cmd/baton-demo")...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	return out
+}
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func start(t *testing.T, bin string, env ...string) *upgradertest.Service {
+	addr := freeAddr(t)
+	return upgradertest.Start(t, bin, upgradertest.Options{
+		Args: []string{"-addr", addr, "-pidfile", "{dir}/service.pid", "-tasks", "100", "-task-interval", "50ms"},
+		Env:  env,
+		URL:  "http://" + addr,
+	})
+}
+
+// TestCheckUpgrades is the kit used as a user would, on baton-demo.
+func TestCheckUpgrades(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	s := start(t, buildDemo(t, ""))
+	r := upgradertest.CheckUpgrades(t, s, 5, 150*time.Millisecond,
+		upgradertest.LoadConfig{Clients: 8, Fresh: 0.5, Post: 0.5, Rate: 500})
+	if len(r.Pids) < 2 {
+		t.Errorf("replies came from %d processes", len(r.Pids))
+	}
+}
+
+// TestFault: a new process that rejects the state leaves the old one
+// serving, which the kit reports as ErrNoUpgrade; the next attempt works.
+func TestFault(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	s := start(t, buildDemo(t, "batonfault"), upgradertest.Fault(upgradertest.FaultNewReject, 1, 1))
+	old := s.Pid(t)
+	if _, err := s.Upgrade(t, 3*time.Second); !errors.Is(err, upgradertest.ErrNoUpgrade) {
+		t.Fatalf("upgrade with a rejecting new process: %v, want ErrNoUpgrade", err)
+	}
+	if got := s.Pid(t); got != old {
+		t.Fatalf("pid file names %d after a failed upgrade, want %d", got, old)
+	}
+	pid, err := s.Upgrade(t, time.Minute)
+	if err != nil || pid == old {
+		t.Fatalf("second attempt: pid %d, %v", pid, err)
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(old)); err == nil {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(old) + "/stat"); len(b) > 0 && !zombie(b) {
+			t.Errorf("old pid %d still running", old)
+		}
+	}
+}
+
+func zombie(stat []byte) bool {
+	for i := len(stat) - 1; i > 0; i-- {
+		if stat[i] == ')' {
+			return i+2 < len(stat) && stat[i+2] == 'Z'
+		}
+	}
+	return false
+}
