@@ -24,7 +24,7 @@ func waitFinalCounts(t *testing.T, p *demotest.Proc) {
 	t.Helper()
 	pid := p.Pid(t)
 	if _, err := p.Logs.Wait(20*time.Second, demotest.Match{Msg: "final counts received from the previous generation", Pid: pid}); err != nil {
-		t.Fatalf("generation %d: %v", pid, err)
+		t.Fatalf("generation %d: %v\n%s", pid, err, p.Logs)
 	}
 }
 
@@ -38,7 +38,23 @@ func assertStateIntact(t *testing.T, p *demotest.Proc, r *load.Report, gens int)
 	}
 	root := p.Root(t)
 	if want := uint64(r.Gets + p.Gets.Load()); root.Hits != want {
-		t.Errorf("hits = %d after %d generations; %d GET / were answered", root.Hits, gens+1, want)
+		sent, received := 0, 0
+		for _, l := range p.Logs.Lines(0) {
+			switch l.Msg {
+			case "final counts sent to the new process":
+				sent++
+			case "final counts received from the previous generation":
+				received++
+			}
+		}
+		t.Errorf("hits = %d after %d generations; %d GET / were answered (final counts sent %d, received %d)",
+			root.Hits, gens+1, want, sent, received)
+		if f, err := os.Create(filepath.Join(os.TempDir(), "baton-hits-failure.log")); err == nil {
+			for _, l := range p.Logs.Lines(0) {
+				fmt.Fprintln(f, l.Raw)
+			}
+			f.Close()
+		}
 	}
 	kv := p.KV(t)
 	if kv.Count != kvSeed+gens+1 {

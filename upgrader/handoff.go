@@ -178,6 +178,23 @@ func (c handoffConn) recvQueued() (m message, ok bool) {
 	return m, err == nil
 }
 
+// discardQueued reads and drops every datagram queued on the socket,
+// without waiting.
+func (c handoffConn) discardQueued() {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, maxMessageSize+1)
+	raw.Control(func(fd uintptr) {
+		for i := 0; i < 1024; i++ {
+			if _, _, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT); err != nil {
+				return
+			}
+		}
+	})
+}
+
 // fileConn turns a socket file into a handoff connection and closes f.
 func fileConn(f *os.File) (handoffConn, error) {
 	defer f.Close()
