@@ -86,8 +86,12 @@ func TestSoak(t *testing.T) {
 	t.Logf("signal -> new process serving: median %v, max %v", median(serving), slices.Max(serving))
 	t.Logf("tasks: %s; last generation pid %d", c, last)
 	t.Logf("per generation, serving alone: first %d: %s; last %d: %s", window, first, window, final)
-	if final.fds > first.fds+2 {
-		t.Errorf("fds grew from %.1f to %.1f", first.fds, final.fds)
+	// Each generation is a new process: what could accumulate is what one
+	// hands to the next, one or more fds per generation, so growth over the
+	// run would be tens. The samples include the load's connections, whose
+	// number varies by a few from one sample to the next.
+	if final.fds > first.fds+5 {
+		t.Errorf("fds grew from %.1f to %.1f (more than 5)", first.fds, final.fds)
 	}
 	if final.goroutines > first.goroutines+5 {
 		t.Errorf("goroutines grew from %.1f to %.1f", first.goroutines, final.goroutines)
