@@ -1029,7 +1029,7 @@ func TestStateFileDiskFull(t *testing.T) {
 
 	// The stop cannot write the file either: it says so and exits 1.
 	stopAndWait(t, s.Proc)
-	line := waitLine(t, s, mark, time.Second, demotest.Match{Msg: "state file not written", Pid: newPid})
+	line := waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: "state file not written", Pid: newPid})
 	if !strings.Contains(line.Fields["err"], "no space left on device") {
 		t.Errorf("stop: %q, want ENOSPC", line.Fields["err"])
 	}
