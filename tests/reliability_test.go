@@ -584,7 +584,7 @@ func testSigtermDuringUpgrade(t *testing.T) {
 			t.Fatalf("the new process outlived the stop: %v", err)
 		}
 		for _, msg := range []string{"stopping during an upgrade: abandoning it", "participants thawed: carrying on", "state file written"} {
-			waitLine(t, s, mark, time.Second, demotest.Match{Msg: msg, Pid: old})
+			waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: msg, Pid: old})
 		}
 		assertRefused(t, s.Addr)
 	})
