@@ -591,8 +591,11 @@ func testSigtermDuringUpgrade(t *testing.T) {
 	// What the clients see of a stop: refused connections, and a reset
 	// for those queued on the socket when it closed.
 	t.Logf("clients saw %d failed requests (%v) of %d after the stop", r.Failed(), r.Failures, r.Requests)
-	if n := failedBefore(r, stopped); n > 0 {
-		t.Errorf("%d requests sent before the stop failed", n)
+	// A request sent in the last moment before the stop may still be
+	// queued on the socket when it closes (the reset above); one sent
+	// well before it was accepted, and the drain answers those.
+	if n := failedBefore(r, stopped.Add(-100*time.Millisecond)); n > 0 {
+		t.Errorf("%d requests sent more than 100 ms before the stop failed", n)
 	}
 	assertFailureKinds(t, r, load.Refused, load.Reset)
 	assertOnlyAlive(t, s)
