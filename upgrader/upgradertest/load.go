@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -263,7 +264,10 @@ func kindOf(err error) string {
 		return Refused
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return Reset
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		// net/http's name for an EOF on a reused connection; the error
+		// value is not exported.
+		strings.Contains(err.Error(), "server closed idle connection"):
 		return EOF
 	case errors.As(err, &ne) && ne.Timeout():
 		return Timeout
