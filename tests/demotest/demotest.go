@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // Root returns the module's root directory, found from this file.
@@ -318,32 +318,8 @@ func (p *Proc) getJSON(t testing.TB, path string, v any) {
 	}
 }
 
-// WaitExit waits until pid has exited, without being its parent: it polls a
-// pidfd, which becomes readable when the process ends.
-func WaitExit(pid int, timeout time.Duration) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(timeout.Milliseconds()))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("pid %d still running after %v", pid, timeout)
-		}
-		return nil
-	}
-}
+// WaitExit waits until pid has exited; see upgradertest.WaitExit.
+func WaitExit(pid int, timeout time.Duration) error { return upgradertest.WaitExit(pid, timeout) }
 
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {

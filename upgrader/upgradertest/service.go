@@ -188,19 +188,12 @@ func (s *Service) Upgrade(t testing.TB, timeout time.Duration) (int, error) {
 	}
 	// The old process exits only once its successor is ready and it has
 	// drained; then the pid file names the successor.
-	ms := int(timeout.Milliseconds())
-	for deadline := time.Now().Add(timeout); ; ms = int(time.Until(deadline).Milliseconds()) + 1 {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, max(ms, 0))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
-		}
-		break
+	exited, err := waitPidfd(fd, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exited {
+		return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
 	}
 	pid, err := readPid(s.PIDFile)
 	if err != nil || pid == old || syscall.Kill(pid, 0) != nil {
@@ -242,6 +235,41 @@ func CheckUpgrades(t testing.TB, s *Service, n int, interval time.Duration, cfg 
 			r.Failed(), r.Retried, r.Requests, n, r.Failures, r.Errors)
 	}
 	return r
+}
+
+// WaitExit waits until pid has exited, without being its parent: it polls
+// a pidfd, which becomes readable when the process ends. A pid that no
+// longer exists has exited.
+func WaitExit(pid int, timeout time.Duration) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	exited, err := waitPidfd(fd, timeout)
+	if err == nil && !exited {
+		err = fmt.Errorf("pid %d still running after %v", pid, timeout)
+	}
+	return err
+}
+
+// waitPidfd reports whether the process behind the pidfd fd exited within
+// timeout.
+func waitPidfd(fd int, timeout time.Duration) (bool, error) {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for deadline := time.Now().Add(timeout); ; {
+		n, err := unix.Poll(fds, max(int(time.Until(deadline).Milliseconds())+1, 0))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return n > 0, nil
+	}
 }
 
 func readPid(path string) (int, error) {
