@@ -303,11 +303,6 @@ func (u *Upgrader) statePeriodically(interval time.Duration, stop <-chan struct{
 // sendFinal sends the new process what the counters counted after the
 // capture: the old process calls it once it has drained.
 func (u *Upgrader) sendFinal() {
-	// Read what the new process sent and the session no longer read (its
-	// "restored" arrives after tableflip's ready byte may have ended the
-	// session). A Unix socket closed with unread data resets its peer, and
-	// the peer then loses what is queued for it: this very message.
-	u.own.discardQueued()
 	counts := u.counters.sinceCapture()
 	if err := u.own.send(message{Type: msgFinal, Counters: counts}, nil); err != nil {
 		u.log.Warn("handoff: sending the final counts failed", "err", err)

@@ -883,6 +883,12 @@ func (u *Upgrader) isUpgraded() bool {
 func (u *Upgrader) release() {
 	u.tf.Stop()
 	if u.own.UnixConn != nil {
+		// Read what the new process sent and no session read (its
+		// "restored" may arrive after tableflip's ready byte ended the
+		// session): a Unix socket closed with unread data resets its
+		// peer, which then loses what is queued for it, such as the
+		// final counts.
+		u.own.discardQueued()
 		u.own.Close()
 	}
 	if u.parent.UnixConn != nil {
