@@ -27,16 +27,6 @@ const handoverFileName = "baton.systemd.handover"
 // MAINPID=<new>. Anything else, or EOF, means it could not hand over.
 const handoverDone = '1'
 
-// The steps of upgrader.Event the integration acts on.
-const (
-	stepReady      = "ready"
-	stepStarted    = "started"
-	stepChildReady = "child-ready"
-	stepFailed     = "failed"
-	stepDraining   = "draining"
-	stepStopping   = "stopping"
-)
-
 // FDStoreMode says whether an Integration puts the service's listening
 // sockets into systemd's file descriptor store.
 type FDStoreMode int
@@ -355,17 +345,17 @@ func (i *Integration) handle(e upgrader.Event) {
 		return
 	}
 	switch e.Step {
-	case stepReady:
+	case upgrader.StepReady:
 		i.readyLocked()
-	case stepStarted:
+	case upgrader.StepStarted:
 		i.startedLocked()
-	case stepChildReady:
+	case upgrader.StepChildReady:
 		i.childReadyLocked(e.Pid)
-	case stepFailed:
+	case upgrader.StepFailed:
 		i.failedLocked(e.Error)
-	case stepStopping:
+	case upgrader.StepStopping:
 		i.stoppingLocked()
-	case stepDraining:
+	case upgrader.StepDraining:
 		if i.n.Enabled() {
 			i.log.Info("systemd: draining after the handover; this process no longer speaks for the service")
 		}
@@ -575,19 +565,10 @@ func (i *Integration) storeListenersLocked() {
 	}
 }
 
-// servedBy reports whether one of the upgrader's TCP listeners is bound to
-// addr, as upgrader.AdoptListener matches them: the same port, and the same
-// IP or an unspecified one on both sides.
+// servedBy reports whether one of the upgrader's listeners is bound to addr.
 func servedBy(infos []upgrader.ListenerInfo, addr *net.TCPAddr) bool {
 	for _, l := range infos {
-		if l.Kind != "listener" || !strings.HasPrefix(l.Network, "tcp") {
-			continue
-		}
-		want, err := net.ResolveTCPAddr(l.Network, l.Addr)
-		if err != nil || want.Port != addr.Port {
-			continue // a name such as "http", or a port chosen by the kernel
-		}
-		if want.IP == nil || want.IP.IsUnspecified() && addr.IP.IsUnspecified() || want.IP.Equal(addr.IP) {
+		if l.Kind == "listener" && l.Serves(addr) {
 			return true
 		}
 	}

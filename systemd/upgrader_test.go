@@ -418,7 +418,7 @@ func TestIntegrationNotUnderSystemd(t *testing.T) {
 	for _, parent := range []bool{false, true} {
 		h := &fakeHost{parent: parent}
 		i := attachHost(t, h, systemd.AttachOptions{Notifier: &systemd.Notifier{}})
-		for _, step := range []string{"ready", "started", "child-ready", "failed", "stopping"} {
+		for _, step := range []upgrader.Step{upgrader.StepReady, upgrader.StepStarted, upgrader.StepChildReady, upgrader.StepFailed, upgrader.StepStopping} {
 			h.emit(upgrader.Event{Step: step, Pid: 4242})
 		}
 		<-i.Main()

@@ -34,7 +34,7 @@ func (u *Upgrader) takeAdopted(network, addr string) net.Listener {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for i, a := range u.adopted {
-		if a.name == addr || sameAddr(network, addr, a.ln.Addr()) {
+		if a.name == addr || (ListenerInfo{Network: network, Addr: addr}).Serves(a.ln.Addr()) {
 			u.adopted = append(u.adopted[:i], u.adopted[i+1:]...)
 			return a.ln
 		}
@@ -54,23 +54,4 @@ func (u *Upgrader) closeUnadopted() []string {
 		a.ln.Close()
 	}
 	return names
-}
-
-// sameAddr reports whether the listening address got is the one a Listen
-// call asks for with network and addr. An unspecified host matches any.
-func sameAddr(network, addr string, got net.Addr) bool {
-	switch g := got.(type) {
-	case *net.TCPAddr:
-		if network != "tcp" && network != "tcp4" && network != "tcp6" {
-			return false
-		}
-		want, err := net.ResolveTCPAddr(network, addr)
-		if err != nil || want.Port != g.Port {
-			return false
-		}
-		return want.IP == nil || want.IP.IsUnspecified() && g.IP.IsUnspecified() || want.IP.Equal(g.IP)
-	case *net.UnixAddr:
-		return (network == "unix" || network == "unixpacket") && g.Name == addr
-	}
-	return false
 }

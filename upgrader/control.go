@@ -243,7 +243,7 @@ func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) e
 		started := make(chan error, 1)
 		go func() {
 			_, err := u.upgradeWithEvents(context.WithoutCancel(ctx), func(e Event) {
-				if e.Step == "started" {
+				if e.Step == StepStarted {
 					started <- nil
 				}
 			})
@@ -264,13 +264,13 @@ func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) e
 		fail(codeOf(err), "%v", err)
 		return
 	}
-	reply(ControlReply{Type: "event", Event: &Event{Step: "draining"}})
+	reply(ControlReply{Type: "event", Event: &Event{Step: StepDraining}})
 	select {
 	case <-u.drained:
-		reply(ControlReply{Type: "event", Event: &Event{Step: "done"}})
+		reply(ControlReply{Type: "event", Event: &Event{Step: StepDone}})
 	case <-ctx.Done():
 		// The new process is serving; only the old one's drain is slow.
-		reply(ControlReply{Type: "event", Event: &Event{Step: "done", Error: "old process still draining"}})
+		reply(ControlReply{Type: "event", Event: &Event{Step: StepDone, Error: "old process still draining"}})
 	}
 	reply(ControlReply{Type: "result", Result: &res})
 }

@@ -75,7 +75,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.stateBytes = n
 	s.mu.Unlock()
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
-	s.events(Event{Step: "state-sent", Bytes: n})
+	s.events(Event{Step: StepStateSent, Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
 	return true
 }

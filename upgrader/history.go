@@ -109,11 +109,3 @@ const (
 	resultSuccess = "success"
 	resultFailure = "failure"
 )
-
-// Event is one step of an upgrade, as the control socket streams it.
-type Event struct {
-	Step  string `json:"step"` // started, child-started, state-sent, child-ready, failed, draining, done
-	Pid   int    `json:"pid,omitempty"`
-	Bytes int64  `json:"bytes,omitempty"`
-	Error string `json:"error,omitempty"`
-}

@@ -137,7 +137,7 @@ func TestShutdownAbandonsUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	var steps []string
-	u.OnEvent(func(e Event) { steps = append(steps, e.Step) })
+	u.OnEvent(func(e Event) { steps = append(steps, string(e.Step)) })
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)
 	}

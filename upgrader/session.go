@@ -125,7 +125,7 @@ func (s *session) handle(m message) {
 			s.pid, s.stepName = m.Pid, "hello"
 			s.mu.Unlock()
 			s.log.Info("new process said hello", "child_pid", m.Pid)
-			s.events(Event{Step: "child-started", Pid: m.Pid})
+			s.events(Event{Step: StepChildStarted, Pid: m.Pid})
 		case msgStateRequest:
 			s.setStep("state")
 			frozen := s.sendState(s.ctx, m)

@@ -58,6 +58,27 @@ type ListenerInfo struct {
 	Inherited bool   `json:"inherited"` // received from the previous generation
 }
 
+// Serves reports whether a socket bound to got is the one l asks for: for
+// TCP the same port and the same IP, an unspecified one (or none) on the
+// asking side matching any; for Unix sockets the same path. A name such as
+// "http" (a socket activated by systemd) or port 0 matches nothing.
+func (l ListenerInfo) Serves(got net.Addr) bool {
+	switch g := got.(type) {
+	case *net.TCPAddr:
+		if l.Network != "tcp" && l.Network != "tcp4" && l.Network != "tcp6" {
+			return false
+		}
+		want, err := net.ResolveTCPAddr(l.Network, l.Addr)
+		if err != nil || want.Port != g.Port {
+			return false
+		}
+		return want.IP == nil || want.IP.IsUnspecified() && g.IP.IsUnspecified() || want.IP.Equal(g.IP)
+	case *net.UnixAddr:
+		return (l.Network == "unix" || l.Network == "unixpacket") && g.Name == l.Addr
+	}
+	return false
+}
+
 // Upgrader upgrades the process it runs in. Create one with New, take every
 // listener through it, call Ready once the service is up, and call Upgrade
 // on each trigger. When Exit is closed a new process has taken over: call
@@ -475,7 +496,7 @@ func (u *Upgrader) Ready() error {
 	} else {
 		u.log.Info("ready", "listeners", len(u.Listeners()))
 	}
-	u.emit(Event{Step: "ready", Pid: os.Getpid()})
+	u.emit(Event{Step: StepReady, Pid: os.Getpid()})
 	return nil
 }
 
@@ -547,7 +568,7 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 	started := time.Now()
 	id := fmt.Sprintf("%d-%d", os.Getpid(), attempt)
 	u.history.setPending(&Record{ID: id, Started: started, FromPid: os.Getpid(), Generation: u.gen})
-	events(Event{Step: "started"})
+	events(Event{Step: StepStarted})
 	res, err := u.upgrade(ctx, attempt, id, events)
 	u.history.setPending(nil)
 	if err != nil {
@@ -558,9 +579,9 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 			rec.Step, rec.ToPid = ue.Step, ue.Pid
 		}
 		u.history.add(rec)
-		events(Event{Step: "failed", Error: err.Error()})
+		events(Event{Step: StepFailed, Error: err.Error()})
 	} else {
-		events(Event{Step: "child-ready", Pid: res.Pid})
+		events(Event{Step: StepChildReady, Pid: res.Pid})
 	}
 
 	u.mu.Lock()
@@ -751,9 +772,9 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		u.abandonUpgrade(ctx)
 	}
 	if u.isUpgraded() {
-		u.emit(Event{Step: "draining"})
+		u.emit(Event{Step: StepDraining})
 	} else {
-		u.emit(Event{Step: "stopping"})
+		u.emit(Event{Step: StepStopping})
 	}
 	// Replies say "Connection: close" from now on, then the listeners
 	// close: nothing is accepted that would not be served.

@@ -213,25 +213,25 @@ func waitExit(pid int, timeout time.Duration) error {
 
 func describeEvent(e upgrader.Event) string {
 	switch e.Step {
-	case "started":
+	case upgrader.StepStarted:
 		return "upgrade started"
-	case "child-started":
+	case upgrader.StepChildStarted:
 		return fmt.Sprintf("new process started: pid %d", e.Pid)
-	case "state-sent":
+	case upgrader.StepStateSent:
 		return fmt.Sprintf("state sent: %s", bytesString(e.Bytes))
-	case "child-ready":
+	case upgrader.StepChildReady:
 		return fmt.Sprintf("new process ready: pid %d", e.Pid)
-	case "draining":
+	case upgrader.StepDraining:
 		return "old process draining"
-	case "done":
+	case upgrader.StepDone:
 		if e.Error != "" {
 			return "done (" + e.Error + ")"
 		}
 		return "old process drained"
-	case "failed":
+	case upgrader.StepFailed:
 		return "failed: " + e.Error
 	}
-	return e.Step
+	return string(e.Step)
 }
 
 // call sends req on the control socket and hands each reply line to f.
