@@ -30,3 +30,23 @@ type Event struct {
 	Bytes int64  `json:"bytes,omitempty"`
 	Error string `json:"error,omitempty"`
 }
+
+// OnEvent registers f to be called with every step of the process's life
+// that others may need to tell the world about: "ready", each step of an
+// upgrade ("started", "child-started", "state-sent", "child-ready",
+// "failed"), and "draining" or "stopping" when Shutdown starts. The systemd
+// integration uses it. f must not block.
+func (u *Upgrader) OnEvent(f func(Event)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.eventHooks = append(u.eventHooks, f)
+}
+
+func (u *Upgrader) emit(e Event) {
+	u.mu.Lock()
+	hooks := append([]func(Event){}, u.eventHooks...)
+	u.mu.Unlock()
+	for _, f := range hooks {
+		f(e)
+	}
+}

@@ -10,9 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/batonhq/baton/state"
+	"golang.org/x/sys/unix"
 )
 
 // The handoff between two generations runs over a SOCK_SEQPACKET socket pair
@@ -208,4 +207,36 @@ func fileConn(f *os.File) (handoffConn, error) {
 		return handoffConn{}, errors.New("handoff socket is not a unix socket")
 	}
 	return handoffConn{uc}, nil
+}
+
+// The state half of the handoff. The new process finishes its own start-up,
+// then asks for the state, saying which versions it reads. Only then does
+// the old process check that it can be read, freeze its participants (the
+// gap in background work starts here), capture and send the snapshot over a
+// fresh stream socket pair whose end travels with the "state" message. The
+// new process restores and reports "restored" (or "rejected"), then ready.
+// If it is not ready in the end, the old process thaws; once it is ready the
+// old process never thaws again.
+
+// streamPair returns a connected pair of stream sockets: one end stays,
+// the other is sent to the new process. The state transport owns its
+// framing on it, and an aborted transfer leaves nothing behind on the
+// long-lived handoff socket.
+func streamPair() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "baton-state")
+	mine, err := fileUnixConn(os.NewFile(uintptr(fds[0]), "baton-state"))
+	if err != nil {
+		theirs.Close()
+		return nil, nil, err
+	}
+	return mine, theirs, nil
+}
+
+func fileUnixConn(f *os.File) (*net.UnixConn, error) {
+	c, err := fileConn(f)
+	return c.UnixConn, err
 }
