@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -95,6 +96,13 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 		}
 		return u.restoreFile()
 	}
+	return u.receiveState(ctx)
+}
+
+// receiveState is the new side of the state half of the handoff: it asks
+// the previous generation for the state, restores it and confirms it (or
+// says why it rejects it).
+func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 	fault(faultNewListening, u.gen, u.startAttempt)
 	log := u.log.With("upgrade", u.startID)
 	start := time.Now()
@@ -102,38 +110,9 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	accepts := u.reg.Accepts()
-	if err := c.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
-		return state.Info{}, fmt.Errorf("%w: asking for the state: %v", ErrHandshake, err)
-	}
-	oob := make([]byte, unix.CmsgSpace(4*4))
-	m, oobn, err := c.recv(oob)
-	files := rights(oob[:oobn])
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	if err != nil {
-		return state.Info{}, fmt.Errorf("%w: waiting for the state: %v", ErrHandshake, err)
-	}
-	switch m.Type {
-	case msgNoState:
-		log.Info("previous generation handed over no state")
-		return state.Info{}, nil
-	case msgRefused:
-		return state.Info{}, fmt.Errorf("%w: the previous generation refused: %s", ErrStateRejected, m.Reason)
-	case msgState:
-	default:
-		return state.Info{}, fmt.Errorf("%w: unexpected %q message", ErrHandshake, m.Type)
-	}
-	if len(files) != 1 {
-		return state.Info{}, fmt.Errorf("%w: state message with %d files", ErrHandshake, len(files))
-	}
-	conn, err := fileUnixConn(files[0])
-	files = nil // fileUnixConn closed it
-	if err != nil {
-		return state.Info{}, fmt.Errorf("%w: state socket: %v", ErrHandshake, err)
+	conn, err := u.requestState(c, log)
+	if err != nil || conn == nil {
+		return state.Info{}, err
 	}
 	info, err := state.Receive(ctx, conn, u.reg)
 	conn.Close()
@@ -162,6 +141,47 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 	}
 	log.Info("state restored", "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
 	return info, nil
+}
+
+// requestState sends the state request, saying which versions this binary
+// reads, and waits for the answer: the stream socket the snapshot comes
+// on, or nil and no error if the previous generation hands over no state.
+// Every file that came with the answer and is not returned is closed.
+func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn, error) {
+	accepts := u.reg.Accepts()
+	if err := c.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
+		return nil, fmt.Errorf("%w: asking for the state: %v", ErrHandshake, err)
+	}
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	m, oobn, err := c.recv(oob)
+	files := rights(oob[:oobn])
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("%w: waiting for the state: %v", ErrHandshake, err)
+	}
+	switch m.Type {
+	case msgNoState:
+		log.Info("previous generation handed over no state")
+		return nil, nil
+	case msgRefused:
+		return nil, fmt.Errorf("%w: the previous generation refused: %s", ErrStateRejected, m.Reason)
+	case msgState:
+	default:
+		return nil, fmt.Errorf("%w: unexpected %q message", ErrHandshake, m.Type)
+	}
+	if len(files) != 1 {
+		return nil, fmt.Errorf("%w: state message with %d files", ErrHandshake, len(files))
+	}
+	conn, err := fileUnixConn(files[0])
+	files = nil // fileUnixConn closed it
+	if err != nil {
+		return nil, fmt.Errorf("%w: state socket: %v", ErrHandshake, err)
+	}
+	return conn, nil
 }
 
 // rights returns the files passed in a control message, so that every one

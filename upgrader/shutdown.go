@@ -44,42 +44,7 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	}
 	u.log.Info("draining", "servers", len(servers), "hooks", len(hooks))
 
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		errs   []error
-		forced int
-	)
-	for _, s := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f, active, quiet, err := s.drain(ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			forced += f
-			if quiet > 0 {
-				u.log.Info("closed quiet idle connections", "addr", s.ln.Addr().String(), "connections", quiet)
-			}
-			if err != nil {
-				u.log.Warn("drain deadline reached: closed connections", "addr", s.ln.Addr().String(),
-					"connections", f, "with_request_in_flight", active)
-				errs = append(errs, err)
-			}
-		}()
-	}
-	for _, h := range hooks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := h(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	forced, errs := u.drainAll(ctx, servers, hooks)
 	close(u.drained)
 	d := time.Since(start)
 	u.counters.Counter(counterDrainForced).Add(uint64(forced))
@@ -99,6 +64,51 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return errors.Join(errs...)
+}
+
+// drainAll drains every server and runs every OnShutdown hook, all at
+// once, until they finish or ctx is done. It returns how many connections
+// were closed at the deadline, and the drains' and hooks' errors.
+func (u *Upgrader) drainAll(ctx context.Context, servers []*httpServer, hooks []func(context.Context) error) (forced int, errs []error) {
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	for _, s := range servers {
+		wg.Go(func() {
+			f, err := u.drainServer(ctx, s)
+			mu.Lock()
+			defer mu.Unlock()
+			forced += f
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	for _, h := range hooks {
+		wg.Go(func() {
+			if err := h(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return forced, errs
+}
+
+// drainServer drains s and logs what the drain had to close.
+func (u *Upgrader) drainServer(ctx context.Context, s *httpServer) (forced int, err error) {
+	forced, active, quiet, err := s.drain(ctx)
+	if quiet > 0 {
+		u.log.Info("closed quiet idle connections", "addr", s.ln.Addr().String(), "connections", quiet)
+	}
+	if err != nil {
+		u.log.Warn("drain deadline reached: closed connections", "addr", s.ln.Addr().String(),
+			"connections", forced, "with_request_in_flight", active)
+	}
+	return forced, err
 }
 
 // abandonUpgrade ends an upgrade still in progress when the process stops

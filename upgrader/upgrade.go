@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -134,6 +135,10 @@ func (u *Upgrader) parentExited() bool {
 	}
 }
 
+// upgrade runs one attempt: it checks the binary, prepares the handoff
+// socket and BATON_HANDOFF, starts the new process and serves it its side
+// of the handoff until tableflip reports it ready or failed, then ends the
+// freeze and says how the attempt went.
 func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events func(Event)) (Result, error) {
 	start := time.Now()
 	log := u.log.With("upgrade", id)
@@ -160,9 +165,30 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	if err := u.own.SetReadDeadline(time.Time{}); err != nil {
 		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
 	}
+	// tableflip gives the child this process's environment as os.Environ
+	// returns it when the child starts, and takes no other: the variable
+	// is set in this process for the attempt, and removed after it. (New
+	// removes the one this process was started with.)
 	os.Setenv(envHandoff, handoffEnv{Version: handoffVersion, ParentPid: os.Getpid(), Generation: u.gen + 1, Attempt: attempt}.String())
 	defer os.Unsetenv(envHandoff)
 
+	err := u.runAttempt(ctx, s, log)
+	pid, step := s.childPid(), s.step()
+	stateBytes := u.endFreeze(s, err != nil, log)
+	if err != nil {
+		reason, status := attemptFailure(ctx, s, err)
+		return fail(step, pid, reason, status)
+	}
+	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes}
+	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
+	return res, nil
+}
+
+// runAttempt starts the new process through tableflip and serves the
+// session until tableflip's Upgrade returns: the new process is ready, or
+// it failed, or ctx was cancelled and it was killed. It returns Upgrade's
+// error, and joins both goroutines it starts.
+func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger) error {
 	flipped := make(chan error, 1)
 	go func() { flipped <- u.tf.Upgrade() }()
 	served := make(chan struct{})
@@ -190,32 +216,41 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	if err != nil {
 		s.drainQueued()
 	}
+	return err
+}
 
-	pid, step := s.childPid(), s.step()
+// endFreeze ends the freeze the session began, if it did: after a failed
+// attempt the participants thaw and this process carries on; after a
+// successful one they stay frozen for good. It returns the snapshot's size.
+func (u *Upgrader) endFreeze(s *session, failed bool, log *slog.Logger) (stateBytes int64) {
 	s.mu.Lock()
 	frozen, frozenAt, stateBytes := s.frozen, s.frozenAt, s.stateBytes
 	s.mu.Unlock()
-	if frozen {
-		if err != nil {
-			u.reg.Thaw()
-			log.Info("participants thawed: carrying on", "frozen_for", time.Since(frozenAt))
-		}
-		if u.metrics != nil {
-			u.metrics.handoffPause.Observe(time.Since(frozenAt).Seconds())
-			u.metrics.stateBytes.Set(float64(stateBytes))
-		}
+	if !frozen {
+		return stateBytes
 	}
-	if err != nil {
-		if reason := s.rejected(); reason != "" {
-			return fail(step, pid, fmt.Errorf("%w: %s", ErrStateRejected, reason), "")
-		}
-		reason, status := classify(err)
-		if ctx.Err() != nil {
-			reason = fmt.Errorf("%w: %w", ErrReadyTimeout, ctx.Err())
-		}
-		return fail(step, pid, reason, status)
+	if failed {
+		u.reg.Thaw()
+		log.Info("participants thawed: carrying on", "frozen_for", time.Since(frozenAt))
 	}
-	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes}
-	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
-	return res, nil
+	if u.metrics != nil {
+		u.metrics.handoffPause.Observe(time.Since(frozenAt).Seconds())
+		u.metrics.stateBytes.Set(float64(stateBytes))
+	}
+	return stateBytes
+}
+
+// attemptFailure says why an attempt that ended in err failed, and how the
+// new process exited: the state's refusal or rejection first (what the new
+// process did next is its consequence), then the timeout or cancellation
+// of ctx, then tableflip's report.
+func attemptFailure(ctx context.Context, s *session, err error) (reason error, exitStatus string) {
+	if reason := s.rejected(); reason != "" {
+		return fmt.Errorf("%w: %s", ErrStateRejected, reason), ""
+	}
+	reason, status := classify(err)
+	if ctx.Err() != nil {
+		reason = fmt.Errorf("%w: %w", ErrReadyTimeout, ctx.Err())
+	}
+	return reason, status
 }

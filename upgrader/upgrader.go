@@ -99,6 +99,10 @@ func New(opts Options) (*Upgrader, error) {
 	return u, nil
 }
 
+// newUpgrader builds the Upgrader on tf; env is BATON_HANDOFF as this
+// process found it. The steps: the registry with the upgrader's own
+// sections, the previous generation (if any), the handoff socket for the
+// next one, the control socket.
 func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	opts.setDefaults()
 	m, err := newMetrics(opts.Registerer)
@@ -106,11 +110,37 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	// The variable describes this process's start only; children get
-	// their own, set before each attempt.
+	// their own, set by Upgrade before each attempt.
 	os.Unsetenv(envHandoff)
 
+	u, err := newUpgraderState(tf, opts, m)
+	if err != nil {
+		return nil, err
+	}
+	u.watchParent(env)
+	u.log = u.log.With("generation", u.gen)
+	if m != nil {
+		m.generation.Set(float64(u.gen))
+	}
+	if err := u.openOwnHandoff(); err != nil {
+		u.Close()
+		return nil, err
+	}
+	if opts.ControlSocket != "" {
+		if u.control, err = u.listenControl(opts.ControlSocket); err != nil {
+			u.Close()
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// newUpgraderState returns the Upgrader with its registry, to which it adds
+// the counters and history sections, and its channels; nothing is running.
+func newUpgraderState(tf flipper, opts Options, m *metrics) (*Upgrader, error) {
 	reg := opts.State
 	if reg == nil {
+		var err error
 		if reg, err = state.NewRegistry(state.Options{}); err != nil {
 			return nil, err
 		}
@@ -141,48 +171,48 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		m.counters = counters
 	}
 	counters.onRestore = func() { fault(faultNewRestoring, u.gen, u.startAttempt) }
-	if tf.HasParent() {
-		u.adoptParent(env)
-		ctx, cancel := context.WithCancel(context.Background())
-		u.stopWatch = cancel
-		u.wg.Add(1)
-		go func() {
-			defer u.wg.Done()
-			if err := tf.WaitForParent(ctx); err == nil || !errors.Is(err, context.Canceled) {
-				close(u.parentGone)
-			}
-		}()
-	} else {
-		close(u.parentGone)
-	}
-	u.log = u.log.With("generation", u.gen)
-	if m != nil {
-		m.generation.Set(float64(u.gen))
-	}
+	return u, nil
+}
 
+// watchParent takes the handoff from the previous generation, if this
+// process was started by an upgrade, and watches for that process's exit:
+// parentGone closes when it has exited (at once if there is none).
+func (u *Upgrader) watchParent(env string) {
+	if !u.tf.HasParent() {
+		close(u.parentGone)
+		return
+	}
+	u.adoptParent(env)
+	ctx, cancel := context.WithCancel(context.Background())
+	u.stopWatch = cancel
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		if err := u.tf.WaitForParent(ctx); err == nil || !errors.Is(err, context.Canceled) {
+			close(u.parentGone)
+		}
+	}()
+}
+
+// openOwnHandoff creates the handoff socket pair to the next generation.
+// tableflip passes the child's end to every process this one starts, under
+// a name carrying the child's generation; this process keeps the other end
+// across attempts.
+func (u *Upgrader) openOwnHandoff() error {
 	parentEnd, childEnd, err := newSocketPair()
 	if err != nil {
-		u.Close()
-		return nil, err
+		return err
 	}
-	err = tf.AddFile(handoffFileName+strconv.Itoa(u.gen+1), childEnd)
+	err = u.tf.AddFile(handoffFileName+strconv.Itoa(u.gen+1), childEnd)
 	childEnd.Close()
 	if err != nil {
 		parentEnd.Close()
-		u.Close()
-		return nil, fmt.Errorf("register handoff socket: %w", err)
+		return fmt.Errorf("register handoff socket: %w", err)
 	}
 	if u.own, err = fileConn(parentEnd); err != nil {
-		u.Close()
-		return nil, fmt.Errorf("handoff socket: %w", err)
+		return fmt.Errorf("handoff socket: %w", err)
 	}
-	if opts.ControlSocket != "" {
-		if u.control, err = u.listenControl(opts.ControlSocket); err != nil {
-			u.Close()
-			return nil, err
-		}
-	}
-	return u, nil
+	return nil
 }
 
 // Generation returns the process's generation: 0 for a process that was
@@ -238,6 +268,24 @@ func (u *Upgrader) Ready() error {
 		u.counters.Counter(counterUpgradeSuccess).Inc()
 		u.history.completePending(os.Getpid(), time.Now())
 	}
+	u.startBackground()
+	for _, name := range u.closeUnadopted() {
+		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
+	}
+	u.warnStrayListeners()
+	if u.startID != "" {
+		u.log.Info("ready", "listeners", len(u.Listeners()), "upgrade", u.startID)
+	} else {
+		u.log.Info("ready", "listeners", len(u.Listeners()))
+	}
+	u.emit(Event{Step: StepReady, Pid: os.Getpid()})
+	return nil
+}
+
+// startBackground starts what runs once the process is ready, each in a
+// goroutine release joins: the wait for the previous generation's final
+// counts, the control server and the periodic state file write.
+func (u *Upgrader) startBackground() {
 	if p := u.parent; p.UnixConn != nil {
 		u.wg.Add(1)
 		go func() {
@@ -259,17 +307,6 @@ func (u *Upgrader) Ready() error {
 			u.statePeriodically(u.opts.StateFileInterval, u.stopPeriod)
 		}()
 	}
-	for _, name := range u.closeUnadopted() {
-		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
-	}
-	u.warnStrayListeners()
-	if u.startID != "" {
-		u.log.Info("ready", "listeners", len(u.Listeners()), "upgrade", u.startID)
-	} else {
-		u.log.Info("ready", "listeners", len(u.Listeners()))
-	}
-	u.emit(Event{Step: StepReady, Pid: os.Getpid()})
-	return nil
 }
 
 // State returns the registry of participants whose state moves to the new
