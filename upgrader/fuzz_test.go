@@ -141,27 +141,6 @@ func FuzzParseControlRequest(f *testing.F) {
 	})
 }
 
-// childFlip is a tableflip stand-in for a process started by an upgrade:
-// it has a parent, hands out the files in files by name, and the parent
-// stays alive until the test ends.
-type childFlip struct {
-	*fakeFlip
-	files map[string]*os.File
-}
-
-func (f *childFlip) HasParent() bool { return true }
-
-func (f *childFlip) File(name string) (*os.File, error) {
-	file := f.files[name]
-	delete(f.files, name)
-	return file, nil
-}
-
-func (f *childFlip) WaitForParent(ctx context.Context) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
-
 // openFds counts this process's open descriptors.
 func openFds(t *testing.T) int {
 	t.Helper()
@@ -180,12 +159,13 @@ func newChild(t *testing.T, env string) (*Upgrader, handoffConn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ff := &childFlip{fakeFlip: newFakeFlip(), files: map[string]*os.File{handoffFileName + "1": childEnd}}
+	files := map[string]*os.File{handoffFileName + "1": childEnd}
+	ff := newChildFlip(files)
 	u, err := newUpgrader(ff, Options{}, env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range ff.files {
+	for _, f := range files {
 		f.Close() // not taken
 	}
 	parent, err := fileConn(parentEnd)
