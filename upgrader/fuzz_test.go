@@ -117,7 +117,7 @@ func FuzzParseControlRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		req, code, err := parseControlRequest(line)
 		if err != nil {
-			if code != "bad_request" && code != "version" {
+			if code != CodeBadRequest && code != CodeVersion {
 				t.Fatalf("parseControlRequest(%q): error %v with code %q", line, err, code)
 			}
 			if err.Error() == "" {
@@ -125,7 +125,7 @@ func FuzzParseControlRequest(f *testing.F) {
 			}
 			return
 		}
-		if code != "" || req.Version != controlVersion || (req.Command != "status" && req.Command != "upgrade") {
+		if code != "" || req.Version != ControlVersion || (req.Command != CommandStatus && req.Command != CommandUpgrade) {
 			t.Fatalf("parseControlRequest(%q) accepted %+v, code %q", line, req, code)
 		}
 		if d := time.Duration(req.TimeoutMillis) * time.Millisecond; d < 0 || d/time.Millisecond != time.Duration(req.TimeoutMillis) {
