@@ -31,6 +31,13 @@ type Result struct {
 // *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
 // ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
 // process and fails the upgrade.
+//
+// For the attempt, Upgrade sets BATON_HANDOFF (this process's pid, the new
+// generation and the attempt number) in this process's own environment,
+// and removes it when the attempt ends: tableflip gives the new process
+// os.Environ as it is when it starts it, and no environment of its own.
+// Code that reads the environment or starts processes during an upgrade
+// sees the variable. upgrader/PROTOCOL.md describes it.
 func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
 	return u.upgradeWithEvents(ctx, nil)
 }

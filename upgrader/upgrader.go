@@ -81,7 +81,11 @@ type Upgrader struct {
 }
 
 // New creates the process's Upgrader. In a process started by an upgrade it
-// takes the handoff socket from the previous generation and says hello.
+// reads BATON_HANDOFF, takes the handoff socket from the previous generation
+// and says hello. It removes BATON_HANDOFF from the process's environment in
+// any case (see Upgrade), so that no process this one starts inherits it.
+// With Options.ControlSocket it takes the control socket; it serves from
+// Ready on.
 func New(opts Options) (*Upgrader, error) {
 	tf, err := tableflip.New(tableflip.Options{
 		UpgradeTimeout: opts.UpgradeTimeout,
