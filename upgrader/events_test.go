@@ -46,11 +46,7 @@ func TestEventHooksContract(t *testing.T) {
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := u.Upgrade(context.Background())
-		done <- err
-	}()
+	done := upgradeAsync(context.Background(), u)
 	<-ff.started
 	ff.result <- nil
 	if err := <-done; err != nil {

@@ -115,11 +115,7 @@ func TestShutdownAbandonsUpgrade(t *testing.T) {
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)
 	}
-	upgraded := make(chan error, 1)
-	go func() {
-		_, err := u.Upgrade(context.Background())
-		upgraded <- err
-	}()
+	upgraded := upgradeAsync(context.Background(), u)
 	<-ff.started
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -26,6 +26,17 @@ func newTestUpgrader(t *testing.T, opts Options) (*Upgrader, *fakeFlip) {
 	return u, ff
 }
 
+// upgradeAsync runs u.Upgrade(ctx) in a goroutine and returns its error
+// on the channel, once.
+func upgradeAsync(ctx context.Context, u *Upgrader) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := u.Upgrade(ctx)
+		done <- err
+	}()
+	return done
+}
+
 func TestUpgradeLifecycle(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	reg := prometheus.NewPedanticRegistry()
