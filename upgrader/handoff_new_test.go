@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -190,18 +191,28 @@ func checkRestoreFromBadParent(t *testing.T, tt badParentCase) {
 // socket pair and writes b on the other end, then closes it.
 func answerState(b []byte) func(t *testing.T, p handoffConn) {
 	return func(t *testing.T, p handoffConn) {
-		mine, theirs, err := streamPair()
-		if err != nil {
-			t.Fatal(err)
-		}
+		mine := sendStateSocket(t, p)
 		defer mine.Close()
-		err = p.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
-		theirs.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
 		mine.Write(b)
 	}
+}
+
+// sendStateSocket plays the parent's "state" message: it sends one end of a
+// fresh stream socket pair on p and returns the other, on which the
+// snapshot goes.
+func sendStateSocket(t *testing.T, p handoffConn) *net.UnixConn {
+	t.Helper()
+	mine, theirs, err := streamPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		t.Fatal(err)
+	}
+	return mine
 }
 
 // answerRaw answers with the datagram b.
@@ -298,16 +309,8 @@ func TestRestoreFromGoodParent(t *testing.T) {
 	if _, _, err := parent.recv(nil); err != nil {
 		t.Fatal(err)
 	}
-	mine, theirs, err := streamPair()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine := sendStateSocket(t, parent)
 	defer mine.Close()
-	err = parent.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := state.Send(context.Background(), mine, src); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/batonhq/baton/state"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 // TestRecvQueuedAfterDeadline: once the new process has exited, the old one
@@ -181,15 +180,7 @@ func TestRestoreCarriesOnWhenParentDiedAfterSending(t *testing.T) {
 		restored <- err
 	}()
 	parent.recv(nil) // state request
-	mine, theirs, err := streamPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = parent.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine := sendStateSocket(t, parent)
 	if _, err := state.Send(context.Background(), mine, src); err != nil {
 		t.Fatal(err)
 	}
