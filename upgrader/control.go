@@ -21,18 +21,44 @@ import (
 // is a Unix stream socket taken through Listen, so it is handed over like
 // any listener and keeps working at the same path across upgrades. The
 // protocol is newline-delimited JSON, versioned by the "v" field of every
-// message, and written down in state/PROTOCOL.md.
+// message, and written down in upgrader/PROTOCOL.md.
+
+// ControlVersion is the control protocol's version: the "v" field of every
+// request and reply. A request of another version is answered with
+// CodeVersion.
+const ControlVersion = 1
+
+// maxControlRequest bounds a request line.
+const maxControlRequest = 64 << 10
+
+// Commands of a ControlRequest.
 const (
-	controlVersion = 1
-	// maxControlRequest bounds a request line.
-	maxControlRequest = 64 << 10
+	CommandStatus  = "status"  // reply: one ReplyStatus
+	CommandUpgrade = "upgrade" // reply: ReplyEvent lines if Wait, then ReplyResult or ReplyError
+)
+
+// Types of a ControlReply: what the line carries.
+const (
+	ReplyEvent  = "event"  // Event: one step of an upgrade, with Wait
+	ReplyStatus = "status" // Status: the answer to CommandStatus
+	ReplyResult = "result" // Result: the upgrade started (no Wait) or succeeded (Wait)
+	ReplyError  = "error"  // Code and Error: the request failed
+)
+
+// Codes of a ControlReply of type ReplyError.
+const (
+	CodeBadRequest    = "bad_request"    // the request is not one this service accepts
+	CodeVersion       = "version"        // the request speaks another ControlVersion
+	CodeForbidden     = "forbidden"      // the client's user may not control this service
+	CodeBusy          = "busy"           // not now: not ready, upgrading, upgraded, or the previous generation still drains
+	CodeUpgradeFailed = "upgrade_failed" // the upgrade was tried and failed; the old process serves on
 )
 
 // ControlRequest is a request on the control socket.
 type ControlRequest struct {
 	Version int    `json:"v"`
-	Command string `json:"cmd"` // "status" or "upgrade"
-	// Wait, for "upgrade", streams the steps and answers once the upgrade
+	Command string `json:"cmd"` // CommandStatus or CommandUpgrade
+	// Wait, for CommandUpgrade, streams the steps and answers once the upgrade
 	// succeeded (the old process drained) or failed.
 	Wait bool `json:"wait,omitempty"`
 	// TimeoutMillis bounds the upgrade; zero means the upgrader's
@@ -43,7 +69,7 @@ type ControlRequest struct {
 // ControlReply is one line of a reply on the control socket.
 type ControlReply struct {
 	Version int    `json:"v"`
-	Type    string `json:"type"` // "event", "status", "result" or "error"
+	Type    string `json:"type"` // ReplyEvent, ReplyStatus, ReplyResult or ReplyError
 	// Pid is the pid of the process that answered. (SO_PEERCRED cannot
 	// tell a client: on a socket handed between generations it names the
 	// process that first called listen.)
@@ -51,8 +77,7 @@ type ControlReply struct {
 	Event  *Event  `json:"event,omitempty"`
 	Status *Status `json:"status,omitempty"`
 	Result *Result `json:"result,omitempty"`
-	// Code classifies an error: "bad_request", "forbidden", "busy",
-	// "upgrade_failed", "version".
+	// Code classifies an error: one of the Code constants.
 	Code  string `json:"code,omitempty"`
 	Error string `json:"error,omitempty"`
 }
@@ -138,7 +163,10 @@ func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 }
 
 // serveControl accepts control connections until ln is closed. The caller
-// owns the goroutine.
+// owns the goroutine; serveControl returns only once every goroutine it
+// started has ended: each connection's, and each upgrade a connection
+// started without waiting for it. release, which closes ln and stops any
+// upgrade, waits for serveControl, so none outlives Shutdown or Close.
 func (u *Upgrader) serveControl(ln net.Listener) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -154,27 +182,29 @@ func (u *Upgrader) serveControl(ln net.Listener) {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			u.handleControl(c)
+			u.handleControl(c, &wg)
 		}()
 	}
 }
 
-func (u *Upgrader) handleControl(c net.Conn) {
+// handleControl answers one connection. An upgrade that outlives the reply
+// runs in a goroutine counted in wg.
+func (u *Upgrader) handleControl(c net.Conn, wg *sync.WaitGroup) {
 	enc := json.NewEncoder(c)
 	reply := func(r ControlReply) error {
-		r.Version, r.Pid = controlVersion, os.Getpid()
+		r.Version, r.Pid = ControlVersion, os.Getpid()
 		return enc.Encode(r)
 	}
 	fail := func(code, format string, args ...any) {
-		reply(ControlReply{Type: "error", Code: code, Error: fmt.Sprintf(format, args...)})
+		reply(ControlReply{Type: ReplyError, Code: code, Error: fmt.Sprintf(format, args...)})
 	}
 	if uid, pid, ok, err := peerAllowed(c); err != nil {
 		u.log.Warn("control: cannot check the peer", "err", err)
-		fail("forbidden", "cannot check your credentials: %v", err)
+		fail(CodeForbidden, "cannot check your credentials: %v", err)
 		return
 	} else if !ok {
 		u.log.Warn("control: refused a client of another user", "peer_uid", uid, "peer_pid", pid)
-		fail("forbidden", "uid %d may not control this service: only root and uid %d may", uid, os.Getuid())
+		fail(CodeForbidden, "uid %d may not control this service: only root and uid %d may", uid, os.Getuid())
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -183,9 +213,9 @@ func (u *Upgrader) handleControl(c net.Conn) {
 	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest+1), maxControlRequest+1).ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxControlRequest {
-			fail("bad_request", "request longer than %d bytes", maxControlRequest)
+			fail(CodeBadRequest, "request longer than %d bytes", maxControlRequest)
 		} else {
-			fail("bad_request", "read request: %v", err)
+			fail(CodeBadRequest, "read request: %v", err)
 		}
 		return
 	}
@@ -196,11 +226,11 @@ func (u *Upgrader) handleControl(c net.Conn) {
 		return
 	}
 	switch req.Command {
-	case "status":
+	case CommandStatus:
 		st := u.Status()
-		reply(ControlReply{Type: "status", Status: &st})
-	case "upgrade":
-		u.controlUpgrade(req, reply, fail)
+		reply(ControlReply{Type: ReplyStatus, Status: &st})
+	case CommandUpgrade:
+		u.controlUpgrade(req, reply, fail, wg)
 	}
 }
 
@@ -211,25 +241,29 @@ const maxControlTimeoutMillis = int64(math.MaxInt64 / time.Millisecond)
 // parseControlRequest parses one request line. A request it accepts has
 // this protocol version, a known command and a timeout that fits a
 // time.Duration; otherwise it returns the reply's error code
-// ("bad_request" or "version") and what is wrong.
+// (CodeBadRequest or CodeVersion) and what is wrong.
 func parseControlRequest(line []byte) (ControlRequest, string, error) {
 	var req ControlRequest
 	if err := json.Unmarshal(line, &req); err != nil {
-		return ControlRequest{}, "bad_request", fmt.Errorf("request is not JSON: %v", err)
+		return ControlRequest{}, CodeBadRequest, fmt.Errorf("request is not JSON: %v", err)
 	}
-	if req.Version != controlVersion {
-		return ControlRequest{}, "version", fmt.Errorf("protocol version %d; this service speaks %d", req.Version, controlVersion)
+	if req.Version != ControlVersion {
+		return ControlRequest{}, CodeVersion, fmt.Errorf("protocol version %d; this service speaks %d", req.Version, ControlVersion)
 	}
-	if req.Command != "status" && req.Command != "upgrade" {
-		return ControlRequest{}, "bad_request", fmt.Errorf("unknown command %q: want status or upgrade", req.Command)
+	if req.Command != CommandStatus && req.Command != CommandUpgrade {
+		return ControlRequest{}, CodeBadRequest, fmt.Errorf("unknown command %q: want status or upgrade", req.Command)
 	}
 	if req.TimeoutMillis < 0 || req.TimeoutMillis > maxControlTimeoutMillis {
-		return ControlRequest{}, "bad_request", fmt.Errorf("timeout_ms %d out of range 0 to %d", req.TimeoutMillis, maxControlTimeoutMillis)
+		return ControlRequest{}, CodeBadRequest, fmt.Errorf("timeout_ms %d out of range 0 to %d", req.TimeoutMillis, maxControlTimeoutMillis)
 	}
 	return req, "", nil
 }
 
-func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) error, fail func(code, format string, args ...any)) {
+// controlUpgrade runs an upgrade for a request. Without Wait it answers as
+// soon as the upgrade has started or was refused, and the upgrade carries on
+// in a goroutine counted in wg; with Wait it streams the steps and answers
+// once the upgrade failed or the old process drained.
+func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) error, fail func(code, format string, args ...any), wg *sync.WaitGroup) {
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
 		timeout = u.opts.UpgradeTimeout + u.opts.DrainTimeout
@@ -238,48 +272,52 @@ func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) e
 	defer cancel()
 	if !req.Wait {
 		// Answer once the upgrade has started or was refused; the
-		// upgrade carries on in the connection's goroutine, which
-		// serveControl waits for.
+		// upgrade carries on in a goroutine of its own, which
+		// serveControl waits for. (The connection closes after the
+		// answer: the client reads until EOF.)
 		started := make(chan error, 1)
-		go func() {
+		wg.Go(func() {
 			_, err := u.upgradeWithEvents(context.WithoutCancel(ctx), func(e Event) {
 				if e.Step == StepStarted {
 					started <- nil
 				}
 			})
 			started <- err
-		}()
+		})
 		if err := <-started; err != nil {
 			fail(codeOf(err), "%v", err)
 			return
 		}
-		reply(ControlReply{Type: "result", Result: &Result{}})
+		reply(ControlReply{Type: ReplyResult, Result: &Result{}})
 		return
 	}
 	res, err := u.upgradeWithEvents(ctx, func(e Event) {
 		ev := e
-		reply(ControlReply{Type: "event", Event: &ev})
+		reply(ControlReply{Type: ReplyEvent, Event: &ev})
 	})
 	if err != nil {
 		fail(codeOf(err), "%v", err)
 		return
 	}
-	reply(ControlReply{Type: "event", Event: &Event{Step: StepDraining}})
+	reply(ControlReply{Type: ReplyEvent, Event: &Event{Step: StepDraining}})
 	select {
 	case <-u.drained:
-		reply(ControlReply{Type: "event", Event: &Event{Step: StepDone}})
+		reply(ControlReply{Type: ReplyEvent, Event: &Event{Step: StepDone}})
 	case <-ctx.Done():
 		// The new process is serving; only the old one's drain is slow.
-		reply(ControlReply{Type: "event", Event: &Event{Step: StepDone, Error: "old process still draining"}})
+		reply(ControlReply{Type: ReplyEvent, Event: &Event{Step: StepDone, Error: "old process still draining"}})
 	}
-	reply(ControlReply{Type: "result", Result: &res})
+	reply(ControlReply{Type: ReplyResult, Result: &res})
 }
 
+// codeOf classifies an upgrade's error for the reply: CodeBusy when the
+// upgrade was refused for what the process is doing now (a later trigger
+// may succeed), CodeUpgradeFailed when it was tried and failed.
 func codeOf(err error) string {
 	switch {
 	case errors.Is(err, ErrUpgradeInProgress), errors.Is(err, ErrParentRunning),
 		errors.Is(err, ErrNotReady), errors.Is(err, ErrUpgraded):
-		return "busy"
+		return CodeBusy
 	}
-	return "upgrade_failed"
+	return CodeUpgradeFailed
 }

@@ -34,6 +34,10 @@ func (c *Counter) Load() uint64 { return c.v.Load() }
 // snapshot; what the old process still counts while it drains (the requests
 // it answers after the handoff) reaches the new process when the old one has
 // drained, so nothing is counted twice or lost.
+//
+// The zero Counters is ready to use; it is not carried across upgrades
+// (only the Upgrader's own, from Upgrader.Counters, is). Counters are safe
+// for concurrent use.
 type Counters struct {
 	mu   sync.Mutex
 	vals map[string]*Counter
@@ -52,6 +56,9 @@ func (c *Counters) Counter(name string) *Counter {
 	defer c.mu.Unlock()
 	ctr, ok := c.vals[name]
 	if !ok {
+		if c.vals == nil {
+			c.vals = make(map[string]*Counter)
+		}
 		ctr = new(Counter)
 		c.vals[name] = ctr
 	}

@@ -11,6 +11,40 @@ import (
 	"time"
 )
 
+// Serve serves srv on ln, which should come from Listen, in a goroutine the
+// Upgrader owns, and drains it on Shutdown without dropping a request. It
+// wraps srv.Handler and srv.ConnState (the originals are still called), so
+// call it before srv serves anything, and do not call srv.Shutdown yourself.
+// In a process started by an upgrade, srv accepts connections only once
+// Ready has succeeded; until then the previous generation accepts them.
+func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) {
+	s := newHTTPServer(srv, ln, u.opts.IdleGrace)
+	gate := u.tf.HasParent()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.servers = append(u.servers, s)
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		if gate {
+			// Until it is ready the upgrade may still fail and this
+			// process be killed (it hangs, or is stopped): every
+			// request it had taken, and what the request changed,
+			// would go with it, while the previous generation, which
+			// accepts on the same sockets until then, would have
+			// served it and kept the effect.
+			select {
+			case <-u.readyC:
+			case <-u.stopPeriod: // closed: serve returns at once
+			}
+		}
+		s.serve()
+		if s.serveErr != nil {
+			u.log.Error("http server stopped", "addr", ln.Addr().String(), "err", s.serveErr)
+		}
+	}()
+}
+
 // httpServer drains one *http.Server without losing a request.
 //
 // http.Server.Shutdown is not lossless for a process that hands its

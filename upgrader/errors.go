@@ -56,6 +56,8 @@ type UpgradeError struct {
 	Err error
 }
 
+// Error says at which step the upgrade failed, the new process's pid if it
+// had one, the reason and, for a new process that exited, how.
 func (e *UpgradeError) Error() string {
 	msg := "upgrade failed at " + e.Step
 	if e.Pid != 0 {

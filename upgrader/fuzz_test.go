@@ -2,27 +2,21 @@ package upgrader
 
 // Bad input at the process boundary: fuzz targets for what a new process
 // reads from its environment and its parent (BATON_HANDOFF, handoff
-// messages) and for what the control socket reads from a client, and unit
-// tests that play a parent sending garbage on a real handoff socket. The
-// seed corpora live in testdata/fuzz; run a target longer with, e.g.,
+// messages) and for what the control socket reads from a client. The unit
+// tests that play a parent sending garbage on a real handoff socket are in
+// handoff_new_test.go. The seed corpora live in testdata/fuzz; run a target
+// longer with, e.g.,
 //
 //	go test ./upgrader -run '^$' -fuzz FuzzDecodeMessage -fuzztime 2m
 
 import (
 	"bytes"
-	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton/state"
-	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 func FuzzDecodeMessage(f *testing.F) {
@@ -117,7 +111,7 @@ func FuzzParseControlRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		req, code, err := parseControlRequest(line)
 		if err != nil {
-			if code != "bad_request" && code != "version" {
+			if code != CodeBadRequest && code != CodeVersion {
 				t.Fatalf("parseControlRequest(%q): error %v with code %q", line, err, code)
 			}
 			if err.Error() == "" {
@@ -125,7 +119,7 @@ func FuzzParseControlRequest(f *testing.F) {
 			}
 			return
 		}
-		if code != "" || req.Version != controlVersion || (req.Command != "status" && req.Command != "upgrade") {
+		if code != "" || req.Version != ControlVersion || (req.Command != CommandStatus && req.Command != CommandUpgrade) {
 			t.Fatalf("parseControlRequest(%q) accepted %+v, code %q", line, req, code)
 		}
 		if d := time.Duration(req.TimeoutMillis) * time.Millisecond; d < 0 || d/time.Millisecond != time.Duration(req.TimeoutMillis) {
@@ -139,310 +133,4 @@ func FuzzParseControlRequest(f *testing.F) {
 			t.Fatalf("round trip of %q: %+v -> %s -> %+v, %v", line, req, b, again, err)
 		}
 	})
-}
-
-// childFlip is a tableflip stand-in for a process started by an upgrade:
-// it has a parent, hands out the files in files by name, and the parent
-// stays alive until the test ends.
-type childFlip struct {
-	*fakeFlip
-	files map[string]*os.File
-}
-
-func (f *childFlip) HasParent() bool { return true }
-
-func (f *childFlip) File(name string) (*os.File, error) {
-	file := f.files[name]
-	delete(f.files, name)
-	return file, nil
-}
-
-func (f *childFlip) WaitForParent(ctx context.Context) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
-
-// openFds counts this process's open descriptors.
-func openFds(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count fds: %v", err)
-	}
-	return len(entries)
-}
-
-// newChild returns an Upgrader for a process started by an upgrade with
-// BATON_HANDOFF set to env, and the parent's end of its handoff socket.
-func newChild(t *testing.T, env string) (*Upgrader, handoffConn) {
-	t.Helper()
-	parentEnd, childEnd, err := newSocketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ff := &childFlip{fakeFlip: newFakeFlip(), files: map[string]*os.File{handoffFileName + "1": childEnd}}
-	u, err := newUpgrader(ff, Options{}, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range ff.files {
-		f.Close() // not taken
-	}
-	parent, err := fileConn(parentEnd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u, parent
-}
-
-func goodEnv() string { return fmt.Sprintf("v=1;ppid=%d;gen=1;attempt=1", os.Getppid()) }
-
-// TestHandoffEnvBadInput: a process started by an upgrade whose
-// BATON_HANDOFF it cannot use must not become ready: Restore and Ready fail
-// with ErrStateRejected and say why, and the parent keeps its state. Without
-// the variable the parent is not baton, and there is nothing to receive.
-func TestHandoffEnvBadInput(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	tests := []struct {
-		name, env, want string
-	}{
-		{"garbage", "garbage", "bad field"},
-		{"other version", fmt.Sprintf("v=2;ppid=%d;gen=1;attempt=1", os.Getppid()), "version 2"},
-		{"other parent", "v=1;ppid=1;gen=1;attempt=1", "meant for a child of pid 1"},
-		{"unknown fd name", fmt.Sprintf("v=1;ppid=%d;gen=7;attempt=1", os.Getppid()), "baton.handoff.7 not inherited"},
-		{"huge number", "v=1;ppid=99999999999999999999999;gen=1;attempt=1", "bad number"},
-	}
-	before := openFds(t)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			u, parent := newChild(t, tt.env)
-			defer parent.Close()
-			defer u.Close()
-			_, err := u.Restore(context.Background())
-			if !errors.Is(err, ErrStateRejected) || !errors.Is(err, ErrHandshake) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Restore: %v; want ErrStateRejected and ErrHandshake saying %q", err, tt.want)
-			}
-			if err := u.Ready(); !errors.Is(err, ErrStateRejected) {
-				t.Fatalf("Ready: %v, want the Restore error", err)
-			}
-		})
-	}
-	t.Run("unset", func(t *testing.T) {
-		u, parent := newChild(t, "")
-		defer parent.Close()
-		defer u.Close()
-		if info, err := u.Restore(context.Background()); err != nil || info.Bytes != 0 {
-			t.Fatalf("Restore without BATON_HANDOFF: %+v, %v; want nothing to restore", info, err)
-		}
-	})
-	if after := openFds(t); after != before {
-		t.Errorf("%d fds before, %d after", before, after)
-	}
-}
-
-// TestRestoreFromBadParent plays a parent that answers the state request
-// with garbage on a real handoff socket. Restore must fail with a clear
-// error (ErrHandshake for a broken handshake, ErrStateRejected for a
-// snapshot that cannot be used, reported back to the parent), close every
-// fd it was sent, and never panic.
-func TestRestoreFromBadParent(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	// sendState answers with a "state" message carrying one end of a
-	// stream socket pair and writes b on the other end, then closes it.
-	sendState := func(b []byte) func(t *testing.T, p handoffConn) {
-		return func(t *testing.T, p handoffConn) {
-			mine, theirs, err := streamPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer mine.Close()
-			err = p.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
-			theirs.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			mine.Write(b)
-		}
-	}
-	raw := func(b []byte) func(t *testing.T, p handoffConn) {
-		return func(t *testing.T, p handoffConn) {
-			if _, _, err := p.WriteMsgUnix(b, nil, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	header := func(kind byte) []byte {
-		h := append([]byte("BTNX"), 1, kind, 0, 0)
-		return binary.BigEndian.AppendUint64(h, 0)
-	}
-	tests := []struct {
-		name    string
-		answer  func(t *testing.T, p handoffConn)
-		want    error
-		wantMsg string
-		// rejected: the child tells the parent it rejected the state.
-		rejected bool
-	}{
-		{name: "not JSON", answer: raw([]byte("not json")), want: ErrHandshake, wantMsg: "waiting for the state"},
-		{name: "other version", answer: raw([]byte(`{"v":2,"type":"state"}`)), want: ErrHandshake, wantMsg: "handoff version 2"},
-		{name: "no type", answer: raw([]byte(`{"v":1}`)), want: ErrHandshake, wantMsg: "without a type"},
-		{name: "oversized", answer: raw(bytes.Repeat([]byte("x"), maxMessageSize+100)), want: ErrHandshake, wantMsg: "larger than"},
-		{name: "empty datagram", answer: raw(nil), want: ErrHandshake, wantMsg: "EOF"},
-		{name: "unknown type", answer: raw([]byte(`{"v":1,"type":"frobnicate"}`)), want: ErrHandshake, wantMsg: `unexpected "frobnicate"`},
-		{name: "state without fd", answer: raw([]byte(`{"v":1,"type":"state"}`)), want: ErrHandshake, wantMsg: "with 0 files"},
-		{name: "state with two fds", answer: func(t *testing.T, p handoffConn) {
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			defer w.Close()
-			b, _ := encodeMessage(message{Type: msgState})
-			if _, _, err := p.WriteMsgUnix(b, unix.UnixRights(int(r.Fd()), int(w.Fd())), nil); err != nil {
-				t.Fatal(err)
-			}
-		}, want: ErrHandshake, wantMsg: "with 2 files"},
-		{name: "state with ten fds", answer: func(t *testing.T, p handoffConn) {
-			var fds []int
-			for i := 0; i < 5; i++ {
-				r, w, err := os.Pipe()
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer r.Close()
-				defer w.Close()
-				fds = append(fds, int(r.Fd()), int(w.Fd()))
-			}
-			b, _ := encodeMessage(message{Type: msgState})
-			if _, _, err := p.WriteMsgUnix(b, unix.UnixRights(fds...), nil); err != nil {
-				t.Fatal(err)
-			}
-		}, want: ErrHandshake, wantMsg: "files"},
-		{name: "state with a pipe", answer: func(t *testing.T, p handoffConn) {
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			defer w.Close()
-			if err := p.send(message{Type: msgState}, unix.UnixRights(int(r.Fd()))); err != nil {
-				t.Fatal(err)
-			}
-		}, want: ErrHandshake, wantMsg: "state socket"},
-		{name: "snapshot socket closed", answer: sendState(nil), want: ErrStateRejected, wantMsg: "EOF", rejected: true},
-		{name: "bad magic", answer: sendState([]byte("GARBAGE GARBAGE GARBAGE")), want: state.ErrBadMagic, rejected: true},
-		{name: "unknown transport kind", answer: sendState(header(9)), want: state.ErrTransport, rejected: true},
-		{name: "memfd header without fd", answer: sendState(header(1)), want: state.ErrTransport, rejected: true},
-		{name: "stream of garbage", answer: sendState(append(header(2), bytes.Repeat([]byte{0xff}, 4096)...)),
-			want: ErrStateRejected, rejected: true},
-		{name: "truncated snapshot", answer: func(t *testing.T, p handoffConn) {
-			var buf bytes.Buffer
-			reg, err := state.NewRegistry(state.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := reg.WriteSnapshot(&buf); err != nil {
-				t.Fatal(err)
-			}
-			sendState(append(header(2), buf.Bytes()[:buf.Len()-3]...))(t, p)
-		}, want: state.ErrCorrupt, rejected: true},
-		{name: "refused", answer: raw([]byte(`{"v":1,"type":"refused","reason":"not today"}`)), want: ErrStateRejected, wantMsg: "not today"},
-		{name: "parent hangs up", answer: func(t *testing.T, p handoffConn) { p.Close() }, want: ErrHandshake, wantMsg: "EOF"},
-	}
-	before := openFds(t)
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			u, parent := newChild(t, goodEnv())
-			defer parent.Close()
-			defer u.Close()
-			parent.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if m, _, err := parent.recv(nil); err != nil || m.Type != msgHello || m.Pid != os.Getpid() {
-				t.Fatalf("hello: %+v, %v", m, err)
-			}
-			restored := make(chan error, 1)
-			go func() {
-				_, err := u.Restore(context.Background())
-				restored <- err
-			}()
-			if m, _, err := parent.recv(nil); err != nil || m.Type != msgStateRequest || m.Accepts == nil {
-				t.Fatalf("state request: %+v, %v", m, err)
-			}
-			tt.answer(t, parent)
-			var err error
-			select {
-			case err = <-restored:
-			case <-time.After(10 * time.Second):
-				t.Fatal("Restore did not return")
-			}
-			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Fatalf("Restore: %v; want %v saying %q", err, tt.want, tt.wantMsg)
-			}
-			if tt.rejected {
-				if !errors.Is(err, ErrStateRejected) {
-					t.Errorf("Restore: %v does not wrap ErrStateRejected", err)
-				}
-				if m, _, rerr := parent.recv(nil); rerr != nil || m.Type != msgRejected || m.Reason == "" {
-					t.Errorf("the parent was not told: %+v, %v", m, rerr)
-				}
-			}
-		})
-	}
-	if after := openFds(t); after != before {
-		t.Errorf("%d fds before, %d after: the fds sent were not all closed", before, after)
-	}
-}
-
-// TestRestoreFromGoodParent is the control for TestRestoreFromBadParent:
-// the same harness with a parent that sends a real snapshot.
-func TestRestoreFromGoodParent(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	u, parent := newChild(t, goodEnv())
-	defer parent.Close()
-	defer u.Close()
-	var got, want struct{ N int }
-	want.N = 42
-	if err := u.State().Register(state.JSON("test.value", 1, &got, nil)); err != nil {
-		t.Fatal(err)
-	}
-	src, err := state.NewRegistry(state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Register(state.JSON("test.value", 1, &want, nil)); err != nil {
-		t.Fatal(err)
-	}
-	parent.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, _, err := parent.recv(nil); err != nil {
-		t.Fatal(err)
-	}
-	restored := make(chan error, 1)
-	go func() {
-		_, err := u.Restore(context.Background())
-		restored <- err
-	}()
-	if _, _, err := parent.recv(nil); err != nil {
-		t.Fatal(err)
-	}
-	mine, theirs, err := streamPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mine.Close()
-	err = parent.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := state.Send(context.Background(), mine, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-restored; err != nil {
-		t.Fatalf("Restore: %v", err)
-	}
-	if m, _, err := parent.recv(nil); err != nil || m.Type != msgRestored {
-		t.Fatalf("after the restore: %+v, %v", m, err)
-	}
-	if got.N != 42 {
-		t.Fatalf("restored %+v", got)
-	}
 }

@@ -10,19 +10,22 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/batonhq/baton/state"
+	"golang.org/x/sys/unix"
 )
 
 // The handoff between two generations runs over a SOCK_SEQPACKET socket pair
 // that the new process inherits through tableflip under a name carrying its
-// generation. The environment variable below tells the new process that it
-// was started by an upgrade, which generation it is, which attempt, and to
-// which parent it is bound (like LISTEN_PID binds LISTEN_FDS): a process that
-// finds the variable but whose parent pid differs ignores it. The protocol
-// is written down in state/PROTOCOL.md.
+// generation. The protocol is written down in upgrader/PROTOCOL.md.
 const (
+	// envHandoff tells the new process that it was started by a baton
+	// upgrade, which generation it is, which attempt, and to which parent
+	// it is bound (like LISTEN_PID binds LISTEN_FDS): a process whose
+	// parent pid differs cannot use it, and its Restore fails. tableflip
+	// passes the child no environment of its own, only os.Environ: so
+	// upgrade sets the variable in this process's environment for the
+	// attempt and removes it after, and New removes it from the process it
+	// finds it in, so that nothing else inherits it.
 	envHandoff      = "BATON_HANDOFF"
 	handoffVersion  = 1
 	handoffFileName = "baton.handoff."
@@ -67,6 +70,15 @@ func parseHandoffEnv(s string) (handoffEnv, error) {
 	}
 	return h, nil
 }
+
+// The state half of the handoff. The new process finishes its own start-up,
+// then asks for the state, saying which versions it reads. Only then does
+// the old process check that it can be read, freeze its participants (the
+// gap in background work starts here), capture and send the snapshot over a
+// fresh stream socket pair whose end travels with the "state" message. The
+// new process restores and reports "restored" (or "rejected"), then ready.
+// If it is not ready in the end, the old process thaws; once it is ready the
+// old process never thaws again.
 
 // Message types of the handoff protocol.
 const (
@@ -208,4 +220,27 @@ func fileConn(f *os.File) (handoffConn, error) {
 		return handoffConn{}, errors.New("handoff socket is not a unix socket")
 	}
 	return handoffConn{uc}, nil
+}
+
+// streamPair returns a connected pair of stream sockets: one end stays,
+// the other is sent to the new process. The state transport owns its
+// framing on it, and an aborted transfer leaves nothing behind on the
+// long-lived handoff socket.
+func streamPair() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "baton-state")
+	mine, err := fileUnixConn(os.NewFile(uintptr(fds[0]), "baton-state"))
+	if err != nil {
+		theirs.Close()
+		return nil, nil, err
+	}
+	return mine, theirs, nil
+}
+
+func fileUnixConn(f *os.File) (*net.UnixConn, error) {
+	c, err := fileConn(f)
+	return c.UnixConn, err
 }

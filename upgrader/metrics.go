@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		listeners: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "baton_listeners",
 			Help: "Listening sockets and packet sockets taken through the upgrader, by network.",
-		}, []string{"kind"}),
+		}, []string{"network"}),
 		stateBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "baton_handoff_state_bytes",
 			Help: "Size of the last state snapshot this process handed over or received.",

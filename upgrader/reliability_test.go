@@ -18,7 +18,6 @@ import (
 
 	"github.com/batonhq/baton/state"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 )
 
 // TestRecvQueuedAfterDeadline: once the new process has exited, the old one
@@ -92,39 +91,13 @@ func TestServeWaitsForReady(t *testing.T) {
 	}
 }
 
-// stoppableFlip is fakeFlip whose Stop interrupts an Upgrade in progress,
-// as tableflip's does (it kills the new process and fails with
-// "terminating").
-type stoppableFlip struct {
-	*fakeFlip
-	stop chan struct{}
-}
-
-func (f *stoppableFlip) Stop() {
-	f.fakeFlip.Stop()
-	select {
-	case <-f.stop:
-	default:
-		close(f.stop)
-	}
-}
-
-func (f *stoppableFlip) Upgrade() error {
-	f.started <- struct{}{}
-	select {
-	case err := <-f.result:
-		return err
-	case <-f.stop:
-		return errors.New("terminating")
-	}
-}
-
 // TestShutdownAbandonsUpgrade: a stop during an upgrade ends the upgrade
 // first (the new process is killed, the participants thaw: the upgrade has
 // failed before the stop begins), then drains and writes the state file.
 func TestShutdownAbandonsUpgrade(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	ff := &stoppableFlip{fakeFlip: newFakeFlip(), stop: make(chan struct{})}
+	ff := newFakeFlip()
+	ff.stopInterruptsUpgrade(nil)
 	stateFile := t.TempDir() + "/state"
 	u, err := newUpgrader(ff, Options{StateFile: stateFile}, "")
 	if err != nil {
@@ -141,11 +114,7 @@ func TestShutdownAbandonsUpgrade(t *testing.T) {
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)
 	}
-	upgraded := make(chan error, 1)
-	go func() {
-		_, err := u.Upgrade(context.Background())
-		upgraded <- err
-	}()
+	upgraded := upgradeAsync(context.Background(), u)
 	<-ff.started
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -174,8 +143,15 @@ func TestRestoreCarriesOnWhenParentDiedAfterSending(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := make(chan struct{})
-	ff := &parentDiesFlip{childFlip: &childFlip{fakeFlip: newFakeFlip(),
-		files: map[string]*os.File{handoffFileName + "1": childEnd}}, gone: gone}
+	ff := newChildFlip(map[string]*os.File{handoffFileName + "1": childEnd})
+	ff.waitForParent = func(ctx context.Context) error {
+		select {
+		case <-gone:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	u, err := newUpgrader(ff, Options{}, goodEnv())
 	if err != nil {
 		t.Fatal(err)
@@ -204,15 +180,7 @@ func TestRestoreCarriesOnWhenParentDiedAfterSending(t *testing.T) {
 		restored <- err
 	}()
 	parent.recv(nil) // state request
-	mine, theirs, err := streamPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = parent.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine := sendStateSocket(t, parent)
 	if _, err := state.Send(context.Background(), mine, src); err != nil {
 		t.Fatal(err)
 	}
@@ -226,21 +194,6 @@ func TestRestoreCarriesOnWhenParentDiedAfterSending(t *testing.T) {
 	}
 	if v.N != 9 {
 		t.Fatalf("restored %+v", v)
-	}
-}
-
-// parentDiesFlip is childFlip whose parent exits when gone is closed.
-type parentDiesFlip struct {
-	*childFlip
-	gone chan struct{}
-}
-
-func (f *parentDiesFlip) WaitForParent(ctx context.Context) error {
-	select {
-	case <-f.gone:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

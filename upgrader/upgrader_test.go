@@ -6,60 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/cloudflare/tableflip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
-
-// fakeFlip stands in for tableflip: listeners are real, Upgrade returns
-// what the test sends on result.
-type fakeFlip struct {
-	result  chan error
-	started chan struct{}
-	ready   bool
-	stopped bool
-	mu      sync.Mutex
-}
-
-func newFakeFlip() *fakeFlip {
-	return &fakeFlip{result: make(chan error), started: make(chan struct{}, 10)}
-}
-
-func (f *fakeFlip) Listener(network, addr string) (net.Listener, error) { return nil, nil }
-func (f *fakeFlip) Listen(network, addr string) (net.Listener, error) {
-	return net.Listen(network, addr)
-}
-func (f *fakeFlip) PacketConn(network, addr string) (net.PacketConn, error) { return nil, nil }
-func (f *fakeFlip) ListenPacket(network, addr string) (net.PacketConn, error) {
-	return net.ListenPacket(network, addr)
-}
-func (f *fakeFlip) File(name string) (*os.File, error)                            { return nil, nil }
-func (f *fakeFlip) AddFile(name string, file *os.File) error                      { return nil }
-func (f *fakeFlip) AddListener(network, addr string, ln tableflip.Listener) error { return nil }
-func (f *fakeFlip) HasParent() bool                                               { return false }
-func (f *fakeFlip) WaitForParent(ctx context.Context) error                       { return nil }
-func (f *fakeFlip) Ready() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ready = true
-	return nil
-}
-func (f *fakeFlip) Stop() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.stopped = true
-}
-func (f *fakeFlip) Upgrade() error {
-	f.started <- struct{}{}
-	return <-f.result
-}
 
 func newTestUpgrader(t *testing.T, opts Options) (*Upgrader, *fakeFlip) {
 	t.Helper()
@@ -70,6 +24,17 @@ func newTestUpgrader(t *testing.T, opts Options) (*Upgrader, *fakeFlip) {
 	}
 	t.Cleanup(func() { u.Close() })
 	return u, ff
+}
+
+// upgradeAsync runs u.Upgrade(ctx) in a goroutine and returns its error
+// on the channel, once.
+func upgradeAsync(ctx context.Context, u *Upgrader) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := u.Upgrade(ctx)
+		done <- err
+	}()
+	return done
 }
 
 func TestUpgradeLifecycle(t *testing.T) {

@@ -133,7 +133,7 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 	if t.pidfile != "" {
 		return upgradeByPidfile(t, *wait, *timeout, stdout, stderr)
 	}
-	req := upgrader.ControlRequest{Command: "upgrade", Wait: *wait, TimeoutMillis: timeout.Milliseconds()}
+	req := upgrader.ControlRequest{Command: upgrader.CommandUpgrade, Wait: *wait, TimeoutMillis: timeout.Milliseconds()}
 	code := exitUnreachable
 	oldPid := 0
 	err := call(t.socket, req, func(r upgrader.ControlReply) {
@@ -142,11 +142,11 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 			json.NewEncoder(stdout).Encode(r)
 		}
 		switch r.Type {
-		case "event":
+		case upgrader.ReplyEvent:
 			if !t.json {
 				fmt.Fprintln(stdout, describeEvent(*r.Event))
 			}
-		case "result":
+		case upgrader.ReplyResult:
 			code = exitOK
 			if !t.json {
 				if *wait {
@@ -155,12 +155,12 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 					fmt.Fprintln(stdout, "upgrade started")
 				}
 			}
-		case "error":
+		case upgrader.ReplyError:
 			code = exitFailed
-			if r.Code == "bad_request" || r.Code == "version" {
+			if r.Code == upgrader.CodeBadRequest || r.Code == upgrader.CodeVersion {
 				code = exitUsage
 			}
-			if r.Code == "forbidden" {
+			if r.Code == upgrader.CodeForbidden {
 				code = exitUnreachable
 			}
 			fmt.Fprintf(stderr, "baton upgrade: %s\n", r.Error)
@@ -241,7 +241,7 @@ func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlRep
 		return fmt.Errorf("cannot reach the service: %w (is it running with its control socket at %s?)", err, socket)
 	}
 	defer c.Close()
-	req.Version = 1
+	req.Version = upgrader.ControlVersion
 	// A service that refuses the client replies and closes at once, so a
 	// failed write is reported only if no reply explains it.
 	werr := json.NewEncoder(c).Encode(req)
@@ -356,15 +356,15 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	code := exitUnreachable
-	err := call(t.socket, upgrader.ControlRequest{Command: "status"}, func(r upgrader.ControlReply) {
+	err := call(t.socket, upgrader.ControlRequest{Command: upgrader.CommandStatus}, func(r upgrader.ControlReply) {
 		switch {
-		case r.Type == "status" && t.json:
+		case r.Type == upgrader.ReplyStatus && t.json:
 			json.NewEncoder(stdout).Encode(r.Status)
 			code = exitOK
-		case r.Type == "status":
+		case r.Type == upgrader.ReplyStatus:
 			printStatus(stdout, r.Status)
 			code = exitOK
-		case r.Type == "error":
+		case r.Type == upgrader.ReplyError:
 			fmt.Fprintf(stderr, "baton status: %s\n", r.Error)
 		}
 	})

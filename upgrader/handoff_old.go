@@ -3,11 +3,14 @@ package upgrader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/batonhq/baton/state"
+	"golang.org/x/sys/unix"
 )
 
 // session is the old process's side of the handoff for one attempt. Its
@@ -147,23 +150,80 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// classify maps an error from tableflip's Upgrade to a sentinel and the
-// child's exit status. tableflip v1.2.3 formats its errors with %s, so the
-// cause survives only as text; the mapping is pinned by the end-to-end tests
-// that make a child exit, hang and fail to start.
-func classify(err error) (reason error, exitStatus string) {
-	msg := err.Error()
-	switch {
-	case strings.HasPrefix(msg, "can't start child"):
-		return errors.Join(ErrStartFailed, err), ""
-	case strings.Contains(msg, " timed out"):
-		return ErrReadyTimeout, ""
-	case strings.Contains(msg, " exited: "):
-		return ErrChildExited, msg[strings.Index(msg, " exited: ")+len(" exited: "):]
-	case strings.HasSuffix(msg, " exited"):
-		return ErrChildExited, "exit status 0"
-	case msg == "terminating":
-		return ErrClosed, ""
+// sendState answers a state request on the old side. It returns whether the
+// participants are now frozen.
+func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
+	u := s.u
+	var accepts state.Accepts
+	if req.Accepts != nil {
+		accepts = *req.Accepts
 	}
-	return errors.Join(ErrChildExited, err), ""
+	if err := u.reg.CheckReadable(accepts); err != nil {
+		s.refuse(fmt.Sprintf("the new binary cannot read this process's state: %v", err))
+		return false
+	}
+	start := time.Now()
+	u.stateMu.Lock()
+	err := u.reg.Freeze(ctx)
+	u.stateMu.Unlock()
+	if err != nil {
+		s.refuse(fmt.Sprintf("freeze: %v", err))
+		return false
+	}
+	s.mu.Lock()
+	s.frozenAt = start
+	s.mu.Unlock()
+	s.log.Info("participants frozen", "took", time.Since(start))
+
+	mine, theirs, err := streamPair()
+	if err != nil {
+		s.refuse(fmt.Sprintf("socket pair: %v", err))
+		return true
+	}
+	defer mine.Close()
+	err = s.conn.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
+	theirs.Close()
+	if err != nil {
+		s.log.Warn("handoff: sending the state socket failed", "err", err)
+		return true
+	}
+	n, err := state.Send(ctx, mine, u.reg)
+	if err != nil {
+		s.log.Warn("handoff: sending the snapshot failed", "err", err)
+		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
+			// This process could not produce the snapshot (too large,
+			// a Capture failed): that is the reason the upgrade
+			// fails, not the new process's "unexpected EOF", and
+			// not a timeout or the new process dying, which the
+			// upgrade reports as such.
+			s.setReject(fmt.Sprintf("this process could not send its state: %v", err))
+		}
+		return true
+	}
+	s.mu.Lock()
+	s.stateBytes = n
+	s.mu.Unlock()
+	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
+	s.events(Event{Step: StepStateSent, Bytes: n})
+	fault(faultOldKill, u.gen, s.attempt)
+	return true
+}
+
+func (s *session) refuse(reason string) {
+	s.setReject(reason)
+	s.log.Warn("handoff: refusing to hand over state", "reason", reason)
+	if err := s.conn.send(message{Type: msgRefused, Reason: reason}, nil); err != nil {
+		s.log.Warn("handoff: reply failed", "err", err)
+	}
+}
+
+// sendFinal sends the new process what the counters counted after the
+// capture: the old process calls it once it has drained.
+func (u *Upgrader) sendFinal() {
+	counts := u.counters.sinceCapture()
+	if err := u.own.send(message{Type: msgFinal, Counters: counts}, nil); err != nil {
+		u.log.Warn("handoff: sending the final counts failed", "err", err)
+		return
+	}
+	u.log.Info("final counts sent to the new process", "counters", len(counts))
 }

@@ -1,0 +1,48 @@
+package upgrader
+
+import (
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestZeroCounters: the zero Counters is ready to use, as its doc says.
+func TestZeroCounters(t *testing.T) {
+	var c Counters
+	if got := c.Values(); len(got) != 0 {
+		t.Fatalf("zero Counters holds %v", got)
+	}
+	c.Counter("requests").Inc()
+	c.Counter("requests").Add(2)
+	c.add(map[string]uint64{"requests": 1, "errors": 4})
+	if got, want := c.Values(), map[string]uint64{"requests": 4, "errors": 4}; !maps.Equal(got, want) {
+		t.Fatalf("values %v, want %v", got, want)
+	}
+}
+
+// TestListenersMetricByNetwork: baton_listeners counts the sockets taken
+// through the upgrader by network, under a label that says so.
+func TestListenersMetricByNetwork(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	u, _ := newTestUpgrader(t, Options{Registerer: reg})
+	for _, addr := range []string{"127.0.0.1:0", "127.0.0.1:0"} {
+		if _, err := u.Listen("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := u.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP baton_listeners Listening sockets and packet sockets taken through the upgrader, by network.
+# TYPE baton_listeners gauge
+baton_listeners{network="tcp"} 2
+baton_listeners{network="udp"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "baton_listeners"); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,243 @@
+package upgrader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/batonhq/baton/state"
+	"golang.org/x/sys/unix"
+)
+
+// adoptParent reads BATON_HANDOFF, takes the handoff socket and says hello.
+// A process started by an upgrade without the variable has a parent that is
+// not baton: it starts with no state to receive. One whose variable or
+// socket is unusable (broken, bound to another process, naming a socket it
+// did not inherit) cannot receive the state its parent holds: handoffErr
+// makes Restore, and so Ready, fail, and the parent keeps its state.
+func (u *Upgrader) adoptParent(env string) {
+	u.gen = 1
+	if env == "" {
+		u.log.Warn("started by an upgrade without " + envHandoff + ": the previous generation hands over no state")
+		return
+	}
+	h, err := parseHandoffEnv(env)
+	if err != nil {
+		u.handoffErr = err
+		u.log.Warn("started by an upgrade without a usable handoff", "err", err)
+		return
+	}
+	if h.ParentPid != os.Getppid() {
+		u.handoffErr = fmt.Errorf("%w: %s=%q is meant for a child of pid %d, and this process's parent is %d",
+			ErrHandshake, envHandoff, env, h.ParentPid, os.Getppid())
+		u.log.Warn("started by an upgrade without a usable handoff", "err", u.handoffErr)
+		return
+	}
+	u.gen, u.parentPid, u.startAttempt = h.Generation, h.ParentPid, h.Attempt
+	u.startID = fmt.Sprintf("%d-%d", h.ParentPid, h.Attempt)
+	fault(faultNewStart, u.gen, u.startAttempt)
+	name := handoffFileName + strconv.Itoa(h.Generation)
+	f, err := u.tf.File(name)
+	if err != nil || f == nil {
+		u.handoffErr = fmt.Errorf("%w: handoff socket %s not inherited", ErrHandshake, name)
+		if err != nil {
+			u.handoffErr = fmt.Errorf("%w: handoff socket %s: %v", ErrHandshake, name, err)
+		}
+		u.log.Warn("handoff socket not inherited", "err", u.handoffErr)
+		return
+	}
+	c, err := fileConn(f)
+	if err != nil {
+		u.handoffErr = fmt.Errorf("%w: handoff socket %s unusable: %v", ErrHandshake, name, err)
+		u.log.Warn("handoff socket unusable", "err", u.handoffErr)
+		return
+	}
+	if err := c.send(message{Type: msgHello, Pid: os.Getpid(), Attempt: h.Attempt}, nil); err != nil {
+		u.handoffErr = fmt.Errorf("%w: hello: %v", ErrHandshake, err)
+		u.log.Warn("handoff hello failed", "err", u.handoffErr)
+		c.Close()
+		return
+	}
+	u.parent = c
+}
+
+// Restore receives the state from the previous generation and restores the
+// registry's participants, or, in a process that was not started by an
+// upgrade, restores them from Options.StateFile if there is one. Call it
+// after taking the listeners and before serving, so that no request sees the
+// state half restored; Ready calls it if it has not been called. It is
+// idempotent: later calls return the first result.
+//
+// If the state cannot be read or restored the error wraps ErrStateRejected:
+// the process should exit without calling Ready, and the old process, which
+// has been told, keeps serving with its state.
+func (u *Upgrader) Restore(ctx context.Context) (state.Info, error) {
+	u.restoreOnce.Do(func() {
+		u.restoreInfo, u.restoreErr = u.restore(ctx)
+		u.restored.Store(true)
+	})
+	return u.restoreInfo, u.restoreErr
+}
+
+func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
+	if u.parent.UnixConn == nil {
+		if u.handoffErr != nil {
+			// The parent holds state this process cannot receive:
+			// becoming ready would drop it.
+			return state.Info{}, fmt.Errorf("%w: started by an upgrade, but the state cannot be received: %w", ErrStateRejected, u.handoffErr)
+		}
+		if u.tf.HasParent() {
+			return state.Info{}, nil // started by a parent that hands over no state
+		}
+		return u.restoreFile()
+	}
+	return u.receiveState(ctx)
+}
+
+// receiveState is the new side of the state half of the handoff: it asks
+// the previous generation for the state, restores it and confirms it (or
+// says why it rejects it).
+func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
+	fault(faultNewListening, u.gen, u.startAttempt)
+	log := u.log.With("upgrade", u.startID)
+	start := time.Now()
+	c := u.parent
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	conn, err := u.requestState(c, log)
+	if err != nil || conn == nil {
+		return state.Info{}, err
+	}
+	info, err := state.Receive(ctx, conn, u.reg)
+	conn.Close()
+	if err == nil && faultRejects(u.gen, u.startAttempt) {
+		err = errors.New("rejected by fault injection")
+	}
+	if err != nil {
+		reason := err.Error()
+		if serr := c.send(message{Type: msgRejected, Reason: reason}, nil); serr != nil {
+			log.Warn("handoff: telling the previous generation failed", "err", serr)
+		}
+		return info, fmt.Errorf("%w: %w", ErrStateRejected, err)
+	}
+	if err := c.send(message{Type: msgRestored}, nil); err != nil {
+		if !u.parentDied() {
+			return info, fmt.Errorf("%w: confirming the restore: %v", ErrHandshake, err)
+		}
+		// The previous generation died after sending the whole
+		// snapshot (it froze its participants for good when it did):
+		// this process holds all the state and nobody else serves.
+		// Ready carries on the same way.
+		u.log.Warn("previous generation died before the restore was confirmed: this process carries on with the state it received", "err", err)
+	}
+	if u.metrics != nil {
+		u.metrics.stateBytes.Set(float64(info.Bytes))
+	}
+	log.Info("state restored", "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
+	return info, nil
+}
+
+// requestState sends the state request, saying which versions this binary
+// reads, and waits for the answer: the stream socket the snapshot comes
+// on, or nil and no error if the previous generation hands over no state.
+// Every file that came with the answer and is not returned is closed.
+func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn, error) {
+	accepts := u.reg.Accepts()
+	if err := c.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
+		return nil, fmt.Errorf("%w: asking for the state: %v", ErrHandshake, err)
+	}
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	m, oobn, err := c.recv(oob)
+	files := rights(oob[:oobn])
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("%w: waiting for the state: %v", ErrHandshake, err)
+	}
+	switch m.Type {
+	case msgNoState:
+		log.Info("previous generation handed over no state")
+		return nil, nil
+	case msgRefused:
+		return nil, fmt.Errorf("%w: the previous generation refused: %s", ErrStateRejected, m.Reason)
+	case msgState:
+	default:
+		return nil, fmt.Errorf("%w: unexpected %q message", ErrHandshake, m.Type)
+	}
+	if len(files) != 1 {
+		return nil, fmt.Errorf("%w: state message with %d files", ErrHandshake, len(files))
+	}
+	conn, err := fileUnixConn(files[0])
+	files = nil // fileUnixConn closed it
+	if err != nil {
+		return nil, fmt.Errorf("%w: state socket: %v", ErrHandshake, err)
+	}
+	return conn, nil
+}
+
+// rights returns the files passed in a control message, so that every one
+// of them is closed even if the message is unexpected.
+func rights(oob []byte) []*os.File {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var files []*os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			files = append(files, os.NewFile(uintptr(fd), "baton-handoff-rights"))
+		}
+	}
+	return files
+}
+
+// parentDied reports whether the previous generation is gone, waiting a
+// moment for tableflip to notice.
+func (u *Upgrader) parentDied() bool {
+	select {
+	case <-u.parentGone:
+		return true
+	case <-time.After(time.Second):
+		return os.Getppid() != u.parentPid
+	}
+}
+
+// awaitFinal runs in the new process after Ready until the previous
+// generation has sent its final counts or is gone.
+func (u *Upgrader) awaitFinal(c handoffConn) {
+	for {
+		m, _, err := c.recv(nil)
+		if errors.Is(err, ErrHandshake) {
+			u.log.Warn("handoff: bad message while waiting for the final counts", "err", err)
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				u.log.Warn("handoff: previous generation gone without final counts", "err", err)
+			}
+			return
+		}
+		if m.Type != msgFinal {
+			u.log.Warn("handoff: unexpected message while waiting for the final counts", "type", m.Type)
+		}
+		if m.Type == msgFinal {
+			u.counters.add(m.Counters)
+			u.log.Info("final counts received from the previous generation", "counters", len(m.Counters))
+			return
+		}
+	}
+}

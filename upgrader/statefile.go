@@ -1,0 +1,79 @@
+package upgrader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/batonhq/baton/state"
+)
+
+// restoreFile restores from the durable snapshot, if one is configured.
+func (u *Upgrader) restoreFile() (state.Info, error) {
+	if u.opts.StateFile == "" {
+		return state.Info{}, nil
+	}
+	info, err := state.ReadFile(u.opts.StateFile, u.reg)
+	var aside *state.MovedAsideError
+	switch {
+	case err == nil:
+		u.log.Info("state restored from file", "path", u.opts.StateFile, "bytes", info.Bytes)
+		return info, nil
+	case errors.Is(err, state.ErrNoSnapshot):
+		u.log.Info("no state file: starting fresh", "path", u.opts.StateFile)
+		return state.Info{}, nil
+	case errors.As(err, &aside) && !u.opts.RefuseCorruptStateFile:
+		u.log.Error("state file unusable: moved aside, starting fresh", "path", aside.Path, "moved_to", aside.NewPath, "err", aside.Err)
+		return state.Info{}, nil
+	}
+	return info, fmt.Errorf("restore state file: %w", err)
+}
+
+// writeStateFile freezes the participants and writes the durable snapshot.
+// With thaw, the participants carry on afterwards (the periodic write);
+// without, they stay frozen (the process is stopping).
+func (u *Upgrader) writeStateFile(ctx context.Context, thaw bool) error {
+	if u.opts.StateFile == "" {
+		return nil
+	}
+	start := time.Now()
+	u.stateMu.Lock()
+	defer u.stateMu.Unlock()
+	if err := u.reg.Freeze(ctx); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if thaw {
+		defer u.reg.Thaw()
+	}
+	n, err := state.WriteFile(u.opts.StateFile, u.reg)
+	if err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	u.log.Info("state file written", "path", u.opts.StateFile, "bytes", n, "took", time.Since(start))
+	return nil
+}
+
+// statePeriodically writes the state file every interval until stop closes.
+func (u *Upgrader) statePeriodically(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		u.mu.Lock()
+		busy := u.upgrading || u.upgraded || u.closed
+		u.mu.Unlock()
+		if busy {
+			continue // the state is being handed over, or is gone
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), interval)
+		if err := u.writeStateFile(ctx, true); err != nil {
+			u.log.Error("periodic state file write failed", "err", err)
+		}
+		cancel()
+	}
+}

@@ -1,0 +1,263 @@
+package upgrader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// Result describes a successful upgrade.
+type Result struct {
+	// Pid is the new process's pid.
+	Pid int
+	// Generation is the new process's generation.
+	Generation int
+	// Duration is the time from the trigger to the new process being ready.
+	Duration time.Duration
+	// StateBytes is the size of the snapshot handed over.
+	StateBytes int64
+}
+
+// Upgrade starts the binary now at the process's own path, hands it the
+// listeners, and waits until it is ready or has failed. Only one upgrade
+// runs at a time. On success the Exit channel is closed and the caller
+// should Shutdown; on failure nothing has changed hands and the error, an
+// *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
+// ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
+// process and fails the upgrade.
+//
+// For the attempt, Upgrade sets BATON_HANDOFF (this process's pid, the new
+// generation and the attempt number) in this process's own environment,
+// and removes it when the attempt ends: tableflip gives the new process
+// os.Environ as it is when it starts it, and no environment of its own.
+// Code that reads the environment or starts processes during an upgrade
+// sees the variable. upgrader/PROTOCOL.md describes it.
+func (u *Upgrader) Upgrade(ctx context.Context) (Result, error) {
+	return u.upgradeWithEvents(ctx, nil)
+}
+
+// upgradeWithEvents is Upgrade, reporting each step to events if not nil.
+func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (Result, error) {
+	events := func(e Event) {
+		u.emit(e)
+		if perCall != nil {
+			perCall(e)
+		}
+	}
+	attempt, err := u.beginUpgrade()
+	if err != nil {
+		return Result{}, err
+	}
+	started := time.Now()
+	id := fmt.Sprintf("%d-%d", os.Getpid(), attempt)
+	u.history.setPending(&Record{ID: id, Started: started, FromPid: os.Getpid(), Generation: u.gen})
+	events(Event{Step: StepStarted})
+	res, err := u.upgrade(ctx, attempt, id, events)
+	u.history.setPending(nil)
+	if err != nil {
+		rec := Record{ID: id, Started: started, Duration: time.Since(started), Result: resultFailure,
+			Reason: err.Error(), FromPid: os.Getpid(), Generation: u.gen}
+		var ue *UpgradeError
+		if errors.As(err, &ue) {
+			rec.Step, rec.ToPid = ue.Step, ue.Pid
+		}
+		u.history.add(rec)
+		events(Event{Step: StepFailed, Error: err.Error()})
+	} else {
+		events(Event{Step: StepChildReady, Pid: res.Pid})
+	}
+
+	u.mu.Lock()
+	u.upgrading = false
+	close(u.upgradeDone)
+	if err == nil {
+		u.upgraded = true
+		close(u.exitC)
+	}
+	u.mu.Unlock()
+	if err != nil {
+		// tableflip v1.2.3 does not close its copies of the pipe ends it
+		// passed to a child; they are *os.Files, closed by their
+		// finalizers. A collection now keeps a run of failed attempts
+		// from holding two fds each until the next GC.
+		runtime.GC()
+		u.counters.Counter(counterUpgradeFailure).Inc()
+		var ue *UpgradeError
+		if errors.As(err, &ue) {
+			u.counters.Counter(counterFailureStep + ue.Step).Inc()
+		}
+	} else if u.metrics != nil {
+		u.metrics.duration.Observe(res.Duration.Seconds())
+	}
+	return res, err
+}
+
+func (u *Upgrader) beginUpgrade() (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch {
+	case u.closed:
+		return 0, ErrClosed
+	case u.upgraded:
+		return 0, ErrUpgraded
+	case u.upgrading:
+		return 0, ErrUpgradeInProgress
+	case !u.ready:
+		return 0, ErrNotReady
+	}
+	if !u.parentExited() {
+		return 0, ErrParentRunning
+	}
+	u.upgrading = true
+	u.upgradeDone = make(chan struct{})
+	u.attempt++
+	return u.attempt, nil
+}
+
+// parentExited reports whether the previous generation has exited.
+// tableflip learns it from a pipe that closes when the parent's files are
+// released, a moment before the process is reaped and this one reparented;
+// a trigger sent right after the parent was seen gone waits for that moment
+// rather than failing.
+func (u *Upgrader) parentExited() bool {
+	select {
+	case <-u.parentGone:
+		return true
+	default:
+	}
+	if u.parentPid == 0 || os.Getppid() == u.parentPid {
+		return false
+	}
+	select {
+	case <-u.parentGone:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
+}
+
+// upgrade runs one attempt: it checks the binary, prepares the handoff
+// socket and BATON_HANDOFF, starts the new process and serves it its side
+// of the handoff until tableflip reports it ready or failed, then ends the
+// freeze and says how the attempt went.
+func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events func(Event)) (Result, error) {
+	start := time.Now()
+	log := u.log.With("upgrade", id)
+	log.Info("upgrade started")
+	fail := func(step string, pid int, err error, status string) (Result, error) {
+		ue := &UpgradeError{Pid: pid, Step: step, Err: err, ExitStatus: status, Elapsed: time.Since(start)}
+		log.Error("upgrade failed", "step", step, "child_pid", pid, "err", ue)
+		return Result{}, ue
+	}
+
+	// tableflip resolves os.Args[0] when it starts the child; checking first
+	// gives a clear error for a missing or non-executable file.
+	if path, err := exec.LookPath(os.Args[0]); err != nil {
+		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
+	} else {
+		log.Info("starting new process", "path", path)
+	}
+	u.warnStrayListeners()
+
+	sctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
+	defer cancel()
+	s := &session{u: u, ctx: sctx, conn: u.own, attempt: attempt, log: log, events: events}
+	s.drainStale()
+	if err := u.own.SetReadDeadline(time.Time{}); err != nil {
+		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
+	}
+	// tableflip gives the child this process's environment as os.Environ
+	// returns it when the child starts, and takes no other: the variable
+	// is set in this process for the attempt, and removed after it. (New
+	// removes the one this process was started with.)
+	os.Setenv(envHandoff, handoffEnv{Version: handoffVersion, ParentPid: os.Getpid(), Generation: u.gen + 1, Attempt: attempt}.String())
+	defer os.Unsetenv(envHandoff)
+
+	err := u.runAttempt(ctx, s, log)
+	pid, step := s.childPid(), s.step()
+	stateBytes := u.endFreeze(s, err != nil, log)
+	if err != nil {
+		reason, status := attemptFailure(ctx, s, err)
+		return fail(step, pid, reason, status)
+	}
+	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes}
+	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
+	return res, nil
+}
+
+// runAttempt starts the new process through tableflip and serves the
+// session until tableflip's Upgrade returns: the new process is ready, or
+// it failed, or ctx was cancelled and it was killed. It returns Upgrade's
+// error, and joins both goroutines it starts.
+func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger) error {
+	flipped := make(chan error, 1)
+	go func() { flipped <- u.tf.Upgrade() }()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		s.serve()
+	}()
+
+	var err error
+	select {
+	case err = <-flipped:
+	case <-ctx.Done():
+		if pid := s.childPid(); pid > 0 {
+			log.Warn("upgrade cancelled: killing new process", "child_pid", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		err = <-flipped
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+	}
+	// Stop the session: any read in flight returns at once.
+	u.own.SetReadDeadline(time.Unix(1, 0))
+	<-served
+	if err != nil {
+		s.drainQueued()
+	}
+	return err
+}
+
+// endFreeze ends the freeze the session began, if it did: after a failed
+// attempt the participants thaw and this process carries on; after a
+// successful one they stay frozen for good. It returns the snapshot's size.
+func (u *Upgrader) endFreeze(s *session, failed bool, log *slog.Logger) (stateBytes int64) {
+	s.mu.Lock()
+	frozen, frozenAt, stateBytes := s.frozen, s.frozenAt, s.stateBytes
+	s.mu.Unlock()
+	if !frozen {
+		return stateBytes
+	}
+	if failed {
+		u.reg.Thaw()
+		log.Info("participants thawed: carrying on", "frozen_for", time.Since(frozenAt))
+	}
+	if u.metrics != nil {
+		u.metrics.handoffPause.Observe(time.Since(frozenAt).Seconds())
+		u.metrics.stateBytes.Set(float64(stateBytes))
+	}
+	return stateBytes
+}
+
+// attemptFailure says why an attempt that ended in err failed, and how the
+// new process exited: the state's refusal or rejection first (what the new
+// process did next is its consequence), then the timeout or cancellation
+// of ctx, then tableflip's report.
+func attemptFailure(ctx context.Context, s *session, err error) (reason error, exitStatus string) {
+	if reason := s.rejected(); reason != "" {
+		return fmt.Errorf("%w: %s", ErrStateRejected, reason), ""
+	}
+	reason, status := classify(err)
+	if ctx.Err() != nil {
+		reason = fmt.Errorf("%w: %w", ErrReadyTimeout, ctx.Err())
+	}
+	return reason, status
+}
