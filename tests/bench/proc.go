@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/batonhq/baton/internal/pidfd"
 )
 
 // tracker holds a pidfd for every process of one service: the ones the
@@ -32,8 +31,7 @@ type tracker struct {
 }
 
 type tracked struct {
-	pid   int
-	fd    int
+	proc  *pidfd.Process
 	found time.Time
 }
 
@@ -49,17 +47,17 @@ func (t *tracker) add(pid int) bool {
 	if _, ok := t.procs[pid]; ok {
 		return true
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	p, err := pidfd.Open(pid)
 	if err != nil {
 		return false
 	}
 	// Checked after the pidfd is open: if the pid was reused before, the
 	// check sees the other program; after, the pidfd refers to ours.
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != t.exe {
-		unix.Close(fd)
+		p.Close()
 		return false
 	}
-	t.procs[pid] = &tracked{pid: pid, fd: fd, found: time.Now()}
+	t.procs[pid] = &tracked{proc: p, found: time.Now()}
 	t.order = append(t.order, pid)
 	return true
 }
@@ -70,12 +68,7 @@ func (t *tracker) exited(pid int) bool {
 	t.mu.Lock()
 	p, ok := t.procs[pid]
 	t.mu.Unlock()
-	if !ok {
-		return true
-	}
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0
+	return !ok || p.proc.Exited()
 }
 
 // alive lists the tracked processes that have not exited.
@@ -107,7 +100,7 @@ func (t *tracker) signal(pid int, sig syscall.Signal) error {
 	if !ok {
 		return fmt.Errorf("pid %d is not one of the service's processes", pid)
 	}
-	return unix.PidfdSendSignal(p.fd, sig, nil, 0)
+	return p.proc.Signal(sig)
 }
 
 // waitExit waits until the tracked process pid has exited, or ctx is done.
@@ -118,23 +111,7 @@ func (t *tracker) waitExit(ctx context.Context, pid int) error {
 	if !ok {
 		return fmt.Errorf("pid %d is not tracked", pid)
 	}
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	for {
-		// Short polls, so that ctx is seen in time.
-		n, err := unix.Poll(fds, 20)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("pid %d still running: %w", pid, ctx.Err())
-		}
-	}
+	return p.proc.Wait(ctx)
 }
 
 // discover tracks the children of every live tracked process, repeatedly,
@@ -186,7 +163,7 @@ func (t *tracker) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range t.procs {
-		unix.Close(p.fd)
+		p.proc.Close()
 	}
 	t.procs = map[int]*tracked{}
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/batonhq/baton/internal/pidfd"
 )
 
 // Fault injection steps, for Fault. The process of the given generation
@@ -178,22 +178,26 @@ var ErrNoUpgrade = errors.New("upgradertest: the service was not upgraded")
 func (s *Service) Upgrade(t testing.TB, timeout time.Duration) (int, error) {
 	t.Helper()
 	old := s.Pid(t)
-	fd, err := unix.PidfdOpen(old, 0)
+	// Opened before the signal: the wait is for this process even if it
+	// exits and its pid is reused before the wait starts.
+	p, err := pidfd.Open(old)
 	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", old, err)
+		t.Fatal(err)
 	}
-	defer unix.Close(fd)
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	defer p.Close()
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP %d: %v", old, err)
 	}
 	// The old process exits only once its successor is ready and it has
 	// drained; then the pid file names the successor.
-	exited, err := waitPidfd(fd, timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err = p.Wait(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
+	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !exited {
-		return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
 	}
 	pid, err := readPid(s.PIDFile)
 	if err != nil || pid == old || syscall.Kill(pid, 0) != nil {
@@ -237,39 +241,11 @@ func CheckUpgrades(t testing.TB, s *Service, n int, interval time.Duration, cfg 
 	return r
 }
 
-// WaitExit waits until pid has exited, without being its parent: it polls
-// a pidfd, which becomes readable when the process ends. A pid that no
-// longer exists has exited.
+// WaitExit waits until pid has exited, up to timeout, without being its
+// parent: it waits on a pidfd, which becomes readable when the process
+// ends. A pid that no longer exists has exited.
 func WaitExit(pid int, timeout time.Duration) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	exited, err := waitPidfd(fd, timeout)
-	if err == nil && !exited {
-		err = fmt.Errorf("pid %d still running after %v", pid, timeout)
-	}
-	return err
-}
-
-// waitPidfd reports whether the process behind the pidfd fd exited within
-// timeout.
-func waitPidfd(fd int, timeout time.Duration) (bool, error) {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for deadline := time.Now().Add(timeout); ; {
-		n, err := unix.Poll(fds, max(int(time.Until(deadline).Milliseconds())+1, 0))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		return n > 0, nil
-	}
+	return pidfd.Wait(pid, timeout)
 }
 
 func readPid(path string) (int, error) {
