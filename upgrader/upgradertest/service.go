@@ -14,26 +14,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/fault"
 	"github.com/batonhq/baton/internal/pidfd"
 )
 
-// Fault injection steps, for Fault. The process of the given generation
-// fails at the step during the given attempt (see upgrader/fault.go).
+// FaultStep is a step of the handoff at which a process built with -tags
+// batonfault can be made to fail, for Fault.
+type FaultStep = fault.Step
+
+// Fault injection steps, for Fault, in the order an upgrade reaches them.
+// They are the upgrader's own (internal/fault), not copies.
 const (
-	FaultNewStart     = "new-start"      // new process exits before saying hello
-	FaultNewListening = "new-listening"  // new process exits after taking its listeners
-	FaultNewRestoring = "new-restoring"  // new process exits while receiving the state
-	FaultNewReject    = "new-reject"     // new process rejects the state
-	FaultNewHang      = "new-hang"       // new process restores, then hangs before ready
-	FaultNewCrashLate = "new-crash-late" // new process crashes just after ready
-	FaultOldKill      = "old-kill"       // old process is killed after sending the state
+	FaultNewStart     = fault.NewStart     // the new process exits (status 7) before it says hello
+	FaultNewListening = fault.NewListening // the new process exits after taking its listeners
+	FaultNewRestoring = fault.NewRestoring // the new process exits while it receives the state
+	FaultNewReject    = fault.NewReject    // the new process rejects the state it received
+	FaultNewHang      = fault.NewHang      // the new process restores the state, then hangs before it is ready
+	FaultNewCrashLate = fault.NewCrashLate // the new process becomes ready, then crashes during the old one's drain
+	FaultOldKill      = fault.OldKill      // the old process kills itself right after sending the state, before the new one is ready
 )
 
 // Fault returns the environment entry that makes generation gen fail at
 // step during attempt (the attempt of the old process that started it, or
-// that it runs). The service must be built with -tags batonfault.
-func Fault(step string, gen, attempt int) string {
-	return fmt.Sprintf("BATON_FAULT=%s@%d.%d", step, gen, attempt)
+// that it runs), such as "BATON_FAULT=new-reject@1.1". The service must be
+// built with -tags batonfault.
+func Fault(step FaultStep, gen, attempt int) string {
+	return fault.Env(step, gen, attempt)
 }
 
 // Options describe how to run the service.
