@@ -3,7 +3,7 @@ package tests
 // The reliability suite (issue 7): every way an upgrade can go wrong that
 // baton claims to survive, each under HTTP load with background tasks
 // running, and what a user sees where it cannot be survived. Each case
-// checks the same things: what the clients saw (load.Report), every task's
+// checks the same things: what the clients saw (upgradertest.LoadReport), every task's
 // run sequence in the task log, which process serves, that no process of the
 // service outlives its role, and that the old process's fds and goroutines
 // are back where they were. RELIABILITY.md lists every case and its result.
@@ -29,9 +29,9 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
 	"github.com/batonhq/baton/tests/sdns"
 	"github.com/batonhq/baton/upgrader"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 	"golang.org/x/sys/unix"
 )
 
@@ -155,7 +155,7 @@ func assertTasksExact(t *testing.T, tasks int, c taskCheck, pids ...int) {
 func assertOnlyAlive(t *testing.T, s *service, keep ...int) {
 	t.Helper()
 	for _, pid := range keep {
-		if !demotest.Alive(pid) {
+		if !upgradertest.Alive(pid) {
 			t.Errorf("pid %d should be running", pid)
 		}
 	}
@@ -163,12 +163,12 @@ func assertOnlyAlive(t *testing.T, s *service, keep ...int) {
 		if slices.Contains(keep, pid) {
 			continue
 		}
-		if err := demotest.WaitExit(pid, 10*time.Second); err != nil {
+		if err := upgradertest.WaitExit(pid, 10*time.Second); err != nil {
 			t.Errorf("a process of the service outlived its role: %v", err)
 		}
 	}
 	for _, pid := range procsRunning(s.exe) {
-		if !slices.Contains(keep, pid) && demotest.Alive(pid) {
+		if !slices.Contains(keep, pid) && upgradertest.Alive(pid) {
 			t.Errorf("pid %d runs %s but is not one of %v", pid, s.exe, keep)
 		}
 	}
@@ -224,7 +224,7 @@ func goroutinesOf(t *testing.T, s *service, pid int) int {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	for i := 0; i < 50; i++ {
-		resp, err := c.Get(s.URL() + "/metrics")
+		resp, err := c.Get(s.URL + "/metrics")
 		if err != nil {
 			t.Fatalf("GET /metrics: %v", err)
 		}
@@ -318,7 +318,7 @@ func upgradeOK(t *testing.T, s *service) int {
 	if u.Err != "" {
 		t.Fatalf("upgrade failed: %s", u.Err)
 	}
-	if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+	if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
 		t.Fatalf("old process: %v", err)
 	}
 	return u.NewPid
@@ -330,9 +330,9 @@ func upgradeOK(t *testing.T, s *service) int {
 // behind; a good upgrade afterwards must hand everything over.
 func TestNewProcessFaults(t *testing.T) {
 	notExecutable := func(t *testing.T, path string) {
-		demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 0\n"), path, 0o644)
+		upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexit 0\n"), path, 0o644)
 	}
-	unreadable := func(t *testing.T, path string) { demotest.Install(t, demoV3, path) }
+	unreadable := func(t *testing.T, path string) { upgradertest.Install(t, demoV3, path) }
 	tests := []struct {
 		name    string
 		fault   string // BATON_FAULT
@@ -371,7 +371,7 @@ func TestNewProcessFaults(t *testing.T) {
 			waitTaskRuns(t, s, 2)
 			before := usageOf(t, s, old)
 			mark := s.Logs.Len()
-			r1 := underLoad(t, standardLoad(s.URL()), func() {
+			r1 := underLoad(t, standardLoad(s.URL), func() {
 				waitTaskRuns(t, s, 2)
 				if tt.install != nil {
 					tt.install(t, s.Bin)
@@ -382,7 +382,7 @@ func TestNewProcessFaults(t *testing.T) {
 					t.Fatalf("upgrade error %q, want one containing %q", u.Err, tt.wantErr)
 				}
 				if tt.wantLog != "" {
-					if _, err := s.Logs.WaitFrom(mark, 5*time.Second, demotest.Match{Msg: tt.wantLog, Pid: old}); err != nil {
+					if _, err := s.Logs.WaitFrom(mark, 5*time.Second, upgradertest.Match{Msg: tt.wantLog, Pid: old}); err != nil {
 						t.Errorf("old process: %v", err)
 					}
 				}
@@ -397,15 +397,15 @@ func TestNewProcessFaults(t *testing.T) {
 
 			// The good upgrade: attempt 2 has no fault.
 			if tt.install != nil {
-				demotest.Install(t, demoFault, s.Bin)
+				upgradertest.Install(t, demoFault, s.Bin)
 			}
 			var newPid int
-			r2 := underLoad(t, standardLoad(s.URL()), func() {
+			r2 := underLoad(t, standardLoad(s.URL), func() {
 				newPid = upgradeOK(t, s)
 				waitTaskRuns(t, s, 2)
 			})
 			assertNoFailures(t, r2)
-			assertStateIntact(t, s.Proc, &load.Report{Gets: r1.Gets + r2.Gets}, 1)
+			assertStateIntact(t, s.Proc, &upgradertest.LoadReport{Gets: r1.Gets + r2.Gets}, 1)
 			stopAndWait(t, s.Proc)
 			assertTasksExact(t, relTasks, checkTaskLog(t, s.taskLog), old, newPid)
 			assertOnlyAlive(t, s)
@@ -415,7 +415,7 @@ func TestNewProcessFaults(t *testing.T) {
 
 // waitLine waits for a log line of the service matching one of ms, from
 // log index from on.
-func waitLine(t *testing.T, s *service, from int, timeout time.Duration, ms ...demotest.Match) demotest.Line {
+func waitLine(t *testing.T, s *service, from int, timeout time.Duration, ms ...upgradertest.Match) upgradertest.Line {
 	t.Helper()
 	line, err := s.Logs.WaitFrom(from, timeout, ms...)
 	if err != nil {
@@ -435,7 +435,7 @@ func hup(t *testing.T, s *service, pid int) int {
 }
 
 // failedBefore counts the failed requests that started before at.
-func failedBefore(r *load.Report, at time.Time) int {
+func failedBefore(r *upgradertest.LoadReport, at time.Time) int {
 	n := 0
 	for _, s := range r.Samples {
 		if s.Failed && s.Start.Before(at) {
@@ -447,7 +447,7 @@ func failedBefore(r *load.Report, at time.Time) int {
 
 // assertFailureKinds checks that every failure the clients saw is of one of
 // kinds.
-func assertFailureKinds(t *testing.T, r *load.Report, kinds ...string) {
+func assertFailureKinds(t *testing.T, r *upgradertest.LoadReport, kinds ...string) {
 	t.Helper()
 	for k, n := range r.Failures {
 		if n > 0 && !slices.Contains(kinds, k) {
@@ -481,10 +481,10 @@ func TestNewProcessCrashesAfterReady(t *testing.T) {
 	args := []string{"-state-file", filepath.Join(dir, "demo.state"), "-state-file-interval", "500ms"}
 	s := startServiceIn(t, dir, demoFault, []string{"BATON_FAULT=new-crash-late@1.1"}, args...)
 	old := s.Pid(t)
-	waitLine(t, s, 0, 5*time.Second, demotest.Match{Msg: "state file written", Pid: old})
+	waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "state file written", Pid: old})
 	waitTaskRuns(t, s, 2)
 
-	cfg := standardLoad(s.URL())
+	cfg := standardLoad(s.URL)
 	cfg.Latencies = true
 	var triggered, handover, crashed time.Time
 	var newPid int
@@ -493,22 +493,22 @@ func TestNewProcessCrashesAfterReady(t *testing.T) {
 		triggered = time.Now()
 		mark := hup(t, s, old)
 		line := waitLine(t, s, mark, 30*time.Second,
-			demotest.Match{Msg: "upgraded", Pid: old}, demotest.Match{Msg: "upgrade failed: still serving", Pid: old})
+			upgradertest.Match{Msg: "upgraded", Pid: old}, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
 		if line.Msg != "upgraded" {
 			t.Fatalf("the upgrade failed: %s", line.Fields["err"])
 		}
 		handover = time.Now()
 		newPid, _ = strconv.Atoi(line.Fields["new_pid"])
-		if err := demotest.WaitExit(newPid, 10*time.Second); err != nil {
+		if err := upgradertest.WaitExit(newPid, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		crashed = time.Now()
 		// The old process finishes its drain and exits: it cannot
 		// thaw what it handed over.
-		if err := demotest.WaitExit(old, 15*time.Second); err != nil {
+		if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		waitLine(t, s, mark, 5*time.Second, demotest.Match{Msg: "exiting", Pid: old})
+		waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "exiting", Pid: old})
 		assertRefused(t, s.Addr)
 		// Let the clients meet the outage.
 		time.Sleep(200 * time.Millisecond)
@@ -519,19 +519,19 @@ func TestNewProcessCrashesAfterReady(t *testing.T) {
 	if n := failedBefore(r, triggered); n > 0 {
 		t.Errorf("%d requests sent before the upgrade failed", n)
 	}
-	if r.Failures[load.Refused] == 0 {
+	if r.Failures[upgradertest.Refused] == 0 {
 		t.Errorf("no request was refused after the crash: %v", r)
 	}
 	// Connections queued on the socket when the new process died are
 	// reset with it; after that, connections are refused.
-	assertFailureKinds(t, r, load.Refused, load.Reset, load.EOF)
+	assertFailureKinds(t, r, upgradertest.Refused, upgradertest.Reset, upgradertest.EOF)
 	assertOnlyAlive(t, s)
 
 	// The restart, as Restart=on-failure would: the state comes from the
 	// last periodic write, so the tasks repeat the runs made since then
 	// and lose none.
 	q := startServiceIn(t, dir, demoFault, nil, args...)
-	waitLine(t, q, 0, 5*time.Second, demotest.Match{Msg: "state restored from file"})
+	waitLine(t, q, 0, 5*time.Second, upgradertest.Match{Msg: "state restored from file"})
 	waitTaskRuns(t, q, 2)
 	stopAndWait(t, q.Proc)
 	c := checkTaskLog(t, s.taskLog)
@@ -566,25 +566,25 @@ func testSigtermDuringUpgrade(t *testing.T) {
 	s := startServiceIn(t, dir, demoFault, []string{"BATON_FAULT=new-hang@1.1"}, args...)
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
-	cfg := standardLoad(s.URL())
+	cfg := standardLoad(s.URL)
 	cfg.Latencies = true
 	var stopped time.Time
 	var child int
 	r := underLoad(t, cfg, func() {
 		mark := hup(t, s, old)
-		child = waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: "state restored"}).Pid
+		child = waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "state restored"}).Pid
 		stopped = time.Now()
 		if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if err := demotest.WaitExit(old, 15*time.Second); err != nil {
+		if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if err := demotest.WaitExit(child, 5*time.Second); err != nil {
+		if err := upgradertest.WaitExit(child, 5*time.Second); err != nil {
 			t.Fatalf("the new process outlived the stop: %v", err)
 		}
 		for _, msg := range []string{"stopping during an upgrade: abandoning it", "participants thawed: carrying on", "state file written"} {
-			waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: msg, Pid: old})
+			waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: msg, Pid: old})
 		}
 		assertRefused(t, s.Addr)
 	})
@@ -597,11 +597,11 @@ func testSigtermDuringUpgrade(t *testing.T) {
 	if n := failedBefore(r, stopped.Add(-100*time.Millisecond)); n > 0 {
 		t.Errorf("%d requests sent more than 100 ms before the stop failed", n)
 	}
-	assertFailureKinds(t, r, load.Refused, load.Reset)
+	assertFailureKinds(t, r, upgradertest.Refused, upgradertest.Reset)
 	assertOnlyAlive(t, s)
 
 	q := startServiceIn(t, dir, demoFault, nil, args...)
-	waitLine(t, q, 0, 5*time.Second, demotest.Match{Msg: "state restored from file"})
+	waitLine(t, q, 0, 5*time.Second, upgradertest.Match{Msg: "state restored from file"})
 	if got, want := q.Root(t).Hits, uint64(r.Gets+s.Gets.Load())+1; got != want {
 		t.Errorf("hits after the restart %d, want the %d answered before the stop and this one", got, want-1)
 	}
@@ -620,19 +620,19 @@ func testSigkillAfterFreeze(t *testing.T) {
 	s := startService(t, demoFault, []string{"BATON_FAULT=old-kill@0.1"})
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
-	cfg := standardLoad(s.URL())
+	cfg := standardLoad(s.URL)
 	cfg.Latencies = true
 	var triggered time.Time
 	var newPid int
 	r := underLoad(t, cfg, func() {
 		triggered = time.Now()
 		mark := hup(t, s, old)
-		newPid = waitLine(t, s, mark, 10*time.Second, demotest.Match{
+		newPid = waitLine(t, s, mark, 10*time.Second, upgradertest.Match{
 			Msg: "previous generation died before the handover completed: this process carries on with the state it received"}).Pid
-		if err := demotest.WaitExit(old, 5*time.Second); err != nil {
+		if err := upgradertest.WaitExit(old, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		waitLine(t, s, mark, 5*time.Second, demotest.Match{Msg: "serving", Pid: newPid})
+		waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid})
 		if got := s.Root(t); got.Pid != newPid || got.Generation != 1 {
 			t.Fatalf("after the kill %+v serves, want pid %d at generation 1", got, newPid)
 		}
@@ -648,7 +648,7 @@ func testSigkillAfterFreeze(t *testing.T) {
 	if n := failedBefore(r, triggered); n > 0 {
 		t.Errorf("%d requests sent before the kill failed", n)
 	}
-	assertFailureKinds(t, r, load.Reset, load.EOF)
+	assertFailureKinds(t, r, upgradertest.Reset, upgradertest.EOF)
 	// What the old process counted after the capture died with it.
 	hits := s.Root(t).Hits
 	answered := uint64(r.Gets + s.Gets.Load())
@@ -659,7 +659,7 @@ func testSigkillAfterFreeze(t *testing.T) {
 
 	// The orphaned generation upgrades as usual.
 	var last int
-	r2 := underLoad(t, standardLoad(s.URL()), func() {
+	r2 := underLoad(t, standardLoad(s.URL), func() {
 		last = upgradeOK(t, s)
 		waitTaskRuns(t, s, 2)
 	})
@@ -697,11 +697,11 @@ func testSecondTriggerDuringUpgrade(t *testing.T) {
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
 	var newPid int
-	r := underLoad(t, standardLoad(s.URL()), func() {
+	r := underLoad(t, standardLoad(s.URL), func() {
 		first := hup(t, s, old)
-		waitLine(t, s, first, 10*time.Second, demotest.Match{Msg: "state restored"})
+		waitLine(t, s, first, 10*time.Second, upgradertest.Match{Msg: "state restored"})
 		second := hup(t, s, old)
-		line := waitLine(t, s, second, 5*time.Second, demotest.Match{Msg: "upgrade failed: still serving", Pid: old})
+		line := waitLine(t, s, second, 5*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
 		if !strings.Contains(line.Fields["err"], "upgrade already in progress") {
 			t.Errorf("second SIGHUP: %q, want ErrUpgradeInProgress", line.Fields["err"])
 		}
@@ -711,7 +711,7 @@ func testSecondTriggerDuringUpgrade(t *testing.T) {
 		}
 		// The first upgrade ends on its own timeout, not because of
 		// the second trigger.
-		line = waitLine(t, s, s.Logs.Len(), 10*time.Second, demotest.Match{Msg: "upgrade failed: still serving", Pid: old})
+		line = waitLine(t, s, s.Logs.Len(), 10*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
 		if !strings.Contains(line.Fields["err"], "not ready in time") {
 			t.Errorf("first upgrade: %q, want the timeout", line.Fields["err"])
 		}
@@ -749,16 +749,16 @@ func testSecondTriggerDuringDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	var newPid, last int
-	r := underLoad(t, standardLoad(s.URL()), func() {
+	r := underLoad(t, standardLoad(s.URL), func() {
 		u := s.Upgrade(t)
 		if u.Err != "" {
 			t.Fatal(u.Err)
 		}
 		newPid = u.NewPid
-		waitLine(t, s, 0, 5*time.Second, demotest.Match{Msg: "draining", Pid: old})
+		waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "draining", Pid: old})
 
 		mark := hup(t, s, newPid)
-		line := waitLine(t, s, mark, 5*time.Second, demotest.Match{Msg: "upgrade failed: still serving", Pid: newPid})
+		line := waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: newPid})
 		if !strings.Contains(line.Fields["err"], "previous generation is still draining") {
 			t.Errorf("SIGHUP to the new process: %q, want ErrParentRunning", line.Fields["err"])
 		}
@@ -769,7 +769,7 @@ func testSecondTriggerDuringDrain(t *testing.T) {
 		// The old process no longer reads its signals once it drains
 		// (baton-demo stops its signal loop at the handover).
 		hup(t, s, old)
-		if !demotest.Alive(old) {
+		if !upgradertest.Alive(old) {
 			t.Fatal("the draining process died of SIGHUP")
 		}
 
@@ -785,7 +785,7 @@ func testSecondTriggerDuringDrain(t *testing.T) {
 		if string(body) != "helloworld" || resp.Header.Get("X-Pid") != strconv.Itoa(old) {
 			t.Errorf("held request: %q from pid %s; want helloworld from %d", body, resp.Header.Get("X-Pid"), old)
 		}
-		if err := demotest.WaitExit(old, 10*time.Second); err != nil {
+		if err := upgradertest.WaitExit(old, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		for _, l := range s.Logs.Lines(mark) {
@@ -821,10 +821,10 @@ func TestFdLimit(t *testing.T) {
 			if err := os.Mkdir(filepath.Dir(real), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			demotest.Install(t, demoFault, real)
+			upgradertest.Install(t, demoFault, real)
 			wrapper := filepath.Join(dir, "wrapper")
 			script := fmt.Sprintf("#!/bin/sh\nexec %s --nofile=%d:%d %s \"$@\"\n", prlimit, limit, limit, real)
-			demotest.InstallBytes(t, []byte(script), wrapper, 0o755)
+			upgradertest.InstallBytes(t, []byte(script), wrapper, 0o755)
 			s := startServiceIn(t, dir, wrapper, nil)
 			s.exe = real
 			old := s.Pid(t)
@@ -832,7 +832,7 @@ func TestFdLimit(t *testing.T) {
 			before := usageOf(t, s, old)
 			// The clients' connections count against the limit too:
 			// 8 clients, half on fresh connections.
-			cfg := load.Config{URL: s.URL(), Clients: 8, Fresh: 0.5, Post: 0.5, Rate: 2000}
+			cfg := upgradertest.LoadConfig{URL: s.URL, Clients: 8, Fresh: 0.5, Post: 0.5, Rate: 2000}
 			var u demotest.Upgrade
 			r := underLoad(t, cfg, func() {
 				waitTaskRuns(t, s, 2)
@@ -842,7 +842,7 @@ func TestFdLimit(t *testing.T) {
 			assertNoFailures(t, r)
 			t.Logf("RLIMIT_NOFILE %d, old process at rest: %s; upgrade: %+v", limit, before, u)
 			if u.Err == "" {
-				if err := demotest.WaitExit(old, 15*time.Second); err != nil {
+				if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
 					t.Fatal(err)
 				}
 				stopAndWait(t, s.Proc)
@@ -916,21 +916,21 @@ func TestSnapshotTooLarge(t *testing.T) {
 			waitTaskRuns(t, s, 2)
 			before := usageOf(t, s, old)
 			real := filepath.Join(s.Dir, "baton-demo-real")
-			r := underLoad(t, standardLoad(s.URL()), func() {
+			r := underLoad(t, standardLoad(s.URL), func() {
 				waitTaskRuns(t, s, 2)
 				if tt.newArgs != "" {
 					// The new process runs the same binary with
 					// a smaller limit.
-					demotest.Install(t, demoFault, real)
+					upgradertest.Install(t, demoFault, real)
 					script := fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" %s\n", real, tt.newArgs)
-					demotest.InstallBytes(t, []byte(script), s.Bin, 0o755)
+					upgradertest.InstallBytes(t, []byte(script), s.Bin, 0o755)
 				}
 				u := s.Upgrade(t)
 				t.Logf("upgrade error: %s", u.Err)
 				if !strings.Contains(u.Err, tt.wantErr) || !strings.Contains(u.Err, "65536") {
 					t.Errorf("upgrade error %q, want one containing %q and the limit", u.Err, tt.wantErr)
 				}
-				waitLine(t, s, 0, 5*time.Second, demotest.Match{Msg: "participants thawed: carrying on", Pid: old})
+				waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "participants thawed: carrying on", Pid: old})
 				if got := s.Root(t); got.Pid != old {
 					t.Fatalf("pid %d serves after the failure, want %d", got.Pid, old)
 				}
@@ -1004,7 +1004,7 @@ func TestStateFileDiskFull(t *testing.T) {
 	args := []string{"-state-file", stateFile, "-state-file-interval", "200ms"}
 	s := startServiceIn(t, dir, demoFault, nil, args...)
 	old := s.Pid(t)
-	waitLine(t, s, 0, 5*time.Second, demotest.Match{Msg: "state file written", Pid: old})
+	waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "state file written", Pid: old})
 	filler := fillDisk(t, mnt)
 	mark := s.Logs.Len()
 
@@ -1015,14 +1015,14 @@ func TestStateFileDiskFull(t *testing.T) {
 		}
 	}
 	var newPid int
-	r := underLoad(t, standardLoad(s.URL()), func() {
-		line := waitLine(t, s, mark, 5*time.Second, demotest.Match{Msg: "periodic state file write failed", Pid: old})
+	r := underLoad(t, standardLoad(s.URL), func() {
+		line := waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "periodic state file write failed", Pid: old})
 		if !strings.Contains(line.Fields["err"], "no space left on device") {
 			t.Errorf("write failure: %q, want ENOSPC", line.Fields["err"])
 		}
 		noTemp()
 		newPid = upgradeOK(t, s)
-		line = waitLine(t, s, mark, 5*time.Second, demotest.Match{Msg: "periodic state file write failed", Pid: newPid})
+		line = waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "periodic state file write failed", Pid: newPid})
 		if !strings.Contains(line.Fields["err"], "no space left on device") {
 			t.Errorf("write failure in the new process: %q", line.Fields["err"])
 		}
@@ -1032,7 +1032,7 @@ func TestStateFileDiskFull(t *testing.T) {
 
 	// The stop cannot write the file either: it says so and exits 1.
 	stopAndWait(t, s.Proc)
-	line := waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: "state file not written", Pid: newPid})
+	line := waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "state file not written", Pid: newPid})
 	if !strings.Contains(line.Fields["err"], "no space left on device") {
 		t.Errorf("stop: %q, want ENOSPC", line.Fields["err"])
 	}
@@ -1044,7 +1044,7 @@ func TestStateFileDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := startServiceIn(t, dir, demoFault, nil, args...)
-	waitLine(t, q, 0, 5*time.Second, demotest.Match{Msg: "state restored from file"})
+	waitLine(t, q, 0, 5*time.Second, upgradertest.Match{Msg: "state restored from file"})
 	waitTaskRuns(t, q, 2)
 	stopAndWait(t, q.Proc)
 	c := checkTaskLog(t, s.taskLog)
@@ -1076,7 +1076,7 @@ func TestTmpdirNotWritable(t *testing.T) {
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
 	var pids []int
-	r := underLoad(t, standardLoad(s.URL()), func() {
+	r := underLoad(t, standardLoad(s.URL), func() {
 		for i := 0; i < 3; i++ {
 			pids = append(pids, upgradeOK(t, s))
 			waitTaskRuns(t, s, 2)
@@ -1109,10 +1109,10 @@ func TestBadHandoffEnv(t *testing.T) {
 			waitTaskRuns(t, s, 2)
 			before := usageOf(t, s, old)
 			real := filepath.Join(s.Dir, "baton-demo-real")
-			demotest.Install(t, demoFault, real)
+			upgradertest.Install(t, demoFault, real)
 			script := fmt.Sprintf("#!/bin/sh\nBATON_HANDOFF=\"%s\" exec %s \"$@\"\n", tt.value, real)
-			r := underLoad(t, standardLoad(s.URL()), func() {
-				demotest.InstallBytes(t, []byte(script), s.Bin, 0o755)
+			r := underLoad(t, standardLoad(s.URL), func() {
+				upgradertest.InstallBytes(t, []byte(script), s.Bin, 0o755)
 				u := s.Upgrade(t)
 				t.Logf("upgrade: %+v", u)
 				if u.Err == "" {
@@ -1219,7 +1219,7 @@ func TestBadActivationEnv(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bin := filepath.Join(t.TempDir(), "baton-demo")
-			demotest.Install(t, demoV1, bin)
+			upgradertest.Install(t, demoV1, bin)
 			var out syncBuffer
 			cmd := exec.Command("/bin/sh", "-c", tt.script+"; exec "+bin+" -addr 127.0.0.1:0")
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -1341,7 +1341,7 @@ func TestControlSocketBadInput(t *testing.T) {
 func TestNewProcessCrashesAfterReadyUnderSystemd(t *testing.T) {
 	e := bootSystemd(t)
 	fault := e.in.Install(t, demoFault, "baton-demo-fault")
-	demotest.Install(t, fault, e.bin)
+	upgradertest.Install(t, fault, e.bin)
 	const unit, port = "crash.service", 8110
 	e.in.InstallUnit(t, unit, e.unit(unit, fmt.Sprintf("127.0.0.1:%d", port),
 		"Environment=BATON_FAULT=new-crash-late@1.1\nRestart=on-failure\nRestartSec=100ms"))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // soakUpgrades is the number of upgrades TestSoak runs: 100 in the normal
@@ -53,7 +54,7 @@ func TestSoak(t *testing.T) {
 	var samples []usage
 	pids := map[int]bool{p.Pid(t): true}
 	var serving []time.Duration
-	r := underLoad(t, standardLoad(p.URL()), func() {
+	r := underLoad(t, standardLoad(p.URL), func() {
 		for i := 0; i < upgrades; i++ {
 			u := p.Upgrade(t)
 			if u.Err != "" {
@@ -63,7 +64,7 @@ func TestSoak(t *testing.T) {
 				t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
 			}
 			pids[u.NewPid] = true
-			if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+			if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
 				t.Fatalf("upgrade %d: old process: %v", i, err)
 			}
 			serving = append(serving, u.Serving)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // taskRun is one line of baton-demo's -task-log.
@@ -72,7 +73,7 @@ type tasksReply struct {
 func getTasks(t testing.TB, p *demotest.Proc, query string) tasksReply {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get(p.URL() + "/tasks" + query)
+	resp, err := c.Get(p.URL + "/tasks" + query)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func stopAndWait(t *testing.T, p *demotest.Proc) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := demotest.WaitExit(pid, 30*time.Second); err != nil {
+	if err := upgradertest.WaitExit(pid, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -113,7 +114,7 @@ func TestTasksSurviveUpgrades(t *testing.T) {
 	start := time.Now()
 	p := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", strconv.Itoa(tasks),
 		"-task-interval", interval.String(), "-task-log", logPath)
-	r := underLoad(t, standardLoad(p.URL()), func() {
+	r := underLoad(t, standardLoad(p.URL), func() {
 		next := time.NewTicker(150 * time.Millisecond)
 		defer next.Stop()
 		for i := 0; i < upgrades; i++ {
@@ -122,7 +123,7 @@ func TestTasksSurviveUpgrades(t *testing.T) {
 			if u.Err != "" {
 				t.Fatalf("upgrade %d: %s", i, u.Err)
 			}
-			if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+			if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -185,7 +186,7 @@ func TestPanickingTaskIsSupervised(t *testing.T) {
 		}
 		return r.Tasks[0].Failures, r.Tasks[0].Consecutive, r.Tasks[0].Status
 	}
-	if line, err := p.Logs.Wait(10*time.Second, demotest.Match{Msg: "worker: run panicked"}); err != nil || line.Fields["task"] != "bad-00000" {
+	if line, err := p.Logs.Wait(10*time.Second, upgradertest.Match{Msg: "worker: run panicked"}); err != nil || line.Fields["task"] != "bad-00000" {
 		t.Fatalf("the panic was not logged with the task's ID: %v %q", err, line.Raw)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -229,12 +230,12 @@ func TestTaskStateMigration(t *testing.T) {
 	logPath := filepath.Join(dir, "tasks.log")
 	p := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", "20", "-task-interval", "50ms", "-task-log", logPath)
 	time.Sleep(300 * time.Millisecond) // let every task run a few times
-	demotest.Install(t, demoV2, p.Bin)
+	upgradertest.Install(t, demoV2, p.Bin)
 	u := p.Upgrade(t)
 	if u.Err != "" {
 		t.Fatal(u.Err)
 	}
-	line, err := p.Logs.Wait(5*time.Second, demotest.Match{
+	line, err := p.Logs.Wait(5*time.Second, upgradertest.Match{
 		Msg: "worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", Pid: u.NewPid})
 	if err != nil || line.Fields["task"] != "task-00000" {
 		t.Errorf("the new process did not report the retired task: %v %q", err, line.Raw)

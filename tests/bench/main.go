@@ -45,7 +45,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 type flags struct {
@@ -176,7 +176,7 @@ func run(f flags) error {
 			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slices.Clone(demoArgs), strings.Fields(f.stateArgs)...)},
 		}
 		cfg := runConfig{
-			Load:       load.Config{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
+			Load:       upgradertest.LoadConfig{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
 			Upgrades:   f.upgrades,
 			Interval:   f.interval,
 			Warmup:     f.warmup,

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,22 +44,43 @@ func Fault(step FaultStep, gen, attempt int) string {
 	return fault.Env(step, gen, attempt)
 }
 
-// Options describe how to run the service.
+// Options describe how to run the service. The zero value runs the binary
+// with no arguments in a new directory and waits only for its pid file.
 type Options struct {
 	// Args are the service's arguments. They must make it write its pid
-	// file at Service.PIDFile and serve HTTP at URL; "{dir}" in an
-	// argument is replaced with the service's directory.
+	// file at Service.PIDFile; "{dir}" in an argument is replaced with the
+	// service's directory.
 	Args []string
-	// Env is added to the test's environment.
+	// Env is added to the test's environment, from which Start removes
+	// the variables through which a service manager talks to its service
+	// (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*, FDSTORE): a test run under
+	// systemd must not make the service attach to it.
 	Env []string
+	// Dir is the service's directory: its binary is installed there and
+	// it runs there. Empty means a new t.TempDir().
+	Dir string
+	// Name is the installed binary's file name in Dir. Empty means bin's.
+	Name string
 	// URL is where the service serves HTTP once started, such as
-	// http://127.0.0.1:18080. Start waits until GET URL+Health answers 200.
+	// http://127.0.0.1:18080. Without Serving, Start waits until GET
+	// URL+Health answers 200. Empty with Serving means the URL is taken
+	// from the serving line's addr field, if it has one.
 	URL string
 	// Health is the path Start polls. Empty means "/".
 	Health string
+	// Serving, if set, is the msg of the log line the service writes
+	// (with log/slog's text handler) once it serves, such as "serving".
+	// Start then waits for that line from the process it started instead
+	// of polling URL.
+	Serving string
 	// PIDFile is the pid file the service writes (Options.PIDFile of its
-	// upgrader), relative to its directory. Empty means "service.pid".
+	// upgrader), relative to its directory unless absolute. Empty means
+	// "service.pid".
 	PIDFile string
+	// Output also receives everything the service's processes write to
+	// their stdout and stderr (which Service.Logs reads). Nil means
+	// os.Stderr; io.Discard keeps it out of the test's output.
+	Output io.Writer
 	// StartTimeout bounds the start. Zero means 10 s.
 	StartTimeout time.Duration
 }
@@ -69,20 +92,41 @@ type Service struct {
 	Bin     string // the binary it re-executes on an upgrade: replace it to deploy
 	PIDFile string
 	URL     string
+	// Logs holds every line the service's processes wrote to their stdout
+	// and stderr, which they share.
+	Logs *Logs
 
-	cmd  *exec.Cmd
+	cmd *exec.Cmd
+
+	mu   sync.Mutex
 	pids map[int]bool // every pid seen, to stop them all
 }
 
-// Start copies bin into a new directory, starts it there and waits until it
-// serves and its pid file names it. Every generation is stopped when the
-// test ends.
+// saw records pid as one of the service's processes.
+func (s *Service) saw(pid int) {
+	s.mu.Lock()
+	s.pids[pid] = true
+	s.mu.Unlock()
+}
+
+// Start installs bin in the service's directory, starts it there and waits
+// until it serves (see Options). Every generation is stopped when the test
+// ends, and the test fails if one still holds the output 10 s later.
 func Start(t testing.TB, bin string, opts Options) *Service {
 	t.Helper()
-	dir := t.TempDir()
-	s := &Service{Dir: dir, Bin: filepath.Join(dir, filepath.Base(bin)), URL: opts.URL, pids: map[int]bool{}}
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	name := opts.Name
+	if name == "" {
+		name = filepath.Base(bin)
+	}
+	s := &Service{Dir: dir, Bin: filepath.Join(dir, name), URL: opts.URL, pids: map[int]bool{}}
 	s.PIDFile = filepath.Join(dir, "service.pid")
-	if opts.PIDFile != "" {
+	if filepath.IsAbs(opts.PIDFile) {
+		s.PIDFile = opts.PIDFile
+	} else if opts.PIDFile != "" {
 		s.PIDFile = filepath.Join(dir, opts.PIDFile)
 	}
 	s.Install(t, bin)
@@ -90,28 +134,81 @@ func Start(t testing.TB, bin string, opts Options) *Service {
 	for i, a := range opts.Args {
 		args[i] = strings.ReplaceAll(a, "{dir}", dir)
 	}
-	s.cmd = exec.Command(s.Bin, args...)
-	s.cmd.Dir = dir
-	s.cmd.Env = append(os.Environ(), opts.Env...)
-	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
-	if err := s.cmd.Start(); err != nil {
+	r, w, err := os.Pipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.pids[s.cmd.Process.Pid] = true
+	s.cmd = exec.Command(s.Bin, args...)
+	s.cmd.Dir = dir
+	s.cmd.Env = append(CleanEnv(), opts.Env...)
+	s.cmd.Stdout, s.cmd.Stderr = w, w
+	err = s.cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	out := opts.Output
+	if out == nil {
+		out = os.Stderr
+	}
+	var rd io.Reader = r
+	if out != io.Discard {
+		rd = io.TeeReader(r, out)
+	}
+	s.Logs = ReadLogs(rd)
+	// Registered before the stop, so it runs after it: once every
+	// generation is gone the pipe ends.
+	t.Cleanup(func() {
+		defer r.Close()
+		select {
+		case <-s.Logs.Done():
+		case <-time.After(10 * time.Second):
+			t.Errorf("upgradertest: %s: output still open 10s after the test: a generation is still running", s.Bin)
+		}
+	})
+	s.saw(s.cmd.Process.Pid)
 	t.Cleanup(s.stop)
 
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	if opts.Serving != "" {
+		line, err := s.Logs.Wait(timeout, Match{Msg: opts.Serving, Pid: s.cmd.Process.Pid})
+		if err != nil {
+			t.Fatalf("upgradertest: %s did not start: %v\n%s", s.Bin, err, s.Logs)
+		}
+		if addr := line.Fields["addr"]; s.URL == "" && addr != "" {
+			s.URL = "http://" + addr
+		}
+		return s
+	}
 	health := opts.Health
 	if health == "" {
 		health = "/"
 	}
 	if err := s.waitServing(health, timeout); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, s.Logs)
 	}
 	return s
+}
+
+// CleanEnv is the test's environment without the variables through which
+// a service manager talks to its service (NOTIFY_SOCKET, LISTEN_PID,
+// LISTEN_FDS, LISTEN_FDNAMES, WATCHDOG_PID, WATCHDOG_USEC, FDSTORE). Start
+// gives a service this environment and Options.Env.
+func CleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 func (s *Service) waitServing(health string, timeout time.Duration) error {
@@ -120,6 +217,9 @@ func (s *Service) waitServing(health string, timeout time.Duration) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if pid, err := readPid(s.PIDFile); err != nil || pid != s.cmd.Process.Pid {
 			continue
+		}
+		if s.URL == "" {
+			return nil
 		}
 		resp, err := c.Get(s.URL + health)
 		if err != nil {
@@ -133,14 +233,20 @@ func (s *Service) waitServing(health string, timeout time.Duration) error {
 	return fmt.Errorf("upgradertest: %s did not serve at %s within %v", s.Bin, s.URL+health, timeout)
 }
 
-// stop kills every generation still alive, by pid.
+// stop kills every generation still alive, by pid: those the test saw in
+// the pid file and those that logged a pid.
 func (s *Service) stop() {
 	if pid, err := readPid(s.PIDFile); err == nil {
-		s.pids[pid] = true
+		s.saw(pid)
 	}
+	for _, pid := range s.Logs.Pids() {
+		s.saw(pid)
+	}
+	s.mu.Lock()
 	for pid := range s.pids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	s.mu.Unlock()
 	s.cmd.Wait()
 }
 
@@ -151,7 +257,7 @@ func (s *Service) Pid(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.pids[pid] = true
+	s.saw(pid)
 	return pid
 }
 
@@ -159,15 +265,34 @@ func (s *Service) Pid(t testing.TB) int {
 // tool does. The next upgrade runs it.
 func (s *Service) Install(t testing.TB, bin string) {
 	t.Helper()
-	b, err := os.ReadFile(bin)
+	Install(t, bin, s.Bin)
+}
+
+// Install copies src to dst as an executable, atomically: it writes a
+// temporary file beside dst and renames it over, as a deploy tool does.
+func Install(t testing.TB, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := s.Bin + ".new"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+	InstallBytes(t, b, dst, 0o755)
+}
+
+// InstallBytes writes b to dst with mode, atomically: a test installs a
+// broken binary (a script that exits, a file that is not executable) this
+// way.
+func InstallBytes(t testing.TB, b []byte, dst string, mode os.FileMode) {
+	t.Helper()
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, s.Bin); err != nil {
+	// WriteFile's mode passes the umask; the rename must not.
+	if err := os.Chmod(tmp, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -209,7 +334,7 @@ func (s *Service) Upgrade(t testing.TB, timeout time.Duration) (int, error) {
 	if err != nil || pid == old || syscall.Kill(pid, 0) != nil {
 		return 0, fmt.Errorf("%w: pid %d exited and no new process took over", ErrNoUpgrade, old)
 	}
-	s.pids[pid] = true
+	s.saw(pid)
 	return pid, nil
 }
 
@@ -252,6 +377,19 @@ func CheckUpgrades(t testing.TB, s *Service, n int, interval time.Duration, cfg 
 // ends. A pid that no longer exists has exited.
 func WaitExit(pid int, timeout time.Duration) error {
 	return pidfd.Wait(pid, timeout)
+}
+
+// Alive reports whether pid exists and is not a zombie: an exited child
+// of the service that its parent has not reaped yet is not alive.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	st := string(b)
+	i := strings.LastIndexByte(st, ')')
+	return i > 0 && i+2 < len(st) && st[i+2] != 'Z'
 }
 
 func readPid(path string) (int, error) {

@@ -3,11 +3,9 @@ package upgradertest_test
 import (
 	"errors"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
@@ -52,7 +50,9 @@ func start(t *testing.T, bin string, env ...string) *upgradertest.Service {
 
 // TestCheckUpgrades is the kit used as a user would, on baton-demo.
 func TestCheckUpgrades(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	// After the kit's own cleanup, which stops the service and its log
+	// reader.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 	s := start(t, buildDemo(t, ""))
 	r := upgradertest.CheckUpgrades(t, s, 5, 150*time.Millisecond,
 		upgradertest.LoadConfig{Clients: 8, Fresh: 0.5, Post: 0.5, Rate: 500})
@@ -64,7 +64,9 @@ func TestCheckUpgrades(t *testing.T) {
 // TestFault: a new process that rejects the state leaves the old one
 // serving, which the kit reports as ErrNoUpgrade; the next attempt works.
 func TestFault(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	// After the kit's own cleanup, which stops the service and its log
+	// reader.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 	s := start(t, buildDemo(t, "batonfault"), upgradertest.Fault(upgradertest.FaultNewReject, 1, 1))
 	old := s.Pid(t)
 	if _, err := s.Upgrade(t, 3*time.Second); !errors.Is(err, upgradertest.ErrNoUpgrade) {
@@ -77,18 +79,7 @@ func TestFault(t *testing.T) {
 	if err != nil || pid == old {
 		t.Fatalf("second attempt: pid %d, %v", pid, err)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(old)); err == nil {
-		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(old) + "/stat"); len(b) > 0 && !zombie(b) {
-			t.Errorf("old pid %d still running", old)
-		}
+	if upgradertest.Alive(old) {
+		t.Errorf("old pid %d still running", old)
 	}
-}
-
-func zombie(stat []byte) bool {
-	for i := len(stat) - 1; i > 0; i-- {
-		if stat[i] == ')' {
-			return i+2 < len(stat) && stat[i+2] == 'Z'
-		}
-	}
-	return false
 }
