@@ -11,6 +11,7 @@ package tests
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -79,50 +79,30 @@ type taskCheck struct {
 	example       string // the first gap or repeat, for the error message
 }
 
-// checkTaskLog reads the task log one line at a time (a soak writes
-// millions) and checks each task's sequence numbers.
+// checkTaskLog reads the task log and checks each task's sequence numbers.
 func checkTaskLog(t *testing.T, path string) taskCheck {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	c := taskCheck{byPid: map[int]int{}}
 	last := map[string]uint64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) != 4 {
-			t.Fatalf("bad task log line %q", sc.Text())
-		}
-		seq, err1 := strconv.ParseUint(fields[1], 10, 64)
-		pid, err2 := strconv.Atoi(fields[2])
-		if err1 != nil || err2 != nil {
-			t.Fatalf("bad task log line %q", sc.Text())
-		}
-		id := fields[0]
-		prev, seen := last[id]
+	scanTaskLog(t, path, func(r taskRun) {
+		prev, seen := last[r.id]
 		if !seen {
 			c.tasks++
 		}
 		c.runs++
-		c.byPid[pid]++
+		c.byPid[r.pid]++
 		switch {
-		case seq == prev+1:
-		case seq <= prev:
+		case r.seq == prev+1:
+		case r.seq <= prev:
 			c.repeats++
 		default:
 			c.gaps++
 		}
-		if seq != prev+1 && c.example == "" {
-			c.example = fmt.Sprintf("task %s: seq %d (pid %d) after seq %d", id, seq, pid, prev)
+		if r.seq != prev+1 && c.example == "" {
+			c.example = fmt.Sprintf("task %s: seq %d (pid %d) after seq %d", r.id, r.seq, r.pid, prev)
 		}
-		last[id] = max(prev, seq)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
+		last[r.id] = max(prev, r.seq)
+	})
 	return c
 }
 
@@ -335,7 +315,7 @@ func TestNewProcessFaults(t *testing.T) {
 	unreadable := func(t *testing.T, path string) { upgradertest.Install(t, demoV3, path) }
 	tests := []struct {
 		name    string
-		fault   string // BATON_FAULT
+		fault   upgradertest.FaultStep // made to fail in attempt 1 of generation 1
 		args    []string
 		install func(t *testing.T, path string) // replaces the binary for the failing attempt
 		wantErr string
@@ -344,15 +324,15 @@ func TestNewProcessFaults(t *testing.T) {
 		// that far.
 		wantLog string
 	}{
-		{name: "new-start", fault: "new-start@1.1",
+		{name: "new-start", fault: upgradertest.FaultNewStart,
 			wantErr: "upgrade failed at start: upgrader: new process exited before it was ready: exit status 7"},
-		{name: "new-listening", fault: "new-listening@1.1",
+		{name: "new-listening", fault: upgradertest.FaultNewListening,
 			wantErr: "upgrader: new process exited before it was ready: exit status 7"},
-		{name: "new-restoring", fault: "new-restoring@1.1",
+		{name: "new-restoring", fault: upgradertest.FaultNewRestoring,
 			wantErr: "upgrade failed at state", wantLog: "participants thawed: carrying on"},
-		{name: "new-reject", fault: "new-reject@1.1",
+		{name: "new-reject", fault: upgradertest.FaultNewReject,
 			wantErr: "upgrader: new process rejected the state: rejected by fault injection", wantLog: "participants thawed: carrying on"},
-		{name: "new-hang", fault: "new-hang@1.1", args: []string{"-upgrade-timeout", "1500ms"},
+		{name: "new-hang", fault: upgradertest.FaultNewHang, args: []string{"-upgrade-timeout", "1500ms"},
 			wantErr: "upgrader: new process was not ready in time", wantLog: "participants thawed: carrying on"},
 		{name: "state-unreadable", install: unreadable,
 			wantErr: "upgrader: new process rejected the state: the new binary cannot read this process's state",
@@ -364,7 +344,7 @@ func TestNewProcessFaults(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var env []string
 			if tt.fault != "" {
-				env = []string{"BATON_FAULT=" + tt.fault}
+				env = []string{upgradertest.Fault(tt.fault, 1, 1)}
 			}
 			s := startService(t, demoFault, env, tt.args...)
 			old := s.Pid(t)
@@ -479,7 +459,7 @@ func assertRefused(t *testing.T, addr string) {
 func TestNewProcessCrashesAfterReady(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"-state-file", filepath.Join(dir, "demo.state"), "-state-file-interval", "500ms"}
-	s := startServiceIn(t, dir, demoFault, []string{"BATON_FAULT=new-crash-late@1.1"}, args...)
+	s := startServiceIn(t, dir, demoFault, []string{upgradertest.Fault(upgradertest.FaultNewCrashLate, 1, 1)}, args...)
 	old := s.Pid(t)
 	waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "state file written", Pid: old})
 	waitTaskRuns(t, s, 2)
@@ -563,7 +543,7 @@ func TestOldProcessFaults(t *testing.T) {
 func testSigtermDuringUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"-upgrade-timeout", "30s", "-state-file", filepath.Join(dir, "demo.state")}
-	s := startServiceIn(t, dir, demoFault, []string{"BATON_FAULT=new-hang@1.1"}, args...)
+	s := startServiceIn(t, dir, demoFault, []string{upgradertest.Fault(upgradertest.FaultNewHang, 1, 1)}, args...)
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
 	cfg := standardLoad(s.URL)
@@ -617,7 +597,7 @@ func testSigtermDuringUpgrade(t *testing.T) {
 // process holds the whole snapshot (a sealed memfd) and carries on as the
 // only owner: every task's sequence goes on without a gap or a repeat.
 func testSigkillAfterFreeze(t *testing.T) {
-	s := startService(t, demoFault, []string{"BATON_FAULT=old-kill@0.1"})
+	s := startService(t, demoFault, []string{upgradertest.Fault(upgradertest.FaultOldKill, 0, 1)})
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
 	cfg := standardLoad(s.URL)
@@ -693,7 +673,7 @@ func batonJSON(t *testing.T, args ...string) (int, upgrader.ControlReply) {
 func testSecondTriggerDuringUpgrade(t *testing.T) {
 	dir := controlDir(t)
 	sock := filepath.Join(dir, "control.sock")
-	s := startServiceIn(t, dir, demoFault, []string{"BATON_FAULT=new-hang@1.1"}, "-upgrade-timeout", "2s", "-control", sock)
+	s := startServiceIn(t, dir, demoFault, []string{upgradertest.Fault(upgradertest.FaultNewHang, 1, 1)}, "-upgrade-timeout", "2s", "-control", sock)
 	old := s.Pid(t)
 	waitTaskRuns(t, s, 2)
 	var newPid int
@@ -1137,49 +1117,60 @@ func TestBadHandoffEnv(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// serveOrExit waits, up to 10 s, until the started cmd either exits or logs
-// that it serves, in which case it stops it with SIGTERM. It returns
-// whether it served and how it exited.
-func serveOrExit(t *testing.T, cmd *exec.Cmd, out *syncBuffer) (served bool, err error) {
+// serveOrExit starts cmd with its output read by the kit's log reader and
+// waits, up to 10 s, until it either exits or logs that it serves, in
+// which case it stops it with SIGTERM. It returns all it wrote, whether it
+// served and how it exited.
+func serveOrExit(t *testing.T, cmd *exec.Cmd) (out string, served bool, err error) {
 	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := upgradertest.ReadLogs(r)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			return false, err
-		case <-deadline:
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	serving := make(chan error, 1)
+	go func() {
+		_, err := logs.WaitContext(ctx, 0, upgradertest.Match{Msg: "serving"})
+		serving <- err
+	}()
+	select {
+	case err = <-exited:
+	case werr := <-serving:
+		switch {
+		case werr == nil:
+			served = true
+			cmd.Process.Signal(syscall.SIGTERM)
+			err = <-exited
+		case errors.Is(werr, context.DeadlineExceeded):
 			cmd.Process.Kill()
 			<-exited
-			t.Fatalf("neither served nor exited in 10 s:\n%s", out.String())
-		case <-tick.C:
-			if strings.Contains(out.String(), "msg=serving") {
-				cmd.Process.Signal(syscall.SIGTERM)
-				return true, <-exited
-			}
+			t.Fatalf("neither served nor exited in 10 s:\n%s", logs)
+		default: // the output ended: it exited
+			err = <-exited
 		}
 	}
+	cancel()
+	select {
+	case <-logs.Done():
+	case <-time.After(5 * time.Second):
+		t.Errorf("output still open 5 s after the exit")
+	}
+	var all strings.Builder
+	for _, l := range logs.Lines(0) {
+		all.WriteString(l.Raw + "\n")
+	}
+	return all.String(), served, err
 }
 
 // TestBadActivationEnv: baton-demo started with malformed socket-activation
@@ -1220,9 +1211,7 @@ func TestBadActivationEnv(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			bin := filepath.Join(t.TempDir(), "baton-demo")
 			upgradertest.Install(t, demoV1, bin)
-			var out syncBuffer
 			cmd := exec.Command("/bin/sh", "-c", tt.script+"; exec "+bin+" -addr 127.0.0.1:0")
-			cmd.Stdout, cmd.Stderr = &out, &out
 			if tt.socket {
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
@@ -1236,13 +1225,10 @@ func TestBadActivationEnv(t *testing.T) {
 				defer f.Close()
 				cmd.ExtraFiles = []*os.File{f}
 			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			served, err := serveOrExit(t, cmd, &out)
-			t.Logf("served %v, exit %v: %s", served, err, strings.TrimSpace(out.String()[max(0, strings.LastIndex(out.String(), "baton-demo:")):]))
+			out, served, err := serveOrExit(t, cmd)
+			t.Logf("served %v, exit %v: %s", served, err, strings.TrimSpace(out[max(0, strings.LastIndex(out, "baton-demo:")):]))
 			if served != tt.serves && !tt.either {
-				t.Errorf("served = %v, want %v:\n%s", served, tt.serves, out.String())
+				t.Errorf("served = %v, want %v:\n%s", served, tt.serves, out)
 			}
 			if !served && err == nil {
 				t.Errorf("refused to serve but exited 0")
@@ -1250,11 +1236,11 @@ func TestBadActivationEnv(t *testing.T) {
 			if served && tt.either {
 				tt.want = "systemd: closed an activated descriptor"
 			}
-			if !strings.Contains(out.String(), tt.want) {
-				t.Errorf("output does not say %q:\n%s", tt.want, out.String())
+			if !strings.Contains(out, tt.want) {
+				t.Errorf("output does not say %q:\n%s", tt.want, out)
 			}
-			if strings.Contains(out.String(), "panic") {
-				t.Errorf("panicked:\n%s", out.String())
+			if strings.Contains(out, "panic") {
+				t.Errorf("panicked:\n%s", out)
 			}
 		})
 	}
@@ -1344,7 +1330,7 @@ func TestNewProcessCrashesAfterReadyUnderSystemd(t *testing.T) {
 	upgradertest.Install(t, fault, e.bin)
 	const unit, port = "crash.service", 8110
 	e.in.InstallUnit(t, unit, e.unit(unit, fmt.Sprintf("127.0.0.1:%d", port),
-		"Environment=BATON_FAULT=new-crash-late@1.1\nRestart=on-failure\nRestartSec=100ms"))
+		"Environment="+upgradertest.Fault(upgradertest.FaultNewCrashLate, 1, 1)+"\nRestart=on-failure\nRestartSec=100ms"))
 	e.in.Start(t, unit)
 	defer e.in.Output("systemctl", "stop", unit)
 	first := e.state(t, unit)

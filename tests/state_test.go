@@ -116,9 +116,9 @@ func TestRejectedStateKeepsServing(t *testing.T) {
 	}{
 		{name: "new binary cannot read the state", bin: demoV1, broken: demoV3, wantErr: "rejected the state",
 			wantLog: "handoff: refusing to hand over state"},
-		{name: "new process dies while receiving", bin: demoFault, env: []string{"BATON_FAULT=new-restoring@1.1"},
+		{name: "new process dies while receiving", bin: demoFault, env: []string{upgradertest.Fault(upgradertest.FaultNewRestoring, 1, 1)},
 			wantErr: "exit status 7", wantLog: "participants thawed: carrying on"},
-		{name: "new process rejects the state", bin: demoFault, env: []string{"BATON_FAULT=new-reject@1.1"},
+		{name: "new process rejects the state", bin: demoFault, env: []string{upgradertest.Fault(upgradertest.FaultNewReject, 1, 1)},
 			wantErr: "rejected the state", wantLog: "participants thawed: carrying on"},
 	}
 	for _, tt := range tests {

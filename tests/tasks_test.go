@@ -18,23 +18,24 @@ import (
 	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
-// taskRun is one line of baton-demo's -task-log.
+// taskRun is one line of baton-demo's -task-log: "task_id seq pid unix_ms".
 type taskRun struct {
+	id  string
 	seq uint64
 	pid int
 	at  time.Time
 }
 
-// readTaskLog parses the task log into each task's runs, in file order.
-func readTaskLog(t *testing.T, path string) map[string][]taskRun {
+// scanTaskLog reads the task log one line at a time (a soak writes
+// millions) and hands each run to f, in file order.
+func scanTaskLog(t *testing.T, path string, f func(taskRun)) {
 	t.Helper()
-	f, err := os.Open(path)
+	file, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	runs := map[string][]taskRun{}
-	sc := bufio.NewScanner(f)
+	defer file.Close()
+	sc := bufio.NewScanner(file)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) != 4 {
@@ -46,11 +47,18 @@ func readTaskLog(t *testing.T, path string) map[string][]taskRun {
 		if err1 != nil || err2 != nil || err3 != nil {
 			t.Fatalf("bad task log line %q", sc.Text())
 		}
-		runs[fields[0]] = append(runs[fields[0]], taskRun{seq: seq, pid: pid, at: time.UnixMilli(ms)})
+		f(taskRun{id: fields[0], seq: seq, pid: pid, at: time.UnixMilli(ms)})
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readTaskLog parses the task log into each task's runs, in file order.
+func readTaskLog(t *testing.T, path string) map[string][]taskRun {
+	t.Helper()
+	runs := map[string][]taskRun{}
+	scanTaskLog(t, path, func(r taskRun) { runs[r.id] = append(runs[r.id], r) })
 	return runs
 }
 
