@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // soakUpgrades is the number of upgrades TestSoak runs: 100 in the normal
@@ -56,17 +55,7 @@ func TestSoak(t *testing.T) {
 	var serving []time.Duration
 	r := underLoad(t, standardLoad(p.URL), func() {
 		for i := 0; i < upgrades; i++ {
-			u := p.Upgrade(t)
-			if u.Err != "" {
-				t.Fatalf("upgrade %d failed: %s", i, u.Err)
-			}
-			if pids[u.NewPid] {
-				t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
-			}
-			pids[u.NewPid] = true
-			if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
-				t.Fatalf("upgrade %d: old process: %v", i, err)
-			}
+			u := nextGeneration(t, p, i, pids)
 			serving = append(serving, u.Serving)
 			// The new generation now serves alone, under the load.
 			samples = append(samples, usage{fds: allFds(u.NewPid), goroutines: goroutinesOf(t, s, u.NewPid), rssKiB: rssOf(t, u.NewPid)})

@@ -127,13 +127,7 @@ func TestTasksSurviveUpgrades(t *testing.T) {
 		defer next.Stop()
 		for i := 0; i < upgrades; i++ {
 			<-next.C
-			u := p.Upgrade(t)
-			if u.Err != "" {
-				t.Fatalf("upgrade %d: %s", i, u.Err)
-			}
-			if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			nextGeneration(t, p, i, nil)
 		}
 	})
 	assertNoFailures(t, r)

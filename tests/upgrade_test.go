@@ -49,6 +49,28 @@ func assertNoFailures(t *testing.T, r *upgradertest.LoadReport) {
 	}
 }
 
+// nextGeneration runs upgrade i of p and waits for the old process to
+// exit. It fails the test if the upgrade failed, if the old process stays
+// or, with pids, if the new pid is one of pids (replies are told apart by
+// pid), and adds the new pid to pids.
+func nextGeneration(t *testing.T, p *demotest.Proc, i int, pids map[int]bool) demotest.Upgrade {
+	t.Helper()
+	u := p.Upgrade(t)
+	if u.Err != "" {
+		t.Fatalf("upgrade %d failed: %s", i, u.Err)
+	}
+	if pids != nil {
+		if pids[u.NewPid] {
+			t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
+		}
+		pids[u.NewPid] = true
+	}
+	if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+		t.Fatalf("upgrade %d: old process: %v", i, err)
+	}
+	return u
+}
+
 func TestUpgradesUnderLoad(t *testing.T) {
 	const upgrades = 50
 	p := demotest.Start(t, demoV1, "-drain", "10s")
@@ -60,17 +82,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		defer next.Stop()
 		for i := 0; i < upgrades; i++ {
 			<-next.C
-			u := p.Upgrade(t)
-			if u.Err != "" {
-				t.Fatalf("upgrade %d failed: %s", i, u.Err)
-			}
-			if pids[u.NewPid] {
-				t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
-			}
-			pids[u.NewPid] = true
-			if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
-				t.Fatalf("upgrade %d: old process: %v", i, err)
-			}
+			u := nextGeneration(t, p, i, pids)
 			serving = append(serving, u.Serving)
 		}
 	})

@@ -23,6 +23,17 @@ func sleeper(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
+// open opens a pidfd for pid, closed when the test ends.
+func open(t *testing.T, pid int) *Process {
+	t.Helper()
+	p, err := Open(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 func TestWaitTimesOutOnARunningProcess(t *testing.T) {
 	cmd := sleeper(t)
 	if err := Wait(cmd.Process.Pid, 100*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
@@ -34,11 +45,7 @@ func TestWaitTimesOutOnARunningProcess(t *testing.T) {
 // wait sees the exit before the parent reaps it.
 func TestSignalAndWait(t *testing.T) {
 	cmd := sleeper(t)
-	p, err := Open(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := open(t, cmd.Process.Pid)
 	if p.Exited() {
 		t.Fatal("Exited before the signal")
 	}
@@ -63,11 +70,7 @@ func TestSignalAndWait(t *testing.T) {
 
 func TestWaitCancelled(t *testing.T) {
 	cmd := sleeper(t)
-	p, err := Open(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := open(t, cmd.Process.Pid)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
 	if err := p.Wait(ctx); !errors.Is(err, context.Canceled) {

@@ -92,24 +92,31 @@ func (t *tracker) all() []int {
 
 // signal sends sig to a tracked process.
 func (t *tracker) signal(pid int, sig syscall.Signal) error {
-	t.mu.Lock()
-	p, ok := t.procs[pid]
-	t.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("pid %d is not one of the service's processes", pid)
+	p, err := t.get(pid)
+	if err != nil {
+		return err
 	}
-	return p.proc.Signal(sig)
+	return p.Signal(sig)
 }
 
 // waitExit waits until the tracked process pid has exited, or ctx is done.
 func (t *tracker) waitExit(ctx context.Context, pid int) error {
-	t.mu.Lock()
-	p, ok := t.procs[pid]
-	t.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("pid %d is not tracked", pid)
+	p, err := t.get(pid)
+	if err != nil {
+		return err
 	}
-	return p.proc.Wait(ctx)
+	return p.Wait(ctx)
+}
+
+// get returns the pidfd of the tracked process pid.
+func (t *tracker) get(pid int) (*pidfd.Process, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.procs[pid]
+	if !ok {
+		return nil, fmt.Errorf("pid %d is not one of the service's processes", pid)
+	}
+	return p.proc, nil
 }
 
 // discover tracks the children of every live tracked process, repeatedly,
