@@ -6,7 +6,7 @@
 //
 // It builds baton-demo and tests/tfbaseline into a temporary directory and
 // upgrades each of these services in turn, on 127.0.0.1, under the load of
-// tests/load:
+// upgradertest:
 //
 //	baton        baton-demo as shipped (a 2,000-entry map as state)
 //	baton-nokv   baton-demo -kv-entries=0: the upgrader's own state only

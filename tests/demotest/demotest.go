@@ -1,6 +1,8 @@
 // Package demotest builds and drives baton-demo as a user would: a real
 // binary in a temporary directory, real signals, real sockets on 127.0.0.1.
-// The end-to-end tests and the upgrade benchmark use it.
+// It is the test kit, upgradertest, with what only baton-demo has: its
+// build variants, its log's verdict on an upgrade and its endpoints. The
+// end-to-end tests and the upgrade benchmark use it.
 package demotest
 
 import (

@@ -1,4 +1,4 @@
-// Command loadcmd puts tests/load's load on a service from wherever it runs:
+// Command loadcmd puts upgradertest's load on a service from wherever it runs:
 // the systemd end-to-end tests run it inside the sdns guest, whose ports live
 // in the guest's own network namespace.
 //

@@ -46,7 +46,7 @@ type LoadConfig struct {
 	PostPath string
 }
 
-// Failure kinds, the keys of Report.Failures.
+// Failure kinds, the keys of LoadReport.Failures.
 const (
 	Refused = "refused"
 	Reset   = "reset"

@@ -9,40 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/fault"
 	"github.com/batonhq/baton/internal/pidfd"
 )
-
-// FaultStep is a step of the handoff at which a process built with -tags
-// batonfault can be made to fail, for Fault.
-type FaultStep = fault.Step
-
-// Fault injection steps, for Fault, in the order an upgrade reaches them.
-// They are the upgrader's own (internal/fault), not copies.
-const (
-	FaultNewStart     = fault.NewStart     // the new process exits (status 7) before it says hello
-	FaultNewListening = fault.NewListening // the new process exits after taking its listeners
-	FaultNewRestoring = fault.NewRestoring // the new process exits while it receives the state
-	FaultNewReject    = fault.NewReject    // the new process rejects the state it received
-	FaultNewHang      = fault.NewHang      // the new process restores the state, then hangs before it is ready
-	FaultNewCrashLate = fault.NewCrashLate // the new process becomes ready, then crashes during the old one's drain
-	FaultOldKill      = fault.OldKill      // the old process kills itself right after sending the state, before the new one is ready
-)
-
-// Fault returns the environment entry that makes generation gen fail at
-// step during attempt (the attempt of the old process that started it, or
-// that it runs), such as "BATON_FAULT=new-reject@1.1". The service must be
-// built with -tags batonfault.
-func Fault(step FaultStep, gen, attempt int) string {
-	return fault.Env(step, gen, attempt)
-}
 
 // Options describe how to run the service. The zero value runs the binary
 // with no arguments in a new directory and waits only for its pid file.
@@ -134,41 +108,7 @@ func Start(t testing.TB, bin string, opts Options) *Service {
 	for i, a := range opts.Args {
 		args[i] = strings.ReplaceAll(a, "{dir}", dir)
 	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cmd = exec.Command(s.Bin, args...)
-	s.cmd.Dir = dir
-	s.cmd.Env = append(CleanEnv(), opts.Env...)
-	s.cmd.Stdout, s.cmd.Stderr = w, w
-	err = s.cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
-		t.Fatal(err)
-	}
-	out := opts.Output
-	if out == nil {
-		out = os.Stderr
-	}
-	var rd io.Reader = r
-	if out != io.Discard {
-		rd = io.TeeReader(r, out)
-	}
-	s.Logs = ReadLogs(rd)
-	// Registered before the stop, so it runs after it: once every
-	// generation is gone the pipe ends.
-	t.Cleanup(func() {
-		defer r.Close()
-		select {
-		case <-s.Logs.Done():
-		case <-time.After(10 * time.Second):
-			t.Errorf("upgradertest: %s: output still open 10s after the test: a generation is still running", s.Bin)
-		}
-	})
-	s.saw(s.cmd.Process.Pid)
-	t.Cleanup(s.stop)
+	s.run(t, args, opts.Env, opts.Output)
 
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
@@ -194,21 +134,44 @@ func Start(t testing.TB, bin string, opts Options) *Service {
 	return s
 }
 
-// CleanEnv is the test's environment without the variables through which
-// a service manager talks to its service (NOTIFY_SOCKET, LISTEN_PID,
-// LISTEN_FDS, LISTEN_FDNAMES, WATCHDOG_PID, WATCHDOG_USEC, FDSTORE). Start
-// gives a service this environment and Options.Env.
-func CleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE":
-			continue
-		}
-		env = append(env, kv)
+// run starts the service's binary with args and its output read into
+// s.Logs (and copied to out), and registers its stop.
+func (s *Service) run(t testing.TB, args, env []string, out io.Writer) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return env
+	s.cmd = exec.Command(s.Bin, args...)
+	s.cmd.Dir = s.Dir
+	s.cmd.Env = append(CleanEnv(), env...)
+	s.cmd.Stdout, s.cmd.Stderr = w, w
+	err = s.cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	if out == nil {
+		out = os.Stderr
+	}
+	var rd io.Reader = r
+	if out != io.Discard {
+		rd = io.TeeReader(r, out)
+	}
+	s.Logs = ReadLogs(rd)
+	// Registered before the stop, so it runs after it: once every
+	// generation is gone the pipe ends.
+	t.Cleanup(func() {
+		defer r.Close()
+		select {
+		case <-s.Logs.Done():
+		case <-time.After(10 * time.Second):
+			t.Errorf("upgradertest: %s: output still open 10s after the test: a generation is still running", s.Bin)
+		}
+	})
+	s.saw(s.cmd.Process.Pid)
+	t.Cleanup(s.stop)
 }
 
 func (s *Service) waitServing(health string, timeout time.Duration) error {
@@ -266,35 +229,6 @@ func (s *Service) Pid(t testing.TB) int {
 func (s *Service) Install(t testing.TB, bin string) {
 	t.Helper()
 	Install(t, bin, s.Bin)
-}
-
-// Install copies src to dst as an executable, atomically: it writes a
-// temporary file beside dst and renames it over, as a deploy tool does.
-func Install(t testing.TB, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	InstallBytes(t, b, dst, 0o755)
-}
-
-// InstallBytes writes b to dst with mode, atomically: a test installs a
-// broken binary (a script that exits, a file that is not executable) this
-// way.
-func InstallBytes(t testing.TB, b []byte, dst string, mode os.FileMode) {
-	t.Helper()
-	tmp := dst + ".new"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	// WriteFile's mode passes the umask; the rename must not.
-	if err := os.Chmod(tmp, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // ErrNoUpgrade means the service was still the same process when Upgrade
@@ -370,34 +304,6 @@ func CheckUpgrades(t testing.TB, s *Service, n int, interval time.Duration, cfg 
 			r.Failed(), r.Retried, r.Requests, n, r.Failures, r.Errors)
 	}
 	return r
-}
-
-// WaitExit waits until pid has exited, up to timeout, without being its
-// parent: it waits on a pidfd, which becomes readable when the process
-// ends. A pid that no longer exists has exited.
-func WaitExit(pid int, timeout time.Duration) error {
-	return pidfd.Wait(pid, timeout)
-}
-
-// Alive reports whether pid exists and is not a zombie: an exited child
-// of the service that its parent has not reaped yet is not alive.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	st := string(b)
-	i := strings.LastIndexByte(st, ')')
-	return i > 0 && i+2 < len(st) && st[i+2] != 'Z'
-}
-
-func readPid(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
 // newClient returns a client that opens a new connection for every request.

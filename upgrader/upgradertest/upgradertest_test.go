@@ -3,9 +3,11 @@ package upgradertest_test
 import (
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +83,34 @@ func TestFault(t *testing.T) {
 	}
 	if upgradertest.Alive(old) {
 		t.Errorf("old pid %d still running", old)
+	}
+}
+
+// TestStartScrubsTheEnvironment: a test run under a service manager must
+// not hand the service the manager's variables, or the service would talk
+// to the test's manager; the rest of the environment and Options.Env reach
+// it. The "service" is a shell that writes its environment and pid file.
+func TestStartScrubsTheEnvironment(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	for _, k := range []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE"} {
+		t.Setenv(k, "from-the-test")
+	}
+	t.Setenv("UPGRADERTEST_KEPT", "yes")
+	s := upgradertest.Start(t, "/bin/sh", upgradertest.Options{
+		Args: []string{"-c", "env > {dir}/env; echo $$ > {dir}/service.pid; exec sleep 60"},
+		Env:  []string{"UPGRADERTEST_ADDED=yes"},
+	})
+	b, err := os.ReadFile(filepath.Join(s.Dir, "env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(b)
+	if strings.Contains(env, "from-the-test") {
+		t.Errorf("the service got the service manager's variables:\n%s", env)
+	}
+	for _, want := range []string{"UPGRADERTEST_KEPT=yes", "UPGRADERTEST_ADDED=yes"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the service's environment lacks %s:\n%s", want, env)
+		}
 	}
 }
