@@ -2,6 +2,7 @@ package upgradertest_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -59,4 +60,20 @@ func TestExampleUserTest(t *testing.T) {
 	if upgradertest.Alive(old) {
 		t.Errorf("old pid %d still running after the upgrade", old)
 	}
+}
+
+// A service started with this entry in its environment (Options.Env), and
+// built with -tags batonfault, has its generation-1 process reject the
+// state in the first upgrade attempt.
+func ExampleFault() {
+	fmt.Println(upgradertest.Fault(upgradertest.FaultNewReject, 1, 1))
+	// Output: BATON_FAULT=new-reject@1.1
+}
+
+// Service.Logs holds lines parsed like this one, which a test waits for
+// with Logs.Wait and reads by field.
+func ExampleParseLine() {
+	l := upgradertest.ParseLine(`time=2026-11-25T22:19:16.587Z level=INFO msg="state restored" pid=9 bytes=49478 took=7.2ms`)
+	fmt.Println(l.Msg, l.Pid, l.Fields["bytes"], l.Fields["took"])
+	// Output: state restored 9 49478 7.2ms
 }
