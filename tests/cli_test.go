@@ -18,6 +18,7 @@ import (
 
 	"github.com/batonhq/baton/tests/demotest"
 	"github.com/batonhq/baton/upgrader"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // baton runs the baton command and returns its output and exit status.
@@ -93,7 +94,7 @@ func TestCLIUpgradeAndStatus(t *testing.T) {
 	}
 
 	// A failed upgrade: exit 1 and the reason on stderr; still serving.
-	demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), p.Bin, 0o755)
+	upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), p.Bin, 0o755)
 	out, errOut, code := baton(t, nil, "upgrade", "--socket", sock, "--wait")
 	if code != 1 || !strings.Contains(errOut, "exit status 3") {
 		t.Fatalf("failed upgrade: exit %d, stderr %q, stdout %q", code, errOut, out)
@@ -167,7 +168,7 @@ func TestCLIRefusesOtherUsers(t *testing.T) {
 	if code != 3 || !strings.Contains(errOut, "uid 65534 may not control this service") {
 		t.Fatalf("nobody through SO_PEERCRED: exit %d, %q", code, errOut)
 	}
-	if _, err := p.Logs.WaitFrom(mark, 5*time.Second, demotest.Match{Msg: "control: refused a client of another user"}); err != nil {
+	if _, err := p.Logs.WaitFrom(mark, 5*time.Second, upgradertest.Match{Msg: "control: refused a client of another user"}); err != nil {
 		t.Error(err)
 	}
 	if got := p.Root(t); got.Generation != 0 {
@@ -181,7 +182,7 @@ func TestMetricsCarryOver(t *testing.T) {
 	p := demotest.StartEnv(t, nil, demoV1, dir, "-control", sock, "-tasks", "100", "-task-interval", "10ms")
 	var runs []float64
 	scrapeRuns := func() {
-		v, err := strconv.ParseFloat(scrape(t, p.URL())["baton_worker_runs_total"], 64)
+		v, err := strconv.ParseFloat(scrape(t, p.URL)["baton_worker_runs_total"], 64)
 		if err != nil {
 			t.Fatalf("baton_worker_runs_total: %v", err)
 		}
@@ -202,7 +203,7 @@ func TestMetricsCarryOver(t *testing.T) {
 	if runs[len(runs)-1] == runs[0] {
 		t.Fatalf("baton_worker_runs_total never moved: %v", runs)
 	}
-	m := scrape(t, p.URL())
+	m := scrape(t, p.URL)
 	if got := m[`baton_upgrades_total{result="success"}`]; got != "10" {
 		t.Errorf(`baton_upgrades_total{result="success"} = %q from the newest process, want 10`, got)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // BenchmarkHandoff64MiB measures the state handoff across two real
@@ -33,13 +34,13 @@ func BenchmarkHandoff64MiB(b *testing.B) {
 			if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 				b.Fatal(err)
 			}
-			line, err := p.Logs.WaitFrom(mark, time.Minute, demotest.Match{Msg: "handoff measured"})
+			line, err := p.Logs.WaitFrom(mark, time.Minute, upgradertest.Match{Msg: "handoff measured"})
 			if err != nil {
 				b.Fatalf("%v\n%s", err, p.Logs)
 			}
 			ns, _ := strconv.ParseInt(line.Fields["handoff_ns"], 10, 64)
 			total += time.Duration(ns)
-			if err := demotest.WaitExit(pid, time.Minute); err != nil {
+			if err := upgradertest.WaitExit(pid, time.Minute); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // askPid connects to a socket of multisvc and returns the pid that answered.
@@ -81,7 +82,7 @@ func TestEveryListenerKind(t *testing.T) {
 		l.Close()
 	}
 	p := demotest.StartCmd(t, bin, dir, args...)
-	first, err := p.Logs.Wait(5*time.Second, demotest.Match{Msg: "serving"})
+	first, err := p.Logs.Wait(5*time.Second, upgradertest.Match{Msg: "serving"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,16 +111,16 @@ func TestEveryListenerKind(t *testing.T) {
 		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		line, err := p.Logs.WaitFrom(mark, 30*time.Second, demotest.Match{Msg: "upgraded", Pid: old},
-			demotest.Match{Msg: "upgrade failed: still serving", Pid: old})
+		line, err := p.Logs.WaitFrom(mark, 30*time.Second, upgradertest.Match{Msg: "upgraded", Pid: old},
+			upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
 		if err != nil || line.Msg != "upgraded" {
 			t.Fatalf("upgrade %d: %v %q", gen, err, line.Raw)
 		}
 		newPid, _ := strconv.Atoi(line.Fields["new_pid"])
-		if err := demotest.WaitExit(old, 15*time.Second); err != nil {
+		if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		now, err := p.Logs.WaitFrom(mark, 5*time.Second, demotest.Match{Msg: "serving", Pid: newPid})
+		now, err := p.Logs.WaitFrom(mark, 5*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid})
 		if err != nil {
 			t.Fatal(err)
 		}

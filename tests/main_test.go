@@ -16,7 +16,7 @@ var (
 	demoV1    string // baton-demo v1: kv schema 1
 	demoV2    string // baton-demo v2: kv schema 2, migrates from 1
 	demoV3    string // baton-demo v3: kv schema 3, reads neither 1 nor 2
-	demoFault string // baton-demo v1 with fault injection (BATON_FAULT)
+	demoFault string // baton-demo v1 with fault injection (upgradertest.Fault)
 	batonCLI  string // the baton command
 )
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // BenchmarkTaskPause measures the work pause of an upgrade across real
@@ -28,7 +29,7 @@ func BenchmarkTaskPause(b *testing.B) {
 				if u.Err != "" {
 					b.Fatal(u.Err)
 				}
-				if err := demotest.WaitExit(u.OldPid, time.Minute); err != nil {
+				if err := upgradertest.WaitExit(u.OldPid, time.Minute); err != nil {
 					b.Fatal(err)
 				}
 				var pause time.Duration

@@ -53,19 +53,9 @@ func TestSoak(t *testing.T) {
 	var samples []usage
 	pids := map[int]bool{p.Pid(t): true}
 	var serving []time.Duration
-	r := underLoad(t, standardLoad(p.URL()), func() {
+	r := underLoad(t, standardLoad(p.URL), func() {
 		for i := 0; i < upgrades; i++ {
-			u := p.Upgrade(t)
-			if u.Err != "" {
-				t.Fatalf("upgrade %d failed: %s", i, u.Err)
-			}
-			if pids[u.NewPid] {
-				t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
-			}
-			pids[u.NewPid] = true
-			if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
-				t.Fatalf("upgrade %d: old process: %v", i, err)
-			}
+			u := nextGeneration(t, p, i, pids)
 			serving = append(serving, u.Serving)
 			// The new generation now serves alone, under the load.
 			samples = append(samples, usage{fds: allFds(u.NewPid), goroutines: goroutinesOf(t, s, u.NewPid), rssKiB: rssOf(t, u.NewPid)})

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // kvSeed is baton-demo's default -kv-entries.
@@ -23,7 +23,7 @@ const kvSeed = 2000
 func waitFinalCounts(t *testing.T, p *demotest.Proc) {
 	t.Helper()
 	pid := p.Pid(t)
-	if _, err := p.Logs.Wait(20*time.Second, demotest.Match{Msg: "final counts received from the previous generation", Pid: pid}); err != nil {
+	if _, err := p.Logs.Wait(20*time.Second, upgradertest.Match{Msg: "final counts received from the previous generation", Pid: pid}); err != nil {
 		t.Fatalf("generation %d: %v\n%s", pid, err, p.Logs)
 	}
 }
@@ -31,7 +31,7 @@ func waitFinalCounts(t *testing.T, p *demotest.Proc) {
 // assertStateIntact checks the demo's application state after gens
 // upgrades: the hits counter equals every GET / answered, once, and the map
 // has its seed and one entry per generation.
-func assertStateIntact(t *testing.T, p *demotest.Proc, r *load.Report, gens int) {
+func assertStateIntact(t *testing.T, p *demotest.Proc, r *upgradertest.LoadReport, gens int) {
 	t.Helper()
 	if gens > 0 {
 		waitFinalCounts(t, p)
@@ -78,7 +78,7 @@ func TestSchemaMigration(t *testing.T) {
 	if kv := p.KV(t); kv.Schema != 1 {
 		t.Fatalf("v1 schema %d", kv.Schema)
 	}
-	demotest.Install(t, demoV2, p.Bin)
+	upgradertest.Install(t, demoV2, p.Bin)
 	if u := p.Upgrade(t); u.Err != "" {
 		t.Fatal(u.Err)
 	}
@@ -116,36 +116,36 @@ func TestRejectedStateKeepsServing(t *testing.T) {
 	}{
 		{name: "new binary cannot read the state", bin: demoV1, broken: demoV3, wantErr: "rejected the state",
 			wantLog: "handoff: refusing to hand over state"},
-		{name: "new process dies while receiving", bin: demoFault, env: []string{"BATON_FAULT=new-restoring@1.1"},
+		{name: "new process dies while receiving", bin: demoFault, env: []string{upgradertest.Fault(upgradertest.FaultNewRestoring, 1, 1)},
 			wantErr: "exit status 7", wantLog: "participants thawed: carrying on"},
-		{name: "new process rejects the state", bin: demoFault, env: []string{"BATON_FAULT=new-reject@1.1"},
+		{name: "new process rejects the state", bin: demoFault, env: []string{upgradertest.Fault(upgradertest.FaultNewReject, 1, 1)},
 			wantErr: "rejected the state", wantLog: "participants thawed: carrying on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := demotest.StartEnv(t, tt.env, tt.bin, t.TempDir())
 			first := p.Pid(t)
-			r := underLoad(t, standardLoad(p.URL()), func() {
+			r := underLoad(t, standardLoad(p.URL), func() {
 				if tt.broken != "" {
-					demotest.Install(t, tt.broken, p.Bin)
+					upgradertest.Install(t, tt.broken, p.Bin)
 				}
 				u := p.Upgrade(t)
 				if u.Err == "" || !strings.Contains(u.Err, tt.wantErr) {
 					t.Fatalf("upgrade error %q, want one saying %q", u.Err, tt.wantErr)
 				}
-				if _, err := p.Logs.Wait(5*time.Second, demotest.Match{Msg: tt.wantLog, Pid: first}); err != nil {
+				if _, err := p.Logs.Wait(5*time.Second, upgradertest.Match{Msg: tt.wantLog, Pid: first}); err != nil {
 					t.Errorf("old process: %v", err)
 				}
 				if got := p.Root(t); got.Pid != first {
 					t.Fatalf("pid %d serves after the failure, want %d", got.Pid, first)
 				}
 				if tt.broken != "" {
-					demotest.Install(t, tt.bin, p.Bin)
+					upgradertest.Install(t, tt.bin, p.Bin)
 				}
 				if u := p.Upgrade(t); u.Err != "" {
 					t.Fatalf("good upgrade after the failure: %s", u.Err)
 				}
-				if err := demotest.WaitExit(first, 15*time.Second); err != nil {
+				if err := upgradertest.WaitExit(first, 15*time.Second); err != nil {
 					t.Fatal(err)
 				}
 			})
@@ -170,12 +170,12 @@ func TestColdStartFromStateFile(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := demotest.WaitExit(pid, 15*time.Second); err != nil {
+	if err := upgradertest.WaitExit(pid, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
 	q := demotest.StartEnv(t, nil, demoV1, dir, "-state-file", stateFile)
-	if _, err := q.Logs.Wait(5*time.Second, demotest.Match{Msg: "state restored from file"}); err != nil {
+	if _, err := q.Logs.Wait(5*time.Second, upgradertest.Match{Msg: "state restored from file"}); err != nil {
 		t.Fatalf("cold start: %v\n%s", err, q.Logs)
 	}
 	before := uint64(p.Gets.Load())
@@ -227,20 +227,20 @@ func TestFailedUpgradesLeakNoFds(t *testing.T) {
 	// first attempt open fds that stay (the runtime's poller, the parent's
 	// pipe until it closes).
 	u := p.Upgrade(t)
-	if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+	if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	pid := u.NewPid
-	demotest.Install(t, demoV3, p.Bin)
+	upgradertest.Install(t, demoV3, p.Bin)
 	if u := p.Upgrade(t); u.Err == "" {
 		t.Fatal("upgrade to v3 succeeded")
 	}
 	before := fdCount(t, pid)
 	for i := 0; i < 100; i++ {
 		if i%2 == 0 {
-			demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), p.Bin, 0o755)
+			upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), p.Bin, 0o755)
 		} else {
-			demotest.Install(t, demoV3, p.Bin)
+			upgradertest.Install(t, demoV3, p.Bin)
 		}
 		if u := p.Upgrade(t); u.Err == "" {
 			t.Fatalf("upgrade %d succeeded", i)

@@ -15,25 +15,27 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
-// taskRun is one line of baton-demo's -task-log.
+// taskRun is one line of baton-demo's -task-log: "task_id seq pid unix_ms".
 type taskRun struct {
+	id  string
 	seq uint64
 	pid int
 	at  time.Time
 }
 
-// readTaskLog parses the task log into each task's runs, in file order.
-func readTaskLog(t *testing.T, path string) map[string][]taskRun {
+// scanTaskLog reads the task log one line at a time (a soak writes
+// millions) and hands each run to f, in file order.
+func scanTaskLog(t *testing.T, path string, f func(taskRun)) {
 	t.Helper()
-	f, err := os.Open(path)
+	file, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	runs := map[string][]taskRun{}
-	sc := bufio.NewScanner(f)
+	defer file.Close()
+	sc := bufio.NewScanner(file)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) != 4 {
@@ -45,11 +47,18 @@ func readTaskLog(t *testing.T, path string) map[string][]taskRun {
 		if err1 != nil || err2 != nil || err3 != nil {
 			t.Fatalf("bad task log line %q", sc.Text())
 		}
-		runs[fields[0]] = append(runs[fields[0]], taskRun{seq: seq, pid: pid, at: time.UnixMilli(ms)})
+		f(taskRun{id: fields[0], seq: seq, pid: pid, at: time.UnixMilli(ms)})
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readTaskLog parses the task log into each task's runs, in file order.
+func readTaskLog(t *testing.T, path string) map[string][]taskRun {
+	t.Helper()
+	runs := map[string][]taskRun{}
+	scanTaskLog(t, path, func(r taskRun) { runs[r.id] = append(runs[r.id], r) })
 	return runs
 }
 
@@ -72,7 +81,7 @@ type tasksReply struct {
 func getTasks(t testing.TB, p *demotest.Proc, query string) tasksReply {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get(p.URL() + "/tasks" + query)
+	resp, err := c.Get(p.URL + "/tasks" + query)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +101,7 @@ func stopAndWait(t *testing.T, p *demotest.Proc) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := demotest.WaitExit(pid, 30*time.Second); err != nil {
+	if err := upgradertest.WaitExit(pid, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -113,18 +122,12 @@ func TestTasksSurviveUpgrades(t *testing.T) {
 	start := time.Now()
 	p := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", strconv.Itoa(tasks),
 		"-task-interval", interval.String(), "-task-log", logPath)
-	r := underLoad(t, standardLoad(p.URL()), func() {
+	r := underLoad(t, standardLoad(p.URL), func() {
 		next := time.NewTicker(150 * time.Millisecond)
 		defer next.Stop()
 		for i := 0; i < upgrades; i++ {
 			<-next.C
-			u := p.Upgrade(t)
-			if u.Err != "" {
-				t.Fatalf("upgrade %d: %s", i, u.Err)
-			}
-			if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
-				t.Fatal(err)
-			}
+			nextGeneration(t, p, i, nil)
 		}
 	})
 	assertNoFailures(t, r)
@@ -185,7 +188,7 @@ func TestPanickingTaskIsSupervised(t *testing.T) {
 		}
 		return r.Tasks[0].Failures, r.Tasks[0].Consecutive, r.Tasks[0].Status
 	}
-	if line, err := p.Logs.Wait(10*time.Second, demotest.Match{Msg: "worker: run panicked"}); err != nil || line.Fields["task"] != "bad-00000" {
+	if line, err := p.Logs.Wait(10*time.Second, upgradertest.Match{Msg: "worker: run panicked"}); err != nil || line.Fields["task"] != "bad-00000" {
 		t.Fatalf("the panic was not logged with the task's ID: %v %q", err, line.Raw)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -229,12 +232,12 @@ func TestTaskStateMigration(t *testing.T) {
 	logPath := filepath.Join(dir, "tasks.log")
 	p := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", "20", "-task-interval", "50ms", "-task-log", logPath)
 	time.Sleep(300 * time.Millisecond) // let every task run a few times
-	demotest.Install(t, demoV2, p.Bin)
+	upgradertest.Install(t, demoV2, p.Bin)
 	u := p.Upgrade(t)
 	if u.Err != "" {
 		t.Fatal(u.Err)
 	}
-	line, err := p.Logs.Wait(5*time.Second, demotest.Match{
+	line, err := p.Logs.Wait(5*time.Second, upgradertest.Match{
 		Msg: "worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", Pid: u.NewPid})
 	if err != nil || line.Fields["task"] != "task-00000" {
 		t.Errorf("the new process did not report the retired task: %v %q", err, line.Raw)

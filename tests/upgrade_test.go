@@ -8,22 +8,22 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // standardLoad is the load the issue names: 32 clients at 2000 requests/s,
 // half on fresh connections, GET and POST.
-func standardLoad(url string) load.Config {
-	return load.Config{URL: url, Clients: 32, Fresh: 0.5, Post: 0.5, Rate: 2000}
+func standardLoad(url string) upgradertest.LoadConfig {
+	return upgradertest.LoadConfig{URL: url, Clients: 32, Fresh: 0.5, Post: 0.5, Rate: 2000}
 }
 
 // underLoad runs f while the load runs, then stops the load and returns
 // what the clients saw.
-func underLoad(t *testing.T, cfg load.Config, f func()) *load.Report {
+func underLoad(t *testing.T, cfg upgradertest.LoadConfig, f func()) *upgradertest.LoadReport {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan *load.Report)
-	go func() { done <- load.Run(ctx, cfg) }()
+	done := make(chan *upgradertest.LoadReport)
+	go func() { done <- upgradertest.RunLoad(ctx, cfg) }()
 	defer func() {
 		if cancel != nil {
 			cancel()
@@ -38,7 +38,7 @@ func underLoad(t *testing.T, cfg load.Config, f func()) *load.Report {
 	return r
 }
 
-func assertNoFailures(t *testing.T, r *load.Report) {
+func assertNoFailures(t *testing.T, r *upgradertest.LoadReport) {
 	t.Helper()
 	if r.Requests == 0 {
 		t.Fatal("the load sent no requests")
@@ -49,28 +49,40 @@ func assertNoFailures(t *testing.T, r *load.Report) {
 	}
 }
 
+// nextGeneration runs upgrade i of p and waits for the old process to
+// exit. It fails the test if the upgrade failed, if the old process stays
+// or, with pids, if the new pid is one of pids (replies are told apart by
+// pid), and adds the new pid to pids.
+func nextGeneration(t *testing.T, p *demotest.Proc, i int, pids map[int]bool) demotest.Upgrade {
+	t.Helper()
+	u := p.Upgrade(t)
+	if u.Err != "" {
+		t.Fatalf("upgrade %d failed: %s", i, u.Err)
+	}
+	if pids != nil {
+		if pids[u.NewPid] {
+			t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
+		}
+		pids[u.NewPid] = true
+	}
+	if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+		t.Fatalf("upgrade %d: old process: %v", i, err)
+	}
+	return u
+}
+
 func TestUpgradesUnderLoad(t *testing.T) {
 	const upgrades = 50
 	p := demotest.Start(t, demoV1, "-drain", "10s")
 	var serving []time.Duration
 	pids := map[int]bool{p.Pid(t): true}
-	r := underLoad(t, standardLoad(p.URL()), func() {
+	r := underLoad(t, standardLoad(p.URL), func() {
 		// Upgrades 150 ms apart, so the load crosses every window.
 		next := time.NewTicker(150 * time.Millisecond)
 		defer next.Stop()
 		for i := 0; i < upgrades; i++ {
 			<-next.C
-			u := p.Upgrade(t)
-			if u.Err != "" {
-				t.Fatalf("upgrade %d failed: %s", i, u.Err)
-			}
-			if pids[u.NewPid] {
-				t.Fatalf("upgrade %d: pid %d reused", i, u.NewPid)
-			}
-			pids[u.NewPid] = true
-			if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
-				t.Fatalf("upgrade %d: old process: %v", i, err)
-			}
+			u := nextGeneration(t, p, i, pids)
 			serving = append(serving, u.Serving)
 		}
 	})
@@ -94,7 +106,7 @@ func TestReplacedBinaryIsPickedUp(t *testing.T) {
 	if got := p.Root(t); got.Version != "v1" || got.Generation != 0 {
 		t.Fatalf("before: %+v, want v1 generation 0", got)
 	}
-	demotest.Install(t, demoV2, p.Bin)
+	upgradertest.Install(t, demoV2, p.Bin)
 	u := p.Upgrade(t)
 	if u.Err != "" {
 		t.Fatal(u.Err)
@@ -115,14 +127,14 @@ func TestFailedUpgradesKeepServing(t *testing.T) {
 		{
 			name: "new binary exits at start",
 			install: func(t *testing.T, path string) {
-				demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), path, 0o755)
+				upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), path, 0o755)
 			},
 			wantErr: "exit status 3",
 		},
 		{
 			name: "new binary never becomes ready",
 			install: func(t *testing.T, path string) {
-				demotest.InstallBytes(t, []byte("#!/bin/sh\nexec sleep 30\n"), path, 0o755)
+				upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexec sleep 30\n"), path, 0o755)
 			},
 			args:    []string{"-upgrade-timeout", "500ms"},
 			wantErr: "not ready in time",
@@ -130,7 +142,7 @@ func TestFailedUpgradesKeepServing(t *testing.T) {
 		{
 			name: "file is not executable",
 			install: func(t *testing.T, path string) {
-				demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 0\n"), path, 0o644)
+				upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexit 0\n"), path, 0o644)
 			},
 			wantErr: "could not be started",
 		},
@@ -139,7 +151,7 @@ func TestFailedUpgradesKeepServing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := demotest.Start(t, demoV1, tt.args...)
 			first := p.Pid(t)
-			r := underLoad(t, standardLoad(p.URL()), func() {
+			r := underLoad(t, standardLoad(p.URL), func() {
 				tt.install(t, p.Bin)
 				u := p.Upgrade(t)
 				if u.Err == "" {
@@ -151,12 +163,12 @@ func TestFailedUpgradesKeepServing(t *testing.T) {
 				if got := p.Root(t); got.Pid != first {
 					t.Fatalf("after the failure pid %d serves, want the old %d", got.Pid, first)
 				}
-				demotest.Install(t, demoV2, p.Bin)
+				upgradertest.Install(t, demoV2, p.Bin)
 				u = p.Upgrade(t)
 				if u.Err != "" {
 					t.Fatalf("good upgrade after the failure: %s", u.Err)
 				}
-				if err := demotest.WaitExit(first, 15*time.Second); err != nil {
+				if err := upgradertest.WaitExit(first, 15*time.Second); err != nil {
 					t.Fatal(err)
 				}
 			})

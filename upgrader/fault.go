@@ -1,17 +1,26 @@
 package upgrader
 
-// Fault injection points. In a build with the batonfault tag, setting
-// BATON_FAULT=step@gen.attempt makes the process of generation gen fail at
-// step during the attempt that started it (for new-process steps) or that it
-// runs (for old-process steps): the end-to-end and reliability tests use it
-// to exercise the real code paths. Ordinary builds compile every call to
-// nothing.
+// The package is imported under another name: the upgrader's calls are
+// fault(step, gen, attempt).
+import faults "github.com/batonhq/baton/internal/fault"
+
+// Fault injection points, for the end-to-end and reliability tests: see
+// internal/fault, which names the steps, reads BATON_FAULT and, in builds
+// with the batonfault tag only, makes the process fail there. Ordinary
+// builds compile every call to nothing.
 const (
-	faultNewStart     = "new-start"      // new process: exit before saying hello
-	faultNewListening = "new-listening"  // new process: exit after taking its listeners
-	faultNewRestoring = "new-restoring"  // new process: exit in the middle of receiving state
-	faultNewReject    = "new-reject"     // new process: reject the state
-	faultNewHang      = "new-hang"       // new process: restore, then hang before ready
-	faultNewCrashLate = "new-crash-late" // new process: become ready, then crash during the old one's drain
-	faultOldKill      = "old-kill"       // old process: SIGKILL itself after freezing, before the child is ready
+	faultNewStart     = faults.NewStart
+	faultNewListening = faults.NewListening
+	faultNewRestoring = faults.NewRestoring
+	faultNewReject    = faults.NewReject
+	faultNewHang      = faults.NewHang
+	faultNewCrashLate = faults.NewCrashLate
+	faultOldKill      = faults.OldKill
 )
+
+// fault fails the process at step if BATON_FAULT names it for this
+// generation and attempt.
+func fault(step faults.Step, gen, attempt int) { faults.Inject(step, gen, attempt) }
+
+// faultRejects reports whether the state must be rejected.
+func faultRejects(gen, attempt int) bool { return faults.Rejects(gen, attempt) }

@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -24,6 +25,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/batonhq/baton/internal/pidfd"
 	"github.com/batonhq/baton/upgrader"
 	"golang.org/x/sys/unix"
 )
@@ -188,27 +190,14 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 
 // waitExit waits for pid to exit, through a pidfd.
 func waitExit(pid int, timeout time.Duration) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
+	err := pidfd.Wait(pid, timeout)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("old pid %d has not exited after %v", pid, timeout)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot watch old pid %d: %w", pid, err)
 	}
-	defer unix.Close(fd)
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(time.Until(deadline).Milliseconds())+1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
-	}
-	return fmt.Errorf("old pid %d has not exited after %v", pid, timeout)
+	return nil
 }
 
 func describeEvent(e upgrader.Event) string {

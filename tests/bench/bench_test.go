@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 func TestQuantile(t *testing.T) {
@@ -43,20 +43,20 @@ func TestSplitLatencies(t *testing.T) {
 	ws := upgradeWindows([]upgradeEvent{{At: 100 * time.Millisecond, Gone: 50 * time.Millisecond}}, 50*time.Millisecond)
 	tests := []struct {
 		name   string
-		sample load.Sample
+		sample upgradertest.Sample
 		inside bool
 		failed bool
 	}{
-		{name: "before", sample: load.Sample{Start: at(10), Latency: time.Millisecond}},
-		{name: "started before, ended inside", sample: load.Sample{Start: at(90), Latency: 20 * time.Millisecond}, inside: true},
-		{name: "inside", sample: load.Sample{Start: at(120), Latency: time.Millisecond}, inside: true},
-		{name: "in the margin", sample: load.Sample{Start: at(190), Latency: time.Millisecond}, inside: true},
-		{name: "after", sample: load.Sample{Start: at(250), Latency: time.Millisecond}},
-		{name: "failed requests are left out", sample: load.Sample{Start: at(120), Latency: time.Millisecond, Failed: true}, failed: true},
+		{name: "before", sample: upgradertest.Sample{Start: at(10), Latency: time.Millisecond}},
+		{name: "started before, ended inside", sample: upgradertest.Sample{Start: at(90), Latency: 20 * time.Millisecond}, inside: true},
+		{name: "inside", sample: upgradertest.Sample{Start: at(120), Latency: time.Millisecond}, inside: true},
+		{name: "in the margin", sample: upgradertest.Sample{Start: at(190), Latency: time.Millisecond}, inside: true},
+		{name: "after", sample: upgradertest.Sample{Start: at(250), Latency: time.Millisecond}},
+		{name: "failed requests are left out", sample: upgradertest.Sample{Start: at(120), Latency: time.Millisecond, Failed: true}, failed: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, out := splitLatencies([]load.Sample{tt.sample}, start, ws)
+			in, out := splitLatencies([]upgradertest.Sample{tt.sample}, start, ws)
 			switch {
 			case tt.failed && len(in)+len(out) != 0:
 				t.Errorf("failed sample counted: in %v, out %v", in, out)
@@ -69,45 +69,17 @@ func TestSplitLatencies(t *testing.T) {
 	}
 }
 
-func TestParseLogLine(t *testing.T) {
-	tests := []struct {
-		line           string
-		msg, key, want string
-		pid            int
-	}{
-		{
-			line: `time=2026-11-25T22:19:16.587Z level=INFO msg=serving pid=1836 generation=0 addr=127.0.0.1:43393 version=dev`,
-			msg:  "serving", pid: 1836, key: "addr", want: "127.0.0.1:43393",
-		},
-		{
-			line: `time=x level=ERROR msg="upgrade failed: still serving" pid=7 generation=0 err="parent hasn't exited"`,
-			msg:  "upgrade failed: still serving", pid: 7, key: "err", want: "parent hasn't exited",
-		},
-		{
-			// A repeated key keeps its first value, as the pid does.
-			line: `time=x level=INFO msg="state restored" pid=9 upgrade=1-1 generation=1 upgrade=2-1 bytes=49478 took=7.230328ms`,
-			msg:  "state restored", pid: 9, key: "upgrade", want: "1-1",
-		},
-	}
-	for _, tt := range tests {
-		l := parseLogLine(tt.line)
-		if l.msg != tt.msg || l.pid != tt.pid || l.fields[tt.key] != tt.want {
-			t.Errorf("parseLogLine(%q) = msg %q pid %d %s=%q; want %q %d %q", tt.line, l.msg, l.pid, tt.key, l.fields[tt.key], tt.msg, tt.pid, tt.want)
-		}
-	}
-}
-
 func TestPlotAndTables(t *testing.T) {
 	start := time.Unix(1000, 0)
-	var samples []load.Sample
+	var samples []upgradertest.Sample
 	for i := range 2000 {
-		samples = append(samples, load.Sample{Start: start.Add(time.Duration(i) * time.Millisecond),
+		samples = append(samples, upgradertest.Sample{Start: start.Add(time.Duration(i) * time.Millisecond),
 			Latency: time.Duration(100+i%700) * time.Microsecond, Failed: i%500 == 0})
 	}
 	d := &runData{
 		spec:      serviceSpec{Name: "baton"},
 		loadStart: start,
-		report:    &load.Report{Requests: 2000, OK: 1996, Failures: map[string]int64{load.EOF: 4}, Samples: samples},
+		report:    &upgradertest.LoadReport{Requests: 2000, OK: 1996, Failures: map[string]int64{upgradertest.EOF: 4}, Samples: samples},
 		events: []upgradeEvent{
 			{At: 500 * time.Millisecond, Serving: 30 * time.Millisecond, Gone: 60 * time.Millisecond, Overlap: 55 * time.Millisecond},
 			{At: 1200 * time.Millisecond, Serving: 20 * time.Millisecond, Gone: 40 * time.Millisecond, Overlap: 35 * time.Millisecond},

@@ -44,7 +44,7 @@ func measureColdStarts(ctx context.Context, spec serviceSpec, root string, n int
 		got, at, err := probeNew(pctx, s.url(), known, time.Millisecond)
 		cancel()
 		if err != nil {
-			return res, fmt.Errorf("cold start of %s: %w\n%s", spec.Name, err, s.logs.last(10))
+			return res, fmt.Errorf("cold start of %s: %w\n%s", spec.Name, err, s.logs.Tail(10))
 		}
 		if got != pid {
 			return res, fmt.Errorf("cold start of %s: pid %d answered, %d was started", spec.Name, got, pid)

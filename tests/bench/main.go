@@ -6,7 +6,7 @@
 //
 // It builds baton-demo and tests/tfbaseline into a temporary directory and
 // upgrades each of these services in turn, on 127.0.0.1, under the load of
-// tests/load:
+// upgradertest:
 //
 //	baton        baton-demo as shipped (a 2,000-entry map as state)
 //	baton-nokv   baton-demo -kv-entries=0: the upgrader's own state only
@@ -45,7 +45,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 type flags struct {
@@ -176,7 +176,7 @@ func run(f flags) error {
 			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slices.Clone(demoArgs), strings.Fields(f.stateArgs)...)},
 		}
 		cfg := runConfig{
-			Load:       load.Config{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
+			Load:       upgradertest.LoadConfig{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
 			Upgrades:   f.upgrades,
 			Interval:   f.interval,
 			Warmup:     f.warmup,

@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/batonhq/baton/internal/pidfd"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // tracker holds a pidfd for every process of one service: the ones the
@@ -32,8 +29,7 @@ type tracker struct {
 }
 
 type tracked struct {
-	pid   int
-	fd    int
+	proc  *pidfd.Process
 	found time.Time
 }
 
@@ -49,17 +45,17 @@ func (t *tracker) add(pid int) bool {
 	if _, ok := t.procs[pid]; ok {
 		return true
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	p, err := pidfd.Open(pid)
 	if err != nil {
 		return false
 	}
 	// Checked after the pidfd is open: if the pid was reused before, the
 	// check sees the other program; after, the pidfd refers to ours.
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != t.exe {
-		unix.Close(fd)
+		p.Close()
 		return false
 	}
-	t.procs[pid] = &tracked{pid: pid, fd: fd, found: time.Now()}
+	t.procs[pid] = &tracked{proc: p, found: time.Now()}
 	t.order = append(t.order, pid)
 	return true
 }
@@ -70,12 +66,7 @@ func (t *tracker) exited(pid int) bool {
 	t.mu.Lock()
 	p, ok := t.procs[pid]
 	t.mu.Unlock()
-	if !ok {
-		return true
-	}
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0
+	return !ok || p.proc.Exited()
 }
 
 // alive lists the tracked processes that have not exited.
@@ -101,40 +92,31 @@ func (t *tracker) all() []int {
 
 // signal sends sig to a tracked process.
 func (t *tracker) signal(pid int, sig syscall.Signal) error {
-	t.mu.Lock()
-	p, ok := t.procs[pid]
-	t.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("pid %d is not one of the service's processes", pid)
+	p, err := t.get(pid)
+	if err != nil {
+		return err
 	}
-	return unix.PidfdSendSignal(p.fd, sig, nil, 0)
+	return p.Signal(sig)
 }
 
 // waitExit waits until the tracked process pid has exited, or ctx is done.
 func (t *tracker) waitExit(ctx context.Context, pid int) error {
+	p, err := t.get(pid)
+	if err != nil {
+		return err
+	}
+	return p.Wait(ctx)
+}
+
+// get returns the pidfd of the tracked process pid.
+func (t *tracker) get(pid int) (*pidfd.Process, error) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	p, ok := t.procs[pid]
-	t.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("pid %d is not tracked", pid)
+		return nil, fmt.Errorf("pid %d is not one of the service's processes", pid)
 	}
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	for {
-		// Short polls, so that ctx is seen in time.
-		n, err := unix.Poll(fds, 20)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("pid %d still running: %w", pid, ctx.Err())
-		}
-	}
+	return p.proc, nil
 }
 
 // discover tracks the children of every live tracked process, repeatedly,
@@ -186,7 +168,7 @@ func (t *tracker) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range t.procs {
-		unix.Close(p.fd)
+		p.proc.Close()
 	}
 	t.procs = map[int]*tracked{}
 }
@@ -231,148 +213,52 @@ func memory(pid int) (rss, hwm int64, ok bool) {
 	return rss, hwm, rss > 0
 }
 
-// logLine is a line of slog's text format.
-type logLine struct {
-	raw    string
-	msg    string
-	pid    int
-	fields map[string]string // the first value of each key
-}
+// The bench reads the log every process of a service writes to the pipe
+// they share with the kit's log reader, upgradertest.Logs.
 
-var logFieldRE = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
-
-func parseLogLine(s string) logLine {
-	l := logLine{raw: s, fields: map[string]string{}}
-	for _, m := range logFieldRE.FindAllStringSubmatch(s, -1) {
-		v := m[2]
-		if strings.HasPrefix(v, `"`) {
-			if uq, err := strconv.Unquote(v); err == nil {
-				v = uq
-			}
-		}
-		if _, dup := l.fields[m[1]]; !dup {
-			l.fields[m[1]] = v
-		}
-	}
-	l.msg = l.fields["msg"]
-	l.pid, _ = strconv.Atoi(l.fields["pid"])
-	return l
-}
-
-// logs reads the lines every process of a service writes to the pipe they
-// share, and keeps the last ones for error messages.
-type logs struct {
-	mu      sync.Mutex
-	serving map[int]string // pid -> addr, from msg=serving
-	// failed holds the errors of the failed upgrades each pid logged.
-	failed map[int][]string
-	// restored holds baton's "state restored" line of each new process:
-	// the snapshot's size and how long the state phase took as the new
-	// process saw it (from asking for the state to having restored it).
-	restored map[int]logLine
-	tail     []string
-	changed  chan struct{} // closed and replaced on every line
-	done     chan struct{} // closed when the pipe ended
-}
-
-func readLogs(r io.ReadCloser) *logs {
-	l := &logs{serving: map[int]string{}, failed: map[int][]string{}, restored: map[int]logLine{}, changed: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		defer r.Close()
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := parseLogLine(sc.Text())
-			l.mu.Lock()
-			switch {
-			case line.pid == 0:
-			case line.msg == "serving":
-				l.serving[line.pid] = line.fields["addr"]
-			case line.msg == "upgrade failed: still serving":
-				// Both baton-demo and tfbaseline log this.
-				l.failed[line.pid] = append(l.failed[line.pid], line.fields["err"])
-			case line.msg == "state restored":
-				l.restored[line.pid] = line
-			}
-			l.tail = append(l.tail, line.raw)
-			if len(l.tail) > 200 {
-				l.tail = l.tail[len(l.tail)-100:]
-			}
-			close(l.changed)
-			l.changed = make(chan struct{})
-			l.mu.Unlock()
-		}
-	}()
-	return l
-}
+// Messages the services under test log (baton-demo and tests/tfbaseline
+// alike).
+const (
+	msgServing = "serving"
+	msgFailed  = "upgrade failed: still serving"
+	// msgRestored is baton's line in a new process: the snapshot's size
+	// and how long the state phase took as the new process saw it (from
+	// asking for the state to having restored it).
+	msgRestored = "state restored"
+)
 
 // waitServing waits for pid's msg=serving line and returns its address.
-func (l *logs) waitServing(pid int, timeout time.Duration) (string, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		addr, ok := l.serving[pid]
-		changed := l.changed
-		l.mu.Unlock()
-		if ok {
-			return addr, nil
-		}
-		select {
-		case <-changed:
-		case <-l.done:
-			return "", fmt.Errorf("pid %d: log ended before it served", pid)
-		case <-deadline.C:
-			return "", fmt.Errorf("pid %d: not serving after %v", pid, timeout)
-		}
+func waitServing(l *upgradertest.Logs, pid int, timeout time.Duration) (string, error) {
+	line, err := l.Wait(timeout, upgradertest.Match{Msg: msgServing, Pid: pid})
+	if err != nil {
+		return "", fmt.Errorf("pid %d: not serving: %w", pid, err)
 	}
+	return line.Fields["addr"], nil
 }
 
-// failures returns the errors of the failed upgrades pid logged.
-func (l *logs) failures(pid int) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.failed[pid]...)
-}
-
-// waitFailure waits until pid has logged more than seen failed upgrades,
-// and returns the last one's error, or nil when ctx is done.
-func (l *logs) waitFailure(ctx context.Context, pid, seen int) error {
-	for {
-		l.mu.Lock()
-		f, changed := l.failed[pid], l.changed
-		l.mu.Unlock()
-		if len(f) > seen {
-			return fmt.Errorf("pid %d logged a failed upgrade: %s", pid, f[len(f)-1])
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-l.done:
-			return nil
-		case <-changed:
-		}
+// waitFailure waits until pid logs a failed upgrade at log index from or
+// later, and returns its error, or nil when ctx is done or the log ends.
+func waitFailure(ctx context.Context, l *upgradertest.Logs, pid, from int) error {
+	line, err := l.WaitContext(ctx, from, upgradertest.Match{Msg: msgFailed, Pid: pid})
+	if err != nil {
+		return nil
 	}
+	return fmt.Errorf("pid %d logged a failed upgrade: %s", pid, line.Fields["err"])
 }
 
 // stateRestored returns the snapshot size and the state phase's length
 // that the new process pid logged, if it did.
-func (l *logs) stateRestored(pid int) (bytes int64, took time.Duration, ok bool) {
-	l.mu.Lock()
-	line, ok := l.restored[pid]
-	l.mu.Unlock()
+func stateRestored(l *upgradertest.Logs, pid int) (bytes int64, took time.Duration, ok bool) {
+	var line upgradertest.Line
+	for _, x := range l.Lines(0) {
+		if x.Pid == pid && x.Msg == msgRestored {
+			line, ok = x, true
+		}
+	}
 	if !ok {
 		return 0, 0, false
 	}
-	bytes, err1 := strconv.ParseInt(line.fields["bytes"], 10, 64)
-	took, err2 := time.ParseDuration(line.fields["took"])
+	bytes, err1 := strconv.ParseInt(line.Fields["bytes"], 10, 64)
+	took, err2 := time.ParseDuration(line.Fields["took"])
 	return bytes, took, err1 == nil && err2 == nil
-}
-
-// last returns the last n lines.
-func (l *logs) last(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.tail[max(0, len(l.tail)-n):], "\n")
 }

@@ -8,18 +8,18 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // failureKinds are the columns of the failure table, in load's terms.
 var failureKinds = []struct{ key, title string }{
-	{load.Refused, "refused"},
-	{load.Reset, "reset"},
-	{load.EOF, "EOF"},
-	{load.Timeout, "timeout"},
-	{load.Status, "non-200"},
-	{load.Body, "bad body"},
-	{load.Other, "other"},
+	{upgradertest.Refused, "refused"},
+	{upgradertest.Reset, "reset"},
+	{upgradertest.EOF, "EOF"},
+	{upgradertest.Timeout, "timeout"},
+	{upgradertest.Status, "non-200"},
+	{upgradertest.Body, "bad body"},
+	{upgradertest.Other, "other"},
 }
 
 // runResult is one service's run in results.json.
@@ -95,7 +95,7 @@ func summarize(d *runData, margin time.Duration) runResult {
 	samples := d.report.Samples
 	if len(d.events) > 0 {
 		first := d.loadStart.Add(d.events[0].At)
-		i, _ := slices.BinarySearchFunc(samples, first, func(s load.Sample, t time.Time) int { return s.Start.Compare(t) })
+		i, _ := slices.BinarySearchFunc(samples, first, func(s upgradertest.Sample, t time.Time) int { return s.Start.Compare(t) })
 		samples = samples[i:]
 	}
 	in, out := splitLatencies(samples, d.loadStart, ws)

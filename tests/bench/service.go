@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // serviceSpec is one of the services the benchmark compares.
@@ -31,7 +33,8 @@ type service struct {
 	pidFile string
 	addr    string
 	tr      *tracker
-	logs    *logs
+	logs    *upgradertest.Logs
+	logR    *os.File
 	logW    *os.File
 	reaped  []chan struct{} // closed when a process the driver started was waited for
 }
@@ -48,15 +51,15 @@ func startService(spec serviceSpec, root string) (*service, error) {
 		return nil, err
 	}
 	s := &service{spec: spec, dir: dir, pidFile: filepath.Join(dir, "service.pid"),
-		tr: newTracker(spec.Bin), logs: readLogs(r), logW: w}
+		tr: newTracker(spec.Bin), logs: upgradertest.ReadLogs(r), logR: r, logW: w}
 	pid, err := s.spawn("127.0.0.1:0")
 	if err != nil {
 		s.stop()
 		return nil, err
 	}
-	if s.addr, err = s.logs.waitServing(pid, time.Minute); err != nil {
+	if s.addr, err = waitServing(s.logs, pid, time.Minute); err != nil {
 		s.stop()
-		return nil, fmt.Errorf("%s: %w\n%s", spec.Name, err, s.logs.last(20))
+		return nil, fmt.Errorf("%s: %w\n%s", spec.Name, err, s.logs.Tail(20))
 	}
 	if err := waitHealthy(s.url(), 10*time.Second); err != nil {
 		s.stop()
@@ -71,6 +74,7 @@ func (s *service) spawn(addr string) (int, error) {
 	args := append([]string{"-addr", addr, "-pidfile", s.pidFile}, s.spec.Args...)
 	cmd := exec.Command(s.spec.Bin, args...)
 	cmd.Dir = s.dir
+	cmd.Env = upgradertest.CleanEnv()
 	cmd.Stdout = s.logW
 	cmd.Stderr = s.logW
 	if err := cmd.Start(); err != nil {
@@ -108,10 +112,11 @@ func (s *service) stop() error {
 	}
 	s.logW.Close()
 	select {
-	case <-s.logs.done:
+	case <-s.logs.Done():
 	case <-time.After(10 * time.Second):
 		errs = append(errs, fmt.Errorf("%s: log pipe still open 10s after stop: an untracked process holds it", s.spec.Name))
 	}
+	s.logR.Close()
 	s.tr.close()
 	return errors.Join(errs...)
 }

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // latencyStats summarises request latencies, in milliseconds.
@@ -69,7 +69,7 @@ func upgradeWindows(events []upgradeEvent, margin time.Duration) []window {
 
 // splitLatencies returns the latencies of the successful requests that
 // overlapped a window and of the others.
-func splitLatencies(samples []load.Sample, start time.Time, ws []window) (inside, outside []time.Duration) {
+func splitLatencies(samples []upgradertest.Sample, start time.Time, ws []window) (inside, outside []time.Duration) {
 	for _, s := range samples {
 		if s.Failed {
 			continue

@@ -6,12 +6,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // runConfig is what one service's run does.
 type runConfig struct {
-	Load       load.Config
+	Load       upgradertest.LoadConfig
 	Upgrades   int
 	Interval   time.Duration // between triggers, at least
 	Warmup     time.Duration // load before the first trigger
@@ -56,7 +56,7 @@ type rssSample struct {
 type runData struct {
 	spec      serviceSpec
 	loadStart time.Time
-	report    *load.Report
+	report    *upgradertest.LoadReport
 	events    []upgradeEvent
 	rss       []rssSample
 	// hwm is the highest VmHWM of any one process, KiB.
@@ -81,13 +81,13 @@ func runService(ctx context.Context, spec serviceSpec, root string, cfg runConfi
 	lcfg.URL = s.url()
 	lcfg.Latencies = true
 	loadCtx, stopLoad := context.WithCancel(ctx)
-	loaded := make(chan *load.Report, 1)
+	loaded := make(chan *upgradertest.LoadReport, 1)
 	d.loadStart = time.Now()
 	go func() {
 		defer close(sampled)
 		d.rss, d.hwm = sampleRSS(samplerCtx, s.tr, d.loadStart, cfg.RSSEvery)
 	}()
-	go func() { loaded <- load.Run(loadCtx, lcfg) }()
+	go func() { loaded <- upgradertest.RunLoad(loadCtx, lcfg) }()
 
 	pause(ctx, cfg.Warmup)
 	known := map[int]bool{cur: true}
@@ -101,7 +101,7 @@ func runService(ctx context.Context, spec serviceSpec, root string, cfg runConfi
 		// to upgrade before (baton waits for it).
 		next = later(ev.trigger.Add(cfg.Interval), ev.gone.Add(cfg.Settle))
 		if err != nil {
-			d.err = fmt.Errorf("upgrade %d of %s: %w\n%s", i+1, spec.Name, err, s.logs.last(20))
+			d.err = fmt.Errorf("upgrade %d of %s: %w\n%s", i+1, spec.Name, err, s.logs.Tail(20))
 			break
 		}
 		ev.At = ev.trigger.Sub(d.loadStart)
@@ -119,7 +119,7 @@ func runService(ctx context.Context, spec serviceSpec, root string, cfg runConfi
 	}
 	// Read once every process is gone and its log fully read.
 	for i, e := range d.events {
-		if n, took, ok := s.logs.stateRestored(e.NewPid); ok {
+		if n, took, ok := stateRestored(s.logs, e.NewPid); ok {
 			d.events[i].StateBytes, d.events[i].StatePhase = n, took
 		}
 	}
@@ -146,13 +146,13 @@ func (s *service) upgrade(ctx context.Context, old int, known map[int]bool, cfg 
 	}
 	// A failed upgrade leaves the old process serving: it shows only in
 	// its log, and everything waiting here stops on it.
-	failedBefore := len(s.logs.failures(old))
+	failedFrom := s.logs.Len()
 	var failed error
 	watched := make(chan struct{})
 	defer func() { cancel(); <-watched }()
 	go func() {
 		defer close(watched)
-		if failed = s.logs.waitFailure(ctx, old, failedBefore); failed != nil {
+		if failed = waitFailure(ctx, s.logs, old, failedFrom); failed != nil {
 			cancel()
 		}
 	}()

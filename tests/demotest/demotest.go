@@ -1,23 +1,21 @@
 // Package demotest builds and drives baton-demo as a user would: a real
 // binary in a temporary directory, real signals, real sockets on 127.0.0.1.
-// The end-to-end tests and the upgrade benchmark use it.
+// It is the test kit, upgradertest, with what only baton-demo has: its
+// build variants, its log's verdict on an upgrade and its endpoints. The
+// end-to-end tests and the upgrade benchmark use it.
 package demotest
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -71,18 +69,14 @@ func Build(pkg, out string, o BuildOpts) error {
 	return nil
 }
 
-// Proc is a running service: the first generation started by the test and
-// the generations that replaced it.
+// Proc is a running baton-demo: the kit's Service, which holds the first
+// generation started by the test and the generations that replaced it,
+// with what the demo's own log and endpoints tell.
 type Proc struct {
-	Dir     string // the service's directory: binary, pid file
-	Bin     string // path of the binary the service re-executes
-	PidFile string
-	Addr    string // host:port it serves HTTP on
-	Logs    *Logs
+	*upgradertest.Service
+	Addr string // host:port it serves HTTP on
 	// Gets counts the GET / requests this package sent and saw answered.
 	Gets atomic.Int64
-
-	cmd *exec.Cmd
 }
 
 // Start copies bin into a new directory and starts it there with the given
@@ -96,15 +90,10 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 // StartEnv is Start with extra environment variables and a given directory.
 func StartEnv(t testing.TB, env []string, bin, dir string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Dir: dir, Bin: filepath.Join(dir, "baton-demo"), PidFile: filepath.Join(dir, "demo.pid")}
-	args = append([]string{"-addr", "127.0.0.1:0", "-pidfile", p.PidFile}, args...)
-	p.start(t, env, bin, args)
-	line, err := p.Logs.Wait(10*time.Second, Match{Msg: "serving", Pid: p.cmd.Process.Pid})
-	if err != nil {
-		t.Fatalf("baton-demo did not start: %v\n%s", err, p.Logs)
-	}
-	p.Addr = line.Fields["addr"]
-	return p
+	args = append([]string{"-addr", "127.0.0.1:0", "-pidfile", filepath.Join(dir, "demo.pid")}, args...)
+	s := upgradertest.Start(t, bin, upgradertest.Options{Dir: dir, Name: "baton-demo", PIDFile: "demo.pid",
+		Args: args, Env: env, Serving: "serving", Output: io.Discard})
+	return &Proc{Service: s, Addr: strings.TrimPrefix(s.URL, "http://")}
 }
 
 // StartCmd starts another service built on the upgrader, such as the
@@ -112,99 +101,23 @@ func StartEnv(t testing.TB, env []string, bin, dir string, args ...string) *Proc
 // Its pid file must be dir/demo.pid.
 func StartCmd(t testing.TB, bin, dir string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Dir: dir, Bin: filepath.Join(dir, filepath.Base(bin)), PidFile: filepath.Join(dir, "demo.pid")}
-	p.start(t, nil, bin, args)
-	if _, err := p.Logs.Wait(10*time.Second, Match{Msg: "serving", Pid: p.cmd.Process.Pid}); err != nil {
-		t.Fatalf("%s did not start: %v\n%s", bin, err, p.Logs)
-	}
-	return p
+	s := upgradertest.Start(t, bin, upgradertest.Options{Dir: dir, PIDFile: "demo.pid",
+		Args: args, Serving: "serving", Output: io.Discard})
+	return &Proc{Service: s, Addr: strings.TrimPrefix(s.URL, "http://")}
 }
 
-func (p *Proc) start(t testing.TB, env []string, bin string, args []string) {
-	t.Helper()
-	Install(t, bin, p.Bin)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(p.Bin, args...)
-	p.cmd.Dir = p.Dir
-	p.cmd.Env = append(cleanEnv(), env...)
-	p.cmd.Stderr = w
-	p.cmd.Stdout = w
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	p.Logs = newLogs(r, t)
-	t.Cleanup(p.stop)
-}
-
-// stop ends the serving generation and any other still alive, by pid.
-func (p *Proc) stop() {
-	for _, pid := range p.Logs.Pids() {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	p.cmd.Wait()
-}
-
-// cleanEnv is the test's environment without the variables through which a
-// service manager talks to its service: a test run from a systemd unit must
-// not make the demo attach to it.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE":
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// URL is the service's base URL.
-func (p *Proc) URL() string { return "http://" + p.Addr }
-
-// Pid returns the pid in the pid file: the ready generation's.
-func (p *Proc) Pid(t testing.TB) int {
-	t.Helper()
-	b, err := os.ReadFile(p.PidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("pid file: %v", err)
-	}
-	return pid
-}
-
-// Install copies src to dst as an executable, atomically: it writes a
-// temporary file beside dst and renames it over, as a deploy tool does.
+// Install copies src to dst as an executable, atomically; see
+// upgradertest.Install. It stays for the systemd tests.
 func Install(t testing.TB, src, dst string) {
 	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	InstallBytes(t, b, dst, 0o755)
+	upgradertest.Install(t, src, dst)
 }
 
-// InstallBytes writes b to dst with mode, atomically.
+// InstallBytes writes b to dst with mode, atomically; see
+// upgradertest.InstallBytes. It stays for the systemd tests.
 func InstallBytes(t testing.TB, b []byte, dst string, mode os.FileMode) {
 	t.Helper()
-	tmp := dst + ".new"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		t.Fatal(err)
-	}
+	upgradertest.InstallBytes(t, b, dst, mode)
 }
 
 // Upgrade is the outcome of one SIGHUP.
@@ -217,7 +130,9 @@ type Upgrade struct {
 }
 
 // Upgrade sends SIGHUP to the serving generation, waits for its verdict and,
-// on success, for a reply from the new process.
+// on success, for a reply from the new process. It takes the place of the
+// kit's Service.Upgrade, which learns only whether an upgrade happened:
+// the demo's log also says why one failed.
 func (p *Proc) Upgrade(t testing.TB) Upgrade {
 	t.Helper()
 	old := p.Pid(t)
@@ -227,7 +142,7 @@ func (p *Proc) Upgrade(t testing.TB) Upgrade {
 		t.Fatalf("SIGHUP %d: %v", old, err)
 	}
 	line, err := p.Logs.WaitFrom(mark, 90*time.Second,
-		Match{Msg: "upgraded", Pid: old}, Match{Msg: "upgrade failed: still serving", Pid: old})
+		upgradertest.Match{Msg: "upgraded", Pid: old}, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
 	if err != nil {
 		t.Fatalf("no verdict on the upgrade of %d: %v\n%s", old, err, p.Logs)
 	}
@@ -250,7 +165,7 @@ func (p *Proc) firstReplyFrom(pid int, since time.Time) (time.Duration, error) {
 	defer c.CloseIdleConnections()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := c.Get(p.URL() + "/")
+		resp, err := c.Get(p.URL + "/")
 		if err != nil {
 			return 0, fmt.Errorf("probe: %w", err)
 		}
@@ -305,7 +220,7 @@ func (p *Proc) KV(t testing.TB) KV {
 func (p *Proc) getJSON(t testing.TB, path string, v any) {
 	t.Helper()
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := c.Get(p.URL() + path)
+	resp, err := c.Get(p.URL + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,170 +231,4 @@ func (p *Proc) getJSON(t testing.TB, path string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-}
-
-// WaitExit waits until pid has exited; see upgradertest.WaitExit.
-func WaitExit(pid int, timeout time.Duration) error { return upgradertest.WaitExit(pid, timeout) }
-
-// Alive reports whether pid exists and is not a zombie.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
-}
-
-// Line is one parsed log line of slog's text format.
-type Line struct {
-	Raw    string
-	Msg    string
-	Pid    int
-	Fields map[string]string
-}
-
-var fieldRE = regexp.MustCompile(`(\w+)=("(?:[^"\\]|\\.)*"|\S*)`)
-
-func parseLine(s string) Line {
-	l := Line{Raw: s, Fields: map[string]string{}}
-	for _, m := range fieldRE.FindAllStringSubmatch(s, -1) {
-		v := m[2]
-		if uq, err := strconv.Unquote(v); err == nil && strings.HasPrefix(v, `"`) {
-			v = uq
-		}
-		if _, dup := l.Fields[m[1]]; !dup {
-			l.Fields[m[1]] = v
-		}
-	}
-	l.Msg = l.Fields["msg"]
-	l.Pid, _ = strconv.Atoi(l.Fields["pid"])
-	return l
-}
-
-// Match selects log lines: by message and, if not zero, pid.
-type Match struct {
-	Msg string
-	Pid int
-}
-
-func (m Match) match(l Line) bool {
-	return l.Msg == m.Msg && (m.Pid == 0 || l.Pid == m.Pid)
-}
-
-// Logs collects the lines every generation writes to the shared stderr.
-type Logs struct {
-	mu      sync.Mutex
-	lines   []Line
-	pids    map[int]bool
-	changed chan struct{} // closed and replaced on every new line
-	done    bool
-}
-
-func newLogs(r io.ReadCloser, t testing.TB) *Logs {
-	l := &Logs{changed: make(chan struct{}), pids: map[int]bool{}}
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		defer r.Close()
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := parseLine(sc.Text())
-			l.mu.Lock()
-			l.lines = append(l.lines, line)
-			if line.Pid > 0 {
-				l.pids[line.Pid] = true
-			}
-			close(l.changed)
-			l.changed = make(chan struct{})
-			l.mu.Unlock()
-		}
-		l.mu.Lock()
-		l.done = true
-		close(l.changed)
-		l.mu.Unlock()
-	}()
-	// Registered before the process cleanup, so it runs after it: once every
-	// generation is gone the pipe ends.
-	t.Cleanup(func() {
-		select {
-		case <-finished:
-		case <-time.After(10 * time.Second):
-			t.Errorf("log pipe still open 10s after the test: a generation is still running")
-		}
-	})
-	return l
-}
-
-// Len is the number of lines so far.
-func (l *Logs) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.lines)
-}
-
-// Pids lists every pid that logged.
-func (l *Logs) Pids() []int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []int
-	for p := range l.pids {
-		out = append(out, p)
-	}
-	return out
-}
-
-// Lines returns the lines from index from on.
-func (l *Logs) Lines(from int) []Line {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]Line(nil), l.lines[from:]...)
-}
-
-// Wait waits for the first line matching any of ms.
-func (l *Logs) Wait(timeout time.Duration, ms ...Match) (Line, error) {
-	return l.WaitFrom(0, timeout, ms...)
-}
-
-// WaitFrom waits for a line matching any of ms at index from or later.
-func (l *Logs) WaitFrom(from int, timeout time.Duration, ms ...Match) (Line, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		for ; from < len(l.lines); from++ {
-			for _, m := range ms {
-				if m.match(l.lines[from]) {
-					line := l.lines[from]
-					l.mu.Unlock()
-					return line, nil
-				}
-			}
-		}
-		changed, done := l.changed, l.done
-		l.mu.Unlock()
-		if done {
-			return Line{}, errors.New("log ended")
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return Line{}, fmt.Errorf("timed out after %v waiting for %v", timeout, ms)
-		}
-	}
-}
-
-func (l *Logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var b strings.Builder
-	start := max(0, len(l.lines)-60)
-	for _, line := range l.lines[start:] {
-		b.WriteString(line.Raw)
-		b.WriteByte('\n')
-	}
-	return b.String()
 }

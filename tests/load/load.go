@@ -1,5 +1,6 @@
-// Package load is the load generator of upgradertest under the names the
-// end-to-end tests and the benchmark use.
+// Package load is the load generator of upgradertest under older names.
+// Only tests/systemd_test.go still imports it; once it uses upgradertest's
+// names (LoadReport, Refused) this package goes.
 package load
 
 import (

@@ -1,4 +1,4 @@
-// Command loadcmd puts tests/load's load on a service from wherever it runs:
+// Command loadcmd puts upgradertest's load on a service from wherever it runs:
 // the systemd end-to-end tests run it inside the sdns guest, whose ports live
 // in the guest's own network namespace.
 //
@@ -21,7 +21,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 func main() {
@@ -32,7 +32,7 @@ func main() {
 }
 
 func run() error {
-	var cfg load.Config
+	var cfg upgradertest.LoadConfig
 	flag.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "the service's base `URL`")
 	flag.IntVar(&cfg.Clients, "clients", 32, "concurrent clients")
 	flag.Float64Var(&cfg.Fresh, "fresh", 0.5, "share of clients that open a connection per request")
@@ -69,6 +69,6 @@ func run() error {
 		case <-ctx.Done():
 		}
 	}()
-	report := load.Run(ctx, cfg)
+	report := upgradertest.RunLoad(ctx, cfg)
 	return json.NewEncoder(os.Stdout).Encode(report)
 }

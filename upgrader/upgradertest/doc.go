@@ -3,7 +3,15 @@
 // real binary, puts HTTP load on it, triggers upgrades by SIGHUP (or through
 // its control socket), and reports every request a client saw fail or had
 // to re-send, so a test can assert that an upgrade, a failed one included,
-// loses nothing.
+// loses nothing. TestExampleUserTest in example_test.go is such a test in
+// full.
+//
+// Start runs the service in a directory of its own (Options.Dir), in the
+// test's environment without the variables through which a service manager
+// talks to its service (CleanEnv), and reads what every generation writes
+// into Service.Logs, parsed as log/slog's text format, so that a test can
+// wait for a line (Logs.Wait) and read its fields. Every generation is
+// stopped when the test ends.
 //
 // A request that Go's client had to send twice (it silently re-sends an
 // idempotent request when a reused connection closes under it) is counted
@@ -11,5 +19,6 @@
 //
 // Faults are injected in builds with the batonfault tag: build the service
 // with -tags batonfault and start it with Fault(...) in its environment to
-// make a process fail at a named step of the handoff.
+// make a process fail at a named step of the handoff. The steps are the
+// upgrader's own.
 package upgradertest

@@ -46,7 +46,7 @@ type LoadConfig struct {
 	PostPath string
 }
 
-// Failure kinds, the keys of Report.Failures.
+// Failure kinds, the keys of LoadReport.Failures.
 const (
 	Refused = "refused"
 	Reset   = "reset"
@@ -98,6 +98,42 @@ func (r *LoadReport) String() string {
 // RunLoad sends requests until ctx is done or the request bound is reached, and
 // returns when every client has stopped.
 func RunLoad(ctx context.Context, cfg LoadConfig) *LoadReport {
+	cfg = cfg.withDefaults()
+	var (
+		report = &LoadReport{Failures: map[string]int64{}, Pids: map[int]int64{}}
+		budget = make(chan struct{}, cfg.Clients)
+		wg     sync.WaitGroup
+		mu     sync.Mutex // guards report
+	)
+	wg.Go(func() { pace(ctx, cfg, budget) })
+	fresh := int(cfg.Fresh*float64(cfg.Clients) + 0.5)
+	for i := 0; i < cfg.Clients; i++ {
+		c := &client{cfg: cfg, id: i, rng: rand.New(rand.NewPCG(uint64(i), 7))}
+		c.http = &http.Client{
+			Timeout: cfg.Timeout,
+			Transport: &http.Transport{
+				DisableKeepAlives:   i < fresh,
+				MaxIdleConnsPerHost: 1,
+				DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
+			},
+		}
+		wg.Go(func() {
+			defer c.http.CloseIdleConnections()
+			for range budget {
+				s, kind, err := c.do(ctx)
+				mu.Lock()
+				report.add(cfg, s, kind, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Slice(report.Samples, func(i, j int) bool { return report.Samples[i].Start.Before(report.Samples[j].Start) })
+	return report
+}
+
+// withDefaults returns cfg with its zero fields set to their defaults.
+func (cfg LoadConfig) withDefaults() LoadConfig {
 	if cfg.Clients <= 0 {
 		cfg.Clients = 32
 	}
@@ -116,77 +152,51 @@ func RunLoad(ctx context.Context, cfg LoadConfig) *LoadReport {
 	if cfg.PostPath == "" {
 		cfg.PostPath = "/echo"
 	}
-	var (
-		mu     sync.Mutex
-		report = &LoadReport{Failures: map[string]int64{}, Pids: map[int]int64{}}
-		budget = make(chan struct{}, cfg.Clients)
-		wg     sync.WaitGroup
-	)
-	// One pacer hands out request tokens at the bounded rate.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(budget)
-		interval := time.Second / time.Duration(cfg.Rate)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for n := int64(0); n < cfg.MaxRequests; n++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			select {
-			case budget <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
+	return cfg
+}
+
+// pace hands out request tokens on budget at the bounded rate, up to the
+// request bound or until ctx is done, and then closes budget.
+func pace(ctx context.Context, cfg LoadConfig, budget chan<- struct{}) {
+	defer close(budget)
+	interval := time.Second / time.Duration(cfg.Rate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for n := int64(0); n < cfg.MaxRequests; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
-	}()
-	fresh := int(cfg.Fresh*float64(cfg.Clients) + 0.5)
-	for i := 0; i < cfg.Clients; i++ {
-		c := &client{cfg: cfg, id: i, rng: rand.New(rand.NewPCG(uint64(i), 7))}
-		c.http = &http.Client{
-			Timeout: cfg.Timeout,
-			Transport: &http.Transport{
-				DisableKeepAlives:   i < fresh,
-				MaxIdleConnsPerHost: 1,
-				DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
-			},
+		select {
+		case budget <- struct{}{}:
+		case <-ctx.Done():
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.http.CloseIdleConnections()
-			for range budget {
-				s, kind, err := c.do(ctx)
-				mu.Lock()
-				report.Requests++
-				if s.Retried {
-					report.Retried++
-				}
-				if err != nil {
-					report.Failures[kind]++
-					if len(report.Errors) < 10 {
-						report.Errors = append(report.Errors, err.Error())
-					}
-				} else {
-					report.OK++
-					report.Pids[s.Pid]++
-					if s.Get {
-						report.Gets++
-					}
-				}
-				if cfg.Latencies {
-					report.Samples = append(report.Samples, Sample{Start: s.Start, Latency: s.Latency, Pid: s.Pid, Failed: err != nil})
-				}
-				mu.Unlock()
-			}
-		}()
 	}
-	wg.Wait()
-	sort.Slice(report.Samples, func(i, j int) bool { return report.Samples[i].Start.Before(report.Samples[j].Start) })
-	return report
+}
+
+// add counts one request's outcome.
+func (r *LoadReport) add(cfg LoadConfig, s outcome, kind string, err error) {
+	r.Requests++
+	if s.Retried {
+		r.Retried++
+	}
+	if err != nil {
+		r.Failures[kind]++
+		if len(r.Errors) < 10 {
+			r.Errors = append(r.Errors, err.Error())
+		}
+	} else {
+		r.OK++
+		r.Pids[s.Pid]++
+		if s.Get {
+			r.Gets++
+		}
+	}
+	if cfg.Latencies {
+		r.Samples = append(r.Samples, Sample{Start: s.Start, Latency: s.Latency, Pid: s.Pid, Failed: err != nil})
+	}
 }
 
 type client struct {

@@ -4,54 +4,57 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/batonhq/baton/internal/pidfd"
 )
 
-// Fault injection steps, for Fault. The process of the given generation
-// fails at the step during the given attempt (see upgrader/fault.go).
-const (
-	FaultNewStart     = "new-start"      // new process exits before saying hello
-	FaultNewListening = "new-listening"  // new process exits after taking its listeners
-	FaultNewRestoring = "new-restoring"  // new process exits while receiving the state
-	FaultNewReject    = "new-reject"     // new process rejects the state
-	FaultNewHang      = "new-hang"       // new process restores, then hangs before ready
-	FaultNewCrashLate = "new-crash-late" // new process crashes just after ready
-	FaultOldKill      = "old-kill"       // old process is killed after sending the state
-)
-
-// Fault returns the environment entry that makes generation gen fail at
-// step during attempt (the attempt of the old process that started it, or
-// that it runs). The service must be built with -tags batonfault.
-func Fault(step string, gen, attempt int) string {
-	return fmt.Sprintf("BATON_FAULT=%s@%d.%d", step, gen, attempt)
-}
-
-// Options describe how to run the service.
+// Options describe how to run the service. The zero value runs the binary
+// with no arguments in a new directory and waits only for its pid file.
 type Options struct {
 	// Args are the service's arguments. They must make it write its pid
-	// file at Service.PIDFile and serve HTTP at URL; "{dir}" in an
-	// argument is replaced with the service's directory.
+	// file at Service.PIDFile; "{dir}" in an argument is replaced with the
+	// service's directory.
 	Args []string
-	// Env is added to the test's environment.
+	// Env is added to the test's environment, from which Start removes
+	// the variables through which a service manager talks to its service
+	// (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*, FDSTORE): a test run under
+	// systemd must not make the service attach to it.
 	Env []string
+	// Dir is the service's directory: its binary is installed there and
+	// it runs there. Empty means a new t.TempDir().
+	Dir string
+	// Name is the installed binary's file name in Dir. Empty means bin's.
+	Name string
 	// URL is where the service serves HTTP once started, such as
-	// http://127.0.0.1:18080. Start waits until GET URL+Health answers 200.
+	// http://127.0.0.1:18080. Without Serving, Start waits until GET
+	// URL+Health answers 200. Empty with Serving means the URL is taken
+	// from the serving line's addr field, if it has one.
 	URL string
 	// Health is the path Start polls. Empty means "/".
 	Health string
+	// Serving, if set, is the msg of the log line the service writes
+	// (with log/slog's text handler) once it serves, such as "serving".
+	// Start then waits for that line from the process it started instead
+	// of polling URL.
+	Serving string
 	// PIDFile is the pid file the service writes (Options.PIDFile of its
-	// upgrader), relative to its directory. Empty means "service.pid".
+	// upgrader), relative to its directory unless absolute. Empty means
+	// "service.pid".
 	PIDFile string
+	// Output also receives everything the service's processes write to
+	// their stdout and stderr (which Service.Logs reads). Nil means
+	// os.Stderr; io.Discard keeps it out of the test's output.
+	Output io.Writer
 	// StartTimeout bounds the start. Zero means 10 s.
 	StartTimeout time.Duration
 }
@@ -63,20 +66,41 @@ type Service struct {
 	Bin     string // the binary it re-executes on an upgrade: replace it to deploy
 	PIDFile string
 	URL     string
+	// Logs holds every line the service's processes wrote to their stdout
+	// and stderr, which they share.
+	Logs *Logs
 
-	cmd  *exec.Cmd
+	cmd *exec.Cmd
+
+	mu   sync.Mutex
 	pids map[int]bool // every pid seen, to stop them all
 }
 
-// Start copies bin into a new directory, starts it there and waits until it
-// serves and its pid file names it. Every generation is stopped when the
-// test ends.
+// saw records pid as one of the service's processes.
+func (s *Service) saw(pid int) {
+	s.mu.Lock()
+	s.pids[pid] = true
+	s.mu.Unlock()
+}
+
+// Start installs bin in the service's directory, starts it there and waits
+// until it serves (see Options). Every generation is stopped when the test
+// ends, and the test fails if one still holds the output 10 s later.
 func Start(t testing.TB, bin string, opts Options) *Service {
 	t.Helper()
-	dir := t.TempDir()
-	s := &Service{Dir: dir, Bin: filepath.Join(dir, filepath.Base(bin)), URL: opts.URL, pids: map[int]bool{}}
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	name := opts.Name
+	if name == "" {
+		name = filepath.Base(bin)
+	}
+	s := &Service{Dir: dir, Bin: filepath.Join(dir, name), URL: opts.URL, pids: map[int]bool{}}
 	s.PIDFile = filepath.Join(dir, "service.pid")
-	if opts.PIDFile != "" {
+	if filepath.IsAbs(opts.PIDFile) {
+		s.PIDFile = opts.PIDFile
+	} else if opts.PIDFile != "" {
 		s.PIDFile = filepath.Join(dir, opts.PIDFile)
 	}
 	s.Install(t, bin)
@@ -84,28 +108,70 @@ func Start(t testing.TB, bin string, opts Options) *Service {
 	for i, a := range opts.Args {
 		args[i] = strings.ReplaceAll(a, "{dir}", dir)
 	}
-	s.cmd = exec.Command(s.Bin, args...)
-	s.cmd.Dir = dir
-	s.cmd.Env = append(os.Environ(), opts.Env...)
-	s.cmd.Stdout, s.cmd.Stderr = os.Stderr, os.Stderr
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.pids[s.cmd.Process.Pid] = true
-	t.Cleanup(s.stop)
+	s.run(t, args, opts.Env, opts.Output)
 
 	timeout := opts.StartTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
+	}
+	if opts.Serving != "" {
+		line, err := s.Logs.Wait(timeout, Match{Msg: opts.Serving, Pid: s.cmd.Process.Pid})
+		if err != nil {
+			t.Fatalf("upgradertest: %s did not start: %v\n%s", s.Bin, err, s.Logs)
+		}
+		if addr := line.Fields["addr"]; s.URL == "" && addr != "" {
+			s.URL = "http://" + addr
+		}
+		return s
 	}
 	health := opts.Health
 	if health == "" {
 		health = "/"
 	}
 	if err := s.waitServing(health, timeout); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, s.Logs)
 	}
 	return s
+}
+
+// run starts the service's binary with args and its output read into
+// s.Logs (and copied to out), and registers its stop.
+func (s *Service) run(t testing.TB, args, env []string, out io.Writer) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd = exec.Command(s.Bin, args...)
+	s.cmd.Dir = s.Dir
+	s.cmd.Env = append(CleanEnv(), env...)
+	s.cmd.Stdout, s.cmd.Stderr = w, w
+	err = s.cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	if out == nil {
+		out = os.Stderr
+	}
+	var rd io.Reader = r
+	if out != io.Discard {
+		rd = io.TeeReader(r, out)
+	}
+	s.Logs = ReadLogs(rd)
+	// Registered before the stop, so it runs after it: once every
+	// generation is gone the pipe ends.
+	t.Cleanup(func() {
+		defer r.Close()
+		select {
+		case <-s.Logs.Done():
+		case <-time.After(10 * time.Second):
+			t.Errorf("upgradertest: %s: output still open 10s after the test: a generation is still running", s.Bin)
+		}
+	})
+	s.saw(s.cmd.Process.Pid)
+	t.Cleanup(s.stop)
 }
 
 func (s *Service) waitServing(health string, timeout time.Duration) error {
@@ -114,6 +180,9 @@ func (s *Service) waitServing(health string, timeout time.Duration) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if pid, err := readPid(s.PIDFile); err != nil || pid != s.cmd.Process.Pid {
 			continue
+		}
+		if s.URL == "" {
+			return nil
 		}
 		resp, err := c.Get(s.URL + health)
 		if err != nil {
@@ -127,14 +196,20 @@ func (s *Service) waitServing(health string, timeout time.Duration) error {
 	return fmt.Errorf("upgradertest: %s did not serve at %s within %v", s.Bin, s.URL+health, timeout)
 }
 
-// stop kills every generation still alive, by pid.
+// stop kills every generation still alive, by pid: those the test saw in
+// the pid file and those that logged a pid.
 func (s *Service) stop() {
 	if pid, err := readPid(s.PIDFile); err == nil {
-		s.pids[pid] = true
+		s.saw(pid)
 	}
+	for _, pid := range s.Logs.Pids() {
+		s.saw(pid)
+	}
+	s.mu.Lock()
 	for pid := range s.pids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	s.mu.Unlock()
 	s.cmd.Wait()
 }
 
@@ -145,7 +220,7 @@ func (s *Service) Pid(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.pids[pid] = true
+	s.saw(pid)
 	return pid
 }
 
@@ -153,17 +228,7 @@ func (s *Service) Pid(t testing.TB) int {
 // tool does. The next upgrade runs it.
 func (s *Service) Install(t testing.TB, bin string) {
 	t.Helper()
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := s.Bin + ".new"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, s.Bin); err != nil {
-		t.Fatal(err)
-	}
+	Install(t, bin, s.Bin)
 }
 
 // ErrNoUpgrade means the service was still the same process when Upgrade
@@ -178,28 +243,32 @@ var ErrNoUpgrade = errors.New("upgradertest: the service was not upgraded")
 func (s *Service) Upgrade(t testing.TB, timeout time.Duration) (int, error) {
 	t.Helper()
 	old := s.Pid(t)
-	fd, err := unix.PidfdOpen(old, 0)
+	// Opened before the signal: the wait is for this process even if it
+	// exits and its pid is reused before the wait starts.
+	p, err := pidfd.Open(old)
 	if err != nil {
-		t.Fatalf("pidfd_open %d: %v", old, err)
+		t.Fatal(err)
 	}
-	defer unix.Close(fd)
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	defer p.Close()
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP %d: %v", old, err)
 	}
 	// The old process exits only once its successor is ready and it has
 	// drained; then the pid file names the successor.
-	exited, err := waitPidfd(fd, timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err = p.Wait(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
+	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !exited {
-		return 0, fmt.Errorf("%w: pid %d still serves after %v", ErrNoUpgrade, old, timeout)
 	}
 	pid, err := readPid(s.PIDFile)
 	if err != nil || pid == old || syscall.Kill(pid, 0) != nil {
 		return 0, fmt.Errorf("%w: pid %d exited and no new process took over", ErrNoUpgrade, old)
 	}
-	s.pids[pid] = true
+	s.saw(pid)
 	return pid, nil
 }
 
@@ -235,49 +304,6 @@ func CheckUpgrades(t testing.TB, s *Service, n int, interval time.Duration, cfg 
 			r.Failed(), r.Retried, r.Requests, n, r.Failures, r.Errors)
 	}
 	return r
-}
-
-// WaitExit waits until pid has exited, without being its parent: it polls
-// a pidfd, which becomes readable when the process ends. A pid that no
-// longer exists has exited.
-func WaitExit(pid int, timeout time.Duration) error {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, unix.ESRCH) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pidfd_open %d: %w", pid, err)
-	}
-	defer unix.Close(fd)
-	exited, err := waitPidfd(fd, timeout)
-	if err == nil && !exited {
-		err = fmt.Errorf("pid %d still running after %v", pid, timeout)
-	}
-	return err
-}
-
-// waitPidfd reports whether the process behind the pidfd fd exited within
-// timeout.
-func waitPidfd(fd int, timeout time.Duration) (bool, error) {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for deadline := time.Now().Add(timeout); ; {
-		n, err := unix.Poll(fds, max(int(time.Until(deadline).Milliseconds())+1, 0))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		return n > 0, nil
-	}
-}
-
-func readPid(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
 // newClient returns a client that opens a new connection for every request.

@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +52,9 @@ func start(t *testing.T, bin string, env ...string) *upgradertest.Service {
 
 // TestCheckUpgrades is the kit used as a user would, on baton-demo.
 func TestCheckUpgrades(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	// After the kit's own cleanup, which stops the service and its log
+	// reader.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 	s := start(t, buildDemo(t, ""))
 	r := upgradertest.CheckUpgrades(t, s, 5, 150*time.Millisecond,
 		upgradertest.LoadConfig{Clients: 8, Fresh: 0.5, Post: 0.5, Rate: 500})
@@ -64,7 +66,9 @@ func TestCheckUpgrades(t *testing.T) {
 // TestFault: a new process that rejects the state leaves the old one
 // serving, which the kit reports as ErrNoUpgrade; the next attempt works.
 func TestFault(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	// After the kit's own cleanup, which stops the service and its log
+	// reader.
+	t.Cleanup(func() { goleak.VerifyNone(t) })
 	s := start(t, buildDemo(t, "batonfault"), upgradertest.Fault(upgradertest.FaultNewReject, 1, 1))
 	old := s.Pid(t)
 	if _, err := s.Upgrade(t, 3*time.Second); !errors.Is(err, upgradertest.ErrNoUpgrade) {
@@ -77,18 +81,36 @@ func TestFault(t *testing.T) {
 	if err != nil || pid == old {
 		t.Fatalf("second attempt: pid %d, %v", pid, err)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(old)); err == nil {
-		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(old) + "/stat"); len(b) > 0 && !zombie(b) {
-			t.Errorf("old pid %d still running", old)
-		}
+	if upgradertest.Alive(old) {
+		t.Errorf("old pid %d still running", old)
 	}
 }
 
-func zombie(stat []byte) bool {
-	for i := len(stat) - 1; i > 0; i-- {
-		if stat[i] == ')' {
-			return i+2 < len(stat) && stat[i+2] == 'Z'
+// TestStartScrubsTheEnvironment: a test run under a service manager must
+// not hand the service the manager's variables, or the service would talk
+// to the test's manager; the rest of the environment and Options.Env reach
+// it. The "service" is a shell that writes its environment and pid file.
+func TestStartScrubsTheEnvironment(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	for _, k := range []string{"NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID", "WATCHDOG_USEC", "FDSTORE"} {
+		t.Setenv(k, "from-the-test")
+	}
+	t.Setenv("UPGRADERTEST_KEPT", "yes")
+	s := upgradertest.Start(t, "/bin/sh", upgradertest.Options{
+		Args: []string{"-c", "env > {dir}/env; echo $$ > {dir}/service.pid; exec sleep 60"},
+		Env:  []string{"UPGRADERTEST_ADDED=yes"},
+	})
+	b, err := os.ReadFile(filepath.Join(s.Dir, "env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(b)
+	if strings.Contains(env, "from-the-test") {
+		t.Errorf("the service got the service manager's variables:\n%s", env)
+	}
+	for _, want := range []string{"UPGRADERTEST_KEPT=yes", "UPGRADERTEST_ADDED=yes"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the service's environment lacks %s:\n%s", want, env)
 		}
 	}
-	return false
 }

@@ -1,0 +1,66 @@
+// Package fault names the points at which a baton process can be made to
+// fail on purpose, and fails it there. In a build with the batonfault tag,
+// the environment variable BATON_FAULT=step@gen.attempt[,...] makes the
+// process of generation gen fail at step during attempt: the attempt of the
+// old process that started it (for the new-process steps) or that it runs
+// (for old-kill). The end-to-end and reliability tests use it to exercise
+// the real code paths. In every other build Inject and Rejects compile to
+// nothing, whatever the environment says.
+//
+// The upgrader calls it; upgradertest re-exports the step names for users'
+// tests.
+package fault
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Step is a point at which a process can be made to fail.
+type Step string
+
+// The steps, in the order an upgrade reaches them.
+const (
+	// NewStart: the new process exits (status 7) before it says hello.
+	NewStart Step = "new-start"
+	// NewListening: the new process exits after taking its listeners.
+	NewListening Step = "new-listening"
+	// NewRestoring: the new process exits while it receives the state.
+	NewRestoring Step = "new-restoring"
+	// NewReject: the new process rejects the state it received.
+	NewReject Step = "new-reject"
+	// NewHang: the new process restores the state, then hangs before
+	// it is ready.
+	NewHang Step = "new-hang"
+	// NewCrashLate: the new process becomes ready, then crashes (status
+	// 7) during the old one's drain.
+	NewCrashLate Step = "new-crash-late"
+	// OldKill: the old process kills itself (SIGKILL) right after it has
+	// sent the state, its tasks frozen, before the new process is ready.
+	OldKill Step = "old-kill"
+)
+
+// EnvVar is the environment variable that names the faults to inject.
+const EnvVar = "BATON_FAULT"
+
+// Env returns the environment entry that makes generation gen fail at step
+// during attempt, such as "BATON_FAULT=new-reject@1.1".
+func Env(step Step, gen, attempt int) string {
+	return EnvVar + "=" + point(step, gen, attempt)
+}
+
+func point(step Step, gen, attempt int) string {
+	return fmt.Sprintf("%s@%d.%d", step, gen, attempt)
+}
+
+// Has reports whether value, a BATON_FAULT value (a comma-separated list
+// of step@gen.attempt), names step for generation gen and attempt.
+func Has(value string, step Step, gen, attempt int) bool {
+	want := point(step, gen, attempt)
+	for _, f := range strings.Split(value, ",") {
+		if f == want {
+			return true
+		}
+	}
+	return false
+}

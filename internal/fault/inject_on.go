@@ -1,0 +1,40 @@
+//go:build batonfault
+
+package fault
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Inject fails the process at step if BATON_FAULT names it for generation
+// gen and attempt: it exits, hangs or kills itself as the step says, and
+// returns only for NewReject (see Rejects) or when no fault is named.
+func Inject(step Step, gen, attempt int) {
+	if !Has(os.Getenv(EnvVar), step, gen, attempt) {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "baton fault injected: %s pid=%d\n", point(step, gen, attempt), os.Getpid())
+	switch step {
+	case NewHang:
+		select {}
+	case NewCrashLate:
+		time.Sleep(20 * time.Millisecond)
+		os.Exit(7)
+	case OldKill:
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	case NewReject:
+		return
+	default:
+		os.Exit(7)
+	}
+}
+
+// Rejects reports whether the new process of generation gen must reject
+// the state in attempt (NewReject).
+func Rejects(gen, attempt int) bool {
+	return Has(os.Getenv(EnvVar), NewReject, gen, attempt)
+}

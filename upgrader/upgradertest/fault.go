@@ -1,0 +1,27 @@
+package upgradertest
+
+import "github.com/batonhq/baton/internal/fault"
+
+// FaultStep is a step of the handoff at which a process built with -tags
+// batonfault can be made to fail, for Fault.
+type FaultStep = fault.Step
+
+// Fault injection steps, for Fault, in the order an upgrade reaches them.
+// They are the upgrader's own (internal/fault), not copies.
+const (
+	FaultNewStart     = fault.NewStart     // the new process exits (status 7) before it says hello
+	FaultNewListening = fault.NewListening // the new process exits after taking its listeners
+	FaultNewRestoring = fault.NewRestoring // the new process exits while it receives the state
+	FaultNewReject    = fault.NewReject    // the new process rejects the state it received
+	FaultNewHang      = fault.NewHang      // the new process restores the state, then hangs before it is ready
+	FaultNewCrashLate = fault.NewCrashLate // the new process becomes ready, then crashes during the old one's drain
+	FaultOldKill      = fault.OldKill      // the old process kills itself right after sending the state, before the new one is ready
+)
+
+// Fault returns the environment entry that makes generation gen fail at
+// step during attempt (the attempt of the old process that started it, or
+// that it runs), such as "BATON_FAULT=new-reject@1.1". The service must be
+// built with -tags batonfault.
+func Fault(step FaultStep, gen, attempt int) string {
+	return fault.Env(step, gen, attempt)
+}
