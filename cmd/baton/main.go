@@ -27,7 +27,6 @@ import (
 
 	"github.com/batonhq/baton/internal/pidfd"
 	"github.com/batonhq/baton/upgrader"
-	"golang.org/x/sys/unix"
 )
 
 // Exit statuses.
@@ -266,7 +265,15 @@ func upgradeByPidfile(t target, wait bool, timeout time.Duration, stdout, stderr
 		fmt.Fprintf(stderr, "baton upgrade: %v\n", err)
 		return exitUnreachable
 	}
-	if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+	// Hold the process by a pidfd before signalling it, so that neither the
+	// signal nor the wait can reach another program that took the pid.
+	p, err := pidfd.Open(old)
+	if err != nil {
+		fmt.Fprintf(stderr, "baton upgrade: pid %d: %v\n", old, err)
+		return exitUnreachable
+	}
+	defer p.Close()
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		fmt.Fprintf(stderr, "baton upgrade: signal pid %d: %v\n", old, err)
 		return exitUnreachable
 	}
@@ -277,29 +284,24 @@ func upgradeByPidfile(t target, wait bool, timeout time.Duration, stdout, stderr
 	if timeout <= 0 {
 		timeout = 90 * time.Second
 	}
-	fd, err := unix.PidfdOpen(old, 0)
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// The old process exits only after its successor is ready and it has
+	// drained.
+	if err := p.Wait(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			fmt.Fprintf(stderr, "baton upgrade: pid %d is still the service after %v: the upgrade failed or is still draining (see the service's log; a control socket gives the reason)\n", old, timeout)
+			return exitFailed
+		}
 		fmt.Fprintf(stderr, "baton upgrade: watch pid %d: %v\n", old, err)
 		return exitUnreachable
 	}
-	defer unix.Close(fd)
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		// The old process exits only after its successor is ready and
-		// it has drained.
-		n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100)
-		if n == 0 {
-			continue
-		}
-		pid, err := readPid(t.pidfile)
-		if err == nil && pid != old && syscall.Kill(pid, 0) == nil {
-			fmt.Fprintf(stdout, "upgraded: pid %d replaced pid %d\n", pid, old)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "baton upgrade: pid %d exited and no new process took over (see the service's log)\n", old)
-		return exitFailed
+	pid, err := readPid(t.pidfile)
+	if err == nil && pid != old && syscall.Kill(pid, 0) == nil {
+		fmt.Fprintf(stdout, "upgraded: pid %d replaced pid %d\n", pid, old)
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "baton upgrade: pid %d is still the service after %v: the upgrade failed or is still draining (see the service's log; a control socket gives the reason)\n", old, timeout)
+	fmt.Fprintf(stderr, "baton upgrade: pid %d exited and no new process took over (see the service's log)\n", old)
 	return exitFailed
 }
 
