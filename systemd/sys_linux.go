@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/procfd"
 )
 
 // sendNotify sends msg, with fds as SCM_RIGHTS, to the datagram socket addr
@@ -102,23 +102,7 @@ func socketInfo(fd int) (sotype int, listening bool, err error) {
 
 // inodeOf returns the inode of c's descriptor: two descriptors of one
 // socket have the same.
-func inodeOf(c syscall.Conn) (uint64, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var (
-		st   unix.Stat_t
-		ferr error
-	)
-	if err := rc.Control(func(fd uintptr) { ferr = unix.Fstat(int(fd), &st) }); err != nil {
-		return 0, err
-	}
-	if ferr != nil {
-		return 0, os.NewSyscallError("fstat", ferr)
-	}
-	return st.Ino, nil
-}
+func inodeOf(c syscall.Conn) (uint64, error) { return procfd.Inode(c) }
 
 // pollable returns a close-on-exec, non-blocking duplicate of f, on which
 // SetReadDeadline works, and closes f. Descriptors passed by tableflip
@@ -159,27 +143,19 @@ func (s openSocket) close() { unix.Close(s.fd) }
 // socket open in this process, one per socket, found in /proc/self/fd. The
 // caller closes them.
 func tcpListeners() ([]openSocket, error) {
-	entries, err := os.ReadDir("/proc/self/fd")
+	all, err := procfd.Sockets()
 	if err != nil {
 		return nil, err
 	}
 	var socks []openSocket
 	seen := make(map[uint64]bool)
-	for _, e := range entries {
-		link, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || !strings.HasPrefix(link, "socket:[") {
+	for _, sock := range all {
+		fd, ino := sock.FD, sock.Inode
+		if seen[ino] {
 			continue
 		}
-		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
-		if err != nil || seen[ino] {
-			continue
-		}
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		// The descriptor may have been closed, even reused, since the
-		// readlink: work on a duplicate, and check it is that socket.
+		// The descriptor may have been closed, even reused, since it was
+		// listed: work on a duplicate, and check it is that socket.
 		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			continue
