@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 )
 
 // TestFilesInChild runs the test binary as a socket-activated child with
@@ -43,7 +44,7 @@ func TestFilesInChild(t *testing.T) {
 			// ExtraFiles passed them blocking and inheritable
 			t.Errorf("file %d: close-on-exec %v, non-blocking %v; want both", i, f.CloExec, f.NonBlock)
 		}
-		if ino := fileID(t, want.ln.(*net.TCPListener)).ino; f.Ino != ino {
+		if ino := systemdtest.ConnFileID(t, want.ln.(*net.TCPListener)).Ino; f.Ino != ino {
 			t.Errorf("file %d: inode %d, want the test's listener %d", i, f.Ino, ino)
 		}
 	}

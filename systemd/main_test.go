@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 )
 
 // The test binary doubles as the socket-activated service, as os/exec's
@@ -211,20 +212,15 @@ func inspectMain() int {
 }
 
 // startHelper runs the test binary as a socket-activated service with files
-// as fds 3… and env. LISTEN_PID=self becomes the service's pid the way
-// systemd does it: set between fork and exec (here by sh, which then execs
-// the service in its place).
+// as fds 3… and env (see systemdtest.ActivationCommand: LISTEN_PID=self
+// becomes the service's pid).
 func startHelper(t *testing.T, mode string, files []*os.File, env ...string) activationReport {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/bin/sh", "-c",
-		`if [ "$LISTEN_PID" = self ]; then LISTEN_PID=$$; export LISTEN_PID; fi; exec "$0"`, exe)
-	cmd.Env = append(cleanEnv(), helperEnv+"=activated", modeEnv+"="+mode)
-	cmd.Env = append(cmd.Env, env...)
-	cmd.ExtraFiles = files
+	cmd := systemdtest.ActivationCommand(files, append([]string{helperEnv + "=activated", modeEnv + "=" + mode}, env...), exe)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 10 * time.Second

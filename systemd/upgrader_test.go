@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 	"github.com/batonhq/baton/upgrader"
 )
 
@@ -146,15 +147,15 @@ func attachHost(t *testing.T, h *fakeHost, opts systemd.AttachOptions) *systemd.
 }
 
 // nextNotPing returns the next datagram that is not a watchdog ping.
-func (m *fakeManager) nextNotPing(t *testing.T) message {
+func nextNotPing(t *testing.T, m *systemdtest.Manager) systemdtest.Message {
 	t.Helper()
 	for range 1000 {
-		if msg := m.recv(t); msg.data != systemd.NotifyWatchdog {
+		if msg := m.Recv(t); msg.Data != systemd.NotifyWatchdog {
 			return msg
 		}
 	}
 	t.Fatal("only watchdog pings")
-	return message{}
+	return systemdtest.Message{}
 }
 
 func ready(pid, gen int) string {
@@ -165,7 +166,7 @@ func ready(pid, gen int) string {
 // checks what systemd receives for each.
 func TestIntegrationSteps(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	m := newFakeManager(t, false)
+	m := systemdtest.NewManager(t)
 	served := listen(t)
 	listen(t) // a listener the upgrader does not serve: not stored
 	h := &fakeHost{infos: []upgrader.ListenerInfo{
@@ -173,7 +174,7 @@ func TestIntegrationSteps(t *testing.T) {
 		{Kind: "listener", Network: "unix", Addr: "/run/demo/control.sock"},
 	}}
 	t.Cleanup(h.close)
-	attachHost(t, h, systemd.AttachOptions{Notifier: newNotifier(t, m.addr), FDStore: systemd.FDStoreOn})
+	attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t), FDStore: systemd.FDStoreOn})
 	self := os.Getpid()
 	joined := fmt.Errorf("%w\n%s", upgrader.ErrStartFailed, "exec: no such file")
 
@@ -200,17 +201,17 @@ func TestIntegrationSteps(t *testing.T) {
 	for _, st := range steps {
 		h.emit(st.event)
 		for _, want := range st.want {
-			msg := m.recv(t)
-			if !matchLines(msg.data, want) {
-				t.Fatalf("after %+v: got %q, want %q", st.event, msg.data, want)
+			msg := m.Recv(t)
+			if !matchLines(msg.Data, want) {
+				t.Fatalf("after %+v: got %q, want %q", st.event, msg.Data, want)
 			}
 			if strings.HasPrefix(want, "FDSTORE=1") {
-				if len(msg.fds) != 1 || fdID(t, msg.fds[0]) != fileID(t, served.(*net.TCPListener)) {
-					t.Errorf("FDSTORE=1 carries %d fds, want the served listener", len(msg.fds))
+				if len(msg.FDs) != 1 || systemdtest.FDFileID(t, msg.FDs[0]) != systemdtest.ConnFileID(t, served.(*net.TCPListener)) {
+					t.Errorf("FDSTORE=1 carries %d fds, want the served listener", len(msg.FDs))
 				}
 			}
 		}
-		m.expectNothing(t)
+		m.ExpectNothing(t)
 	}
 }
 
@@ -245,8 +246,8 @@ func matchLines(got, want string) bool {
 // old one sends after.
 func TestIntegrationHandover(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	m := newFakeManager(t, false)
-	n := newNotifier(t, m.addr)
+	m := systemdtest.NewManager(t)
+	n := m.Notifier(t)
 	wd, err := systemd.NewWatchdog(systemd.WatchdogOptions{Notifier: n, Timeout: time.Second, Interval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -268,15 +269,15 @@ func TestIntegrationHandover(t *testing.T) {
 	oldI := attachHost(t, oldHost, systemd.AttachOptions{Notifier: n})
 	runWatchdog(oldI)
 	oldHost.emit(upgrader.Event{Step: "ready", Pid: self})
-	if msg := m.recv(t); msg.data != ready(self, 0) {
-		t.Fatalf("got %q, want READY=1", msg.data)
+	if msg := m.Recv(t); msg.Data != ready(self, 0) {
+		t.Fatalf("got %q, want READY=1", msg.Data)
 	}
-	if msg := m.recv(t); msg.data != systemd.NotifyWatchdog {
-		t.Fatalf("got %q, want the old process's pings", msg.data)
+	if msg := m.Recv(t); msg.Data != systemd.NotifyWatchdog {
+		t.Fatalf("got %q, want the old process's pings", msg.Data)
 	}
 	oldHost.emit(upgrader.Event{Step: "started"})
-	if msg := m.nextNotPing(t); !strings.HasPrefix(msg.data, systemd.NotifyReloading) {
-		t.Fatalf("got %q, want RELOADING=1", msg.data)
+	if msg := nextNotPing(t, m); !strings.HasPrefix(msg.Data, systemd.NotifyReloading) {
+		t.Fatalf("got %q, want RELOADING=1", msg.Data)
 	}
 
 	newHost := oldHost.child(t)
@@ -286,8 +287,8 @@ func TestIntegrationHandover(t *testing.T) {
 	// the new process is ready but not yet the main one: it keeps quiet,
 	// the old one keeps pinging
 	for range 20 {
-		if msg := m.recv(t); msg.data != systemd.NotifyWatchdog {
-			t.Fatalf("got %q before the handover, want only the old process's pings", msg.data)
+		if msg := m.Recv(t); msg.Data != systemd.NotifyWatchdog {
+			t.Fatalf("got %q before the handover, want only the old process's pings", msg.Data)
 		}
 	}
 	select {
@@ -301,26 +302,26 @@ func TestIntegrationHandover(t *testing.T) {
 		defer close(handedOver)
 		oldHost.emit(upgrader.Event{Step: "child-ready", Pid: 4242})
 	}()
-	if msg := m.nextNotPing(t); msg.data != "MAINPID=4242\nSTATUS=handing over to pid 4242" {
-		t.Fatalf("got %q, want MAINPID=", msg.data)
+	if msg := nextNotPing(t, m); msg.Data != "MAINPID=4242\nSTATUS=handing over to pid 4242" {
+		t.Fatalf("got %q, want MAINPID=", msg.Data)
 	}
 	// no ping between MAINPID= and the new process's READY=1: the old
 	// process stopped before the handover, the new one starts after it
-	barrier := m.recv(t)
-	if barrier.data != systemd.NotifyBarrier || len(barrier.fds) != 1 {
-		t.Fatalf("got %q with %d fds, want BARRIER=1", barrier.data, len(barrier.fds))
+	barrier := m.Recv(t)
+	if barrier.Data != systemd.NotifyBarrier || len(barrier.FDs) != 1 {
+		t.Fatalf("got %q with %d fds, want BARRIER=1", barrier.Data, len(barrier.FDs))
 	}
 	select {
 	case <-newI.Main():
 		t.Fatal("new process became the main one before systemd processed MAINPID=")
 	case <-time.After(50 * time.Millisecond):
 	}
-	m.closeFD(barrier.fds[0])
-	if msg := m.recv(t); msg.data != ready(self, 1) {
-		t.Fatalf("got %q, want the new process's READY=1", msg.data)
+	m.CloseFD(barrier.FDs[0])
+	if msg := m.Recv(t); msg.Data != ready(self, 1) {
+		t.Fatalf("got %q, want the new process's READY=1", msg.Data)
 	}
-	if msg := m.recv(t); msg.data != systemd.NotifyWatchdog {
-		t.Fatalf("got %q, want the new process's pings", msg.data)
+	if msg := m.Recv(t); msg.Data != systemd.NotifyWatchdog {
+		t.Fatalf("got %q, want the new process's pings", msg.Data)
 	}
 	<-handedOver
 	<-newI.Main()
@@ -332,12 +333,12 @@ func TestIntegrationHandover(t *testing.T) {
 	cancel()
 	wg.Wait()
 	for {
-		msg, ok := m.tryRecv(t, 0)
+		msg, ok := m.TryRecv(t, 0)
 		if !ok {
 			break
 		}
-		if msg.data != systemd.NotifyWatchdog {
-			t.Errorf("after the handover: %q", msg.data)
+		if msg.Data != systemd.NotifyWatchdog {
+			t.Errorf("after the handover: %q", msg.Data)
 		}
 	}
 }
@@ -365,16 +366,16 @@ func TestIntegrationNewProcessWithoutHandover(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
-			m := newFakeManager(t, false)
+			m := systemdtest.NewManager(t)
 			h := &fakeHost{parent: true, gen: 1, inherit: map[string]*os.File{}}
 			t.Cleanup(h.close)
 			if tt.inherit != nil {
 				h.inherit["baton.systemd.handover"] = tt.inherit(t)
 			}
-			i := attachHost(t, h, systemd.AttachOptions{Notifier: newNotifier(t, m.addr)})
+			i := attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t)})
 			h.emit(upgrader.Event{Step: "ready", Pid: self})
-			if msg := m.recv(t); msg.data != tt.want {
-				t.Fatalf("got %q, want %q", msg.data, tt.want)
+			if msg := m.Recv(t); msg.Data != tt.want {
+				t.Fatalf("got %q, want %q", msg.Data, tt.want)
 			}
 			<-i.Main()
 			i.Close()
@@ -386,7 +387,7 @@ func TestIntegrationNewProcessWithoutHandover(t *testing.T) {
 // the old one handed over must not hang on the pipe.
 func TestIntegrationCloseEndsHandoverWait(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	m := newFakeManager(t, false)
+	m := systemdtest.NewManager(t)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +395,7 @@ func TestIntegrationCloseEndsHandoverWait(t *testing.T) {
 	defer w.Close()
 	h := &fakeHost{parent: true, gen: 1, inherit: map[string]*os.File{"baton.systemd.handover": r}}
 	t.Cleanup(h.close)
-	i := attachHost(t, h, systemd.AttachOptions{Notifier: newNotifier(t, m.addr)})
+	i := attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t)})
 	h.emit(upgrader.Event{Step: "ready", Pid: os.Getpid()})
 	closed := make(chan struct{})
 	go func() { defer close(closed); i.Close() }()
@@ -403,7 +404,7 @@ func TestIntegrationCloseEndsHandoverWait(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not end the wait for the handover")
 	}
-	m.expectNothing(t)
+	m.ExpectNothing(t)
 	select {
 	case <-i.Main():
 		t.Error("closed before the handover, yet the main process")
@@ -451,14 +452,14 @@ func TestFDStoreMode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("mode %d FDSTORE=%s", tt.mode, tt.env), func(t *testing.T) {
 			setenv(t, systemd.EnvFDStore, tt.env)
-			m := newFakeManager(t, false)
+			m := systemdtest.NewManager(t)
 			h := &fakeHost{infos: []upgrader.ListenerInfo{{Kind: "listener", Network: "tcp", Addr: ln.Addr().String()}}}
-			attachHost(t, h, systemd.AttachOptions{Notifier: newNotifier(t, m.addr), FDStore: tt.mode})
+			attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t), FDStore: tt.mode})
 			h.emit(upgrader.Event{Step: "ready", Pid: os.Getpid()})
-			m.recv(t) // READY=1
-			msg, stored := m.tryRecv(t, 100*time.Millisecond)
-			if stored != tt.store || stored && !strings.HasPrefix(msg.data, systemd.NotifyFDStore) {
-				t.Errorf("stored %v (%q), want %v", stored, msg.data, tt.store)
+			m.Recv(t) // READY=1
+			msg, stored := m.TryRecv(t, 100*time.Millisecond)
+			if stored != tt.store || stored && !strings.HasPrefix(msg.Data, systemd.NotifyFDStore) {
+				t.Errorf("stored %v (%q), want %v", stored, msg.Data, tt.store)
 			}
 		})
 	}
@@ -493,7 +494,7 @@ func TestAttachAdoptsActivatedSockets(t *testing.T) {
 		t.Fatalf("adopted %+v, want web once and the unnamed listener by its address", rep.Files)
 	}
 	for k, w := range want {
-		if f := rep.Files[k]; f.Name != w.name || f.Ino != fileID(t, w.ln.(*net.TCPListener)).ino {
+		if f := rep.Files[k]; f.Name != w.name || f.Ino != systemdtest.ConnFileID(t, w.ln.(*net.TCPListener)).Ino {
 			t.Errorf("adopted %d: %+v, want %q", k, f, w.name)
 		}
 	}
