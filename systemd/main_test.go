@@ -87,8 +87,6 @@ func activatedMain() int {
 			fr.Got = serveOne(l)
 			rep.Files = append(rep.Files, fr)
 		}
-	case mode == "attach":
-		rep, err = attachMain()
 	case strings.HasPrefix(mode, "packetconns"):
 		var pcs []systemd.PacketConn
 		pcs, err = systemd.PacketConns(opts)
@@ -220,17 +218,10 @@ func startHelper(t *testing.T, mode string, files []*os.File, env ...string) act
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := systemdtest.ActivationCommand(files, append([]string{helperEnv + "=activated", modeEnv + "=" + mode}, env...), exe)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, stderr.String())
-	}
+	out := systemdtest.RunActivated(t, files, append([]string{helperEnv + "=activated", modeEnv + "=" + mode}, env...), exe)
 	var rep activationReport
 	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("helper report %q: %v\n%s", out, err, stderr.String())
+		t.Fatalf("helper report %q: %v", out, err)
 	}
 	return rep
 }
@@ -244,26 +235,6 @@ func cleanEnv() []string {
 		}
 	}
 	return env
-}
-
-func listenerFile(t *testing.T, ln net.Listener) *os.File {
-	t.Helper()
-	f, err := ln.(*net.TCPListener).File() // a duplicate, so the test's listener stays usable
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
 }
 
 // readReply reads the one line the service answers a connection with.

@@ -3,9 +3,12 @@
 package systemdtest
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"testing"
+	"time"
 )
 
 // ListenPIDSelf, as the value of LISTEN_PID in ActivationCommand's env,
@@ -31,4 +34,46 @@ func ActivationCommand(files []*os.File, env []string, exe string, args ...strin
 	cmd.Env = append(cmd.Env, env...)
 	cmd.ExtraFiles = files
 	return cmd
+}
+
+// RunActivated runs ActivationCommand(files, env, exe, args...) to its end
+// and returns what it wrote to stdout. The test fails, with the process's
+// stderr, if it does not exit 0; WaitDelay bounds a process that leaves a
+// child holding its output.
+func RunActivated(t testing.TB, files []*os.File, env []string, exe string, args ...string) []byte {
+	t.Helper()
+	cmd := ActivationCommand(files, env, exe, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", exe, err, stderr.String())
+	}
+	return out
+}
+
+// Listen returns a TCP listener on a free port of 127.0.0.1, closed when the
+// test ends: a socket to pass to an activated process.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// ListenerFile returns a duplicate of the descriptor of ln, a
+// *net.TCPListener, for ActivationCommand's files; ln stays usable. The
+// duplicate is closed when the test ends.
+func ListenerFile(t testing.TB, ln net.Listener) *os.File {
+	t.Helper()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }

@@ -9,8 +9,11 @@
 // receives and decides nothing: the test reads each message, and answers a
 // BARRIER=1 by closing the descriptor that came with it (Manager.CloseFD),
 // which is what systemd does once it has processed the messages before it.
-// ActivationCommand starts a process with descriptors at fd 3… and LISTEN_*
-// set to name it, as systemd does for a socket-activated service.
+// ActivationCommand (and RunActivated, which runs it to its end) starts a
+// process with descriptors at fd 3… and LISTEN_* set to name it, as systemd
+// does for a socket-activated service; Listen and ListenerFile make the
+// sockets to pass, and FileID tells whether a descriptor that came back is
+// one of them.
 //
 // Linux only, like systemd.
 package systemdtest

@@ -1,6 +1,6 @@
 //go:build linux
 
-package systemd_test
+package sdupgrade_test
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/sdupgrade"
 	"github.com/batonhq/baton/systemd/systemdtest"
 	"github.com/batonhq/baton/upgrader"
 )
@@ -136,9 +136,9 @@ func dupFile(f *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(dup), f.Name()), nil
 }
 
-func attachHost(t *testing.T, h *fakeHost, opts systemd.AttachOptions) *systemd.Integration {
+func attachHost(t *testing.T, h *fakeHost, opts sdupgrade.AttachOptions) *sdupgrade.Integration {
 	t.Helper()
-	i, err := systemd.AttachHost(h, opts)
+	i, err := sdupgrade.AttachHost(h, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,14 +167,14 @@ func ready(pid, gen int) string {
 func TestIntegrationSteps(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	m := systemdtest.NewManager(t)
-	served := listen(t)
-	listen(t) // a listener the upgrader does not serve: not stored
+	served := systemdtest.Listen(t)
+	systemdtest.Listen(t) // a listener the upgrader does not serve: not stored
 	h := &fakeHost{infos: []upgrader.ListenerInfo{
 		{Kind: "listener", Network: "tcp", Addr: served.Addr().String()},
 		{Kind: "listener", Network: "unix", Addr: "/run/demo/control.sock"},
 	}}
 	t.Cleanup(h.close)
-	attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t), FDStore: systemd.FDStoreOn})
+	attachHost(t, h, sdupgrade.AttachOptions{Notifier: m.Notifier(t), FDStore: sdupgrade.FDStoreOn})
 	self := os.Getpid()
 	joined := fmt.Errorf("%w\n%s", upgrader.ErrStartFailed, "exec: no such file")
 
@@ -255,7 +255,7 @@ func TestIntegrationHandover(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	runWatchdog := func(i *systemd.Integration) {
+	runWatchdog := func(i *sdupgrade.Integration) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -266,7 +266,7 @@ func TestIntegrationHandover(t *testing.T) {
 
 	oldHost := &fakeHost{}
 	t.Cleanup(oldHost.close)
-	oldI := attachHost(t, oldHost, systemd.AttachOptions{Notifier: n})
+	oldI := attachHost(t, oldHost, sdupgrade.AttachOptions{Notifier: n})
 	runWatchdog(oldI)
 	oldHost.emit(upgrader.Event{Step: "ready", Pid: self})
 	if msg := m.Recv(t); msg.Data != ready(self, 0) {
@@ -281,7 +281,7 @@ func TestIntegrationHandover(t *testing.T) {
 	}
 
 	newHost := oldHost.child(t)
-	newI := attachHost(t, newHost, systemd.AttachOptions{Notifier: n})
+	newI := attachHost(t, newHost, sdupgrade.AttachOptions{Notifier: n})
 	runWatchdog(newI)
 	newHost.emit(upgrader.Event{Step: "ready", Pid: self})
 	// the new process is ready but not yet the main one: it keeps quiet,
@@ -372,7 +372,7 @@ func TestIntegrationNewProcessWithoutHandover(t *testing.T) {
 			if tt.inherit != nil {
 				h.inherit["baton.systemd.handover"] = tt.inherit(t)
 			}
-			i := attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t)})
+			i := attachHost(t, h, sdupgrade.AttachOptions{Notifier: m.Notifier(t)})
 			h.emit(upgrader.Event{Step: "ready", Pid: self})
 			if msg := m.Recv(t); msg.Data != tt.want {
 				t.Fatalf("got %q, want %q", msg.Data, tt.want)
@@ -395,7 +395,7 @@ func TestIntegrationCloseEndsHandoverWait(t *testing.T) {
 	defer w.Close()
 	h := &fakeHost{parent: true, gen: 1, inherit: map[string]*os.File{"baton.systemd.handover": r}}
 	t.Cleanup(h.close)
-	i := attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t)})
+	i := attachHost(t, h, sdupgrade.AttachOptions{Notifier: m.Notifier(t)})
 	h.emit(upgrader.Event{Step: "ready", Pid: os.Getpid()})
 	closed := make(chan struct{})
 	go func() { defer close(closed); i.Close() }()
@@ -418,7 +418,7 @@ func TestIntegrationNotUnderSystemd(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, parent := range []bool{false, true} {
 		h := &fakeHost{parent: parent}
-		i := attachHost(t, h, systemd.AttachOptions{Notifier: &systemd.Notifier{}})
+		i := attachHost(t, h, sdupgrade.AttachOptions{Notifier: &systemd.Notifier{}})
 		for _, step := range []upgrader.Step{upgrader.StepReady, upgrader.StepStarted, upgrader.StepChildReady, upgrader.StepFailed, upgrader.StepStopping} {
 			h.emit(upgrader.Event{Step: step, Pid: 4242})
 		}
@@ -437,24 +437,27 @@ func TestIntegrationNotUnderSystemd(t *testing.T) {
 
 func TestFDStoreMode(t *testing.T) {
 	tests := []struct {
-		mode  systemd.FDStoreMode
+		mode  sdupgrade.FDStoreMode
 		env   string // "-" unset
 		store bool
 	}{
-		{systemd.FDStoreAuto, "-", false},
-		{systemd.FDStoreAuto, "0", false},
-		{systemd.FDStoreAuto, "16", true},
-		{systemd.FDStoreAuto, "lots", false},
-		{systemd.FDStoreOn, "-", true},
-		{systemd.FDStoreOff, "16", false},
+		{sdupgrade.FDStoreAuto, "-", false},
+		{sdupgrade.FDStoreAuto, "0", false},
+		{sdupgrade.FDStoreAuto, "16", true},
+		{sdupgrade.FDStoreAuto, "lots", false},
+		{sdupgrade.FDStoreOn, "-", true},
+		{sdupgrade.FDStoreOff, "16", false},
 	}
-	ln := listen(t)
+	ln := systemdtest.Listen(t)
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("mode %d FDSTORE=%s", tt.mode, tt.env), func(t *testing.T) {
-			setenv(t, systemd.EnvFDStore, tt.env)
+			t.Setenv(systemd.EnvFDStore, tt.env)
+			if tt.env == "-" {
+				os.Unsetenv(systemd.EnvFDStore)
+			}
 			m := systemdtest.NewManager(t)
 			h := &fakeHost{infos: []upgrader.ListenerInfo{{Kind: "listener", Network: "tcp", Addr: ln.Addr().String()}}}
-			attachHost(t, h, systemd.AttachOptions{Notifier: m.Notifier(t), FDStore: tt.mode})
+			attachHost(t, h, sdupgrade.AttachOptions{Notifier: m.Notifier(t), FDStore: tt.mode})
 			h.emit(upgrader.Event{Step: "ready", Pid: os.Getpid()})
 			m.Recv(t) // READY=1
 			msg, stored := m.TryRecv(t, 100*time.Millisecond)
@@ -470,7 +473,7 @@ func TestFDStoreMode(t *testing.T) {
 // again (a .socket unit and the fd store both hold it), an unnamed listener
 // and a datagram socket.
 func TestAttachAdoptsActivatedSockets(t *testing.T) {
-	web, other := listen(t), listen(t)
+	web, other := systemdtest.Listen(t), systemdtest.Listen(t)
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +484,7 @@ func TestAttachAdoptsActivatedSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer udpFile.Close()
-	rep := startHelper(t, "attach", []*os.File{listenerFile(t, web), listenerFile(t, web), listenerFile(t, other), udpFile},
+	rep := startHelper(t, []*os.File{systemdtest.ListenerFile(t, web), systemdtest.ListenerFile(t, web), systemdtest.ListenerFile(t, other), udpFile},
 		"LISTEN_PID=self", "LISTEN_FDS=4", "LISTEN_FDNAMES=web:web:unknown:udp")
 	if rep.Err != "" {
 		t.Fatal(rep.Err)
@@ -501,20 +504,4 @@ func TestAttachAdoptsActivatedSockets(t *testing.T) {
 	if len(rep.Env) != 0 {
 		t.Errorf("LISTEN_* left in the environment: %v", rep.Env)
 	}
-}
-
-// attachMain is the helper process of TestAttachAdoptsActivatedSockets.
-func attachMain() (rep activationReport, err error) {
-	h := &fakeHost{}
-	i, err := systemd.AttachHost(h, systemd.AttachOptions{Notifier: &systemd.Notifier{}})
-	if err != nil {
-		return rep, err
-	}
-	defer i.Close()
-	for _, a := range h.adoption {
-		fr := describe(a.name, a.ln.(syscall.Conn))
-		fr.Got = a.ln.Addr().String()
-		rep.Files = append(rep.Files, fr)
-	}
-	return rep, nil
 }
