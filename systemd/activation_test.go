@@ -16,14 +16,15 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 )
 
 // TestFilesInChild runs the test binary as a socket-activated child with
 // two listening sockets at fds 3 and 4 and checks what Files gives it and
 // what its own children inherit.
 func TestFilesInChild(t *testing.T) {
-	web, admin := listen(t), listen(t)
-	rep := startHelper(t, "files+child", []*os.File{listenerFile(t, web), listenerFile(t, admin)},
+	web, admin := systemdtest.Listen(t), systemdtest.Listen(t)
+	rep := startHelper(t, "files+child", []*os.File{systemdtest.ListenerFile(t, web), systemdtest.ListenerFile(t, admin)},
 		"LISTEN_PID=self", "LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin")
 	if rep.Err != "" {
 		t.Fatalf("Files: %s", rep.Err)
@@ -43,7 +44,7 @@ func TestFilesInChild(t *testing.T) {
 			// ExtraFiles passed them blocking and inheritable
 			t.Errorf("file %d: close-on-exec %v, non-blocking %v; want both", i, f.CloExec, f.NonBlock)
 		}
-		if ino := fileID(t, want.ln.(*net.TCPListener)).ino; f.Ino != ino {
+		if ino := systemdtest.ConnFileID(t, want.ln.(*net.TCPListener)).Ino; f.Ino != ino {
 			t.Errorf("file %d: inode %d, want the test's listener %d", i, f.Ino, ino)
 		}
 	}
@@ -64,7 +65,7 @@ func TestFilesInChild(t *testing.T) {
 }
 
 func TestListenersInChild(t *testing.T) {
-	web, admin := listen(t), listen(t)
+	web, admin := systemdtest.Listen(t), systemdtest.Listen(t)
 	// queue one connection on each, as the one that triggers activation
 	var conns []net.Conn
 	for _, ln := range []net.Listener{web, admin} {
@@ -75,7 +76,7 @@ func TestListenersInChild(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
-	rep := startHelper(t, "listeners+child", []*os.File{listenerFile(t, web), listenerFile(t, admin)},
+	rep := startHelper(t, "listeners+child", []*os.File{systemdtest.ListenerFile(t, web), systemdtest.ListenerFile(t, admin)},
 		"LISTEN_PID=self", "LISTEN_FDS=2", "LISTEN_FDNAMES=web:admin")
 	if rep.Err != "" {
 		t.Fatalf("Listeners: %s", rep.Err)
@@ -160,7 +161,7 @@ func TestActivationEnvironment(t *testing.T) {
 			t.Parallel()
 			var files []*os.File
 			for range tt.files {
-				files = append(files, listenerFile(t, listen(t)))
+				files = append(files, systemdtest.ListenerFile(t, systemdtest.Listen(t)))
 			}
 			if tt.files < 0 { // a listener, then a datagram socket
 				pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -173,7 +174,7 @@ func TestActivationEnvironment(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer f.Close()
-				files = []*os.File{listenerFile(t, listen(t)), f}
+				files = []*os.File{systemdtest.ListenerFile(t, systemdtest.Listen(t)), f}
 			}
 			rep := startHelper(t, tt.mode, files, tt.env...)
 			var gotErr string
@@ -325,7 +326,7 @@ func waitForLine(r io.Reader, substr string) (bool, string) {
 // TestFileConversions checks File.Listener and File.PacketConn in-process on
 // descriptors the test owns (no LISTEN_* involved).
 func TestFileConversions(t *testing.T) {
-	ln := listen(t)
+	ln := systemdtest.Listen(t)
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/systemd"
-	"github.com/batonhq/baton/upgrader"
 )
 
 // A Type=notify service: take the socket systemd passed (or bind one), say
@@ -96,49 +95,4 @@ func ExampleNotifier_StoreFDs() {
 	if _, err := n.StoreFDs("http", ln.(*net.TCPListener)); err != nil {
 		log.Print(err)
 	}
-}
-
-// A service built on package upgrader under systemd: Attach before the first
-// Listen, so that Listen takes the activated socket; the watchdog runs while
-// this process is the unit's main one.
-func ExampleAttach() {
-	u, err := upgrader.New(upgrader.Options{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer u.Close()
-	n, err := systemd.NewNotifier(systemd.NotifierOptions{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	// before any upgrade: it removes WATCHDOG_PID for the next generation
-	w, err := systemd.NewWatchdog(systemd.WatchdogOptions{Notifier: n})
-	if err != nil {
-		log.Fatal(err)
-	}
-	sd, err := systemd.Attach(u, systemd.AttachOptions{Notifier: n})
-	if err != nil {
-		log.Fatal(err) // a malformed LISTEN_* environment
-	}
-	defer sd.Close()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); sd.RunWatchdog(ctx, w) }()
-	defer func() { cancel(); wg.Wait() }()
-
-	// the activated socket bound to this address if there is one, else a
-	// new one; u.Listen("tcp", "http") would take it by its
-	// FileDescriptorName=http instead
-	ln, err := u.Listen("tcp", "127.0.0.1:8080")
-	if err != nil {
-		log.Fatal(err)
-	}
-	u.Serve(&http.Server{}, ln)
-	if err := u.Ready(); err != nil { // READY=1
-		log.Fatal(err)
-	}
-	<-u.Exit() // SIGHUP → u.Upgrade, wired by the command, not shown
-	u.Shutdown(context.Background())
 }

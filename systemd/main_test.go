@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 )
 
 // The test binary doubles as the socket-activated service, as os/exec's
@@ -86,8 +87,6 @@ func activatedMain() int {
 			fr.Got = serveOne(l)
 			rep.Files = append(rep.Files, fr)
 		}
-	case mode == "attach":
-		rep, err = attachMain()
 	case strings.HasPrefix(mode, "packetconns"):
 		var pcs []systemd.PacketConn
 		pcs, err = systemd.PacketConns(opts)
@@ -211,30 +210,18 @@ func inspectMain() int {
 }
 
 // startHelper runs the test binary as a socket-activated service with files
-// as fds 3… and env. LISTEN_PID=self becomes the service's pid the way
-// systemd does it: set between fork and exec (here by sh, which then execs
-// the service in its place).
+// as fds 3… and env (see systemdtest.ActivationCommand: LISTEN_PID=self
+// becomes the service's pid).
 func startHelper(t *testing.T, mode string, files []*os.File, env ...string) activationReport {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/bin/sh", "-c",
-		`if [ "$LISTEN_PID" = self ]; then LISTEN_PID=$$; export LISTEN_PID; fi; exec "$0"`, exe)
-	cmd.Env = append(cleanEnv(), helperEnv+"=activated", modeEnv+"="+mode)
-	cmd.Env = append(cmd.Env, env...)
-	cmd.ExtraFiles = files
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 10 * time.Second
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, stderr.String())
-	}
+	out := systemdtest.RunActivated(t, files, append([]string{helperEnv + "=activated", modeEnv + "=" + mode}, env...), exe)
 	var rep activationReport
 	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("helper report %q: %v\n%s", out, err, stderr.String())
+		t.Fatalf("helper report %q: %v", out, err)
 	}
 	return rep
 }
@@ -248,26 +235,6 @@ func cleanEnv() []string {
 		}
 	}
 	return env
-}
-
-func listenerFile(t *testing.T, ln net.Listener) *os.File {
-	t.Helper()
-	f, err := ln.(*net.TCPListener).File() // a duplicate, so the test's listener stays usable
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
 }
 
 // readReply reads the one line the service answers a connection with.

@@ -16,7 +16,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 )
+
+// newManager is systemdtest.NewAbstractManager if abstract, else
+// systemdtest.NewManager.
+func newManager(t *testing.T, abstract bool) *systemdtest.Manager {
+	t.Helper()
+	if abstract {
+		return systemdtest.NewAbstractManager(t)
+	}
+	return systemdtest.NewManager(t)
+}
 
 func newNotifier(t *testing.T, addr string) *systemd.Notifier {
 	t.Helper()
@@ -48,58 +59,58 @@ func TestNotifyMessages(t *testing.T) {
 		{"empty status", func(n *systemd.Notifier) (bool, error) { return n.Status("") }, "STATUS="},
 	}
 	for _, abstract := range []bool{false, true} {
-		m := newFakeManager(t, abstract)
-		n := newNotifier(t, m.addr)
+		m := newManager(t, abstract)
+		n := m.Notifier(t)
 		for _, tt := range tests {
 			t.Run(tt.name+"/abstract="+strconv.FormatBool(abstract), func(t *testing.T) {
 				sent, err := tt.send(n)
 				if err != nil || !sent {
 					t.Fatalf("send = %v, %v; want true, nil", sent, err)
 				}
-				msg := m.recv(t)
-				if msg.data != tt.want {
-					t.Errorf("datagram %q, want %q", msg.data, tt.want)
+				msg := m.Recv(t)
+				if msg.Data != tt.want {
+					t.Errorf("datagram %q, want %q", msg.Data, tt.want)
 				}
-				if len(msg.fds) != 0 {
-					t.Errorf("got %d descriptors, want none", len(msg.fds))
+				if len(msg.FDs) != 0 {
+					t.Errorf("got %d descriptors, want none", len(msg.FDs))
 				}
 				// systemd checks NotifyAccess= against these, so they must be ours
-				if msg.cred == nil || int(msg.cred.Pid) != os.Getpid() || int(msg.cred.Uid) != os.Getuid() {
-					t.Errorf("credentials %+v, want pid %d uid %d", msg.cred, os.Getpid(), os.Getuid())
+				if msg.Cred == nil || int(msg.Cred.Pid) != os.Getpid() || int(msg.Cred.Uid) != os.Getuid() {
+					t.Errorf("credentials %+v, want pid %d uid %d", msg.Cred, os.Getpid(), os.Getuid())
 				}
-				m.expectNothing(t)
+				m.ExpectNothing(t)
 			})
 		}
 	}
 }
 
 func TestNotifyFromEnvironment(t *testing.T) {
-	m := newFakeManager(t, true)
-	t.Setenv(systemd.EnvNotifySocket, m.addr)
+	m := systemdtest.NewAbstractManager(t)
+	t.Setenv(systemd.EnvNotifySocket, m.Socket)
 	sent, err := systemd.Notify(systemd.NotifyReady, systemd.Status("up"))
 	if err != nil || !sent {
 		t.Fatalf("Notify = %v, %v", sent, err)
 	}
-	if msg := m.recv(t); msg.data != "READY=1\nSTATUS=up" {
-		t.Errorf("datagram %q", msg.data)
+	if msg := m.Recv(t); msg.Data != "READY=1\nSTATUS=up" {
+		t.Errorf("datagram %q", msg.Data)
 	}
-	if os.Getenv(systemd.EnvNotifySocket) != m.addr {
+	if os.Getenv(systemd.EnvNotifySocket) != m.Socket {
 		t.Error("Notify removed NOTIFY_SOCKET; successors could not notify")
 	}
 }
 
 func TestReloadingCarriesMonotonicTime(t *testing.T) {
-	m := newFakeManager(t, false)
-	n := newNotifier(t, m.addr)
+	m := systemdtest.NewManager(t)
+	n := m.Notifier(t)
 	before := monotonicUSec(t)
 	if sent, err := n.Reloading(); err != nil || !sent {
 		t.Fatalf("Reloading = %v, %v", sent, err)
 	}
 	after := monotonicUSec(t)
-	msg := m.recv(t)
-	rest, ok := strings.CutPrefix(msg.data, "RELOADING=1\nMONOTONIC_USEC=")
+	msg := m.Recv(t)
+	rest, ok := strings.CutPrefix(msg.Data, "RELOADING=1\nMONOTONIC_USEC=")
 	if !ok {
-		t.Fatalf("datagram %q", msg.data)
+		t.Fatalf("datagram %q", msg.Data)
 	}
 	ts, err := strconv.ParseInt(rest, 10, 64)
 	if err != nil || ts < before || ts > after {
@@ -169,8 +180,8 @@ func TestNotifyRejectsInvalidMessages(t *testing.T) {
 		{"fdname too long", func(n *systemd.Notifier) (bool, error) { return n.RemoveFDs(strings.Repeat("n", 256)) }},
 		{"fdstore without fds", func(n *systemd.Notifier) (bool, error) { return n.StoreFDs("x") }},
 	}
-	m := newFakeManager(t, false)
-	enabled := newNotifier(t, m.addr)
+	m := systemdtest.NewManager(t)
+	enabled := m.Notifier(t)
 	var disabled systemd.Notifier
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,15 +193,15 @@ func TestNotifyRejectsInvalidMessages(t *testing.T) {
 					t.Errorf("enabled=%v: send = %v, %v; want ErrInvalidMessage", n.Enabled(), sent, err)
 				}
 			}
-			m.expectNothing(t)
+			m.ExpectNothing(t)
 		})
 	}
 	// the longest message systemd accepts still goes through
 	if sent, err := enabled.Status(long[:systemd.MaxMessageBytes-len("STATUS=")]); !sent || err != nil {
 		t.Fatalf("max-size status = %v, %v", sent, err)
 	}
-	if msg := m.recv(t); len(msg.data) != systemd.MaxMessageBytes {
-		t.Errorf("received %d bytes, want %d", len(msg.data), systemd.MaxMessageBytes)
+	if msg := m.Recv(t); len(msg.Data) != systemd.MaxMessageBytes {
+		t.Errorf("received %d bytes, want %d", len(msg.Data), systemd.MaxMessageBytes)
 	}
 }
 
@@ -213,8 +224,8 @@ func TestNotifierEnvironment(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newFakeManager(t, false)
-			t.Setenv(systemd.EnvNotifySocket, m.addr)
+			m := systemdtest.NewManager(t)
+			t.Setenv(systemd.EnvNotifySocket, m.Socket)
 			n, err := systemd.NewNotifier(systemd.NotifierOptions{UnsetEnvironment: tt.unset})
 			if err != nil {
 				t.Fatal(err)
@@ -226,7 +237,7 @@ func TestNotifierEnvironment(t *testing.T) {
 			if sent, err := n.Ready(); !sent || err != nil {
 				t.Fatalf("Ready = %v, %v", sent, err)
 			}
-			if got := m.recv(t).data; got != systemd.NotifyReady {
+			if got := m.Recv(t).Data; got != systemd.NotifyReady {
 				t.Errorf("datagram %q", got)
 			}
 		})
@@ -247,8 +258,8 @@ func TestNotifyWithoutListener(t *testing.T) {
 func TestStoreFDs(t *testing.T) {
 	for _, abstract := range []bool{false, true} {
 		t.Run("abstract="+strconv.FormatBool(abstract), func(t *testing.T) {
-			m := newFakeManager(t, abstract)
-			n := newNotifier(t, m.addr)
+			m := newManager(t, abstract)
+			n := m.Notifier(t)
 
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -267,15 +278,15 @@ func TestStoreFDs(t *testing.T) {
 			if !sent || err != nil {
 				t.Fatalf("StoreFDs = %v, %v", sent, err)
 			}
-			msg := m.recv(t)
-			if msg.data != "FDSTORE=1\nFDNAME=web" {
-				t.Errorf("datagram %q", msg.data)
+			msg := m.Recv(t)
+			if msg.Data != "FDSTORE=1\nFDNAME=web" {
+				t.Errorf("datagram %q", msg.Data)
 			}
-			if len(msg.fds) != 2 {
-				t.Fatalf("got %d descriptors, want 2", len(msg.fds))
+			if len(msg.FDs) != 2 {
+				t.Fatalf("got %d descriptors, want 2", len(msg.FDs))
 			}
 			for i, c := range []syscall.Conn{tcp, r} {
-				if want, got := fileID(t, c), fdID(t, msg.fds[i]); want != got {
+				if want, got := systemdtest.ConnFileID(t, c), systemdtest.FDFileID(t, msg.FDs[i]); want != got {
 					t.Errorf("descriptor %d is %v, want %v", i, got, want)
 				}
 			}
@@ -298,27 +309,6 @@ func TestStoreFDs(t *testing.T) {
 	}
 }
 
-type inode struct{ dev, ino uint64 }
-
-func fdID(t *testing.T, fd int) inode {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		t.Fatal(err)
-	}
-	return inode{uint64(st.Dev), st.Ino}
-}
-
-func fileID(t *testing.T, c syscall.Conn) (id inode) {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Control(func(fd uintptr) { id = fdID(t, int(fd)) })
-	return id
-}
-
 func fdFlags(t *testing.T, c syscall.Conn) (flags int) {
 	t.Helper()
 	rc, err := c.SyscallConn()
@@ -337,8 +327,8 @@ func fdFlags(t *testing.T, c syscall.Conn) (flags int) {
 // descriptor and closes it once "processed"; Barrier must return then, and
 // not before.
 func TestBarrier(t *testing.T) {
-	m := newFakeManager(t, true)
-	n := newNotifier(t, m.addr)
+	m := systemdtest.NewAbstractManager(t)
+	n := m.Notifier(t)
 	done := make(chan error, 1)
 	go func() {
 		sent, err := n.Barrier(context.Background())
@@ -347,9 +337,9 @@ func TestBarrier(t *testing.T) {
 		}
 		done <- err
 	}()
-	msg := m.recv(t)
-	if msg.data != systemd.NotifyBarrier || len(msg.fds) != 1 {
-		t.Fatalf("datagram %q with %d fds", msg.data, len(msg.fds))
+	msg := m.Recv(t)
+	if msg.Data != systemd.NotifyBarrier || len(msg.FDs) != 1 {
+		t.Fatalf("datagram %q with %d fds", msg.Data, len(msg.FDs))
 	}
 	// the manager's copy of the write end is the last one: while it is
 	// open, Barrier waits
@@ -358,7 +348,7 @@ func TestBarrier(t *testing.T) {
 		t.Fatalf("Barrier returned (%v) before the manager closed the pipe", err)
 	default:
 	}
-	m.closeFD(msg.fds[0])
+	m.CloseFD(msg.FDs[0])
 	select {
 	case err := <-done:
 		if err != nil {
@@ -370,8 +360,8 @@ func TestBarrier(t *testing.T) {
 }
 
 func TestBarrierContext(t *testing.T) {
-	m := newFakeManager(t, false)
-	n := newNotifier(t, m.addr)
+	m := systemdtest.NewManager(t)
+	n := m.Notifier(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	// the manager receives but never closes the pipe
@@ -379,8 +369,8 @@ func TestBarrierContext(t *testing.T) {
 	if !sent || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Barrier = %v, %v; want true, DeadlineExceeded", sent, err)
 	}
-	if msg := m.recv(t); msg.data != systemd.NotifyBarrier {
-		t.Errorf("datagram %q", msg.data)
+	if msg := m.Recv(t); msg.Data != systemd.NotifyBarrier {
+		t.Errorf("datagram %q", msg.Data)
 	}
 	var disabled systemd.Notifier
 	if sent, err := disabled.Barrier(ctx); sent || err != nil {

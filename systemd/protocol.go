@@ -20,7 +20,7 @@ const (
 	// EnvFDStore is FileDescriptorStoreMax= of the unit, which systemd 254
 	// and later pass to the service (only when it is not 0). On older
 	// versions a unit may set it itself with Environment=, to the same
-	// value; see FDStoreAuto.
+	// value (package sdupgrade reads it: FDStoreAuto).
 	EnvFDStore = "FDSTORE"
 )
 

@@ -3,9 +3,6 @@
 package systemd
 
 import (
-	"net"
-	"os"
-	"syscall"
 	"time"
 )
 
@@ -24,20 +21,3 @@ func checkFDOpen(int) error { return ErrNotSupported }
 func adoptFD(int) error { return ErrNotSupported }
 
 func socketInfo(int) (int, bool, error) { return 0, false, ErrNotSupported }
-
-func inodeOf(syscall.Conn) (uint64, error) { return 0, ErrNotSupported }
-
-func pollable(f *os.File) (*os.File, error) {
-	f.Close()
-	return nil, ErrNotSupported
-}
-
-type openSocket struct {
-	fd   int
-	ino  uint64
-	addr *net.TCPAddr
-}
-
-func (openSocket) close() {}
-
-func tcpListeners() ([]openSocket, error) { return nil, ErrNotSupported }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/systemdtest"
 )
 
 func TestWatchdogEnabled(t *testing.T) {
@@ -70,10 +71,10 @@ func TestNewWatchdogHandsWatchdogPIDOn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := newFakeManager(t, false)
+			m := systemdtest.NewManager(t)
 			setenv(t, systemd.EnvWatchdogUSec, "4000000")
 			setenv(t, systemd.EnvWatchdogPID, tt.pid)
-			w, err := systemd.NewWatchdog(systemd.WatchdogOptions{Notifier: newNotifier(t, m.addr), KeepEnvironment: tt.keep})
+			w, err := systemd.NewWatchdog(systemd.WatchdogOptions{Notifier: m.Notifier(t), KeepEnvironment: tt.keep})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +99,7 @@ func TestNewWatchdogHandsWatchdogPIDOn(t *testing.T) {
 // and checks that exactly the healthy ticks produced a WATCHDOG=1.
 func TestWatchdogRun(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	m := newFakeManager(t, true)
+	m := systemdtest.NewAbstractManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -121,7 +122,7 @@ func TestWatchdogRun(t *testing.T) {
 		return nil
 	}
 	w, err := systemd.NewWatchdog(systemd.WatchdogOptions{
-		Notifier: newNotifier(t, m.addr),
+		Notifier: m.Notifier(t),
 		Timeout:  20 * time.Millisecond,
 		Check:    check,
 	})
@@ -144,11 +145,11 @@ func TestWatchdogRun(t *testing.T) {
 	// sendmsg on a unix datagram socket is synchronous: every ping Run
 	// sent is queued by now
 	for i := range 3 {
-		if got := m.recv(t).data; got != systemd.NotifyWatchdog {
+		if got := m.Recv(t).Data; got != systemd.NotifyWatchdog {
 			t.Fatalf("ping %d: %q", i, got)
 		}
 	}
-	m.expectNothing(t)
+	m.ExpectNothing(t)
 	if calls != 6 {
 		t.Errorf("%d checks, want 6", calls)
 	}
@@ -156,15 +157,15 @@ func TestWatchdogRun(t *testing.T) {
 
 func TestWatchdogDisabledRunReturns(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	m := newFakeManager(t, false)
+	m := systemdtest.NewManager(t)
 	tests := []struct {
 		name      string
 		usec, pid string // "-" = unset
 		notifier  *systemd.Notifier
 		timeout   time.Duration
 	}{
-		{"no WATCHDOG_USEC", "-", "-", newNotifier(t, m.addr), 0},
-		{"another process's watchdog", "1000000", "1", newNotifier(t, m.addr), 0},
+		{"no WATCHDOG_USEC", "-", "-", m.Notifier(t), 0},
+		{"another process's watchdog", "1000000", "1", m.Notifier(t), 0},
 		{"no NOTIFY_SOCKET", "-", "-", &systemd.Notifier{}, time.Second},
 	}
 	for _, tt := range tests {
@@ -181,7 +182,7 @@ func TestWatchdogDisabledRunReturns(t *testing.T) {
 			w.Run(context.Background()) // returns at once, or the test times out
 		})
 	}
-	m.expectNothing(t)
+	m.ExpectNothing(t)
 }
 
 func TestNewWatchdogMalformedEnvironment(t *testing.T) {

@@ -4,12 +4,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonhq/baton/internal/procfd"
 )
 
 // strayListeners lists the addresses of listening sockets open in this
@@ -22,44 +22,28 @@ func strayListeners(known []io.Closer) ([]string, error) {
 		if !ok {
 			continue
 		}
-		raw, err := sc.SyscallConn()
-		if err != nil {
-			continue
+		if ino, err := procfd.Inode(sc); err == nil {
+			inodes[ino] = true
 		}
-		raw.Control(func(fd uintptr) {
-			var st unix.Stat_t
-			if unix.Fstat(int(fd), &st) == nil {
-				inodes[st.Ino] = true
-			}
-		})
 	}
-	entries, err := os.ReadDir("/proc/self/fd")
+	socks, err := procfd.Sockets()
 	if err != nil {
 		return nil, err
 	}
 	var stray []string
-	for _, e := range entries {
-		link, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || !strings.HasPrefix(link, "socket:[") {
+	for _, s := range socks {
+		if inodes[s.Inode] {
 			continue
 		}
-		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
-		if err != nil || inodes[ino] {
-			continue
-		}
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		// The fd may have been closed and reused since the readlink; the
+		// The fd may have been closed and reused since the listing; the
 		// worst outcome is a missed or spurious warning.
-		if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on == 0 {
+		if on, err := unix.GetsockoptInt(s.FD, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on == 0 {
 			continue
 		}
-		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t == unix.SOCK_DGRAM {
+		if t, err := unix.GetsockoptInt(s.FD, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t == unix.SOCK_DGRAM {
 			continue
 		}
-		sa, err := unix.Getsockname(fd)
+		sa, err := unix.Getsockname(s.FD)
 		if err != nil {
 			continue
 		}

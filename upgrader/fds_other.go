@@ -3,11 +3,13 @@
 package upgrader
 
 import (
-	"errors"
 	"io"
+
+	"github.com/batonhq/baton/internal/procfd"
 )
 
-// strayListeners needs /proc/self/fd; elsewhere the check is skipped.
+// strayListeners needs /proc/self/fd; elsewhere the check is skipped (the
+// caller logs the error at debug level).
 func strayListeners(known []io.Closer) ([]string, error) {
-	return nil, errors.New("not supported on this platform")
+	return nil, procfd.ErrNotSupported
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/batonhq/baton/systemd"
+	"github.com/batonhq/baton/systemd/sdupgrade"
 	"github.com/batonhq/baton/upgrader"
 )
 
@@ -15,7 +16,7 @@ import (
 // and keeps the watchdog fed from the process that is the unit's main one.
 // The zero sdHook, for a demo not run by systemd, does nothing.
 type sdHook struct {
-	integ  *systemd.Integration
+	integ  *sdupgrade.Integration
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the watchdog goroutine
 }
@@ -25,7 +26,7 @@ type sdHook struct {
 // systemd-socket-activate does it). Call it before the first Listen: the
 // activated socket named "http" (or bound to the -addr address) is what
 // "-addr http" (or that address) then takes. The fd store is used when
-// $FDSTORE says the unit has one (see systemd.FDStoreAuto).
+// $FDSTORE says the unit has one (see sdupgrade.FDStoreAuto).
 func attachSystemd(u *upgrader.Upgrader, log *slog.Logger) (*sdHook, error) {
 	h := &sdHook{}
 	if os.Getenv(systemd.EnvNotifySocket) == "" && os.Getenv(systemd.EnvListenFDs) == "" {
@@ -41,7 +42,7 @@ func attachSystemd(u *upgrader.Upgrader, log *slog.Logger) (*sdHook, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h.integ, err = systemd.Attach(u, systemd.AttachOptions{Notifier: n, Logger: log}); err != nil {
+	if h.integ, err = sdupgrade.Attach(u, sdupgrade.AttachOptions{Notifier: n, Logger: log}); err != nil {
 		return nil, err
 	}
 	if wd.Enabled() {

@@ -1,4 +1,4 @@
-package systemd
+package sdupgrade
 
 import (
 	"context"
@@ -7,10 +7,11 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/batonhq/baton/internal/procfd"
+	"github.com/batonhq/baton/systemd"
 	"github.com/batonhq/baton/upgrader"
 )
 
@@ -32,8 +33,8 @@ const handoverDone = '1'
 type FDStoreMode int
 
 const (
-	// FDStoreAuto stores them when $FDSTORE (EnvFDStore) is a positive
-	// number: systemd 254 and later set it to the unit's
+	// FDStoreAuto stores them when $FDSTORE (systemd.EnvFDStore) is a
+	// positive number: systemd 254 and later set it to the unit's
 	// FileDescriptorStoreMax=. On systemd 252 and 253 the unit says it
 	// itself with Environment=FDSTORE=N, N equal to FileDescriptorStoreMax=.
 	FDStoreAuto FDStoreMode = iota
@@ -48,9 +49,10 @@ const (
 // AttachOptions configure Attach. The zero value notifies $NOTIFY_SOCKET and
 // uses the fd store when $FDSTORE asks for it.
 type AttachOptions struct {
-	// Notifier talks to systemd. Nil means NewNotifier(NotifierOptions{}),
-	// which keeps NOTIFY_SOCKET in the environment for the next generation.
-	Notifier *Notifier
+	// Notifier talks to systemd. Nil means
+	// systemd.NewNotifier(systemd.NotifierOptions{}), which keeps
+	// NOTIFY_SOCKET in the environment for the next generation.
+	Notifier *systemd.Notifier
 
 	// FDStore says whether the listening TCP sockets go into systemd's fd
 	// store once the process is ready, so that a crash or "systemctl
@@ -99,7 +101,7 @@ const (
 // process sends nothing until the old one has seen systemd take that in.
 type Integration struct {
 	u         host
-	n         *Notifier
+	n         *systemd.Notifier
 	log       *slog.Logger
 	timeout   time.Duration
 	fdStore   bool
@@ -131,13 +133,13 @@ type Integration struct {
 // first Listen:
 //
 //   - In a process that was not started by an upgrade it takes the sockets
-//     systemd passed (socket activation, the fd store; see Files) and offers
-//     each listening stream socket to u.AdoptListener under the name systemd
-//     gave it (FileDescriptorName=, FDNAME=), or under its address when it
+//     systemd passed (socket activation, the fd store; see systemd.Files)
+//     and offers each listening stream socket to u.AdoptListener under the
+//     name systemd gave it (FileDescriptorName=, FDNAME=), or under its address when it
 //     has none, so that u.Listen("tcp", "http") or u.Listen("tcp",
 //     "127.0.0.1:8080") takes it. Other descriptors are closed with a
 //     warning: baton hands on listeners only. A malformed LISTEN_*
-//     environment is an error (wrapping ErrInvalidActivation).
+//     environment is an error (wrapping systemd.ErrInvalidActivation).
 //   - It follows u's events (upgrader.Upgrader.OnEvent) and sends, when the
 //     process runs under systemd: READY=1 and STATUS= once the process is
 //     ready (after the handover, in a new generation), then FDSTORE=1 for
@@ -161,7 +163,7 @@ func attach(u host, opts AttachOptions) (*Integration, error) {
 	n := opts.Notifier
 	if n == nil {
 		var err error
-		if n, err = NewNotifier(NotifierOptions{}); err != nil {
+		if n, err = systemd.NewNotifier(systemd.NotifierOptions{}); err != nil {
 			return nil, err
 		}
 	}
@@ -214,13 +216,13 @@ func (i *Integration) wantFDStore(mode FDStoreMode) bool {
 	case FDStoreOff:
 		return false
 	}
-	s, ok := os.LookupEnv(EnvFDStore)
+	s, ok := os.LookupEnv(systemd.EnvFDStore)
 	if !ok {
 		return false
 	}
 	max, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		i.log.Warn("systemd: ignoring malformed "+EnvFDStore, "value", s)
+		i.log.Warn("systemd: ignoring malformed "+systemd.EnvFDStore, "value", s)
 		return false
 	}
 	return max > 0
@@ -230,13 +232,13 @@ func (i *Integration) wantFDStore(mode FDStoreMode) bool {
 // upgrader, once per socket: with a .socket unit and the fd store both
 // holding it, systemd passes the same socket twice.
 func (i *Integration) adoptActivated() error {
-	files, err := Files(ActivationOptions{})
+	files, err := systemd.Files(systemd.ActivationOptions{})
 	if err != nil {
 		return err
 	}
 	seen := make(map[uint64]bool, len(files))
 	for k, f := range files {
-		ino, inoErr := inodeOf(f.File)
+		ino, inoErr := procfd.Inode(f.File)
 		ln, err := f.Listener()
 		if err != nil {
 			i.log.Warn("systemd: closed an activated descriptor that is not a listening stream socket "+
@@ -251,7 +253,7 @@ func (i *Integration) adoptActivated() error {
 		}
 		seen[ino] = inoErr == nil
 		name := f.Name
-		if name == DefaultFDName {
+		if name == systemd.DefaultFDName {
 			name = ln.Addr().String()
 		} else if inoErr == nil {
 			i.names[ino] = name
@@ -282,7 +284,7 @@ func (i *Integration) Main() <-chan struct{} { return i.mainC }
 // process's pings, after it the old one's. It blocks: call it on a goroutine
 // you own. w's Check must return when its context is done, since the
 // handover waits for the ping in flight.
-func (i *Integration) RunWatchdog(ctx context.Context, w *Watchdog) {
+func (i *Integration) RunWatchdog(ctx context.Context, w *systemd.Watchdog) {
 	select {
 	case <-i.mainC:
 	case <-i.gone.Done():
@@ -332,257 +334,4 @@ func (i *Integration) Close() error {
 	i.mu.Unlock()
 	i.wg.Wait()
 	return nil
-}
-
-// handle runs on the goroutine that emits the event. Each handler is short;
-// the longest, at child-ready, waits for systemd (bounded by the timeout)
-// before Upgrade returns, which is the point: the old process must not exit
-// before MAINPID= has taken effect.
-func (i *Integration) handle(e upgrader.Event) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.closed {
-		return
-	}
-	switch e.Step {
-	case upgrader.StepReady:
-		i.readyLocked()
-	case upgrader.StepStarted:
-		i.startedLocked()
-	case upgrader.StepChildReady:
-		i.childReadyLocked(e.Pid)
-	case upgrader.StepFailed:
-		i.failedLocked(e.Error)
-	case upgrader.StepStopping:
-		i.stoppingLocked()
-	case upgrader.StepDraining:
-		if i.n.Enabled() {
-			i.log.Info("systemd: draining after the handover; this process no longer speaks for the service")
-		}
-	}
-}
-
-func (i *Integration) readyLocked() {
-	if i.role != roleStarting {
-		return
-	}
-	switch {
-	case !i.hasParent || !i.n.Enabled():
-		i.becomeMainLocked(nil)
-	case i.handoverR != nil:
-		r := i.handoverR
-		i.handoverR, i.waiting = nil, r
-		// Set here, under mu, so that Close's deadline in the past
-		// cannot be overwritten by this one.
-		r.SetReadDeadline(time.Now().Add(2 * i.timeout))
-		i.wg.Add(1)
-		go i.awaitHandover(r)
-	default:
-		// The previous generation runs without this integration (an
-		// older binary): nobody will send MAINPID=<this process>.
-		i.log.Warn("systemd: no handover from the previous generation; claiming MAINPID= " +
-			"(systemd accepts it from this process only with NotifyAccess=all)")
-		i.becomeMainLocked([]string{MainPID(i.pid)})
-	}
-}
-
-// awaitHandover waits, in a new generation, for the old process's word that
-// systemd has taken in MAINPID=<this process>, and then reports ready.
-func (i *Integration) awaitHandover(r *os.File) {
-	defer i.wg.Done()
-	defer r.Close()
-	var b [1]byte
-	n, err := r.Read(b[:])
-
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	i.waiting = nil
-	if i.closed {
-		return
-	}
-	if n == 1 && b[0] == handoverDone {
-		i.becomeMainLocked(nil)
-		return
-	}
-	i.log.Warn("systemd: the previous generation did not confirm the handover; claiming MAINPID= "+
-		"(systemd accepts it from this process only with NotifyAccess=all)", "err", err)
-	i.becomeMainLocked([]string{MainPID(i.pid)})
-}
-
-func (i *Integration) becomeMainLocked(extra []string) {
-	if i.role != roleStarting {
-		return
-	}
-	status := fmt.Sprintf("serving (generation %d, pid %d)", i.gen, i.pid)
-	sent, err := i.n.Notify(append(extra, NotifyReady, Status(status))...)
-	if err != nil {
-		i.log.Error("systemd: READY=1 not sent", "err", err)
-	}
-	i.role = roleMain
-	close(i.mainC)
-	if sent {
-		i.log.Info("systemd: ready, main process of the service", "generation", i.gen)
-	}
-	if i.fdStore {
-		i.storeListenersLocked()
-	}
-}
-
-func (i *Integration) startedLocked() {
-	if i.role != roleMain || !i.n.Enabled() {
-		return
-	}
-	if i.handoverW != nil { // an earlier attempt's
-		i.handoverW.Close()
-		i.handoverW = nil
-	}
-	// The pipe rides along with the listeners: AddFile before the upgrader
-	// starts the new process, which "started" precedes.
-	r, w, err := os.Pipe()
-	if err == nil {
-		err = i.u.AddFile(handoverFileName, r)
-		r.Close()
-		if err != nil {
-			w.Close()
-		} else {
-			i.handoverW = w
-		}
-	}
-	if err != nil {
-		i.log.Warn("systemd: no handover pipe for the new process; it will claim MAINPID= itself", "err", err)
-	}
-	lines := []string{NotifyReloading}
-	if ts, err := MonotonicUSec(); err == nil {
-		lines = append(lines, ts)
-	}
-	if _, err := i.n.Notify(append(lines, Status("upgrading: starting the new process"))...); err != nil {
-		i.log.Warn("systemd: RELOADING=1 not sent", "err", err)
-	}
-}
-
-func (i *Integration) childReadyLocked(pid int) {
-	w := i.handoverW
-	i.handoverW = nil
-	if w != nil {
-		defer w.Close()
-	}
-	if i.role != roleMain {
-		return
-	}
-	i.role = roleHandedOver
-	i.stopPingingLocked()
-	if !i.n.Enabled() {
-		return
-	}
-	if _, err := i.n.Notify(MainPID(pid), Status(fmt.Sprintf("handing over to pid %d", pid))); err != nil {
-		// The new process falls back to claiming MAINPID= itself.
-		i.log.Error("systemd: MAINPID= not sent", "new_pid", pid, "err", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), i.timeout)
-	defer cancel()
-	if _, err := i.n.Barrier(ctx); err != nil {
-		i.log.Warn("systemd: no barrier after MAINPID=; handing over anyway", "new_pid", pid, "err", err)
-	}
-	if w != nil {
-		if _, err := w.Write([]byte{handoverDone}); err != nil {
-			i.log.Warn("systemd: could not tell the new process it is the main one", "new_pid", pid, "err", err)
-		}
-	}
-	i.log.Info("systemd: handed the main PID over", "new_pid", pid)
-}
-
-func (i *Integration) failedLocked(reason string) {
-	if i.handoverW != nil {
-		i.handoverW.Close()
-		i.handoverW = nil
-	}
-	if i.role != roleMain {
-		return
-	}
-	// READY=1 ends a reload announced by RELOADING=1 (or by the signal of
-	// Type=notify-reload) with this process still the main one.
-	if _, err := i.n.Notify(NotifyReady, Status(oneLine("upgrade failed: "+reason))); err != nil {
-		i.log.Warn("systemd: READY=1 after the failed upgrade not sent", "err", err)
-	}
-}
-
-func (i *Integration) stoppingLocked() {
-	if i.role != roleMain {
-		return
-	}
-	i.role = roleStopping
-	// A ping after STOPPING=1 would re-arm the watchdog systemd stops
-	// when the unit leaves the running state, and abort a long drain.
-	i.stopPingingLocked()
-	if _, err := i.n.Notify(NotifyStopping, Status("stopping: draining connections")); err != nil {
-		i.log.Warn("systemd: STOPPING=1 not sent", "err", err)
-	}
-}
-
-// stopPingingLocked ends every RunWatchdog and waits for the ping in flight.
-// RunWatchdog checks gone under mu before it counts itself in, so none
-// starts after this.
-func (i *Integration) stopPingingLocked() {
-	i.goneCancel()
-	i.pinging.Wait()
-}
-
-// storeListenersLocked hands systemd's fd store a duplicate of each listening
-// TCP socket the upgrader serves: one FDSTORE=1 message per socket, named as
-// systemd named it when it passed it, or after its address. systemd ignores a
-// socket it already holds, so a later generation storing again changes
-// nothing. Unix sockets stay out: their files are removed at a stop and made
-// anew at the start, and the control socket's would look taken.
-func (i *Integration) storeListenersLocked() {
-	socks, err := tcpListeners()
-	if err != nil {
-		i.log.Warn("systemd: cannot list the listeners for the fd store", "err", err)
-		return
-	}
-	infos := i.u.Listeners()
-	var stored []string
-	for _, s := range socks {
-		name, ok := i.names[s.ino]
-		if !ok {
-			if !servedBy(infos, s.addr) {
-				s.close()
-				continue // not the upgrader's: after a restart no Listen would take it
-			}
-			name = strings.ReplaceAll(s.addr.String(), ":", "_")
-		}
-		if err := validFDName(name); err != nil {
-			i.log.Warn("systemd: listener not stored", "addr", s.addr.String(), "err", err)
-		} else if _, err := i.n.NotifyWithFDs([]int{s.fd}, NotifyFDStore, FDName(name)); err != nil {
-			i.log.Warn("systemd: listener not stored", "name", name, "err", err)
-		} else {
-			stored = append(stored, name)
-		}
-		s.close()
-	}
-	if len(stored) > 0 {
-		i.log.Info("systemd: listeners in the fd store", "names", strings.Join(stored, ","))
-	}
-}
-
-// servedBy reports whether one of the upgrader's listeners is bound to addr.
-func servedBy(infos []upgrader.ListenerInfo, addr *net.TCPAddr) bool {
-	for _, l := range infos {
-		if l.Kind == "listener" && l.Serves(addr) {
-			return true
-		}
-	}
-	return false
-}
-
-// oneLine makes s a valid STATUS= value: error texts joined with
-// errors.Join span lines, and systemd drops a message longer than
-// MaxMessageBytes.
-func oneLine(s string) string {
-	s = strings.NewReplacer("\r\n", "; ", "\n", "; ", "\x00", "").Replace(s)
-	if max := MaxMessageBytes - 512; len(s) > max {
-		// systemd ignores a STATUS= that is not valid UTF-8
-		s = strings.ToValidUTF8(s[:max], "") + "…"
-	}
-	return s
 }

@@ -1,4 +1,4 @@
-package systemd
+package sdupgrade
 
 // Host is the seam through which the tests drive an Integration without an
 // upgrader.Upgrader (only one can exist per process, and it starts real
