@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
 	"github.com/batonhq/baton/tests/sdns"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // The systemd tests run baton-demo under a real systemd 252, booted by
@@ -66,7 +66,7 @@ func bootSystemd(t *testing.T) *sdEnv {
 		load: in.Install(t, loadCmd, "loadcmd"),
 	}
 	e.bin = filepath.Join(filepath.Dir(e.v1), "baton-demo")
-	demotest.Install(t, e.v1, e.bin)
+	upgradertest.Install(t, e.v1, e.bin)
 	return e
 }
 
@@ -230,14 +230,14 @@ func (e *sdEnv) startLoad(t *testing.T, port int) *guestLoad {
 }
 
 // stop ends the load and returns what its clients saw.
-func (l *guestLoad) stop(t *testing.T) *load.Report {
+func (l *guestLoad) stop(t *testing.T) *upgradertest.LoadReport {
 	t.Helper()
 	l.stdin.Close()
 	line, err := l.out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("loadcmd report: %v", err)
 	}
-	var r load.Report
+	var r upgradertest.LoadReport
 	if err := json.Unmarshal([]byte(line), &r); err != nil {
 		t.Fatalf("loadcmd report %q: %v", line, err)
 	}
@@ -282,7 +282,7 @@ func TestSystemdShippedUnits(t *testing.T) {
 		t.Run("reloads under load", func(t *testing.T) {
 			for k := 1; k <= reloads; k++ {
 				if k == reloads/2+1 {
-					demotest.Install(t, e.v2, e.bin) // a new release half way
+					upgradertest.Install(t, e.v2, e.bin) // a new release half way
 				}
 				e.in.Reload(t, unit) // returns when the old process has exited
 				s := e.state(t, unit)
@@ -340,7 +340,7 @@ func TestSystemdShippedUnits(t *testing.T) {
 	}
 
 	t.Run("a broken binary fails the reload and changes nothing", func(t *testing.T) {
-		demotest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), e.bin, 0o755)
+		upgradertest.InstallBytes(t, []byte("#!/bin/sh\nexit 3\n"), e.bin, 0o755)
 		out, err := e.in.Output("systemctl", "reload", unit)
 		if err == nil {
 			t.Fatalf("reload with a broken binary succeeded: %s", out)
@@ -355,7 +355,7 @@ func TestSystemdShippedUnits(t *testing.T) {
 		if j := e.in.UnitJournal(t, unit); !strings.Contains(j, "exit status 3") {
 			t.Errorf("the journal does not say why the upgrade failed")
 		}
-		demotest.Install(t, e.v2, e.bin)
+		upgradertest.Install(t, e.v2, e.bin)
 	})
 
 	t.Run("a SIGHUP sent by hand is followed", func(t *testing.T) {
@@ -468,7 +468,7 @@ func TestSystemdFDStoreRestart(t *testing.T) {
 			if !after.running() || after.MainPID == before.MainPID {
 				t.Fatalf("after restart: %+v", after)
 			}
-			refused := r.Failures[load.Refused]
+			refused := r.Failures[upgradertest.Refused]
 			if tt.wantRefused {
 				if refused == 0 {
 					t.Errorf("no connection refused without the fd store: the test cannot tell: %s", r)
@@ -556,7 +556,7 @@ func TestSocketActivateDemo(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "baton-demo")
-	demotest.Install(t, demoV1, bin)
+	upgradertest.Install(t, demoV1, bin)
 	pidFile := filepath.Join(dir, "demo.pid")
 	logPath := filepath.Join(dir, "demo.log")
 	logFile, err := os.Create(logPath)

@@ -106,20 +106,6 @@ func StartCmd(t testing.TB, bin, dir string, args ...string) *Proc {
 	return &Proc{Service: s, Addr: strings.TrimPrefix(s.URL, "http://")}
 }
 
-// Install copies src to dst as an executable, atomically; see
-// upgradertest.Install. It stays for the systemd tests.
-func Install(t testing.TB, src, dst string) {
-	t.Helper()
-	upgradertest.Install(t, src, dst)
-}
-
-// InstallBytes writes b to dst with mode, atomically; see
-// upgradertest.InstallBytes. It stays for the systemd tests.
-func InstallBytes(t testing.TB, b []byte, dst string, mode os.FileMode) {
-	t.Helper()
-	upgradertest.InstallBytes(t, b, dst, mode)
-}
-
 // Upgrade is the outcome of one SIGHUP.
 type Upgrade struct {
 	OldPid, NewPid int

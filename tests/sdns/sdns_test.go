@@ -69,7 +69,7 @@ func showInt(t *testing.T, in *sdns.Instance, unit, prop string) int64 {
 // at reload under each NotifyAccess=, and who may send it; watchdog pings
 // across the handover and the health check; how "systemctl stop" treats the
 // successor; the unit files of systemd/; socket activation and the fd store.
-// What it establishes is summarised in systemd/doc.go.
+// What it establishes is summarised in systemd/NOTES.md.
 func TestNotifyServiceUnderSystemd(t *testing.T) {
 	in := sdns.Boot(t, sdns.Options{})
 	svc := in.BuildGo(t, "./testdata/notifysvc", "notifysvc")
