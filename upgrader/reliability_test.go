@@ -1,6 +1,6 @@
 package upgrader
 
-// Regression tests for what the reliability suite (tests/reliability_test.go)
+// Regression tests for what the reliability suite (tests/reliability_*_test.go)
 // found, at the unit level.
 
 import (
