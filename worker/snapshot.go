@@ -113,30 +113,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	cw.flush()
 
 	for _, t := range s.all {
-		r := record{
-			id:          t.spec.ID,
-			kind:        t.spec.Kind,
-			every:       int64(t.spec.Every),
-			nominal:     wall(t.nominal),
-			due:         wall(t.due),
-			runs:        t.runs,
-			failures:    t.failures,
-			consecutive: t.consecutive,
-			lastErr:     t.lastErr,
-			version:     t.spec.Version,
-			state:       t.state,
-		}
-		if t.loop() {
-			r.flags |= flagLoop
-		}
-		switch t.status {
-		case StatusDone:
-			r.flags |= flagDone
-		case StatusRunning:
-			r.flags |= flagInFlight
-		case StatusBackoff:
-			r.flags |= flagBackoff
-		}
+		r := recordOf(t, wall)
 		cw.buf = appendRecord(cw.buf, &r)
 		if len(cw.buf) >= chunkTarget {
 			cw.flush()
@@ -156,6 +133,36 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 		return fmt.Errorf("worker: capture: %w", cw.err)
 	}
 	return nil
+}
+
+// recordOf returns t's snapshot record; wall turns a time on the
+// supervisor's monotonic clock into wall-clock nanoseconds.
+func recordOf(t *task, wall func(int64) int64) record {
+	r := record{
+		id:          t.spec.ID,
+		kind:        t.spec.Kind,
+		every:       int64(t.spec.Every),
+		nominal:     wall(t.nominal),
+		due:         wall(t.due),
+		runs:        t.runs,
+		failures:    t.failures,
+		consecutive: t.consecutive,
+		lastErr:     t.lastErr,
+		version:     t.spec.Version,
+		state:       t.state,
+	}
+	if t.loop() {
+		r.flags |= flagLoop
+	}
+	switch t.status {
+	case StatusDone:
+		r.flags |= flagDone
+	case StatusRunning:
+		r.flags |= flagInFlight
+	case StatusBackoff:
+		r.flags |= flagBackoff
+	}
+	return r
 }
 
 func appendRecord(b []byte, r *record) []byte {
@@ -454,38 +461,65 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	if err := s.restorableLocked(); err != nil {
 		return err
 	}
-	type match struct {
-		t *task
-		p prepared
+	plan, err := s.planRestoreLocked(snap)
+	if err != nil {
+		return err
 	}
-	var (
-		matches = make([]match, 0, len(snap.records))
-		orphans = make(map[string]*record)
-		dropped []string
-	)
+	s.applyRestoreLocked(snap, plan)
+	s.logRestore(snap, plan)
+	return nil
+}
+
+// restorePlan is what a snapshot does to the registered tasks: the
+// progress each matched task takes, and the records kept or dropped for
+// want of a registration.
+type restorePlan struct {
+	matches []restoreMatch
+	orphans map[string]*record
+	dropped []string
+}
+
+type restoreMatch struct {
+	t *task
+	p prepared
+}
+
+// planRestoreLocked matches the snapshot's records to the registered tasks
+// and prepares their state, changing nothing, so that Restore is all or
+// nothing.
+func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
+	plan := restorePlan{
+		matches: make([]restoreMatch, 0, len(snap.records)),
+		orphans: make(map[string]*record),
+	}
 	for i := range snap.records {
 		rec := &snap.records[i]
 		t := s.byID[string(rec.idb)] // no allocation for a map key
 		if t == nil {
 			rec.id = string(rec.idb)
 			if rec.orphanGen >= 1 {
-				dropped = append(dropped, rec.id)
+				plan.dropped = append(plan.dropped, rec.id)
 				continue
 			}
 			rec.orphanGen++
-			orphans[rec.id] = rec
+			plan.orphans[rec.id] = rec
 			continue
 		}
 		rec.id = t.spec.ID
 		p, err := prepare(&t.spec, rec)
 		if err != nil {
-			return err
+			return restorePlan{}, err
 		}
-		matches = append(matches, match{t, p})
+		plan.matches = append(plan.matches, restoreMatch{t, p})
 	}
+	return plan, nil
+}
 
+// applyRestoreLocked gives the matched tasks their progress, rebuilds the
+// queue and takes over the snapshot's totals.
+func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan restorePlan) {
 	now := s.opts.now()
-	for _, m := range matches {
+	for _, m := range plan.matches {
 		s.counts[m.t.status]--
 		s.applyLocked(m.t, m.p, now)
 		s.counts[m.t.status]++
@@ -501,30 +535,36 @@ func (s *Supervisor) Restore(r io.Reader) error {
 		}
 	}
 	s.q.init()
-	s.orphans = orphans
+	s.orphans = plan.orphans
 	s.totals = snap.totals
 	s.prevLastFinish = snap.lastFinish
 	s.restored = true
 	s.awaitFirst.Store(true)
+}
 
-	s.log.Info("worker: restored snapshot", "tasks", len(matches), "orphaned", len(orphans),
-		"dropped", len(dropped), "captured", time.Unix(0, snap.captured))
-	logIDs := func(msg string, ids []string) {
-		for i, id := range ids {
-			if i == 10 {
-				s.log.Warn(msg, "more", len(ids)-i)
-				break
-			}
-			s.log.Warn(msg, "task", id)
-		}
-	}
-	ids := make([]string, 0, len(orphans))
-	for id := range orphans {
+// logRestore reports a restore: one summary line, then up to ten lines
+// each for the orphaned and the dropped tasks.
+func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
+	s.log.Info("worker: restored snapshot", "tasks", len(plan.matches), "orphaned", len(plan.orphans),
+		"dropped", len(plan.dropped), "captured", time.Unix(0, snap.captured))
+	ids := make([]string, 0, len(plan.orphans))
+	for id := range plan.orphans {
 		ids = append(ids, id)
 	}
-	logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
-	logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", dropped)
-	return nil
+	s.logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
+	s.logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", plan.dropped)
+}
+
+// logIDs warns msg once per task ID, for the first ten, then once with the
+// number left.
+func (s *Supervisor) logIDs(msg string, ids []string) {
+	for i, id := range ids {
+		if i == 10 {
+			s.log.Warn(msg, "more", len(ids)-i)
+			break
+		}
+		s.log.Warn(msg, "task", id)
+	}
 }
 
 func (s *Supervisor) restorableLocked() error {

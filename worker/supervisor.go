@@ -569,22 +569,31 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 // goroutines on the way). retry is the backoff of a counted failure, or -1.
 func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end time.Time, runner, chain bool) (next job, ok bool, retry time.Duration) {
 	t := j.t
-	retry = -1
 	s.inflight--
 	if t.cancel != nil {
 		t.cancel(nil) // release the loop's context
 		t.cancel = nil
 	}
-	now := s.mono(end)
+	retry = s.settleLocked(t, err, panicked, start, end)
+	if s.inflight == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+	if !runner {
+		return job{}, false, retry
+	}
+	next, ok = s.releaseRunnerLocked(chain, s.mono(end))
+	return next, ok, retry
+}
+
+// settleLocked decides what comes after t's run: nothing for a removed
+// task, the same run again for a cut-off one, a restart for an
+// interrupted loop, otherwise the run is counted. It returns the backoff
+// of a counted failure, or -1.
+func (s *Supervisor) settleLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
 	switch {
 	case t.removed:
-		if s.removing[t.spec.ID] == t {
-			delete(s.removing, t.spec.ID)
-			if nt := s.byID[t.spec.ID]; nt != nil && nt.held {
-				nt.held = false
-				s.pushLocked(nt)
-			}
-		}
+		s.releaseRemovedLocked(t)
 	case t.cutOff:
 		// Abandoned by the freeze bound or a hard stop: the snapshot says
 		// it runs again, so it does here too after Thaw; keep its due
@@ -596,50 +605,72 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 		// A loop stopped by freeze or shutdown: restart it from its
 		// checkpoint as soon as dispatch resumes. Not a run of its own.
 		t.interrupted = false
-		t.due, t.jit = now, 0
+		t.due, t.jit = s.mono(end), 0
 		s.setStatusLocked(t, StatusIdle)
 		s.pushLocked(t)
 	default:
-		s.lastFinish = end.UnixNano()
-		t.runs++
-		s.totals.runs++
-		if err != nil {
-			t.failures++
-			t.consecutive++
-			s.totals.failures++
-			if panicked {
-				s.totals.panics++
-			}
-			t.lastErr = truncateError(err.Error())
-			retry = backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
-			t.due = now + int64(retry)
-			t.jit = 0
-			s.setStatusLocked(t, StatusBackoff)
-			s.pushLocked(t)
-			break
+		return s.countRunLocked(t, err, panicked, start, end)
+	}
+	return -1
+}
+
+// releaseRemovedLocked forgets the finished run of a removed task and
+// queues the task re-added under its ID, which waited for that run.
+func (s *Supervisor) releaseRemovedLocked(t *task) {
+	if s.removing[t.spec.ID] != t {
+		return
+	}
+	delete(s.removing, t.spec.ID)
+	if nt := s.byID[t.spec.ID]; nt != nil && nt.held {
+		nt.held = false
+		s.pushLocked(nt)
+	}
+}
+
+// countRunLocked counts a run that finished, and queues the task's next
+// run: a retry after a failure, the next schedule point after a periodic
+// success. A loop that returned nil is done. It returns the retry
+// backoff, or -1.
+func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
+	s.lastFinish = end.UnixNano()
+	t.runs++
+	s.totals.runs++
+	if err != nil {
+		t.failures++
+		t.consecutive++
+		s.totals.failures++
+		if panicked {
+			s.totals.panics++
 		}
-		t.consecutive = 0
-		if t.loop() {
-			s.setStatusLocked(t, StatusDone)
-			break
-		}
-		var skipped uint64
-		// Jitter is not lateness: measure the start against the schedule
-		// point, not against the jittered due time.
-		t.nominal, skipped = nextSlot(t.nominal, s.mono(start)-t.jit, int64(t.spec.Every), t.spec.Policy)
-		s.totals.skipped += skipped
-		t.jit = jitter(t.spec.Jitter)
-		t.due = t.nominal + t.jit
-		s.setStatusLocked(t, StatusIdle)
+		t.lastErr = truncateError(err.Error())
+		retry := backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
+		t.due = s.mono(end) + int64(retry)
+		t.jit = 0
+		s.setStatusLocked(t, StatusBackoff)
 		s.pushLocked(t)
+		return retry
 	}
-	if s.inflight == 0 && s.drained != nil {
-		close(s.drained)
-		s.drained = nil
+	t.consecutive = 0
+	if t.loop() {
+		s.setStatusLocked(t, StatusDone)
+		return -1
 	}
-	if !runner {
-		return job{}, false, retry
-	}
+	var skipped uint64
+	// Jitter is not lateness: measure the start against the schedule
+	// point, not against the jittered due time.
+	t.nominal, skipped = nextSlot(t.nominal, s.mono(start)-t.jit, int64(t.spec.Every), t.spec.Policy)
+	s.totals.skipped += skipped
+	t.jit = jitter(t.spec.Jitter)
+	t.due = t.nominal + t.jit
+	s.setStatusLocked(t, StatusIdle)
+	s.pushLocked(t)
+	return -1
+}
+
+// releaseRunnerLocked hands a runner that finished a run, at now, the next
+// due periodic task when chain is set (starting due loops on their own
+// goroutines on the way), or makes it idle again.
+func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
 	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
 		nt := s.q.pop()
 		if nt.removed {
@@ -647,7 +678,7 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 		}
 		nj := s.dispatchLocked(nt)
 		if !nj.t.loop() {
-			return nj, true, retry
+			return nj, true
 		}
 		s.wg.Go(func() { s.runLoop(nj) })
 	}
@@ -656,7 +687,7 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 		s.starved = false
 		s.signal()
 	}
-	return job{}, false, retry
+	return job{}, false
 }
 
 func (s *Supervisor) logFailure(id string, seq uint64, err error, consecutive uint64, retry time.Duration) {
