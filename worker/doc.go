@@ -55,7 +55,13 @@
 //
 // New, then Add and Restore, then Run(ctx) which blocks; Shutdown(ctx)
 // stops gracefully, ctx cancellation stops hard. Run joins every goroutine
-// the supervisor starts. Run contexts are cancelled on a hard stop, loops'
-// also on Shutdown, Freeze and Remove, each with a cause (ErrShutdown,
-// ErrFrozen, ErrCutOff, ErrRemoved) that context.Cause returns.
+// the supervisor starts, but for runs that ignore their cancellation: a
+// stopping supervisor waits Options.StopTimeout from a run's cancellation,
+// then abandons it (logged, counted, listed by Abandoned) so that it cannot
+// hold the process; its goroutine ends when the run returns. Run contexts
+// are cancelled on a hard stop, loops' also on Shutdown, Freeze and Remove,
+// each with a cause (ErrShutdown, ErrFrozen, ErrCutOff, ErrRemoved) that
+// context.Cause returns. A run cut off after it started runs again under
+// the same number, here or in the next process, and knows it may repeat
+// work (Run.MaybeDuplicate).
 package worker

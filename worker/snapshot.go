@@ -37,7 +37,10 @@ import (
 //
 //	id            bytes
 //	kind          bytes
-//	flags                 1 loop, 2 done, 4 in flight (run again), 8 backoff
+//	flags                 1 loop, 2 done, 4 in flight (run again), 8 backoff,
+//	                      16 the next run repeats one that was cut off after
+//	                      it started (a possible duplicate); readers ignore
+//	                      flags they do not know
 //	orphan_gen            0, or how many Restores kept it without registration
 //	every         signed  interval in ns (0 for a loop), for reporting
 //	nominal       signed  schedule point the next run serves
@@ -65,6 +68,7 @@ const (
 	flagDone
 	flagInFlight
 	flagBackoff
+	flagMaybeDup
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -161,6 +165,9 @@ func recordOf(t *task, wall func(int64) int64) record {
 		r.flags |= flagInFlight
 	case StatusBackoff:
 		r.flags |= flagBackoff
+	}
+	if t.maybeDup {
+		r.flags |= flagMaybeDup
 	}
 	return r
 }
@@ -465,7 +472,7 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	s.applyRestoreLocked(snap, plan)
+	s.applyRestoreLocked(snap, &plan)
 	s.logRestore(snap, plan)
 	return nil
 }
@@ -477,6 +484,7 @@ type restorePlan struct {
 	matches []restoreMatch
 	orphans map[string]*record
 	dropped []string
+	dups    []*task // matched tasks whose next run may be a duplicate
 }
 
 type restoreMatch struct {
@@ -517,12 +525,15 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 
 // applyRestoreLocked gives the matched tasks their progress, rebuilds the
 // queue and takes over the snapshot's totals.
-func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan restorePlan) {
+func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
 	for _, m := range plan.matches {
 		s.counts[m.t.status]--
 		s.applyLocked(m.t, m.p, now)
 		s.counts[m.t.status]++
+		if m.t.maybeDup {
+			plan.dups = append(plan.dups, m.t)
+		}
 	}
 	// Most due times changed: rebuilding the queue, O(n), beats fixing it
 	// task by task. Before Run no task is running, so every task that is
@@ -553,6 +564,13 @@ func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
 	}
 	s.logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
 	s.logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", plan.dropped)
+	for i, t := range plan.dups {
+		if i == 10 {
+			s.log.Warn("worker: more runs may be duplicated", "more", len(plan.dups)-i)
+			break
+		}
+		s.log.Warn("worker: run may be duplicated: the previous process cut it off", "task", t.spec.ID, "seq", t.runs+1)
+	}
 }
 
 // logIDs warns msg once per task ID, for the first ten, then once with the
@@ -634,6 +652,7 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
 	t.stateGen++
 	t.local, t.localGen = p.local, t.stateGen
 	t.jit = 0
+	s.setMaybeDupLocked(t, rec.flags&flagMaybeDup != 0)
 	switch {
 	case rec.flags&flagDone != 0 && t.loop():
 		t.status = StatusDone

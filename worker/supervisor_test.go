@@ -20,6 +20,7 @@ func TestNewOptions(t *testing.T) {
 		{name: "zero value"},
 		{name: "explicit", opts: Options{Workers: 3, InitialBackoff: time.Second, MaxBackoff: time.Minute, FreezeTimeout: time.Second, Name: "my.worker-1"}},
 		{name: "negative workers", opts: Options{Workers: -1}, wantErr: true},
+		{name: "negative stop timeout", opts: Options{StopTimeout: -time.Second}, wantErr: true},
 		{name: "max below initial", opts: Options{InitialBackoff: time.Minute, MaxBackoff: time.Second}, wantErr: true},
 		{name: "bad name", opts: Options{Name: "Upper Case"}, wantErr: true},
 	}
@@ -35,7 +36,7 @@ func TestNewOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.opts.Workers <= 0 || s.opts.FreezeTimeout <= 0 || s.Participant().Name == "" {
+			if s.opts.Workers <= 0 || s.opts.FreezeTimeout <= 0 || s.opts.StopTimeout <= 0 || s.Participant().Name == "" {
 				t.Fatalf("defaults not applied: %+v", s.opts)
 			}
 		})

@@ -139,6 +139,14 @@ func (r *Run) Seq() uint64 {
 	return r.t.runs + 1
 }
 
+// MaybeDuplicate reports whether this run repeats, under the same Seq, a
+// run that was cut off (by the freeze bound or a hard stop) after it had
+// started, in this process or in the one before: that run may have done
+// some or all of its work, and in an old process that abandoned it may
+// still be doing it. A run with side effects outside its state can check
+// this to make them idempotent.
+func (r *Run) MaybeDuplicate() bool { return r.t.rerun }
+
 // State returns the task's last checkpointed state, at the task's Version,
 // or nil when there is none. The caller must not modify it.
 func (r *Run) State() []byte { return r.t.state }
@@ -218,6 +226,9 @@ type TaskInfo struct {
 	// StateVersion and StateBytes describe the checkpointed state.
 	StateVersion uint32 `json:"state_version"`
 	StateBytes   int    `json:"state_bytes"`
+	// MaybeDuplicate says that the next (or current) run repeats a run
+	// that was cut off after it started; see Run.MaybeDuplicate.
+	MaybeDuplicate bool `json:"maybe_duplicate,omitempty"`
 }
 
 // task is the supervisor's record of a registered task. Fields are guarded
@@ -252,6 +263,17 @@ type task struct {
 	cutOff      bool                    // run abandoned by the freeze bound: discard its result, run again
 	removed     bool                    // no longer registered; a run in flight is discarded
 	held        bool                    // re-added while the removed instance still runs: queue when it ends
+
+	// stopBy is when the run in flight, whose context was cancelled, must
+	// have returned (Supervisor.since), 0 if not cancelled; a stopping
+	// supervisor abandons it then.
+	stopBy    int64
+	abandoned bool // the run in flight was abandoned; Supervisor.stuck counts it
+	// maybeDup says that the next run repeats a run, under the same
+	// sequence number, that was cut off after it started, here or in an
+	// earlier process; rerun is its value when the run in flight was
+	// dispatched, which Run.MaybeDuplicate reports.
+	maybeDup, rerun bool
 }
 
 func (t *task) loop() bool { return t.spec.Every == 0 }

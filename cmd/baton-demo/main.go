@@ -59,6 +59,9 @@ type config struct {
 	control        string
 	tasks          int
 	badTasks       int
+	hungTasks      int
+	taskFreeze     time.Duration
+	taskStop       time.Duration
 	taskInterval   time.Duration
 	taskJitter     time.Duration
 	taskLog        string
@@ -78,6 +81,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
 	fs.IntVar(&c.tasks, "tasks", 0, "run `n` background tasks that survive upgrades")
 	fs.IntVar(&c.badTasks, "bad-tasks", 0, "also run `n` tasks that panic on every run (supervision demo)")
+	fs.IntVar(&c.hungTasks, "hung-tasks", 0, "also run `n` tasks whose runs ignore their context and never return (stop-bound demo)")
+	fs.DurationVar(&c.taskFreeze, "task-freeze-timeout", 0, "how long an upgrade waits for task runs in flight (0: worker.DefaultFreezeTimeout)")
+	fs.DurationVar(&c.taskStop, "task-stop-timeout", 0, "how long a stopping process waits for a cancelled task run before abandoning it (0: worker.DefaultStopTimeout)")
 	fs.DurationVar(&c.taskInterval, "task-interval", time.Second, "how often each task runs")
 	fs.DurationVar(&c.taskJitter, "task-jitter", 0, "delay each task run by a random duration up to this")
 	fs.StringVar(&c.taskLog, "task-log", "", "append \"task_id seq pid\" to this `file` for every task run")
@@ -299,7 +305,8 @@ func shutdown(u *upgrader.Upgrader, drain time.Duration, log *slog.Logger) error
 // setupTasks creates the task supervisor with the demo's tasks and
 // registers it, and the task log, as state participants.
 func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Logger, reg prometheus.Registerer) (*worker.Supervisor, *taskLog, error) {
-	sup, err := worker.New(worker.Options{Logger: log.With("pid", os.Getpid()), Registerer: reg})
+	sup, err := worker.New(worker.Options{Logger: log.With("pid", os.Getpid()), Registerer: reg,
+		FreezeTimeout: cfg.taskFreeze, StopTimeout: cfg.taskStop})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -312,12 +319,8 @@ func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Log
 	if err := addTasks(sup, cfg.tasks, cfg.taskInterval, cfg.taskJitter, tlog, schema); err != nil {
 		return nil, nil, err
 	}
-	for i := 0; i < cfg.badTasks; i++ {
-		err := sup.Add(worker.Task{ID: fmt.Sprintf("bad-%05d", i), Every: cfg.taskInterval,
-			Run: func(context.Context, *worker.Run) error { panic("this task always panics") }})
-		if err != nil {
-			return nil, nil, err
-		}
+	if err := addBadTasks(sup, cfg.badTasks, cfg.hungTasks, cfg.taskInterval); err != nil {
+		return nil, nil, err
 	}
 	if err := states.Register(sup.Participant()); err != nil {
 		return nil, nil, err
