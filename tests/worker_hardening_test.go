@@ -130,3 +130,74 @@ func TestHungTaskAtStop(t *testing.T) {
 		t.Errorf("the abandoned run was not reported: %v %q", err, line.Raw)
 	}
 }
+
+// TestRestoreClampsFarDueTimes: due times in the state file an hour
+// ahead (as a wall clock set back an hour between processes leaves them;
+// here the first process ran its tasks hourly, the next every 50 ms) do
+// not delay the tasks by the hour: they run within their interval.
+func TestRestoreClampsFarDueTimes(t *testing.T) {
+	dir := t.TempDir()
+	stateFile := filepath.Join(dir, "state")
+	first := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", "2", "-task-interval", "1h", "-state-file", stateFile)
+	stopAndWait(t, first)
+
+	p := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", "2", "-task-interval", "50ms", "-state-file", stateFile)
+	if _, err := p.Logs.Wait(5*time.Second, demotest.Match{Msg: "worker: restored snapshot"}); err != nil {
+		t.Fatalf("the state file was not restored: %v\n%s", err, p.Logs)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := getTasks(t, p, "?limit=2")
+		if r.MinRuns >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restored tasks wait for the hour: %+v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCatchUpAfterDowntime: a catch-up task (every 50 ms) stopped for 3 s,
+// 60 schedule points, catches up on at most its limit of them, spaced,
+// never in a burst: the task log shows no two runs of the new process
+// within a few milliseconds and no more runs than the limit allows.
+func TestCatchUpAfterDowntime(t *testing.T) {
+	const (
+		interval = 50 * time.Millisecond
+		downtime = 3 * time.Second
+	)
+	dir := t.TempDir()
+	stateFile, taskLog := filepath.Join(dir, "state"), filepath.Join(dir, "tasks.log")
+	args := []string{"-tasks", "1", "-task-interval", interval.String(), "-state-file", stateFile, "-task-log", taskLog}
+	first := demotest.StartEnv(t, nil, demoV1, dir, args...)
+	time.Sleep(4 * interval) // a few runs
+	stopAndWait(t, first)
+	time.Sleep(downtime) // the downtime is what is tested
+
+	p := demotest.StartEnv(t, nil, demoV1, dir, args...)
+	pid := p.Pid(t)
+	time.Sleep(time.Second)
+	stopAndWait(t, p)
+
+	var runs []taskRun
+	for _, r := range readTaskLog(t, taskLog)["task-00000"] {
+		if r.pid == pid {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		t.Fatal("no run in the restarted process")
+	}
+	for i := 1; i < len(runs); i++ {
+		if gap := runs[i].at.Sub(runs[i-1].at); gap < 3*time.Millisecond {
+			t.Fatalf("runs %d and %d of the restarted process %v apart: a burst", runs[i-1].seq, runs[i].seq, gap)
+		}
+	}
+	// In its first second: the schedule's 20 runs, the limit's 10
+	// catch-up runs and a margin, not the 60 missed points.
+	if len(runs) > 34 {
+		t.Errorf("%d runs in the restarted process's first second", len(runs))
+	}
+	t.Logf("%d runs in the restarted process's first second after %v of downtime", len(runs), downtime)
+}

@@ -11,7 +11,8 @@
 //
 // A Task has a stable string ID. A periodic task (Every > 0) runs every
 // interval, with optional jitter, and a Policy for missed schedule points:
-// SkipLate runs once for any number of them, CatchUp runs each of them. A
+// SkipLate runs once for any number of them, CatchUp runs each of them, up
+// to Task.CatchUpLimit, spaced by Task.CatchUpSpacing, never in a burst. A
 // loop (Every == 0) is one long call that saves its progress with
 // Run.Checkpoint and is restarted from the last checkpoint after a failure,
 // a Thaw or a Restore. Each task may own state bytes, at a schema Version of
@@ -45,7 +46,9 @@
 // code (which supplies the run functions), then Restore gives them their
 // progress (the snapshot supplies where they were), then Run. A task runs
 // next when it would have in the old process: runs that came due during the
-// handoff run according to their Policy; none runs twice, none is lost. A
+// handoff run according to their Policy; none runs twice, none is lost. As
+// the two processes' wall clocks may disagree, a due time more than one
+// interval away is clamped to it. A
 // snapshot task that the new binary does not register is reported and kept
 // for one more generation, so that rolling back does not lose it. Handoff
 // reports the work pause: from the old process's last finished run to the

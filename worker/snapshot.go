@@ -434,8 +434,12 @@ func (d *decoder) record(kinds map[string]string) record {
 // Each registered task found in the snapshot takes back its progress: run
 // count, failures and backoff, last error, checkpointed state (migrated to
 // the task's Version through its Migrations) and its schedule, so it runs
-// next at the wall-clock time it would have in the old process; a run that
-// was in flight when the snapshot was taken runs at once. Registered tasks
+// next at the wall-clock time it would have in the old process, but never
+// later than one interval from now (MaxBackoff for a task in backoff): a
+// wall clock set back between the processes does not delay the tasks, and
+// the clamp is logged. A run that was in flight when the snapshot was taken
+// runs at once, and a run that was cut off after it started is logged and
+// marked as a possible duplicate (TaskInfo.MaybeDuplicate). Registered tasks
 // absent from the snapshot keep the fresh schedule Add gave them. A task in
 // the snapshot with no registration is logged, counted in the
 // orphaned-tasks metric and kept for one generation: the next Capture
@@ -485,6 +489,10 @@ type restorePlan struct {
 	orphans map[string]*record
 	dropped []string
 	dups    []*task // matched tasks whose next run may be a duplicate
+	// clamped counts the due times clamped to their bound, maxOver is
+	// the largest distance past it.
+	clamped int
+	maxOver time.Duration
 }
 
 type restoreMatch struct {
@@ -529,7 +537,10 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
 	for _, m := range plan.matches {
 		s.counts[m.t.status]--
-		s.applyLocked(m.t, m.p, now)
+		if over := s.applyLocked(m.t, m.p, now); over > 0 {
+			plan.clamped++
+			plan.maxOver = max(plan.maxOver, over)
+		}
 		s.counts[m.t.status]++
 		if m.t.maybeDup {
 			plan.dups = append(plan.dups, m.t)
@@ -558,6 +569,10 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
 	s.log.Info("worker: restored snapshot", "tasks", len(plan.matches), "orphaned", len(plan.orphans),
 		"dropped", len(plan.dropped), "captured", time.Unix(0, snap.captured))
+	if plan.clamped > 0 {
+		s.log.Warn("worker: restored due times beyond one interval from now were clamped; the wall clock may have moved back",
+			"tasks", plan.clamped, "most_beyond", plan.maxOver)
+	}
 	ids := make([]string, 0, len(plan.orphans))
 	for id := range plan.orphans {
 		ids = append(ids, id)
@@ -641,8 +656,9 @@ func prepare(spec *Task, rec *record) (prepared, error) {
 }
 
 // applyLocked gives t the progress in p. The caller keeps the status counts
-// and the queue.
-func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
+// and the queue. It returns how far past its bound the snapshot's due time
+// was clamped, or 0: see clampDueLocked.
+func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Duration {
 	rec := p.rec
 	nowMono, nowWall := s.mono(now), now.UnixNano()
 	t.nominal = nowMono + (rec.nominal - nowWall)
@@ -664,4 +680,30 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
 			t.jit = d // the snapshot does not carry it; due - nominal is it
 		}
 	}
+	return s.clampDueLocked(t, nowMono)
+}
+
+// clampDueLocked bounds a restored due time to now + span, span being the
+// task's interval (a loop's is zero: it restarts at once) or, in backoff,
+// the longest retry delay, MaxBackoff. The snapshot's times are wall-clock times of
+// another process: a wall clock set back between the two would otherwise
+// delay every task by the jump. A due time in the past is left as it is:
+// the task is overdue and runs at once (in due order), and its policy sees
+// the lateness.
+// It returns how far the due time was beyond the bound, or 0.
+func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
+	span := int64(t.spec.Every)
+	if t.status == StatusBackoff {
+		span = int64(s.opts.MaxBackoff)
+	}
+	over := t.due - (now + span)
+	if over <= 0 {
+		return 0
+	}
+	// The schedule starts again from the bound.
+	t.due, t.nominal, t.jit = now+span, now+span, 0
+	if t.status == StatusBackoff || t.loop() {
+		t.nominal = now
+	}
+	return time.Duration(over)
 }

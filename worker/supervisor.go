@@ -169,7 +169,7 @@ func (s *Supervisor) Add(t Task) error {
 	if _, ok := s.byID[t.ID]; ok {
 		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.ID)
 	}
-	nt := &task{spec: t, idx: len(s.all)}
+	nt := &task{spec: t.withDefaults(), idx: len(s.all)}
 	nt.run = Run{t: nt, s: s}
 	now := s.opts.now()
 	if rec := s.orphans[t.ID]; rec != nil {
@@ -698,13 +698,16 @@ func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, en
 		s.setStatusLocked(t, StatusDone)
 		return -1
 	}
-	var skipped uint64
 	// Jitter is not lateness: measure the start against the schedule
 	// point, not against the jittered due time.
-	t.nominal, skipped = nextSlot(t.nominal, s.mono(start)-t.jit, int64(t.spec.Every), t.spec.Policy)
-	s.totals.skipped += skipped
+	sl := nextSlot(t.nominal, s.mono(start)-t.jit, &t.spec)
+	s.totals.skipped += sl.skipped
+	t.nominal = sl.next
 	t.jit = jitter(t.spec.Jitter)
 	t.due = t.nominal + t.jit
+	if t.due < sl.notBefore {
+		t.due, t.jit = sl.notBefore, 0 // catching up: spaced, not a burst
+	}
 	s.setStatusLocked(t, StatusIdle)
 	s.pushLocked(t)
 	return -1

@@ -58,6 +58,8 @@ func TestAddValidation(t *testing.T) {
 		{name: "jitter above every", task: Task{ID: "b", Every: time.Second, Jitter: 2 * time.Second, Run: nop}, want: ErrInvalidTask},
 		{name: "jitter on a loop", task: Task{ID: "b", Jitter: time.Second, Run: nop}, want: ErrInvalidTask},
 		{name: "bad policy", task: Task{ID: "b", Every: time.Second, Policy: 7, Run: nop}, want: ErrInvalidTask},
+		{name: "catch-up spacing above every", task: Task{ID: "b", Every: time.Second, Policy: CatchUp, CatchUpSpacing: 2 * time.Second, Run: nop}, want: ErrInvalidTask},
+		{name: "negative catch-up spacing", task: Task{ID: "b", Every: time.Second, CatchUpSpacing: -1, Run: nop}, want: ErrInvalidTask},
 		{name: "duplicate", task: Task{ID: "a", Every: time.Second, Run: nop}, want: ErrDuplicateTask},
 	}
 	for _, tt := range tests {
@@ -73,7 +75,8 @@ func TestAddValidation(t *testing.T) {
 }
 
 // TestPolicies drives the schedule on a fake clock: after a stall of ten
-// intervals, CatchUp runs ten times and SkipLate once.
+// intervals, CatchUp runs ten times, a tenth of an interval apart, and
+// SkipLate once.
 func TestPolicies(t *testing.T) {
 	clk := newFakeClock()
 	s, _ := newTest(t, Options{now: clk.Now})
@@ -88,7 +91,15 @@ func TestPolicies(t *testing.T) {
 	clk.Advance(time.Second)
 	stepAll(t, s, 100)
 	clk.Advance(10 * time.Second) // now T0+11s
-	stepAll(t, s, 100)
+	// CatchUp's late runs are a tenth of its interval apart.
+	for i := range 10 {
+		if i > 0 {
+			clk.Advance(100 * time.Millisecond)
+		}
+		if n := stepAll(t, s, 100); i > 0 && n != 1 {
+			t.Fatalf("%d runs at T0+11s+%dms, want catch's one", n, 100*i)
+		}
+	}
 
 	for _, c := range []struct {
 		id       string
