@@ -391,117 +391,122 @@ func TestLoopDoneAndRestartAfterFailure(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	t.Run("shutdown waits for runs", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		started, release := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(context.Context, *Run) error {
-			once.Do(func() { close(started) })
-			<-release
-			return nil
-		}})
-		runErr := make(chan error, 1)
-		go func() { runErr <- s.Run(context.Background()) }()
-		waitFor(t, started, "run")
-		shutErr := make(chan error, 1)
-		go func() { shutErr <- s.Shutdown(context.Background()) }()
-		// Shutdown cannot finish while the run is blocked; once released
-		// it returns nil, and Run too.
-		for {
-			s.mu.Lock()
-			p := s.phase
-			s.mu.Unlock()
-			if p == phaseStopping {
-				break
-			}
-			runtime.Gosched()
-		}
-		close(release)
-		if err := waitFor(t, shutErr, "Shutdown"); err != nil {
-			t.Fatalf("Shutdown = %v", err)
-		}
-		if err := waitFor(t, runErr, "Run"); err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-		if ti := info(t, s, "p"); ti.Runs != 1 || ti.Status != StatusIdle {
-			t.Fatalf("%+v", ti)
-		}
-		if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Run after Shutdown = %v", err)
-		}
-		if err := s.Add(Task{ID: "q", Every: time.Second, Run: nop}); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Add after Shutdown = %v", err)
-		}
-	})
+	t.Run("shutdown waits for runs", testShutdownWaitsForRuns)
+	t.Run("shutdown deadline cancels runs", testShutdownDeadlineCancelsRuns)
+	t.Run("run ctx is a hard stop", testRunCtxIsHardStop)
+	t.Run("shutdown before run", testShutdownBeforeRun)
+}
 
-	t.Run("shutdown deadline cancels runs", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		started := make(chan struct{})
-		cause := make(chan error, 1)
-		mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(ctx context.Context, _ *Run) error {
-			close(started)
-			<-ctx.Done()
-			cause <- context.Cause(ctx)
-			return ctx.Err()
-		}})
-		runErr := make(chan error, 1)
-		go func() { runErr <- s.Run(context.Background()) }()
-		waitFor(t, started, "run")
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Shutdown = %v, want context.Canceled", err)
+func testShutdownWaitsForRuns(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(context.Context, *Run) error {
+		once.Do(func() { close(started) })
+		<-release
+		return nil
+	}})
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(context.Background()) }()
+	waitFor(t, started, "run")
+	shutErr := make(chan error, 1)
+	go func() { shutErr <- s.Shutdown(context.Background()) }()
+	// Shutdown cannot finish while the run is blocked; once released
+	// it returns nil, and Run too.
+	for {
+		s.mu.Lock()
+		p := s.phase
+		s.mu.Unlock()
+		if p == phaseStopping {
+			break
 		}
-		if c := waitFor(t, cause, "cancellation"); !errors.Is(c, ErrShutdown) {
-			t.Fatalf("cause %v", c)
-		}
-		if err := waitFor(t, runErr, "Run"); err != nil {
+		runtime.Gosched()
+	}
+	close(release)
+	if err := waitFor(t, shutErr, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if err := waitFor(t, runErr, "Run"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if ti := info(t, s, "p"); ti.Runs != 1 || ti.Status != StatusIdle {
+		t.Fatalf("%+v", ti)
+	}
+	if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run after Shutdown = %v", err)
+	}
+	if err := s.Add(Task{ID: "q", Every: time.Second, Run: nop}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add after Shutdown = %v", err)
+	}
+}
+
+func testShutdownDeadlineCancelsRuns(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(ctx context.Context, _ *Run) error {
+		close(started)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return ctx.Err()
+	}})
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(context.Background()) }()
+	waitFor(t, started, "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown = %v, want context.Canceled", err)
+	}
+	if c := waitFor(t, cause, "cancellation"); !errors.Is(c, ErrShutdown) {
+		t.Fatalf("cause %v", c)
+	}
+	if err := waitFor(t, runErr, "Run"); err != nil {
+		t.Fatal(err)
+	}
+	// The abandoned run is not counted and is marked to run again.
+	if ti := info(t, s, "p"); ti.Runs != 0 || ti.Failures != 0 {
+		t.Fatalf("%+v", ti)
+	}
+}
+
+func testRunCtxIsHardStop(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	started := make(chan struct{})
+	mustAdd(t, s, Task{ID: "l", Run: func(ctx context.Context, _ *Run) error {
+		close(started)
+		<-ctx.Done()
+		return nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(ctx) }()
+	waitFor(t, started, "loop")
+	if err := s.Run(context.Background()); !errors.Is(err, ErrRunning) {
+		t.Fatalf("second Run = %v", err)
+	}
+	if err := s.Restore(strings.NewReader("")); !errors.Is(err, ErrRunning) {
+		t.Fatalf("Restore while running = %v", err)
+	}
+	cancel()
+	if err := waitFor(t, runErr, "Run"); err != nil {
+		t.Fatal(err)
+	}
+	if ti := info(t, s, "l"); ti.Status == StatusDone || ti.Runs != 0 {
+		t.Fatalf("stopped loop: %+v", ti)
+	}
+}
+
+func testShutdownBeforeRun(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	for range 2 {
+		if err := s.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		// The abandoned run is not counted and is marked to run again.
-		if ti := info(t, s, "p"); ti.Runs != 0 || ti.Failures != 0 {
-			t.Fatalf("%+v", ti)
-		}
-	})
-
-	t.Run("run ctx is a hard stop", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		started := make(chan struct{})
-		mustAdd(t, s, Task{ID: "l", Run: func(ctx context.Context, _ *Run) error {
-			close(started)
-			<-ctx.Done()
-			return nil
-		}})
-		ctx, cancel := context.WithCancel(context.Background())
-		runErr := make(chan error, 1)
-		go func() { runErr <- s.Run(ctx) }()
-		waitFor(t, started, "loop")
-		if err := s.Run(context.Background()); !errors.Is(err, ErrRunning) {
-			t.Fatalf("second Run = %v", err)
-		}
-		if err := s.Restore(strings.NewReader("")); !errors.Is(err, ErrRunning) {
-			t.Fatalf("Restore while running = %v", err)
-		}
-		cancel()
-		if err := waitFor(t, runErr, "Run"); err != nil {
-			t.Fatal(err)
-		}
-		if ti := info(t, s, "l"); ti.Status == StatusDone || ti.Runs != 0 {
-			t.Fatalf("stopped loop: %+v", ti)
-		}
-	})
-
-	t.Run("shutdown before run", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		for range 2 {
-			if err := s.Shutdown(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Run = %v", err)
-		}
-	})
+	}
+	if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run = %v", err)
+	}
 }
 
 func itoa(i int) string {
