@@ -11,7 +11,8 @@
 //
 // A Task has a stable string ID. A periodic task (Every > 0) runs every
 // interval, with optional jitter, and a Policy for missed schedule points:
-// SkipLate runs once for any number of them, CatchUp runs each of them. A
+// SkipLate runs once for any number of them, CatchUp runs each of them, up
+// to Task.CatchUpLimit, spaced by Task.CatchUpSpacing, never in a burst. A
 // loop (Every == 0) is one long call that saves its progress with
 // Run.Checkpoint and is restarted from the last checkpoint after a failure,
 // a Thaw or a Restore. Each task may own state bytes, at a schema Version of
@@ -45,7 +46,9 @@
 // code (which supplies the run functions), then Restore gives them their
 // progress (the snapshot supplies where they were), then Run. A task runs
 // next when it would have in the old process: runs that came due during the
-// handoff run according to their Policy; none runs twice, none is lost. A
+// handoff run according to their Policy; none runs twice, none is lost. As
+// the two processes' wall clocks may disagree, a due time more than one
+// interval away is clamped to it. A
 // snapshot task that the new binary does not register is reported and kept
 // for one more generation, so that rolling back does not lose it. Handoff
 // reports the work pause: from the old process's last finished run to the
@@ -55,7 +58,13 @@
 //
 // New, then Add and Restore, then Run(ctx) which blocks; Shutdown(ctx)
 // stops gracefully, ctx cancellation stops hard. Run joins every goroutine
-// the supervisor starts. Run contexts are cancelled on a hard stop, loops'
-// also on Shutdown, Freeze and Remove, each with a cause (ErrShutdown,
-// ErrFrozen, ErrCutOff, ErrRemoved) that context.Cause returns.
+// the supervisor starts, but for runs that ignore their cancellation: a
+// stopping supervisor waits Options.StopTimeout from a run's cancellation,
+// then abandons it (logged, counted, listed by Abandoned) so that it cannot
+// hold the process; its goroutine ends when the run returns. Run contexts
+// are cancelled on a hard stop, loops' also on Shutdown, Freeze and Remove,
+// each with a cause (ErrShutdown, ErrFrozen, ErrCutOff, ErrRemoved) that
+// context.Cause returns. A run cut off after it started runs again under
+// the same number, here or in the next process, and knows it may repeat
+// work (Run.MaybeDuplicate).
 package worker

@@ -35,9 +35,11 @@ func (s *Supervisor) Participant() state.Participant {
 // flight at the bound is cut off: its context is cancelled with ErrCutOff,
 // its later checkpoints are refused, its result is dropped, and the
 // snapshot records it to run again, with the same sequence number, after
-// Restore (or Thaw). Such a run is executed at least once rather than
-// exactly once; every other run is executed exactly once across the
-// upgrade.
+// Restore (or Thaw), marked as a possible duplicate (Run.MaybeDuplicate).
+// Such a run is executed at least once rather than exactly once; every
+// other run is executed exactly once across the upgrade. If it ignores
+// its context, the Shutdown that follows an upgrade abandons it once
+// Options.StopTimeout has passed since the cut-off.
 //
 // Freeze returns nil once the state is frozen, which it always is on
 // return; calling it again while frozen does nothing. It works in every
@@ -55,6 +57,7 @@ func (s *Supervisor) Freeze(ctx context.Context) error {
 		if t.status == StatusRunning && t.cancel != nil && !t.cutOff {
 			t.interrupted = true
 			t.cancel(ErrFrozen)
+			s.startStopClockLocked(t)
 		}
 	}
 	drained := s.drained

@@ -304,9 +304,14 @@ func TestRestorePreservesSchedule(t *testing.T) {
 			t.Errorf("%s: restored %+v, captured %+v", ti.ID, ti, was)
 		}
 	}
-	// Now T0+5s. Due during the window: catchup1 (3s, 4s, 5s), skip1
-	// (once), failing (retry at 4s).
-	stepAll(t, b, 20)
+	// Now T0+5s. Due during the window: catchup1 (3s, 4s, 5s, run 100 ms
+	// apart), skip1 (once), failing (retry at 4s).
+	for i := range 3 {
+		if i > 0 {
+			clkB.Advance(100 * time.Millisecond)
+		}
+		stepAll(t, b, 20)
+	}
 	for _, c := range []struct {
 		id   string
 		runs uint64

@@ -24,6 +24,13 @@ type Stats struct {
 	PanicsTotal   uint64 `json:"panics_total"`
 	SkippedTotal  uint64 `json:"skipped_total"`
 	CutOffTotal   uint64 `json:"cut_off_total"`
+	// AbandonedTotal counts the runs this process abandoned at the stop
+	// bound (see Abandoned); it does not travel in the snapshot, which is
+	// written before they are abandoned.
+	AbandonedTotal uint64 `json:"abandoned_total"`
+	// MaybeDuplicated counts the tasks whose next or current run repeats
+	// one that was cut off after it started (TaskInfo.MaybeDuplicate).
+	MaybeDuplicated int `json:"maybe_duplicated"`
 	// MinRuns and MaxRuns are the fewest and most runs of any task.
 	MinRuns uint64 `json:"min_runs"`
 	MaxRuns uint64 `json:"max_runs"`
@@ -48,6 +55,9 @@ func (s *Supervisor) Stats() Stats {
 		SkippedTotal:  s.totals.skipped,
 		CutOffTotal:   s.totals.cutOff,
 		Handoff:       h,
+
+		AbandonedTotal:  s.abandonedTotal,
+		MaybeDuplicated: s.dupCount,
 	}
 	for i, n := range s.viewCountsLocked() {
 		st.ByStatus[Status(i)] = n
@@ -137,6 +147,7 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		LastError:           t.lastErr,
 		StateVersion:        t.spec.Version,
 		StateBytes:          len(t.state),
+		MaybeDuplicate:      t.maybeDup,
 	}
 	if t.status == StatusIdle || t.status == StatusBackoff {
 		info.Next = time.Unix(0, now.UnixNano()+(t.due-s.mono(now)))

@@ -13,8 +13,8 @@ import (
 type metrics struct {
 	s *Supervisor
 
-	tasks, orphans                           *prometheus.Desc
-	runs, failures, panics, skipped, cutOffs *prometheus.Desc
+	tasks, orphans, maybeDups                           *prometheus.Desc
+	runs, failures, panics, skipped, cutOffs, abandoned *prometheus.Desc
 
 	duration, lag, freeze prometheus.Histogram
 }
@@ -30,6 +30,10 @@ func newMetrics(s *Supervisor, reg prometheus.Registerer) (*metrics, error) {
 		panics:   prometheus.NewDesc(ns+"run_panics_total", "Runs that panicked, across upgrades.", nil, nil),
 		skipped:  prometheus.NewDesc(ns+"skipped_runs_total", "Schedule points dropped by the skip-late policy, across upgrades.", nil, nil),
 		cutOffs:  prometheus.NewDesc(ns+"cut_off_runs_total", "Runs abandoned at the freeze bound or a hard stop, to run again.", nil, nil),
+		abandoned: prometheus.NewDesc(ns+"abandoned_runs_total",
+			"Runs that ignored their cancellation past the stop timeout and that the stopping supervisor stopped waiting for, in this process.", nil, nil),
+		maybeDups: prometheus.NewDesc(ns+"maybe_duplicated_tasks",
+			"Tasks whose next or current run repeats one that was cut off after it started.", nil, nil),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    ns + "run_duration_seconds",
 			Help:    "Duration of runs.",
@@ -60,7 +64,7 @@ func newMetrics(s *Supervisor, reg prometheus.Registerer) (*metrics, error) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.tasks, m.orphans, m.runs, m.failures, m.panics, m.skipped, m.cutOffs} {
+	for _, d := range []*prometheus.Desc{m.tasks, m.orphans, m.maybeDups, m.runs, m.failures, m.panics, m.skipped, m.cutOffs, m.abandoned} {
 		ch <- d
 	}
 }
@@ -72,6 +76,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counts := s.viewCountsLocked()
 	tot := s.totals
 	orphans := len(s.orphans)
+	abandoned, dups := s.abandonedTotal, s.dupCount
 	s.mu.Unlock()
 	for st, n := range counts {
 		ch <- prometheus.MustNewConstMetric(m.tasks, prometheus.GaugeValue, float64(n), Status(st).String())
@@ -82,4 +87,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.panics, prometheus.CounterValue, float64(tot.panics))
 	ch <- prometheus.MustNewConstMetric(m.skipped, prometheus.CounterValue, float64(tot.skipped))
 	ch <- prometheus.MustNewConstMetric(m.cutOffs, prometheus.CounterValue, float64(tot.cutOff))
+	ch <- prometheus.MustNewConstMetric(m.abandoned, prometheus.CounterValue, float64(abandoned))
+	ch <- prometheus.MustNewConstMetric(m.maybeDups, prometheus.GaugeValue, float64(dups))
 }

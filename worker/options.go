@@ -20,6 +20,9 @@ const (
 	DefaultMaxBackoff = time.Minute
 	// DefaultFreezeTimeout bounds how long Freeze waits for runs in flight.
 	DefaultFreezeTimeout = 5 * time.Second
+	// DefaultStopTimeout bounds how long a stopping supervisor waits for a
+	// cancelled run before abandoning it.
+	DefaultStopTimeout = 5 * time.Second
 	// DefaultResolution is how late a run may start so that the scheduler
 	// wakes once for all the runs due within it.
 	DefaultResolution = time.Millisecond
@@ -45,6 +48,14 @@ type Options struct {
 	// FreezeTimeout bounds how long Freeze waits for runs in flight to
 	// finish before it cuts them off. Zero means DefaultFreezeTimeout.
 	FreezeTimeout time.Duration
+
+	// StopTimeout bounds how long a stopping supervisor (Shutdown, or
+	// Run's context done) waits for a run whose context was cancelled, be
+	// it by the stop, the freeze bound or Remove, counted from the
+	// cancellation. A run still in flight then is abandoned: Run returns
+	// without it, so that a run that ignores its context cannot keep the
+	// process from exiting. Zero means DefaultStopTimeout.
+	StopTimeout time.Duration
 
 	// Resolution is the scheduler's granularity: it wakes at the end of
 	// a Resolution-long slot for every run due within it, so runs start up
@@ -74,8 +85,8 @@ type Options struct {
 // withDefaults returns o with zero fields replaced by defaults, or an error
 // wrapping ErrInvalidOptions.
 func (o Options) withDefaults() (Options, error) {
-	if o.Workers < 0 || o.InitialBackoff < 0 || o.MaxBackoff < 0 || o.FreezeTimeout < 0 || o.Resolution < 0 {
-		return o, fmt.Errorf("%w: negative Workers, InitialBackoff, MaxBackoff, FreezeTimeout or Resolution", ErrInvalidOptions)
+	if o.Workers < 0 || o.InitialBackoff < 0 || o.MaxBackoff < 0 || o.FreezeTimeout < 0 || o.StopTimeout < 0 || o.Resolution < 0 {
+		return o, fmt.Errorf("%w: negative Workers, InitialBackoff, MaxBackoff, FreezeTimeout, StopTimeout or Resolution", ErrInvalidOptions)
 	}
 	if o.Workers == 0 {
 		o.Workers = runtime.GOMAXPROCS(0) * DefaultWorkersPerCPU
@@ -91,6 +102,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.FreezeTimeout == 0 {
 		o.FreezeTimeout = DefaultFreezeTimeout
+	}
+	if o.StopTimeout == 0 {
+		o.StopTimeout = DefaultStopTimeout
 	}
 	if o.Resolution == 0 {
 		o.Resolution = DefaultResolution

@@ -8,20 +8,45 @@ import (
 // This file holds the pure schedule arithmetic and the timer heap. Times are
 // int64 nanoseconds on the supervisor's monotonic clock.
 
-// nextSlot returns the schedule point that follows nominal for a task that
-// runs every interval, after a run that started at start, and how many
-// points the policy dropped. With CatchUp it is simply the next point, which
-// runs at once if it is already past, so overdue points run back to back.
-// With SkipLate the run served every point up to its start (a late run
-// stands for all the points it was late for): the next is the first point
-// after start, and the ones it jumped are counted as skipped.
-func nextSlot(nominal, start, every int64, p Policy) (next int64, skipped uint64) {
-	next = nominal + every
-	if p == CatchUp || next > start {
-		return next, 0
+// slot is the schedule point a periodic task serves next.
+type slot struct {
+	// next is the schedule point; notBefore is the earliest the run for
+	// it may start, later than next while a CatchUp task catches up.
+	next, notBefore int64
+	// skipped counts the points the policy dropped.
+	skipped uint64
+}
+
+// nextSlot returns the schedule point that follows nominal for task spec
+// (with its defaults applied), after a run that started at start. With
+// SkipLate the run served every point up to its start (a late run stands
+// for all the points it was late for): the next is the first point after
+// start, and the ones it jumped are counted as skipped. With CatchUp it is
+// the next point, which runs CatchUpSpacing after start if it is already
+// past, so overdue points run one after the other, spaced; of more than
+// CatchUpLimit overdue points the oldest are skipped.
+func nextSlot(nominal, start int64, spec *Task) slot {
+	every := int64(spec.Every)
+	next := nominal + every
+	if next > start {
+		return slot{next: next, notBefore: next}
 	}
-	k := (start-next)/every + 1
-	return next + k*every, uint64(k)
+	k := (start-next)/every + 1 // points due by start, next included
+	if spec.Policy == SkipLate {
+		next += k * every
+		return slot{next: next, notBefore: next, skipped: uint64(k)}
+	}
+	sl := slot{next: next, notBefore: next}
+	if spec.CatchUpSpacing > 0 {
+		// Zero spacing (an interval under DefaultCatchUpRate ns) runs
+		// the overdue points at once, in the order of their points.
+		sl.notBefore = start + int64(spec.CatchUpSpacing)
+	}
+	if limit := int64(spec.CatchUpLimit); limit > 0 && k > limit {
+		sl.next += (k - limit) * every
+		sl.skipped = uint64(k - limit)
+	}
+	return sl
 }
 
 // backoff returns the delay before retrying after n consecutive failures:

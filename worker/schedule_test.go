@@ -13,22 +13,34 @@ func TestNextSlot(t *testing.T) {
 		nominal, start   int64
 		every            int64
 		policy           Policy
+		limit, spacing   int64 // CatchUpLimit and CatchUpSpacing; 0 is none
 		wantNext         int64
 		wantSkippedCount uint64
+		wantNotBefore    int64 // 0: wantNext
 	}{
 		{name: "on time", nominal: 0, start: 3, every: 10, policy: SkipLate, wantNext: 10},
 		{name: "started just before the next point", nominal: 0, start: 9, every: 10, policy: SkipLate, wantNext: 10},
 		{name: "started at the next point", nominal: 0, start: 10, every: 10, policy: SkipLate, wantNext: 20, wantSkippedCount: 1},
 		{name: "late run stands for the points it missed", nominal: 0, start: 35, every: 10, policy: SkipLate, wantNext: 40, wantSkippedCount: 3},
 		{name: "catch up runs every point", nominal: 0, start: 35, every: 10, policy: CatchUp, wantNext: 10},
+		{name: "catch up is spaced", nominal: 0, start: 35, every: 10, policy: CatchUp, limit: 10, spacing: 1, wantNext: 10, wantNotBefore: 36},
+		{name: "catch up on time is not delayed", nominal: 0, start: 3, every: 10, policy: CatchUp, limit: 10, spacing: 1, wantNext: 10},
+		{name: "catch up is limited", nominal: 0, start: 1000, every: 10, policy: CatchUp, limit: 10, spacing: 1,
+			wantNext: 910, wantSkippedCount: 90, wantNotBefore: 1001},
 		{name: "negative times", nominal: -100, start: -5, every: 10, policy: SkipLate, wantNext: 0, wantSkippedCount: 9},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			next, skipped := nextSlot(tt.nominal, tt.start, tt.every, tt.policy)
-			if next != tt.wantNext || skipped != tt.wantSkippedCount {
-				t.Errorf("nextSlot(%d, %d, %d, %v) = %d, %d; want %d, %d",
-					tt.nominal, tt.start, tt.every, tt.policy, next, skipped, tt.wantNext, tt.wantSkippedCount)
+			spec := Task{Every: time.Duration(tt.every), Policy: tt.policy,
+				CatchUpLimit: int(tt.limit), CatchUpSpacing: time.Duration(tt.spacing)}
+			sl := nextSlot(tt.nominal, tt.start, &spec)
+			notBefore := tt.wantNotBefore
+			if notBefore == 0 {
+				notBefore = tt.wantNext
+			}
+			if sl.next != tt.wantNext || sl.skipped != tt.wantSkippedCount || sl.notBefore != notBefore {
+				t.Errorf("nextSlot(%d, %d, %d, %v) = %+v; want next %d, skipped %d, not before %d",
+					tt.nominal, tt.start, tt.every, tt.policy, sl, tt.wantNext, tt.wantSkippedCount, notBefore)
 			}
 		})
 	}

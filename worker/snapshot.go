@@ -37,7 +37,10 @@ import (
 //
 //	id            bytes
 //	kind          bytes
-//	flags                 1 loop, 2 done, 4 in flight (run again), 8 backoff
+//	flags                 1 loop, 2 done, 4 in flight (run again), 8 backoff,
+//	                      16 the next run repeats one that was cut off after
+//	                      it started (a possible duplicate); readers ignore
+//	                      flags they do not know
 //	orphan_gen            0, or how many Restores kept it without registration
 //	every         signed  interval in ns (0 for a loop), for reporting
 //	nominal       signed  schedule point the next run serves
@@ -65,6 +68,7 @@ const (
 	flagDone
 	flagInFlight
 	flagBackoff
+	flagMaybeDup
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -113,30 +117,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	cw.flush()
 
 	for _, t := range s.all {
-		r := record{
-			id:          t.spec.ID,
-			kind:        t.spec.Kind,
-			every:       int64(t.spec.Every),
-			nominal:     wall(t.nominal),
-			due:         wall(t.due),
-			runs:        t.runs,
-			failures:    t.failures,
-			consecutive: t.consecutive,
-			lastErr:     t.lastErr,
-			version:     t.spec.Version,
-			state:       t.state,
-		}
-		if t.loop() {
-			r.flags |= flagLoop
-		}
-		switch t.status {
-		case StatusDone:
-			r.flags |= flagDone
-		case StatusRunning:
-			r.flags |= flagInFlight
-		case StatusBackoff:
-			r.flags |= flagBackoff
-		}
+		r := recordOf(t, wall)
 		cw.buf = appendRecord(cw.buf, &r)
 		if len(cw.buf) >= chunkTarget {
 			cw.flush()
@@ -156,6 +137,39 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 		return fmt.Errorf("worker: capture: %w", cw.err)
 	}
 	return nil
+}
+
+// recordOf returns t's snapshot record; wall turns a time on the
+// supervisor's monotonic clock into wall-clock nanoseconds.
+func recordOf(t *task, wall func(int64) int64) record {
+	r := record{
+		id:          t.spec.ID,
+		kind:        t.spec.Kind,
+		every:       int64(t.spec.Every),
+		nominal:     wall(t.nominal),
+		due:         wall(t.due),
+		runs:        t.runs,
+		failures:    t.failures,
+		consecutive: t.consecutive,
+		lastErr:     t.lastErr,
+		version:     t.spec.Version,
+		state:       t.state,
+	}
+	if t.loop() {
+		r.flags |= flagLoop
+	}
+	switch t.status {
+	case StatusDone:
+		r.flags |= flagDone
+	case StatusRunning:
+		r.flags |= flagInFlight
+	case StatusBackoff:
+		r.flags |= flagBackoff
+	}
+	if t.maybeDup {
+		r.flags |= flagMaybeDup
+	}
+	return r
 }
 
 func appendRecord(b []byte, r *record) []byte {
@@ -420,8 +434,12 @@ func (d *decoder) record(kinds map[string]string) record {
 // Each registered task found in the snapshot takes back its progress: run
 // count, failures and backoff, last error, checkpointed state (migrated to
 // the task's Version through its Migrations) and its schedule, so it runs
-// next at the wall-clock time it would have in the old process; a run that
-// was in flight when the snapshot was taken runs at once. Registered tasks
+// next at the wall-clock time it would have in the old process, but never
+// later than one interval from now (MaxBackoff for a task in backoff): a
+// wall clock set back between the processes does not delay the tasks, and
+// the clamp is logged. A run that was in flight when the snapshot was taken
+// runs at once, and a run that was cut off after it started is logged and
+// marked as a possible duplicate (TaskInfo.MaybeDuplicate). Registered tasks
 // absent from the snapshot keep the fresh schedule Add gave them. A task in
 // the snapshot with no registration is logged, counted in the
 // orphaned-tasks metric and kept for one generation: the next Capture
@@ -454,41 +472,79 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	if err := s.restorableLocked(); err != nil {
 		return err
 	}
-	type match struct {
-		t *task
-		p prepared
+	plan, err := s.planRestoreLocked(snap)
+	if err != nil {
+		return err
 	}
-	var (
-		matches = make([]match, 0, len(snap.records))
-		orphans = make(map[string]*record)
-		dropped []string
-	)
+	s.applyRestoreLocked(snap, &plan)
+	s.logRestore(snap, plan)
+	return nil
+}
+
+// restorePlan is what a snapshot does to the registered tasks: the
+// progress each matched task takes, and the records kept or dropped for
+// want of a registration.
+type restorePlan struct {
+	matches []restoreMatch
+	orphans map[string]*record
+	dropped []string
+	dups    []*task // matched tasks whose next run may be a duplicate
+	// clamped counts the due times clamped to their bound, maxOver is
+	// the largest distance past it.
+	clamped int
+	maxOver time.Duration
+}
+
+type restoreMatch struct {
+	t *task
+	p prepared
+}
+
+// planRestoreLocked matches the snapshot's records to the registered tasks
+// and prepares their state, changing nothing, so that Restore is all or
+// nothing.
+func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
+	plan := restorePlan{
+		matches: make([]restoreMatch, 0, len(snap.records)),
+		orphans: make(map[string]*record),
+	}
 	for i := range snap.records {
 		rec := &snap.records[i]
 		t := s.byID[string(rec.idb)] // no allocation for a map key
 		if t == nil {
 			rec.id = string(rec.idb)
 			if rec.orphanGen >= 1 {
-				dropped = append(dropped, rec.id)
+				plan.dropped = append(plan.dropped, rec.id)
 				continue
 			}
 			rec.orphanGen++
-			orphans[rec.id] = rec
+			plan.orphans[rec.id] = rec
 			continue
 		}
 		rec.id = t.spec.ID
 		p, err := prepare(&t.spec, rec)
 		if err != nil {
-			return err
+			return restorePlan{}, err
 		}
-		matches = append(matches, match{t, p})
+		plan.matches = append(plan.matches, restoreMatch{t, p})
 	}
+	return plan, nil
+}
 
+// applyRestoreLocked gives the matched tasks their progress, rebuilds the
+// queue and takes over the snapshot's totals.
+func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
-	for _, m := range matches {
+	for _, m := range plan.matches {
 		s.counts[m.t.status]--
-		s.applyLocked(m.t, m.p, now)
+		if over := s.applyLocked(m.t, m.p, now); over > 0 {
+			plan.clamped++
+			plan.maxOver = max(plan.maxOver, over)
+		}
 		s.counts[m.t.status]++
+		if m.t.maybeDup {
+			plan.dups = append(plan.dups, m.t)
+		}
 	}
 	// Most due times changed: rebuilding the queue, O(n), beats fixing it
 	// task by task. Before Run no task is running, so every task that is
@@ -501,30 +557,47 @@ func (s *Supervisor) Restore(r io.Reader) error {
 		}
 	}
 	s.q.init()
-	s.orphans = orphans
+	s.orphans = plan.orphans
 	s.totals = snap.totals
 	s.prevLastFinish = snap.lastFinish
 	s.restored = true
 	s.awaitFirst.Store(true)
+}
 
-	s.log.Info("worker: restored snapshot", "tasks", len(matches), "orphaned", len(orphans),
-		"dropped", len(dropped), "captured", time.Unix(0, snap.captured))
-	logIDs := func(msg string, ids []string) {
-		for i, id := range ids {
-			if i == 10 {
-				s.log.Warn(msg, "more", len(ids)-i)
-				break
-			}
-			s.log.Warn(msg, "task", id)
-		}
+// logRestore reports a restore: one summary line, then up to ten lines
+// each for the orphaned and the dropped tasks.
+func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
+	s.log.Info("worker: restored snapshot", "tasks", len(plan.matches), "orphaned", len(plan.orphans),
+		"dropped", len(plan.dropped), "captured", time.Unix(0, snap.captured))
+	if plan.clamped > 0 {
+		s.log.Warn("worker: restored due times beyond one interval from now were clamped; the wall clock may have moved back",
+			"tasks", plan.clamped, "most_beyond", plan.maxOver)
 	}
-	ids := make([]string, 0, len(orphans))
-	for id := range orphans {
+	ids := make([]string, 0, len(plan.orphans))
+	for id := range plan.orphans {
 		ids = append(ids, id)
 	}
-	logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
-	logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", dropped)
-	return nil
+	s.logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
+	s.logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", plan.dropped)
+	for i, t := range plan.dups {
+		if i == 10 {
+			s.log.Warn("worker: more runs may be duplicated", "more", len(plan.dups)-i)
+			break
+		}
+		s.log.Warn("worker: run may be duplicated: the previous process cut it off", "task", t.spec.ID, "seq", t.runs+1)
+	}
+}
+
+// logIDs warns msg once per task ID, for the first ten, then once with the
+// number left.
+func (s *Supervisor) logIDs(msg string, ids []string) {
+	for i, id := range ids {
+		if i == 10 {
+			s.log.Warn(msg, "more", len(ids)-i)
+			break
+		}
+		s.log.Warn(msg, "task", id)
+	}
 }
 
 func (s *Supervisor) restorableLocked() error {
@@ -583,8 +656,9 @@ func prepare(spec *Task, rec *record) (prepared, error) {
 }
 
 // applyLocked gives t the progress in p. The caller keeps the status counts
-// and the queue.
-func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
+// and the queue. It returns how far past its bound the snapshot's due time
+// was clamped, or 0: see clampDueLocked.
+func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Duration {
 	rec := p.rec
 	nowMono, nowWall := s.mono(now), now.UnixNano()
 	t.nominal = nowMono + (rec.nominal - nowWall)
@@ -594,6 +668,7 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
 	t.stateGen++
 	t.local, t.localGen = p.local, t.stateGen
 	t.jit = 0
+	s.setMaybeDupLocked(t, rec.flags&flagMaybeDup != 0)
 	switch {
 	case rec.flags&flagDone != 0 && t.loop():
 		t.status = StatusDone
@@ -605,4 +680,30 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) {
 			t.jit = d // the snapshot does not carry it; due - nominal is it
 		}
 	}
+	return s.clampDueLocked(t, nowMono)
+}
+
+// clampDueLocked bounds a restored due time to now + span, span being the
+// task's interval (a loop's is zero: it restarts at once) or, in backoff,
+// the longest retry delay, MaxBackoff. The snapshot's times are wall-clock times of
+// another process: a wall clock set back between the two would otherwise
+// delay every task by the jump. A due time in the past is left as it is:
+// the task is overdue and runs at once (in due order), and its policy sees
+// the lateness.
+// It returns how far the due time was beyond the bound, or 0.
+func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
+	span := int64(t.spec.Every)
+	if t.status == StatusBackoff {
+		span = int64(s.opts.MaxBackoff)
+	}
+	over := t.due - (now + span)
+	if over <= 0 {
+		return 0
+	}
+	// The schedule starts again from the bound.
+	t.due, t.nominal, t.jit = now+span, now+span, 0
+	if t.status == StatusBackoff || t.loop() {
+		t.nominal = now
+	}
+	return time.Duration(over)
 }

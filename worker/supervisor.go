@@ -47,7 +47,12 @@ type Supervisor struct {
 	wake chan struct{} // pokes the scheduler; capacity 1
 	quit chan struct{} // closed when stopping begins
 	done chan struct{} // closed when Run has joined every goroutine
-	wg   sync.WaitGroup
+	// joinPoke wakes Run's join when a goroutine exits or a run's stop
+	// bound is set; capacity 1.
+	joinPoke chan struct{}
+	// clock0 is the origin of the stop bounds, on the real monotonic
+	// clock: they bound real waiting, whatever Options.now says.
+	clock0 time.Time
 
 	// awaitFirst is set by Restore; the first run to start afterwards
 	// clears it and stamps firstStart (wall ns).
@@ -84,6 +89,21 @@ type Supervisor struct {
 	lastFinish     int64
 	prevLastFinish int64
 	restored       bool
+
+	// live counts the goroutines started by the supervisor and not yet
+	// returned; stuck counts those of them in an abandoned run. Run joins
+	// when they are equal.
+	live, stuck int
+	// minStopBy is the earliest stop bound of a run in flight (see
+	// task.stopBy), 0 for none; it may be stale, never too late.
+	minStopBy int64
+	// abandonedTotal counts the runs abandoned in this process;
+	// abandoned lists the first maxAbandonedListed of them.
+	abandonedTotal uint64
+	abandoned      []AbandonedRun
+	// dupCount counts the registered tasks whose next run may be a
+	// duplicate (task.maybeDup).
+	dupCount int
 }
 
 // totals are the supervisor-wide counters. They travel in the snapshot so
@@ -116,6 +136,8 @@ func New(opts Options) (*Supervisor, error) {
 		byID:       make(map[string]*task),
 		idle:       opts.Workers,
 		sleepUntil: math.MinInt64,
+		joinPoke:   make(chan struct{}, 1),
+		clock0:     time.Now(),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancelCause(context.Background())
 	s.genCtx, s.genCancel = context.WithCancelCause(s.baseCtx)
@@ -147,7 +169,7 @@ func (s *Supervisor) Add(t Task) error {
 	if _, ok := s.byID[t.ID]; ok {
 		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.ID)
 	}
-	nt := &task{spec: t, idx: len(s.all)}
+	nt := &task{spec: t.withDefaults(), idx: len(s.all)}
 	nt.run = Run{t: nt, s: s}
 	now := s.opts.now()
 	if rec := s.orphans[t.ID]; rec != nil {
@@ -199,6 +221,7 @@ func (s *Supervisor) Remove(id string) error {
 	s.all[len(s.all)-1] = nil
 	s.all = s.all[:len(s.all)-1]
 	s.counts[t.status]-- // a queued entry is dropped when popped
+	s.setMaybeDupLocked(t, false)
 	t.removed = true
 	if t.status == StatusRunning {
 		if s.removing == nil {
@@ -207,6 +230,7 @@ func (s *Supervisor) Remove(id string) error {
 		s.removing[id] = t
 		if t.cancel != nil {
 			t.cancel(ErrRemoved)
+			s.startStopClockLocked(t)
 		}
 	}
 	return nil
@@ -214,10 +238,15 @@ func (s *Supervisor) Remove(id string) error {
 
 // Run starts the scheduler and the runners and blocks until the
 // supervisor stops: after Shutdown, or when ctx is done, which is a hard
-// stop (every run's context is cancelled at once). It returns only when
-// every goroutine it started has returned, so a run that ignores its
-// context keeps Run from returning. It returns nil after a stop, ErrRunning
-// if Run was already called, and ErrClosed after Shutdown.
+// stop (every run's context is cancelled at once). It returns once every
+// goroutine it started has returned, except that a run whose context was
+// cancelled and that has not returned Options.StopTimeout later (counted
+// from its cancellation) is abandoned: Run stops waiting for it, logs it,
+// counts it (Stats.AbandonedTotal, Abandoned) and returns, leaving its
+// goroutine to end when it does, its result dropped. So a run that
+// ignores its context cannot keep the process from exiting. It returns
+// nil after a stop, ErrRunning if Run was already called, and ErrClosed
+// after Shutdown.
 func (s *Supervisor) Run(ctx context.Context) error {
 	s.mu.Lock()
 	switch s.phase {
@@ -229,35 +258,19 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.phase = phaseRunning
-	s.wg.Go(s.schedule)
+	s.spawnLocked(s.schedule)
 	for range s.opts.Workers {
-		s.wg.Go(s.runner)
+		s.spawnLocked(s.runner)
 	}
 	s.mu.Unlock()
 
-	hardStop := func() {
-		s.mu.Lock()
-		s.beginStopLocked()
-		s.hardStopLocked()
-		s.mu.Unlock()
-	}
 	select {
 	case <-ctx.Done():
-		hardStop()
+		s.hardStop()
 	case <-s.quit:
 	}
 	// ctx still means "stop now" during a graceful Shutdown.
-	joined := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(joined)
-	}()
-	select {
-	case <-joined:
-	case <-ctx.Done():
-		hardStop()
-		<-joined
-	}
+	s.join(ctx)
 	s.mu.Lock()
 	s.phase = phaseStopped
 	s.mu.Unlock()
@@ -266,13 +279,23 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	return nil
 }
 
+// hardStop begins stopping, if not begun, and cancels every run.
+func (s *Supervisor) hardStop() {
+	s.mu.Lock()
+	s.beginStopLocked()
+	s.hardStopLocked()
+	s.mu.Unlock()
+}
+
 // Shutdown stops the supervisor gracefully: nothing new is dispatched,
 // loops are cancelled (with ErrShutdown) as they never end on their own,
 // and periodic runs in flight are waited for. It returns nil once Run has
 // joined every goroutine. If ctx ends first, it cancels every run's
 // context and returns ctx.Err(); Run still waits for the runs to return.
-// Shutdown before Run just closes the supervisor. It is safe to call more
-// than once and from several goroutines. The tasks' state stays readable:
+// Runs that do not return within Options.StopTimeout of their cancellation
+// are abandoned, as Run says. Shutdown before Run just closes the
+// supervisor. It is safe to call more than once and from several
+// goroutines. The tasks' state stays readable:
 // Capture after Shutdown writes it, a run stopped by the deadline marked
 // to run again.
 func (s *Supervisor) Shutdown(ctx context.Context) error {
@@ -310,6 +333,7 @@ func (s *Supervisor) beginStopLocked() {
 		if t.status == StatusRunning && t.cancel != nil && !t.cutOff {
 			t.interrupted = true
 			t.cancel(ErrShutdown)
+			s.startStopClockLocked(t)
 		}
 	}
 	close(s.quit)
@@ -319,11 +343,13 @@ func (s *Supervisor) beginStopLocked() {
 // dropped and they are marked to run again, as a freeze cut-off would.
 func (s *Supervisor) hardStopLocked() {
 	s.cutOffLocked(ErrShutdown)
+	s.pokeJoin() // the runs' stop bounds are set: Run's join times them
 }
 
-// cutOffLocked abandons every run in flight: their contexts are cancelled
-// with cause, their results will be dropped, and they run again (keeping
-// their sequence numbers) after Thaw or Restore. It returns how many.
+// cutOffLocked gives up on every run in flight: their contexts are
+// cancelled with cause, their results will be dropped, and they run again
+// (keeping their sequence numbers, marked as possible duplicates) after
+// Thaw or Restore. Their stop bounds start. It returns how many.
 func (s *Supervisor) cutOffLocked(cause error) int {
 	n := 0
 	for _, t := range s.all {
@@ -333,12 +359,17 @@ func (s *Supervisor) cutOffLocked(cause error) int {
 			if t.cancel != nil {
 				t.cancel(cause)
 			}
+			// The run may have done some or all of its work, or go on
+			// doing it: the run again under its number may repeat it.
+			s.setMaybeDupLocked(t, true)
+			s.startStopClockLocked(t)
 		}
 	}
 	for _, t := range s.removing {
 		if t.cancel != nil {
 			t.cancel(cause)
 		}
+		s.startStopClockLocked(t)
 	}
 	s.genCancel(cause)
 	s.genCtx, s.genCancel = context.WithCancelCause(s.baseCtx)
@@ -378,6 +409,7 @@ func (s *Supervisor) pushLocked(t *task) {
 func (s *Supervisor) dispatchLocked(t *task) job {
 	s.inflight++
 	s.setStatusLocked(t, StatusRunning)
+	t.rerun = t.maybeDup
 	if t.loop() {
 		var ctx context.Context
 		ctx, t.cancel = context.WithCancelCause(s.baseCtx)
@@ -440,7 +472,7 @@ func (s *Supervisor) dispatchDueLocked() time.Duration {
 		}
 		j := s.dispatchLocked(t)
 		if t.loop() {
-			s.wg.Go(func() { s.runLoop(j) })
+			s.spawnLocked(func() { s.runLoop(j) })
 			continue
 		}
 		s.idle--
@@ -464,14 +496,18 @@ func (s *Supervisor) runner() {
 			// recovered in call. Count the run as failed and replace
 			// this goroutine so the pool keeps its size.
 			s.goexit(j, true)
-			s.wg.Go(s.runner)
+			s.mu.Lock()
+			s.spawnLocked(s.runner)
+			s.mu.Unlock()
 		}
 	}()
 	for {
 		select {
 		case j = <-s.work:
 		case <-s.quit:
-			s.drainWork()
+			s.mu.Lock()
+			s.drainWorkLocked()
+			s.mu.Unlock()
 			return
 		}
 		for ok := true; ok; {
@@ -482,20 +518,21 @@ func (s *Supervisor) runner() {
 	}
 }
 
-// drainWork puts jobs that were dispatched but not started when the
+// drainWorkLocked puts jobs that were dispatched but not started when the
 // supervisor stopped back in the queue, as if never dispatched. No job is
 // sent once quit is closed, so one pass empties the channel.
-func (s *Supervisor) drainWork() {
+func (s *Supervisor) drainWorkLocked() {
 	for {
 		select {
 		case j := <-s.work:
-			s.mu.Lock()
 			if !j.t.removed {
 				j.t.cutOff = true // requeue with due time and sequence kept
+				// It never started: a hard stop's cut-off that marked it
+				// a possible duplicate was wrong.
+				s.setMaybeDupLocked(j.t, j.t.rerun)
 			}
 			now := s.opts.now()
 			s.finishLocked(j, nil, false, now, now, true, false)
-			s.mu.Unlock()
 		default:
 			return
 		}
@@ -569,22 +606,36 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 // goroutines on the way). retry is the backoff of a counted failure, or -1.
 func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end time.Time, runner, chain bool) (next job, ok bool, retry time.Duration) {
 	t := j.t
-	retry = -1
 	s.inflight--
 	if t.cancel != nil {
 		t.cancel(nil) // release the loop's context
 		t.cancel = nil
 	}
-	now := s.mono(end)
+	t.stopBy = 0
+	if t.abandoned {
+		t.abandoned = false
+		s.stuck-- // its goroutine is no longer in the run
+	}
+	retry = s.settleLocked(t, err, panicked, start, end)
+	if s.inflight == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+	if !runner {
+		return job{}, false, retry
+	}
+	next, ok = s.releaseRunnerLocked(chain, s.mono(end))
+	return next, ok, retry
+}
+
+// settleLocked decides what comes after t's run: nothing for a removed
+// task, the same run again for a cut-off one, a restart for an
+// interrupted loop, otherwise the run is counted. It returns the backoff
+// of a counted failure, or -1.
+func (s *Supervisor) settleLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
 	switch {
 	case t.removed:
-		if s.removing[t.spec.ID] == t {
-			delete(s.removing, t.spec.ID)
-			if nt := s.byID[t.spec.ID]; nt != nil && nt.held {
-				nt.held = false
-				s.pushLocked(nt)
-			}
-		}
+		s.releaseRemovedLocked(t)
 	case t.cutOff:
 		// Abandoned by the freeze bound or a hard stop: the snapshot says
 		// it runs again, so it does here too after Thaw; keep its due
@@ -596,50 +647,76 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 		// A loop stopped by freeze or shutdown: restart it from its
 		// checkpoint as soon as dispatch resumes. Not a run of its own.
 		t.interrupted = false
-		t.due, t.jit = now, 0
+		t.due, t.jit = s.mono(end), 0
 		s.setStatusLocked(t, StatusIdle)
 		s.pushLocked(t)
 	default:
-		s.lastFinish = end.UnixNano()
-		t.runs++
-		s.totals.runs++
-		if err != nil {
-			t.failures++
-			t.consecutive++
-			s.totals.failures++
-			if panicked {
-				s.totals.panics++
-			}
-			t.lastErr = truncateError(err.Error())
-			retry = backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
-			t.due = now + int64(retry)
-			t.jit = 0
-			s.setStatusLocked(t, StatusBackoff)
-			s.pushLocked(t)
-			break
+		return s.countRunLocked(t, err, panicked, start, end)
+	}
+	return -1
+}
+
+// releaseRemovedLocked forgets the finished run of a removed task and
+// queues the task re-added under its ID, which waited for that run.
+func (s *Supervisor) releaseRemovedLocked(t *task) {
+	if s.removing[t.spec.ID] != t {
+		return
+	}
+	delete(s.removing, t.spec.ID)
+	if nt := s.byID[t.spec.ID]; nt != nil && nt.held {
+		nt.held = false
+		s.pushLocked(nt)
+	}
+}
+
+// countRunLocked counts a run that finished, and queues the task's next
+// run: a retry after a failure, the next schedule point after a periodic
+// success. A loop that returned nil is done. It returns the retry
+// backoff, or -1.
+func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
+	s.lastFinish = end.UnixNano()
+	t.runs++
+	s.totals.runs++
+	s.setMaybeDupLocked(t, false) // the next run has a new number
+	if err != nil {
+		t.failures++
+		t.consecutive++
+		s.totals.failures++
+		if panicked {
+			s.totals.panics++
 		}
-		t.consecutive = 0
-		if t.loop() {
-			s.setStatusLocked(t, StatusDone)
-			break
-		}
-		var skipped uint64
-		// Jitter is not lateness: measure the start against the schedule
-		// point, not against the jittered due time.
-		t.nominal, skipped = nextSlot(t.nominal, s.mono(start)-t.jit, int64(t.spec.Every), t.spec.Policy)
-		s.totals.skipped += skipped
-		t.jit = jitter(t.spec.Jitter)
-		t.due = t.nominal + t.jit
-		s.setStatusLocked(t, StatusIdle)
+		t.lastErr = truncateError(err.Error())
+		retry := backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
+		t.due = s.mono(end) + int64(retry)
+		t.jit = 0
+		s.setStatusLocked(t, StatusBackoff)
 		s.pushLocked(t)
+		return retry
 	}
-	if s.inflight == 0 && s.drained != nil {
-		close(s.drained)
-		s.drained = nil
+	t.consecutive = 0
+	if t.loop() {
+		s.setStatusLocked(t, StatusDone)
+		return -1
 	}
-	if !runner {
-		return job{}, false, retry
+	// Jitter is not lateness: measure the start against the schedule
+	// point, not against the jittered due time.
+	sl := nextSlot(t.nominal, s.mono(start)-t.jit, &t.spec)
+	s.totals.skipped += sl.skipped
+	t.nominal = sl.next
+	t.jit = jitter(t.spec.Jitter)
+	t.due = t.nominal + t.jit
+	if t.due < sl.notBefore {
+		t.due, t.jit = sl.notBefore, 0 // catching up: spaced, not a burst
 	}
+	s.setStatusLocked(t, StatusIdle)
+	s.pushLocked(t)
+	return -1
+}
+
+// releaseRunnerLocked hands a runner that finished a run, at now, the next
+// due periodic task when chain is set (starting due loops on their own
+// goroutines on the way), or makes it idle again.
+func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
 	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
 		nt := s.q.pop()
 		if nt.removed {
@@ -647,16 +724,16 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 		}
 		nj := s.dispatchLocked(nt)
 		if !nj.t.loop() {
-			return nj, true, retry
+			return nj, true
 		}
-		s.wg.Go(func() { s.runLoop(nj) })
+		s.spawnLocked(func() { s.runLoop(nj) })
 	}
 	s.idle++
 	if s.starved {
 		s.starved = false
 		s.signal()
 	}
-	return job{}, false, retry
+	return job{}, false
 }
 
 func (s *Supervisor) logFailure(id string, seq uint64, err error, consecutive uint64, retry time.Duration) {

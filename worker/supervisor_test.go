@@ -20,6 +20,7 @@ func TestNewOptions(t *testing.T) {
 		{name: "zero value"},
 		{name: "explicit", opts: Options{Workers: 3, InitialBackoff: time.Second, MaxBackoff: time.Minute, FreezeTimeout: time.Second, Name: "my.worker-1"}},
 		{name: "negative workers", opts: Options{Workers: -1}, wantErr: true},
+		{name: "negative stop timeout", opts: Options{StopTimeout: -time.Second}, wantErr: true},
 		{name: "max below initial", opts: Options{InitialBackoff: time.Minute, MaxBackoff: time.Second}, wantErr: true},
 		{name: "bad name", opts: Options{Name: "Upper Case"}, wantErr: true},
 	}
@@ -35,7 +36,7 @@ func TestNewOptions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.opts.Workers <= 0 || s.opts.FreezeTimeout <= 0 || s.Participant().Name == "" {
+			if s.opts.Workers <= 0 || s.opts.FreezeTimeout <= 0 || s.opts.StopTimeout <= 0 || s.Participant().Name == "" {
 				t.Fatalf("defaults not applied: %+v", s.opts)
 			}
 		})
@@ -57,6 +58,8 @@ func TestAddValidation(t *testing.T) {
 		{name: "jitter above every", task: Task{ID: "b", Every: time.Second, Jitter: 2 * time.Second, Run: nop}, want: ErrInvalidTask},
 		{name: "jitter on a loop", task: Task{ID: "b", Jitter: time.Second, Run: nop}, want: ErrInvalidTask},
 		{name: "bad policy", task: Task{ID: "b", Every: time.Second, Policy: 7, Run: nop}, want: ErrInvalidTask},
+		{name: "catch-up spacing above every", task: Task{ID: "b", Every: time.Second, Policy: CatchUp, CatchUpSpacing: 2 * time.Second, Run: nop}, want: ErrInvalidTask},
+		{name: "negative catch-up spacing", task: Task{ID: "b", Every: time.Second, CatchUpSpacing: -1, Run: nop}, want: ErrInvalidTask},
 		{name: "duplicate", task: Task{ID: "a", Every: time.Second, Run: nop}, want: ErrDuplicateTask},
 	}
 	for _, tt := range tests {
@@ -72,7 +75,8 @@ func TestAddValidation(t *testing.T) {
 }
 
 // TestPolicies drives the schedule on a fake clock: after a stall of ten
-// intervals, CatchUp runs ten times and SkipLate once.
+// intervals, CatchUp runs ten times, a tenth of an interval apart, and
+// SkipLate once.
 func TestPolicies(t *testing.T) {
 	clk := newFakeClock()
 	s, _ := newTest(t, Options{now: clk.Now})
@@ -87,7 +91,15 @@ func TestPolicies(t *testing.T) {
 	clk.Advance(time.Second)
 	stepAll(t, s, 100)
 	clk.Advance(10 * time.Second) // now T0+11s
-	stepAll(t, s, 100)
+	// CatchUp's late runs are a tenth of its interval apart.
+	for i := range 10 {
+		if i > 0 {
+			clk.Advance(100 * time.Millisecond)
+		}
+		if n := stepAll(t, s, 100); i > 0 && n != 1 {
+			t.Fatalf("%d runs at T0+11s+%dms, want catch's one", n, 100*i)
+		}
+	}
 
 	for _, c := range []struct {
 		id       string
@@ -379,117 +391,122 @@ func TestLoopDoneAndRestartAfterFailure(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	t.Run("shutdown waits for runs", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		started, release := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(context.Context, *Run) error {
-			once.Do(func() { close(started) })
-			<-release
-			return nil
-		}})
-		runErr := make(chan error, 1)
-		go func() { runErr <- s.Run(context.Background()) }()
-		waitFor(t, started, "run")
-		shutErr := make(chan error, 1)
-		go func() { shutErr <- s.Shutdown(context.Background()) }()
-		// Shutdown cannot finish while the run is blocked; once released
-		// it returns nil, and Run too.
-		for {
-			s.mu.Lock()
-			p := s.phase
-			s.mu.Unlock()
-			if p == phaseStopping {
-				break
-			}
-			runtime.Gosched()
-		}
-		close(release)
-		if err := waitFor(t, shutErr, "Shutdown"); err != nil {
-			t.Fatalf("Shutdown = %v", err)
-		}
-		if err := waitFor(t, runErr, "Run"); err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-		if ti := info(t, s, "p"); ti.Runs != 1 || ti.Status != StatusIdle {
-			t.Fatalf("%+v", ti)
-		}
-		if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Run after Shutdown = %v", err)
-		}
-		if err := s.Add(Task{ID: "q", Every: time.Second, Run: nop}); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Add after Shutdown = %v", err)
-		}
-	})
+	t.Run("shutdown waits for runs", testShutdownWaitsForRuns)
+	t.Run("shutdown deadline cancels runs", testShutdownDeadlineCancelsRuns)
+	t.Run("run ctx is a hard stop", testRunCtxIsHardStop)
+	t.Run("shutdown before run", testShutdownBeforeRun)
+}
 
-	t.Run("shutdown deadline cancels runs", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		started := make(chan struct{})
-		cause := make(chan error, 1)
-		mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(ctx context.Context, _ *Run) error {
-			close(started)
-			<-ctx.Done()
-			cause <- context.Cause(ctx)
-			return ctx.Err()
-		}})
-		runErr := make(chan error, 1)
-		go func() { runErr <- s.Run(context.Background()) }()
-		waitFor(t, started, "run")
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Shutdown = %v, want context.Canceled", err)
+func testShutdownWaitsForRuns(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(context.Context, *Run) error {
+		once.Do(func() { close(started) })
+		<-release
+		return nil
+	}})
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(context.Background()) }()
+	waitFor(t, started, "run")
+	shutErr := make(chan error, 1)
+	go func() { shutErr <- s.Shutdown(context.Background()) }()
+	// Shutdown cannot finish while the run is blocked; once released
+	// it returns nil, and Run too.
+	for {
+		s.mu.Lock()
+		p := s.phase
+		s.mu.Unlock()
+		if p == phaseStopping {
+			break
 		}
-		if c := waitFor(t, cause, "cancellation"); !errors.Is(c, ErrShutdown) {
-			t.Fatalf("cause %v", c)
-		}
-		if err := waitFor(t, runErr, "Run"); err != nil {
+		runtime.Gosched()
+	}
+	close(release)
+	if err := waitFor(t, shutErr, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if err := waitFor(t, runErr, "Run"); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if ti := info(t, s, "p"); ti.Runs != 1 || ti.Status != StatusIdle {
+		t.Fatalf("%+v", ti)
+	}
+	if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run after Shutdown = %v", err)
+	}
+	if err := s.Add(Task{ID: "q", Every: time.Second, Run: nop}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add after Shutdown = %v", err)
+	}
+}
+
+func testShutdownDeadlineCancelsRuns(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	mustAdd(t, s, Task{ID: "p", Every: time.Millisecond, Run: func(ctx context.Context, _ *Run) error {
+		close(started)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return ctx.Err()
+	}})
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(context.Background()) }()
+	waitFor(t, started, "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown = %v, want context.Canceled", err)
+	}
+	if c := waitFor(t, cause, "cancellation"); !errors.Is(c, ErrShutdown) {
+		t.Fatalf("cause %v", c)
+	}
+	if err := waitFor(t, runErr, "Run"); err != nil {
+		t.Fatal(err)
+	}
+	// The abandoned run is not counted and is marked to run again.
+	if ti := info(t, s, "p"); ti.Runs != 0 || ti.Failures != 0 {
+		t.Fatalf("%+v", ti)
+	}
+}
+
+func testRunCtxIsHardStop(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	started := make(chan struct{})
+	mustAdd(t, s, Task{ID: "l", Run: func(ctx context.Context, _ *Run) error {
+		close(started)
+		<-ctx.Done()
+		return nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Run(ctx) }()
+	waitFor(t, started, "loop")
+	if err := s.Run(context.Background()); !errors.Is(err, ErrRunning) {
+		t.Fatalf("second Run = %v", err)
+	}
+	if err := s.Restore(strings.NewReader("")); !errors.Is(err, ErrRunning) {
+		t.Fatalf("Restore while running = %v", err)
+	}
+	cancel()
+	if err := waitFor(t, runErr, "Run"); err != nil {
+		t.Fatal(err)
+	}
+	if ti := info(t, s, "l"); ti.Status == StatusDone || ti.Runs != 0 {
+		t.Fatalf("stopped loop: %+v", ti)
+	}
+}
+
+func testShutdownBeforeRun(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	for range 2 {
+		if err := s.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		// The abandoned run is not counted and is marked to run again.
-		if ti := info(t, s, "p"); ti.Runs != 0 || ti.Failures != 0 {
-			t.Fatalf("%+v", ti)
-		}
-	})
-
-	t.Run("run ctx is a hard stop", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		started := make(chan struct{})
-		mustAdd(t, s, Task{ID: "l", Run: func(ctx context.Context, _ *Run) error {
-			close(started)
-			<-ctx.Done()
-			return nil
-		}})
-		ctx, cancel := context.WithCancel(context.Background())
-		runErr := make(chan error, 1)
-		go func() { runErr <- s.Run(ctx) }()
-		waitFor(t, started, "loop")
-		if err := s.Run(context.Background()); !errors.Is(err, ErrRunning) {
-			t.Fatalf("second Run = %v", err)
-		}
-		if err := s.Restore(strings.NewReader("")); !errors.Is(err, ErrRunning) {
-			t.Fatalf("Restore while running = %v", err)
-		}
-		cancel()
-		if err := waitFor(t, runErr, "Run"); err != nil {
-			t.Fatal(err)
-		}
-		if ti := info(t, s, "l"); ti.Status == StatusDone || ti.Runs != 0 {
-			t.Fatalf("stopped loop: %+v", ti)
-		}
-	})
-
-	t.Run("shutdown before run", func(t *testing.T) {
-		s, _ := newTest(t, Options{})
-		for range 2 {
-			if err := s.Shutdown(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
-			t.Fatalf("Run = %v", err)
-		}
-	})
+	}
+	if err := s.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run = %v", err)
+	}
 }
 
 func itoa(i int) string {

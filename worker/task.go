@@ -33,9 +33,23 @@ const (
 	// can, then carries on at the next point in the future. It is the
 	// zero value.
 	SkipLate Policy = iota
-	// CatchUp runs once for every missed point, back to back, until the
-	// task is on schedule again.
+	// CatchUp runs once for every missed point, up to the task's
+	// CatchUpLimit (older ones are dropped and counted as skipped), each
+	// run CatchUpSpacing after the one before, until the task is on
+	// schedule again.
 	CatchUp
+)
+
+// Defaults for a CatchUp task's zero CatchUpLimit and CatchUpSpacing.
+const (
+	// DefaultCatchUpLimit is how many missed points a CatchUp task runs
+	// at most, so that a long downtime, or a wall clock moved forward
+	// between processes, does not bring thousands of runs.
+	DefaultCatchUpLimit = 10
+	// DefaultCatchUpRate is how many times faster than its schedule a
+	// CatchUp task runs while it catches up: its runs are Every /
+	// DefaultCatchUpRate apart.
+	DefaultCatchUpRate = 10
 )
 
 // String returns "skip-late" or "catch-up".
@@ -95,6 +109,18 @@ type Task struct {
 	// Policy says what to do with missed schedule points. Zero is SkipLate.
 	Policy Policy
 
+	// CatchUpLimit is, for a CatchUp task, the most missed schedule
+	// points it runs late: when more are missed, the oldest are dropped
+	// and counted as skipped. Zero means DefaultCatchUpLimit; a negative
+	// value means no limit.
+	CatchUpLimit int
+
+	// CatchUpSpacing is, for a CatchUp task, the least time from the
+	// start of one late run to the start of the next, so that catching up
+	// is never a burst. Zero means Every / DefaultCatchUpRate. It may not
+	// exceed Every.
+	CatchUpSpacing time.Duration
+
 	// Run is the body of the task.
 	Run RunFunc
 
@@ -117,8 +143,22 @@ func (t *Task) validate() error {
 		return fmt.Errorf("%w: task %q: Jitter %v exceeds Every %v", ErrInvalidTask, t.ID, t.Jitter, t.Every)
 	case t.Policy > CatchUp:
 		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Policy)
+	case t.CatchUpSpacing < 0 || t.CatchUpSpacing > t.Every:
+		return fmt.Errorf("%w: task %q: CatchUpSpacing %v is not within [0, Every %v]", ErrInvalidTask, t.ID, t.CatchUpSpacing, t.Every)
 	}
 	return nil
+}
+
+// withDefaults returns t with the zero catch-up fields replaced by their
+// defaults, so that the run path need not look them up.
+func (t Task) withDefaults() Task {
+	if t.CatchUpLimit == 0 {
+		t.CatchUpLimit = DefaultCatchUpLimit
+	}
+	if t.CatchUpSpacing == 0 {
+		t.CatchUpSpacing = t.Every / DefaultCatchUpRate
+	}
+	return t
 }
 
 // A Run is the handle of one run of a task, passed to its RunFunc. It is
@@ -138,6 +178,14 @@ func (r *Run) Seq() uint64 {
 	// runs only changes when a run finishes, and this run has not.
 	return r.t.runs + 1
 }
+
+// MaybeDuplicate reports whether this run repeats, under the same Seq, a
+// run that was cut off (by the freeze bound or a hard stop) after it had
+// started, in this process or in the one before: that run may have done
+// some or all of its work, and in an old process that abandoned it may
+// still be doing it. A run with side effects outside its state can check
+// this to make them idempotent.
+func (r *Run) MaybeDuplicate() bool { return r.t.rerun }
 
 // State returns the task's last checkpointed state, at the task's Version,
 // or nil when there is none. The caller must not modify it.
@@ -218,6 +266,9 @@ type TaskInfo struct {
 	// StateVersion and StateBytes describe the checkpointed state.
 	StateVersion uint32 `json:"state_version"`
 	StateBytes   int    `json:"state_bytes"`
+	// MaybeDuplicate says that the next (or current) run repeats a run
+	// that was cut off after it started; see Run.MaybeDuplicate.
+	MaybeDuplicate bool `json:"maybe_duplicate,omitempty"`
 }
 
 // task is the supervisor's record of a registered task. Fields are guarded
@@ -252,6 +303,17 @@ type task struct {
 	cutOff      bool                    // run abandoned by the freeze bound: discard its result, run again
 	removed     bool                    // no longer registered; a run in flight is discarded
 	held        bool                    // re-added while the removed instance still runs: queue when it ends
+
+	// stopBy is when the run in flight, whose context was cancelled, must
+	// have returned (Supervisor.since), 0 if not cancelled; a stopping
+	// supervisor abandons it then.
+	stopBy    int64
+	abandoned bool // the run in flight was abandoned; Supervisor.stuck counts it
+	// maybeDup says that the next run repeats a run, under the same
+	// sequence number, that was cut off after it started, here or in an
+	// earlier process; rerun is its value when the run in flight was
+	// dispatched, which Run.MaybeDuplicate reports.
+	maybeDup, rerun bool
 }
 
 func (t *task) loop() bool { return t.spec.Every == 0 }

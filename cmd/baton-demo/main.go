@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -58,6 +59,9 @@ type config struct {
 	control        string
 	tasks          int
 	badTasks       int
+	hungTasks      int
+	taskFreeze     time.Duration
+	taskStop       time.Duration
 	taskInterval   time.Duration
 	taskJitter     time.Duration
 	taskLog        string
@@ -77,6 +81,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
 	fs.IntVar(&c.tasks, "tasks", 0, "run `n` background tasks that survive upgrades")
 	fs.IntVar(&c.badTasks, "bad-tasks", 0, "also run `n` tasks that panic on every run (supervision demo)")
+	fs.IntVar(&c.hungTasks, "hung-tasks", 0, "also run `n` tasks whose runs ignore their context and never return (stop-bound demo)")
+	fs.DurationVar(&c.taskFreeze, "task-freeze-timeout", 0, "how long an upgrade waits for task runs in flight (0: worker.DefaultFreezeTimeout)")
+	fs.DurationVar(&c.taskStop, "task-stop-timeout", 0, "how long a stopping process waits for a cancelled task run before abandoning it (0: worker.DefaultStopTimeout)")
 	fs.DurationVar(&c.taskInterval, "task-interval", time.Second, "how often each task runs")
 	fs.DurationVar(&c.taskJitter, "task-jitter", 0, "delay each task run by a random duration up to this")
 	fs.StringVar(&c.taskLog, "task-log", "", "append \"task_id seq pid\" to this `file` for every task run")
@@ -111,69 +118,18 @@ func run(args []string) error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	states, err := state.NewRegistry(state.Options{UserVersion: cfg.version, MaxSize: cfg.stateMaxBytes})
+	svc, err := newService(cfg, log)
 	if err != nil {
 		return err
 	}
-	kv, err := newKVStore()
-	if err != nil {
-		return err
-	}
-	if err := kv.register(states); err != nil {
-		return err
-	}
-	sup, tlog, err := setupTasks(cfg, states, kv.schema, log, reg)
-	if err != nil {
-		return err
-	}
-	u, err := upgrader.New(upgrader.Options{
-		State:             states,
-		StateFile:         cfg.stateFile,
-		StateFileInterval: cfg.stateInterval,
-		ControlSocket:     cfg.control,
-		UpgradeTimeout:    cfg.upgradeTimeout,
-		DrainTimeout:      cfg.drain,
-		PIDFile:           cfg.pidFile,
-		Logger:            log,
-		Registerer:        reg,
-	})
-	if err != nil {
-		return err
-	}
-	defer u.Close()
-	sd, err := attachSystemd(u, log) // systemd.go: activated socket, sd_notify, watchdog
-	if err != nil {
-		return err
-	}
-	defer sd.close()
+	defer svc.close()
+	u := svc.u
 	log = log.With("pid", os.Getpid(), "generation", u.Generation())
-
-	ln, err := u.Listen("tcp", cfg.addr)
+	ln, err := svc.listenAndRestore(cfg)
 	if err != nil {
 		return err
 	}
-	// The state comes over before anything is served, so that no request
-	// sees it half restored.
-	if _, err := u.Restore(context.Background()); err != nil {
-		return err
-	}
-	kv.seed(cfg.kvEntries)
-	kv.set(fmt.Sprintf("gen-%d", u.Generation()), kvEntry{Value: strconv.Itoa(os.Getpid()), Gen: u.Generation()})
-
-	d := &demo{pid: os.Getpid(), generation: u.Generation(), version: cfg.version,
-		hits: u.Counters().Counter("demo.hits")}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", d.root)
-	mux.HandleFunc("GET /kv", kv.serveHTTP)
-	mux.HandleFunc("GET /tasks", serveTasks(sup))
-	u.AddStatus("worker", func() any { return sup.Stats() })
-	mux.HandleFunc("POST /echo", echo)
-	mux.HandleFunc("GET /healthz", d.healthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	u.Serve(&http.Server{Handler: d.withPid(mux), ReadHeaderTimeout: 10 * time.Second}, ln)
-
+	d := svc.serve(cfg, ln)
 	if err := u.Ready(); err != nil {
 		return fmt.Errorf("ready: %w", err)
 	}
@@ -182,25 +138,128 @@ func run(args []string) error {
 
 	// The tasks start only now: their state was restored, and the old
 	// process, if any, has stopped its own for good.
+	stopTasks := svc.runTasks(cfg.drain, log)
+	defer stopTasks()
+	return signalLoop(u, sigs, cfg.drain, log)
+}
+
+// service is the demo's parts: the registries, the map, the tasks and the
+// upgrader with its systemd attachment.
+type service struct {
+	reg    *prometheus.Registry
+	states *state.Registry
+	kv     *kvStore
+	sup    *worker.Supervisor
+	tlog   *taskLog
+	u      *upgrader.Upgrader
+	sd     *sdHook
+}
+
+// newService builds the service's parts; close releases them.
+func newService(cfg config, log *slog.Logger) (*service, error) {
+	svc := &service{reg: prometheus.NewRegistry()}
+	svc.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var err error
+	svc.states, err = state.NewRegistry(state.Options{UserVersion: cfg.version, MaxSize: cfg.stateMaxBytes})
+	if err != nil {
+		return nil, err
+	}
+	if svc.kv, err = newKVStore(); err != nil {
+		return nil, err
+	}
+	if err := svc.kv.register(svc.states); err != nil {
+		return nil, err
+	}
+	svc.sup, svc.tlog, err = setupTasks(cfg, svc.states, svc.kv.schema, log, svc.reg)
+	if err != nil {
+		return nil, err
+	}
+	svc.u, err = upgrader.New(upgrader.Options{
+		State:             svc.states,
+		StateFile:         cfg.stateFile,
+		StateFileInterval: cfg.stateInterval,
+		ControlSocket:     cfg.control,
+		UpgradeTimeout:    cfg.upgradeTimeout,
+		DrainTimeout:      cfg.drain,
+		PIDFile:           cfg.pidFile,
+		Logger:            log,
+		Registerer:        svc.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	svc.sd, err = attachSystemd(svc.u, log) // systemd.go: activated socket, sd_notify, watchdog
+	if err != nil {
+		svc.u.Close()
+		return nil, err
+	}
+	return svc, nil
+}
+
+func (svc *service) close() {
+	svc.sd.close()
+	svc.u.Close()
+}
+
+// listenAndRestore opens the HTTP listener and restores the state, then
+// puts this generation's entries in the map. The state comes over before
+// anything is served, so that no request sees it half restored.
+func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
+	u := svc.u
+	ln, err := u.Listen("tcp", cfg.addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := u.Restore(context.Background()); err != nil {
+		return nil, err
+	}
+	svc.kv.seed(cfg.kvEntries)
+	svc.kv.set(fmt.Sprintf("gen-%d", u.Generation()), kvEntry{Value: strconv.Itoa(os.Getpid()), Gen: u.Generation()})
+	return ln, nil
+}
+
+// serve starts answering HTTP on ln.
+func (svc *service) serve(cfg config, ln net.Listener) *demo {
+	u, sup := svc.u, svc.sup
+	d := &demo{pid: os.Getpid(), generation: u.Generation(), version: cfg.version,
+		hits: u.Counters().Counter("demo.hits")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", d.root)
+	mux.HandleFunc("GET /kv", svc.kv.serveHTTP)
+	mux.HandleFunc("GET /tasks", serveTasks(sup))
+	u.AddStatus("worker", func() any { return sup.Stats() })
+	mux.HandleFunc("POST /echo", echo)
+	mux.HandleFunc("GET /healthz", d.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{Registry: svc.reg}))
+	u.Serve(&http.Server{Handler: d.withPid(mux), ReadHeaderTimeout: 10 * time.Second}, ln)
+	return d
+}
+
+// runTasks starts the task supervisor and returns the function that stops
+// it, waiting up to drain for the runs in flight, and closes the task log.
+func (svc *service) runTasks(drain time.Duration, log *slog.Logger) (stop func()) {
 	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
 	runDone := make(chan error, 1)
-	go func() { runDone <- sup.Run(runCtx) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
+	go func() { runDone <- svc.sup.Run(runCtx) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
-		if err := sup.Shutdown(ctx); err != nil {
+		if err := svc.sup.Shutdown(ctx); err != nil {
 			log.Warn("tasks did not stop in time", "err", err)
 		}
 		stopRun()
 		<-runDone
-		if tlog != nil {
-			if err := tlog.close(); err != nil {
+		if svc.tlog != nil {
+			if err := svc.tlog.close(); err != nil {
 				log.Error("task log", "err", err)
 			}
 		}
-	}()
+	}
+}
 
+// signalLoop answers signals until the process stops (SIGTERM, SIGINT) or
+// hands over to a new one, then shuts the upgrader down.
+func signalLoop(u *upgrader.Upgrader, sigs <-chan os.Signal, drain time.Duration, log *slog.Logger) error {
 	var upgrades sync.WaitGroup
 	defer upgrades.Wait()
 	for {
@@ -208,28 +267,29 @@ func run(args []string) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
 				log.Info("stopping", "signal", sig.String())
-				return shutdown(u, cfg.drain, log)
+				return shutdown(u, drain, log)
 			}
 			log.Info("upgrade requested", "signal", sig.String())
-			upgrades.Add(1)
-			go func() {
-				defer upgrades.Done()
-				res, err := u.Upgrade(context.Background())
-				if errors.Is(err, upgrader.ErrClosed) {
-					log.Warn("upgrade abandoned: stopping", "err", err)
-					return
-				}
-				if err != nil {
-					log.Error("upgrade failed: still serving", "err", err)
-					return
-				}
-				log.Info("upgraded", "new_pid", res.Pid, "new_generation", res.Generation, "duration", res.Duration)
-			}()
+			upgrades.Go(func() { upgrade(u, log) })
 		case <-u.Exit():
 			log.Info("handed over to the new process: draining")
-			return shutdown(u, cfg.drain, log)
+			return shutdown(u, drain, log)
 		}
 	}
+}
+
+// upgrade starts the binary at the same path and logs the outcome.
+func upgrade(u *upgrader.Upgrader, log *slog.Logger) {
+	res, err := u.Upgrade(context.Background())
+	if errors.Is(err, upgrader.ErrClosed) {
+		log.Warn("upgrade abandoned: stopping", "err", err)
+		return
+	}
+	if err != nil {
+		log.Error("upgrade failed: still serving", "err", err)
+		return
+	}
+	log.Info("upgraded", "new_pid", res.Pid, "new_generation", res.Generation, "duration", res.Duration)
 }
 
 func shutdown(u *upgrader.Upgrader, drain time.Duration, log *slog.Logger) error {
@@ -245,7 +305,8 @@ func shutdown(u *upgrader.Upgrader, drain time.Duration, log *slog.Logger) error
 // setupTasks creates the task supervisor with the demo's tasks and
 // registers it, and the task log, as state participants.
 func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Logger, reg prometheus.Registerer) (*worker.Supervisor, *taskLog, error) {
-	sup, err := worker.New(worker.Options{Logger: log.With("pid", os.Getpid()), Registerer: reg})
+	sup, err := worker.New(worker.Options{Logger: log.With("pid", os.Getpid()), Registerer: reg,
+		FreezeTimeout: cfg.taskFreeze, StopTimeout: cfg.taskStop})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -258,12 +319,8 @@ func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Log
 	if err := addTasks(sup, cfg.tasks, cfg.taskInterval, cfg.taskJitter, tlog, schema); err != nil {
 		return nil, nil, err
 	}
-	for i := 0; i < cfg.badTasks; i++ {
-		err := sup.Add(worker.Task{ID: fmt.Sprintf("bad-%05d", i), Every: cfg.taskInterval,
-			Run: func(context.Context, *worker.Run) error { panic("this task always panics") }})
-		if err != nil {
-			return nil, nil, err
-		}
+	if err := addBadTasks(sup, cfg.badTasks, cfg.hungTasks, cfg.taskInterval); err != nil {
+		return nil, nil, err
 	}
 	if err := states.Register(sup.Participant()); err != nil {
 		return nil, nil, err

@@ -121,6 +121,29 @@ func addTasks(sup *worker.Supervisor, n int, every, jitter time.Duration, log *t
 	return nil
 }
 
+// addBadTasks registers the misbehaving tasks of the supervision demos:
+// bad tasks panic on every run; hung tasks ignore their context and never
+// return, as a run stuck in a call without a deadline does, which the
+// freeze bound cuts off and the stop bound abandons.
+func addBadTasks(sup *worker.Supervisor, bad, hung int, every time.Duration) error {
+	for i := 0; i < bad; i++ {
+		err := sup.Add(worker.Task{ID: fmt.Sprintf("bad-%05d", i), Every: every,
+			Run: func(context.Context, *worker.Run) error { panic("this task always panics") }})
+		if err != nil {
+			return err
+		}
+	}
+	never := make(chan struct{}) // never closed
+	for i := 0; i < hung; i++ {
+		err := sup.Add(worker.Task{ID: fmt.Sprintf("hung-%05d", i), Every: every,
+			Run: func(context.Context, *worker.Run) error { <-never; return nil }})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type taskStateV2 struct {
 	Count uint64 `json:"count"`
 }
@@ -172,18 +195,22 @@ func serveTasks(sup *worker.Supervisor) http.HandlerFunc {
 		Consecutive uint64 `json:"consecutive_failures"`
 		Status      string `json:"status"`
 		LastError   string `json:"last_error,omitempty"`
+		// MaybeDuplicate: the next run repeats one cut off in flight.
+		MaybeDuplicate bool `json:"maybe_duplicate,omitempty"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		st := sup.Stats()
 		out := map[string]any{
-			"count":          st.Tasks,
-			"runs_total":     st.RunsTotal,
-			"failures_total": st.FailuresTotal,
-			"min_runs":       st.MinRuns,
-			"max_runs":       st.MaxRuns,
-			"orphaned":       st.Orphaned,
-			"frozen":         st.Frozen,
-			"pause_ns":       st.Handoff.Pause().Nanoseconds(),
+			"count":            st.Tasks,
+			"runs_total":       st.RunsTotal,
+			"failures_total":   st.FailuresTotal,
+			"min_runs":         st.MinRuns,
+			"max_runs":         st.MaxRuns,
+			"orphaned":         st.Orphaned,
+			"frozen":           st.Frozen,
+			"pause_ns":         st.Handoff.Pause().Nanoseconds(),
+			"abandoned_total":  st.AbandonedTotal,
+			"maybe_duplicated": st.MaybeDuplicated,
 		}
 		var infos []worker.TaskInfo
 		if id := r.URL.Query().Get("id"); id != "" {
@@ -200,7 +227,8 @@ func serveTasks(sup *worker.Supervisor) http.HandlerFunc {
 		tasks := make([]taskJSON, 0, len(infos))
 		for _, ti := range infos {
 			tasks = append(tasks, taskJSON{ID: ti.ID, Runs: ti.Runs, LastSeq: ti.Runs, Failures: ti.Failures,
-				Consecutive: ti.ConsecutiveFailures, Status: ti.Status.String(), LastError: ti.LastError})
+				Consecutive: ti.ConsecutiveFailures, Status: ti.Status.String(), LastError: ti.LastError,
+				MaybeDuplicate: ti.MaybeDuplicate})
 		}
 		out["tasks"] = tasks
 		w.Header().Set("Content-Type", "application/json")
