@@ -10,6 +10,7 @@ import (
 
 	"github.com/batonhq/baton/tests/demotest"
 	"github.com/batonhq/baton/upgrader"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // The bounds a hung task is given in these tests: the freeze bound cuts
@@ -83,15 +84,15 @@ func TestHungTaskAtUpgrade(t *testing.T) {
 		t.Fatalf("upgrade: %s", u.Err)
 	}
 	upgraded := time.Now()
-	if err := demotest.WaitExit(u.OldPid, hungExit); err != nil {
+	if err := upgradertest.WaitExit(u.OldPid, hungExit); err != nil {
 		t.Fatalf("the old process is held by its hung task: %v\n%s", err, p.Logs)
 	}
 	t.Logf("the old process exited %v after the new one served", time.Since(upgraded).Round(time.Millisecond))
-	line, err := p.Logs.Wait(time.Second, demotest.Match{Msg: "worker: run abandoned: it did not return within the stop timeout", Pid: u.OldPid})
+	line, err := p.Logs.Wait(time.Second, upgradertest.Match{Msg: "worker: run abandoned: it did not return within the stop timeout", Pid: u.OldPid})
 	if err != nil || line.Fields["task"] != "hung-00000" || line.Fields["seq"] != "1" {
 		t.Errorf("the old process did not report the abandoned run: %v %q", err, line.Raw)
 	}
-	line, err = p.Logs.Wait(time.Second, demotest.Match{Msg: "worker: run may be duplicated: the previous process cut it off", Pid: u.NewPid})
+	line, err = p.Logs.Wait(time.Second, upgradertest.Match{Msg: "worker: run may be duplicated: the previous process cut it off", Pid: u.NewPid})
 	if err != nil || line.Fields["task"] != "hung-00000" || line.Fields["seq"] != "1" {
 		t.Errorf("the new process did not report the possibly duplicated run: %v %q", err, line.Raw)
 	}
@@ -104,7 +105,7 @@ func TestHungTaskAtUpgrade(t *testing.T) {
 	if u2.Err != "" {
 		t.Fatalf("second upgrade: %s", u2.Err)
 	}
-	if err := demotest.WaitExit(u2.OldPid, hungExit); err != nil {
+	if err := upgradertest.WaitExit(u2.OldPid, hungExit); err != nil {
 		t.Fatalf("the second old process is held by its hung task: %v", err)
 	}
 	if r := p.Root(t); r.Pid != u2.NewPid {
@@ -121,11 +122,11 @@ func TestHungTaskAtStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	if err := demotest.WaitExit(pid, hungExit); err != nil {
+	if err := upgradertest.WaitExit(pid, hungExit); err != nil {
 		t.Fatalf("the process is held by its hung task: %v\n%s", err, p.Logs)
 	}
 	t.Logf("the process exited %v after SIGTERM", time.Since(stopped).Round(time.Millisecond))
-	line, err := p.Logs.Wait(time.Second, demotest.Match{Msg: "worker: run abandoned: it did not return within the stop timeout", Pid: pid})
+	line, err := p.Logs.Wait(time.Second, upgradertest.Match{Msg: "worker: run abandoned: it did not return within the stop timeout", Pid: pid})
 	if err != nil || line.Fields["task"] != "hung-00000" {
 		t.Errorf("the abandoned run was not reported: %v %q", err, line.Raw)
 	}
@@ -142,7 +143,7 @@ func TestRestoreClampsFarDueTimes(t *testing.T) {
 	stopAndWait(t, first)
 
 	p := demotest.StartEnv(t, nil, demoV1, dir, "-tasks", "2", "-task-interval", "50ms", "-state-file", stateFile)
-	if _, err := p.Logs.Wait(5*time.Second, demotest.Match{Msg: "worker: restored snapshot"}); err != nil {
+	if _, err := p.Logs.Wait(5*time.Second, upgradertest.Match{Msg: "worker: restored snapshot"}); err != nil {
 		t.Fatalf("the state file was not restored: %v\n%s", err, p.Logs)
 	}
 	deadline := time.Now().Add(5 * time.Second)
