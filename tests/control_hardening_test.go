@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // TestCLISilentControlClient: a client connected to the control socket that
@@ -43,7 +44,7 @@ func TestCLISilentControlClient(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("upgrade %d with a silent control client: exit %d after %v\n%s%s", i, code, time.Since(start), out, errOut)
 		}
-		if demotest.Alive(old) {
+		if upgradertest.Alive(old) {
 			t.Fatalf("upgrade %d: old pid %d still alive after baton upgrade --wait returned", i, old)
 		}
 		t.Logf("upgrade %d with a silent control client: %v", i, time.Since(start))
