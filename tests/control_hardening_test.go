@@ -220,8 +220,7 @@ func TestCLIChecksServerUid(t *testing.T) {
 				args, code, out, errOut)
 		}
 	}
-	p := &demotest.Proc{Addr: addr}
-	if got := p.Root(t); got.Generation != 0 {
+	if got := rootAt(t, addr); got.Generation != 0 {
 		t.Errorf("a command reached the other user's service: generation %d", got.Generation)
 	}
 	if strings.Contains(d.log(), "upgrade started") {

@@ -2,8 +2,10 @@ package tests
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonhq/baton/tests/demotest"
 )
 
 // rawDemo is one baton-demo process started directly, for the tests that
@@ -182,4 +186,20 @@ func (d *rawDemo) log() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return strings.Join(d.lines, "\n")
+}
+
+// rootAt asks GET / of the baton-demo serving at addr, on a new connection.
+func rootAt(t *testing.T, addr string) demotest.RootReply {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r demotest.RootReply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /: status %d, %v", resp.StatusCode, err)
+	}
+	return r
 }

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/batonhq/baton/tests/demotest"
 )
 
 // halfRequest opens a connection to addr and sends a request without the
@@ -37,11 +35,11 @@ func TestStateFileWrittenAfterForcedDrain(t *testing.T) {
 	file := filepath.Join(dir, "state")
 	args := []string{"-addr", "127.0.0.1:0", "-state-file", file, "-drain", "2s"}
 	d := startRawDemo(t, nil, demoV1, dir, args...)
-	p := &demotest.Proc{Addr: d.serving(t)}
+	addr := d.serving(t)
 	for i := 0; i < 3; i++ {
-		p.Root(t)
+		rootAt(t, addr)
 	}
-	halfRequest(t, p.Addr)
+	halfRequest(t, addr)
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +58,7 @@ func TestStateFileWrittenAfterForcedDrain(t *testing.T) {
 	}
 
 	again := startRawDemo(t, nil, demoV1, dir, args...)
-	p = &demotest.Proc{Addr: again.serving(t)}
-	if got := p.Root(t); got.Hits != 4 {
+	if got := rootAt(t, again.serving(t)); got.Hits != 4 {
 		t.Errorf("hits %d after restarting from the state file, want 4: the state written at the stop was not the last", got.Hits)
 	}
 }
