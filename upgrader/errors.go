@@ -23,6 +23,12 @@ var (
 	ErrParentRunning = errors.New("upgrader: previous generation is still draining")
 	// ErrClosed means the upgrader was shut down or closed.
 	ErrClosed = errors.New("upgrader: closed")
+	// ErrStateFile means the state file could not be written. From
+	// Shutdown it means the state of this run is lost (the previous file,
+	// if any, is left as it was): the process should exit with a failure
+	// status so that its supervisor and operator learn it. The error says
+	// why: fix that (the directory, the space, a participant's Freeze).
+	ErrStateFile = errors.New("upgrader: state file not written")
 
 	// ErrStartFailed means the new binary could not be started.
 	ErrStartFailed = errors.New("upgrader: new process could not be started")

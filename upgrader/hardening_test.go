@@ -101,7 +101,8 @@ func TestShutdownWritesStateFileAfterForcedDrain(t *testing.T) {
 	if err := u.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown with a half-sent request: %v, want the deadline", err)
 	}
-	reg, _ := state.NewRegistry(state.Options{})
+	// The file also holds the upgrader's own sections.
+	reg, _ := state.NewRegistry(state.Options{UnknownSections: state.IgnoreUnknown})
 	var got struct{ N int }
 	if err := reg.Register(state.JSON("test.value", 1, &got, nil)); err != nil {
 		t.Fatal(err)
@@ -265,6 +266,47 @@ func TestControlPathRefused(t *testing.T) {
 			case before != nil && (after == nil || !os.SameFile(before, after)):
 				t.Errorf("the %s at the control path was replaced or removed", tt.name)
 			}
+		})
+	}
+}
+
+// TestShutdownStateFileFailure: a final state file that cannot be written
+// (its directory is gone) is Shutdown's error, ErrStateFile, also when the
+// drain ran out its deadline first.
+func TestShutdownStateFileFailure(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, slow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slow=%v", slow), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "gone")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			u, _ := newTestUpgrader(t, Options{StateFile: filepath.Join(dir, "state"), IdleGrace: 20 * time.Millisecond})
+			ln, err := u.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.Serve(&http.Server{}, ln)
+			if err := u.Ready(); err != nil {
+				t.Fatal(err)
+			}
+			if slow {
+				c := halfRequest(t, ln.Addr().String())
+				defer c.Close()
+			}
+			if err := os.Remove(dir); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			err = u.Shutdown(ctx)
+			if !errors.Is(err, ErrStateFile) {
+				t.Fatalf("Shutdown: %v, want ErrStateFile", err)
+			}
+			if slow != errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Shutdown: %v; the deadline is part of it only if the drain ran out", err)
+			}
+			t.Log(err)
 		})
 	}
 }
