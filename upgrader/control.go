@@ -31,6 +31,14 @@ const ControlVersion = 1
 // maxControlRequest bounds a request line.
 const maxControlRequest = 64 << 10
 
+// Deadlines of a control connection, so that no client, silent or not
+// reading, holds a goroutine of the control server, and so the process's
+// exit, for longer.
+const (
+	controlReadTimeout  = 10 * time.Second // to send the request line
+	controlWriteTimeout = 5 * time.Second  // to take each reply line
+)
+
 // Commands of a ControlRequest.
 const (
 	CommandStatus  = "status"  // reply: one ReplyStatus
@@ -167,32 +175,80 @@ func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 // started has ended: each connection's, and each upgrade a connection
 // started without waiting for it. release, which closes ln and stops any
 // upgrade, waits for serveControl, so none outlives Shutdown or Close.
+//
+// Once ln is closed (the process stops or has handed over), a client still
+// sending its request is cut off at once rather than at its read deadline:
+// a client that connected and said nothing would otherwise hold the old
+// process's exit for controlReadTimeout. Requests already read are
+// answered; each reply line has controlWriteTimeout to be taken.
 func (u *Upgrader) serveControl(ln net.Listener) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	reading := &controlReads{conns: make(map[net.Conn]struct{})}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				u.log.Error("control socket stopped", "err", err)
 			}
+			reading.stop()
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			u.handleControl(c, &wg)
+			u.handleControl(c, reading, &wg)
 		}()
+	}
+}
+
+// controlReads are the control connections still reading their request.
+type controlReads struct {
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	stopped bool
+}
+
+// begin arms c's read deadline for the request, unless the server has
+// stopped: then it reports false. The deadline is set under the lock so
+// that stop's cut-off cannot be overwritten by it.
+func (r *controlReads) begin(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return false
+	}
+	c.SetReadDeadline(time.Now().Add(controlReadTimeout))
+	r.conns[c] = struct{}{}
+	return true
+}
+
+// end reports whether the request was read before the server stopped.
+func (r *controlReads) end(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, c)
+	return !r.stopped
+}
+
+// stop ends every read in flight and refuses later ones.
+func (r *controlReads) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
+	for c := range r.conns {
+		c.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
 // handleControl answers one connection. An upgrade that outlives the reply
 // runs in a goroutine counted in wg.
-func (u *Upgrader) handleControl(c net.Conn, wg *sync.WaitGroup) {
+func (u *Upgrader) handleControl(c net.Conn, reading *controlReads, wg *sync.WaitGroup) {
 	enc := json.NewEncoder(c)
 	reply := func(r ControlReply) error {
 		r.Version, r.Pid = ControlVersion, os.Getpid()
+		c.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 		return enc.Encode(r)
 	}
 	fail := func(code, format string, args ...any) {
@@ -207,10 +263,20 @@ func (u *Upgrader) handleControl(c net.Conn, wg *sync.WaitGroup) {
 		fail(CodeForbidden, "uid %d may not control this service: only root and uid %d may", uid, os.Getuid())
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	stopping := func() {
+		fail(CodeBusy, "this process is stopping or has handed over: retry, the control socket is served by its successor if there is one")
+	}
+	if !reading.begin(c) {
+		stopping()
+		return
+	}
 	// The buffer holds a whole request: ReadSlice fails with ErrBufferFull
 	// once a line outgrows it.
 	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest+1), maxControlRequest+1).ReadSlice('\n')
+	if !reading.end(c) && err != nil {
+		stopping()
+		return
+	}
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxControlRequest {
 			fail(CodeBadRequest, "request longer than %d bytes", maxControlRequest)

@@ -6,6 +6,7 @@ package upgrader
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -183,6 +184,17 @@ func TestControlSilentClientDoesNotHoldShutdown(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("Shutdown still waiting for a silent control client after 5 s")
 		<-done
+	}
+	// It was told why, and the connection is closed.
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(silent)
+	line, err := br.ReadBytes('\n')
+	var r ControlReply
+	if err != nil || json.Unmarshal(line, &r) != nil || r.Type != ReplyError || r.Code != CodeBusy {
+		t.Fatalf("the silent client got %q, %v; want a busy error", line, err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the reply: %v, want EOF", err)
 	}
 }
 
