@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -149,15 +152,11 @@ func (u *Upgrader) Status() Status {
 }
 
 // listenControl takes the control socket: inherited from the previous
-// generation, or created with mode 0600. A socket file left by a process
-// that died is removed first, but one that answers is not.
+// generation, or created with mode 0600 (see prepareControlPath).
 func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 	if !u.tf.HasParent() {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s: another process is serving it", path)
-		} else if _, serr := os.Stat(path); serr == nil {
-			os.Remove(path)
+		if err := u.prepareControlPath(path); err != nil {
+			return nil, err
 		}
 	}
 	ln, err := u.Listen("unix", path)
@@ -168,6 +167,68 @@ func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	return ln, nil
+}
+
+// prepareControlPath checks that a control socket may be created at path,
+// and removes what is there only if it is a socket nobody answers on (left
+// by a process that died). It refuses a directory that others can write or
+// that belongs to another user (who could take the path first, or swap the
+// file between the check and the removal) and anything at the path that is
+// not a socket, or a socket that is served or cannot be tried.
+func (u *Upgrader) prepareControlPath(path string) error {
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrControlSocket, path, err)
+	}
+	if perm := di.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%w: %s: its directory %s is writable by other users (mode %04o), who could take the path first: "+
+			"put the socket in a directory only its owner can write, such as a RuntimeDirectory under /run", ErrControlSocket, path, dir, uint32(perm))
+	}
+	if st, ok := di.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("%w: %s: its directory %s belongs to uid %d, who could replace the socket: "+
+			"put it in a directory of this user (uid %d) or root", ErrControlSocket, path, dir, st.Uid, os.Getuid())
+	}
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrControlSocket, err)
+	case fi.Mode()&fs.ModeSocket == 0:
+		return fmt.Errorf("%w: %s exists and is not a socket (%s): refusing to replace it; remove it or choose another path",
+			ErrControlSocket, path, fileKind(fi.Mode()))
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %s: another process is serving it", ErrControlSocket, path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w: %s: cannot tell whether a process serves it: %w", ErrControlSocket, path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("%w: removing the stale socket: %w", ErrControlSocket, err)
+	}
+	u.log.Info("removed a stale control socket that nobody answered on", "path", path)
+	return nil
+}
+
+// fileKind names what a file mode describes, for an error message.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return m.Type().String()
 }
 
 // serveControl accepts control connections until ln is closed. The caller

@@ -23,6 +23,12 @@ var (
 	ErrParentRunning = errors.New("upgrader: previous generation is still draining")
 	// ErrClosed means the upgrader was shut down or closed.
 	ErrClosed = errors.New("upgrader: closed")
+	// ErrControlSocket means the control socket cannot be created at
+	// Options.ControlSocket: its directory is open to other users, the
+	// path holds something that is not a stale socket, or another process
+	// serves it. Nothing at the path was changed; the error says what to
+	// do.
+	ErrControlSocket = errors.New("upgrader: control socket refused")
 	// ErrStateFile means the state file could not be written. From
 	// Shutdown it means the state of this run is lost (the previous file,
 	// if any, is left as it was): the process should exit with a failure

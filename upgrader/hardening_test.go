@@ -246,6 +246,13 @@ func TestControlPathRefused(t *testing.T) {
 			ln.SetUnlinkOnClose(false)
 			ln.Close()
 		}},
+		{name: "served", prepare: func(t *testing.T, dir, path string) {
+			ln, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+		}},
 		{name: "free", ok: true, prepare: func(t *testing.T, dir, path string) {}},
 	}
 	for _, tt := range tests {
@@ -266,9 +273,11 @@ func TestControlPathRefused(t *testing.T) {
 				controlStatus(t, path)
 				return
 			}
-			if err == nil {
-				u.Close()
-				t.Fatalf("control socket at a %s: accepted", tt.name)
+			if !errors.Is(err, ErrControlSocket) {
+				if err == nil {
+					u.Close()
+				}
+				t.Fatalf("control socket at a %s: %v, want ErrControlSocket", tt.name, err)
 			}
 			t.Logf("%s: %v", tt.name, err)
 			after, _ := os.Lstat(path)

@@ -81,7 +81,11 @@ type Options struct {
 	// ControlSocket, if set, is the path of a Unix socket on which the
 	// baton command asks for the status and triggers upgrades. It is
 	// created with mode 0600 and handed over like any listener; only root
-	// and this process's user are served.
+	// and this process's user are served. Its directory must be writable by
+	// its owner only, who must be this process's user or root (a
+	// RuntimeDirectory under /run is); a socket left there by a process
+	// that died is replaced, anything else at the path is refused with
+	// ErrControlSocket.
 	ControlSocket string
 
 	// ListenConfig creates listeners that are not inherited. Nil means the

@@ -5,7 +5,8 @@
 //	baton status --socket /run/demo/control.sock
 //
 // Exit status: 0 success, 1 the upgrade failed, 2 usage error, 3 the
-// service cannot be reached.
+// service cannot be reached (or its control socket is served by another
+// user, to whom baton sends nothing).
 package main
 
 import (
@@ -48,7 +49,8 @@ The service is reached through its control socket (--socket, or the
 BATON_SOCKET environment variable), or, with less detail, through its pid file.
 
 Exit status: 0 success, 1 the upgrade failed, 2 usage error,
-3 the service cannot be reached.
+3 the service cannot be reached (or its control socket is served by
+another user than you or root: baton sends it nothing).
 `
 
 func main() {
@@ -229,6 +231,9 @@ func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlRep
 		return fmt.Errorf("cannot reach the service: %w (is it running with its control socket at %s?)", err, socket)
 	}
 	defer c.Close()
+	if err := checkServer(c, socket); err != nil {
+		return err
+	}
 	req.Version = upgrader.ControlVersion
 	// A service that refuses the client replies and closes at once, so a
 	// failed write is reported only if no reply explains it.
