@@ -181,6 +181,19 @@ func (d *rawDemo) exitCode(timeout time.Duration) (code int, ok bool) {
 	return 0, true
 }
 
+// terminate sends SIGTERM and returns the exit status.
+func (d *rawDemo) terminate(t *testing.T) int {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	code, exited := d.exitCode(30 * time.Second)
+	if !exited {
+		t.Fatalf("baton-demo still running 30 s after SIGTERM\n%s", d.log())
+	}
+	return code
+}
+
 // log returns what the process wrote so far.
 func (d *rawDemo) log() string {
 	d.mu.Lock()

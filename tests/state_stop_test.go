@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -40,13 +39,7 @@ func TestStateFileWrittenAfterForcedDrain(t *testing.T) {
 		rootAt(t, addr)
 	}
 	halfRequest(t, addr)
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	code, exited := d.exitCode(30 * time.Second)
-	if !exited {
-		t.Fatalf("baton-demo still running 30 s after SIGTERM\n%s", d.log())
-	}
+	code := d.terminate(t)
 	if _, err := d.waitLog(time.Second, `msg="drain deadline reached: closed connections"`); err != nil {
 		t.Errorf("the drain was not forced, the test proves nothing: %v", err)
 	}
@@ -87,14 +80,7 @@ func TestStateFileFailureExitsNonZero(t *testing.T) {
 			if slow {
 				halfRequest(t, addr)
 			}
-			if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			code, exited := d.exitCode(30 * time.Second)
-			if !exited {
-				t.Fatalf("baton-demo still running 30 s after SIGTERM\n%s", d.log())
-			}
-			if code == 0 {
+			if code := d.terminate(t); code == 0 {
 				t.Errorf("exit 0 although the state file could not be written\n%s", d.log())
 			}
 			if _, err := d.waitLog(time.Second, "level=ERROR", `msg="state file not written"`); err != nil {

@@ -82,20 +82,9 @@ func TestFinalCountsOverMessageSize(t *testing.T) {
 func TestShutdownWritesStateFileAfterForcedDrain(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	file := filepath.Join(t.TempDir(), "state")
-	u, _ := newTestUpgrader(t, Options{StateFile: file, IdleGrace: 20 * time.Millisecond})
 	v := struct{ N int }{N: 7}
-	if err := u.State().Register(state.JSON("test.value", 1, &v, nil)); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := u.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Serve(&http.Server{}, ln)
-	if err := u.Ready(); err != nil {
-		t.Fatal(err)
-	}
-	c := halfRequest(t, ln.Addr().String())
+	u, addr := stoppingServer(t, file, state.JSON("test.value", 1, &v, nil))
+	c := halfRequest(t, addr)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -114,6 +103,28 @@ func TestShutdownWritesStateFileAfterForcedDrain(t *testing.T) {
 	if got.N != 7 {
 		t.Fatalf("state file holds %+v, want N 7", got)
 	}
+}
+
+// stoppingServer returns a ready Upgrader with state file file and the
+// participants ps, serving HTTP on the address it returns, whose drain
+// closes quiet connections after 20 ms.
+func stoppingServer(t *testing.T, file string, ps ...state.Participant) (*Upgrader, string) {
+	t.Helper()
+	u, _ := newTestUpgrader(t, Options{StateFile: file, IdleGrace: 20 * time.Millisecond})
+	for _, p := range ps {
+		if err := u.State().Register(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := u.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Serve(&http.Server{}, ln)
+	if err := u.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	return u, ln.Addr().String()
 }
 
 // halfRequest connects to addr, has a first request answered (so that the
@@ -302,17 +313,9 @@ func TestShutdownStateFileFailure(t *testing.T) {
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			u, _ := newTestUpgrader(t, Options{StateFile: filepath.Join(dir, "state"), IdleGrace: 20 * time.Millisecond})
-			ln, err := u.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			u.Serve(&http.Server{}, ln)
-			if err := u.Ready(); err != nil {
-				t.Fatal(err)
-			}
+			u, addr := stoppingServer(t, filepath.Join(dir, "state"))
 			if slow {
-				c := halfRequest(t, ln.Addr().String())
+				c := halfRequest(t, addr)
 				defer c.Close()
 			}
 			if err := os.Remove(dir); err != nil {
@@ -320,7 +323,7 @@ func TestShutdownStateFileFailure(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			err = u.Shutdown(ctx)
+			err := u.Shutdown(ctx)
 			if !errors.Is(err, ErrStateFile) {
 				t.Fatalf("Shutdown: %v, want ErrStateFile", err)
 			}
