@@ -41,14 +41,14 @@ func (u *Upgrader) writeStateFile(ctx context.Context, thaw bool) error {
 	u.stateMu.Lock()
 	defer u.stateMu.Unlock()
 	if err := u.reg.Freeze(ctx); err != nil {
-		return fmt.Errorf("%w: %s: freeze: %w", ErrStateFile, u.opts.StateFile, err)
+		return fmt.Errorf("write state file: freeze: %w: %w", err, ErrStateFile)
 	}
 	if thaw {
 		defer u.reg.Thaw()
 	}
 	n, err := state.WriteFile(u.opts.StateFile, u.reg)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrStateFile, err)
+		return fmt.Errorf("write state file: %w: %w", err, ErrStateFile)
 	}
 	u.log.Info("state file written", "path", u.opts.StateFile, "bytes", n, "took", time.Since(start))
 	return nil
