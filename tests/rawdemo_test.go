@@ -27,6 +27,7 @@ type rawDemo struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once Wait returned
 	err    error         // Wait's error, set before exited is closed
+	logged chan struct{} // closed once the log pipe ended
 
 	mu      sync.Mutex
 	lines   []string
@@ -54,6 +55,7 @@ func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args 
 	}
 	w.Close()
 	logged := make(chan struct{})
+	d.logged = logged
 	go func() {
 		defer close(logged)
 		defer r.Close()
@@ -163,13 +165,18 @@ func (d *rawDemo) serving(t *testing.T) string {
 	return m[1]
 }
 
-// exitCode waits for the process to exit and returns its exit status; ok is
-// false if it was still running after timeout.
+// exitCode waits for the process to exit, and for the rest of its log,
+// and returns its exit status; ok is false if it was still running after
+// timeout.
 func (d *rawDemo) exitCode(timeout time.Duration) (code int, ok bool) {
 	select {
 	case <-d.exited:
 	case <-time.After(timeout):
 		return 0, false
+	}
+	select {
+	case <-d.logged:
+	case <-time.After(timeout):
 	}
 	var ee *exec.ExitError
 	if errors.As(d.err, &ee) {
