@@ -231,6 +231,30 @@ func fileKind(m fs.FileMode) string {
 	return m.Type().String()
 }
 
+// DialControl connects to the control socket at path, as a client such as
+// the baton command does, and checks who serves it before anything is sent:
+// a server that is neither this user nor root (another user who took the
+// path first) is refused with ErrControlServer, and nothing is sent.
+// SO_PEERCRED gives the credentials of the process that called listen: on a
+// socket handed over across upgrades, the first generation, which runs as
+// the same user as the others.
+func DialControl(path string) (*net.UnixConn, error) {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	uid, pid, ok, err := peerAllowed(c)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cannot check who serves %s: %w", path, err)
+	}
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s is served by uid %d (pid %d), not by you (uid %d) or root", ErrControlServer, path, uid, pid, os.Getuid())
+	}
+	return c, nil
+}
+
 // serveControl accepts control connections until ln is closed. The caller
 // owns the goroutine; serveControl returns only once every goroutine it
 // started has ended: each connection's, and each upgrade a connection

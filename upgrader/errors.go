@@ -29,6 +29,10 @@ var (
 	// serves it. Nothing at the path was changed; the error says what to
 	// do.
 	ErrControlSocket = errors.New("upgrader: control socket refused")
+	// ErrControlServer means DialControl refused a control socket served
+	// by a process of another user than the caller's or root: whoever could
+	// create the path first would otherwise receive the commands.
+	ErrControlServer = errors.New("upgrader: control socket served by another user; refusing to talk to it")
 	// ErrStateFile means the state file could not be written. From
 	// Shutdown it means the state of this run is lost (the previous file,
 	// if any, is left as it was): the process should exit with a failure

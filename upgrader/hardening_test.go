@@ -150,10 +150,11 @@ func halfRequest(t *testing.T, addr string) net.Conn {
 	return c
 }
 
-// controlStatus asks for the status on the control socket at path.
+// controlStatus asks for the status on the control socket at path, through
+// DialControl, which accepts a server of this user.
 func controlStatus(t *testing.T, path string) {
 	t.Helper()
-	c, err := net.Dial("unix", path)
+	c, err := DialControl(path)
 	if err != nil {
 		t.Fatal(err)
 	}

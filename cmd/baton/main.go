@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -226,14 +225,14 @@ func describeEvent(e upgrader.Event) string {
 
 // call sends req on the control socket and hands each reply line to f.
 func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlReply)) error {
-	c, err := net.Dial("unix", socket)
+	c, err := upgrader.DialControl(socket)
+	if errors.Is(err, upgrader.ErrControlServer) {
+		return fmt.Errorf("%w: another user may have taken the path; check it and the service's directory", err)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot reach the service: %w (is it running with its control socket at %s?)", err, socket)
 	}
 	defer c.Close()
-	if err := checkServer(c, socket); err != nil {
-		return err
-	}
 	req.Version = upgrader.ControlVersion
 	// A service that refuses the client replies and closes at once, so a
 	// failed write is reported only if no reply explains it.
