@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -30,6 +33,14 @@ const ControlVersion = 1
 
 // maxControlRequest bounds a request line.
 const maxControlRequest = 64 << 10
+
+// Deadlines of a control connection, so that no client, silent or not
+// reading, holds a goroutine of the control server, and so the process's
+// exit, for longer.
+const (
+	controlReadTimeout  = 10 * time.Second // to send the request line
+	controlWriteTimeout = 5 * time.Second  // to take each reply line
+)
 
 // Commands of a ControlRequest.
 const (
@@ -141,15 +152,11 @@ func (u *Upgrader) Status() Status {
 }
 
 // listenControl takes the control socket: inherited from the previous
-// generation, or created with mode 0600. A socket file left by a process
-// that died is removed first, but one that answers is not.
+// generation, or created with mode 0600 (see prepareControlPath).
 func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 	if !u.tf.HasParent() {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("control socket %s: another process is serving it", path)
-		} else if _, serr := os.Stat(path); serr == nil {
-			os.Remove(path)
+		if err := u.prepareControlPath(path); err != nil {
+			return nil, err
 		}
 	}
 	ln, err := u.Listen("unix", path)
@@ -162,37 +169,171 @@ func (u *Upgrader) listenControl(path string) (net.Listener, error) {
 	return ln, nil
 }
 
+// prepareControlPath checks that a control socket may be created at path,
+// and removes what is there only if it is a socket nobody answers on (left
+// by a process that died). It refuses a directory that others can write or
+// that belongs to another user (who could take the path first, or swap the
+// file between the check and the removal) and anything at the path that is
+// not a socket, or a socket that is served or cannot be tried.
+func (u *Upgrader) prepareControlPath(path string) error {
+	dir := filepath.Dir(path)
+	di, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrControlSocket, path, err)
+	}
+	if perm := di.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%w: %s: its directory %s is writable by other users (mode %04o), who could take the path first: "+
+			"put the socket in a directory only its owner can write, such as a RuntimeDirectory under /run", ErrControlSocket, path, dir, uint32(perm))
+	}
+	if st, ok := di.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("%w: %s: its directory %s belongs to uid %d, who could replace the socket: "+
+			"put it in a directory of this user (uid %d) or root", ErrControlSocket, path, dir, st.Uid, os.Getuid())
+	}
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrControlSocket, err)
+	case fi.Mode()&fs.ModeSocket == 0:
+		return fmt.Errorf("%w: %s exists and is not a socket (%s): refusing to replace it; remove it or choose another path",
+			ErrControlSocket, path, fileKind(fi.Mode()))
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %s: another process is serving it", ErrControlSocket, path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w: %s: cannot tell whether a process serves it: %w", ErrControlSocket, path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("%w: removing the stale socket: %w", ErrControlSocket, err)
+	}
+	u.log.Info("removed a stale control socket that nobody answered on", "path", path)
+	return nil
+}
+
+// fileKind names what a file mode describes, for an error message.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return m.Type().String()
+}
+
+// DialControl connects to the control socket at path, as a client such as
+// the baton command does, and checks who serves it before anything is sent:
+// a server that is neither this user nor root (another user who took the
+// path first) is refused with ErrControlServer, and nothing is sent.
+// SO_PEERCRED gives the credentials of the process that called listen: on a
+// socket handed over across upgrades, the first generation, which runs as
+// the same user as the others.
+func DialControl(path string) (*net.UnixConn, error) {
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	uid, pid, ok, err := peerAllowed(c)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cannot check who serves %s: %w", path, err)
+	}
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("%w: %s is served by uid %d (pid %d), not by you (uid %d) or root", ErrControlServer, path, uid, pid, os.Getuid())
+	}
+	return c, nil
+}
+
 // serveControl accepts control connections until ln is closed. The caller
 // owns the goroutine; serveControl returns only once every goroutine it
 // started has ended: each connection's, and each upgrade a connection
 // started without waiting for it. release, which closes ln and stops any
 // upgrade, waits for serveControl, so none outlives Shutdown or Close.
+//
+// Once ln is closed (the process stops or has handed over), a client still
+// sending its request is cut off at once rather than at its read deadline:
+// a client that connected and said nothing would otherwise hold the old
+// process's exit for controlReadTimeout. Requests already read are
+// answered; each reply line has controlWriteTimeout to be taken.
 func (u *Upgrader) serveControl(ln net.Listener) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	reading := &controlReads{conns: make(map[net.Conn]struct{})}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				u.log.Error("control socket stopped", "err", err)
 			}
+			reading.stop()
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			u.handleControl(c, &wg)
+			u.handleControl(c, reading, &wg)
 		}()
+	}
+}
+
+// controlReads are the control connections still reading their request.
+type controlReads struct {
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	stopped bool
+}
+
+// begin arms c's read deadline for the request, unless the server has
+// stopped: then it reports false. The deadline is set under the lock so
+// that stop's cut-off cannot be overwritten by it.
+func (r *controlReads) begin(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return false
+	}
+	c.SetReadDeadline(time.Now().Add(controlReadTimeout))
+	r.conns[c] = struct{}{}
+	return true
+}
+
+// end reports whether the request was read before the server stopped.
+func (r *controlReads) end(c net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, c)
+	return !r.stopped
+}
+
+// stop ends every read in flight and refuses later ones.
+func (r *controlReads) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
+	for c := range r.conns {
+		c.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
 // handleControl answers one connection. An upgrade that outlives the reply
 // runs in a goroutine counted in wg.
-func (u *Upgrader) handleControl(c net.Conn, wg *sync.WaitGroup) {
+func (u *Upgrader) handleControl(c net.Conn, reading *controlReads, wg *sync.WaitGroup) {
 	enc := json.NewEncoder(c)
 	reply := func(r ControlReply) error {
 		r.Version, r.Pid = ControlVersion, os.Getpid()
+		c.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 		return enc.Encode(r)
 	}
 	fail := func(code, format string, args ...any) {
@@ -207,10 +348,20 @@ func (u *Upgrader) handleControl(c net.Conn, wg *sync.WaitGroup) {
 		fail(CodeForbidden, "uid %d may not control this service: only root and uid %d may", uid, os.Getuid())
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	stopping := func() {
+		fail(CodeBusy, "this process is stopping or has handed over: retry, the control socket is served by its successor if there is one")
+	}
+	if !reading.begin(c) {
+		stopping()
+		return
+	}
 	// The buffer holds a whole request: ReadSlice fails with ErrBufferFull
 	// once a line outgrows it.
 	line, err := bufio.NewReaderSize(io.LimitReader(c, maxControlRequest+1), maxControlRequest+1).ReadSlice('\n')
+	if !reading.end(c) && err != nil {
+		stopping()
+		return
+	}
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxControlRequest {
 			fail(CodeBadRequest, "request longer than %d bytes", maxControlRequest)

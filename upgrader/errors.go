@@ -23,6 +23,22 @@ var (
 	ErrParentRunning = errors.New("upgrader: previous generation is still draining")
 	// ErrClosed means the upgrader was shut down or closed.
 	ErrClosed = errors.New("upgrader: closed")
+	// ErrControlSocket means the control socket cannot be created at
+	// Options.ControlSocket: its directory is open to other users, the
+	// path holds something that is not a stale socket, or another process
+	// serves it. Nothing at the path was changed; the error says what to
+	// do.
+	ErrControlSocket = errors.New("upgrader: control socket refused")
+	// ErrControlServer means DialControl refused a control socket served
+	// by a process of another user than the caller's or root: whoever could
+	// create the path first would otherwise receive the commands.
+	ErrControlServer = errors.New("upgrader: control socket served by another user; refusing to talk to it")
+	// ErrStateFile means the state file could not be written. From
+	// Shutdown it means the state of this run is lost (the previous file,
+	// if any, is left as it was): the process should exit with a failure
+	// status so that its supervisor and operator learn it. The error says
+	// why: fix that (the directory, the space, a participant's Freeze).
+	ErrStateFile = errors.New("upgrader: state file not written")
 
 	// ErrStartFailed means the new binary could not be started.
 	ErrStartFailed = errors.New("upgrader: new process could not be started")

@@ -2,8 +2,10 @@ package upgrader
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -184,6 +186,36 @@ func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn,
 	return conn, nil
 }
 
+// readFinalStream reads the final counts that did not fit a datagram from
+// the stream socket that came with the message: exactly size bytes of JSON.
+// It closes every file.
+func readFinalStream(files []*os.File, size int64) (map[string]uint64, error) {
+	if len(files) != 1 {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, fmt.Errorf("%w: final message of %d bytes with %d files, want 1", ErrHandshake, size, len(files))
+	}
+	conn, err := fileUnixConn(files[0])
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(finalTimeout))
+	b, err := io.ReadAll(io.LimitReader(conn, size))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) != size {
+		return nil, fmt.Errorf("%w: final counts: %d of %d bytes", ErrHandshake, len(b), size)
+	}
+	var counts map[string]uint64
+	if err := json.Unmarshal(b, &counts); err != nil {
+		return nil, fmt.Errorf("%w: final counts: %v", ErrHandshake, err)
+	}
+	return counts, nil
+}
+
 // rights returns the files passed in a control message, so that every one
 // of them is closed even if the message is unexpected.
 func rights(oob []byte) []*os.File {
@@ -219,8 +251,21 @@ func (u *Upgrader) parentDied() bool {
 // awaitFinal runs in the new process after Ready until the previous
 // generation has sent its final counts or is gone.
 func (u *Upgrader) awaitFinal(c handoffConn) {
+	oob := make([]byte, unix.CmsgSpace(4*4))
 	for {
-		m, _, err := c.recv(nil)
+		m, oobn, err := c.recv(oob)
+		files := rights(oob[:oobn])
+		if m.Type == msgFinal && err == nil && m.Size > 0 {
+			m.Counters, err = readFinalStream(files, m.Size)
+			files = nil // readFinalStream closed them
+			if err != nil {
+				u.log.Warn("handoff: reading the final counts failed", "err", err, "bytes", m.Size)
+				return
+			}
+		}
+		for _, f := range files {
+			f.Close()
+		}
 		if errors.Is(err, ErrHandshake) {
 			u.log.Warn("handoff: bad message while waiting for the final counts", "err", err)
 			continue

@@ -2,6 +2,7 @@ package upgrader
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -217,13 +218,50 @@ func (s *session) refuse(reason string) {
 	}
 }
 
+// finalTimeout bounds sending the final counts on a stream, and receiving
+// them: the old process's exit waits for it.
+const finalTimeout = 5 * time.Second
+
 // sendFinal sends the new process what the counters counted after the
-// capture: the old process calls it once it has drained.
+// capture: the old process calls it once it has drained. The counts are
+// state, whatever their size: those that do not fit one datagram go on a
+// stream socket of their own, as the snapshot does.
 func (u *Upgrader) sendFinal() {
 	counts := u.counters.sinceCapture()
-	if err := u.own.send(message{Type: msgFinal, Counters: counts}, nil); err != nil {
+	m := message{Type: msgFinal, Counters: counts}
+	var err error
+	if _, encErr := encodeMessage(m); encErr == nil {
+		err = u.own.send(m, nil)
+	} else {
+		err = u.sendFinalStream(counts)
+	}
+	if err != nil {
 		u.log.Warn("handoff: sending the final counts failed", "err", err)
 		return
 	}
 	u.log.Info("final counts sent to the new process", "counters", len(counts))
+}
+
+// sendFinalStream sends a "final" message whose size field gives the length
+// of the counts' JSON, which follows on a stream socket passed with it.
+func (u *Upgrader) sendFinalStream(counts map[string]uint64) error {
+	b, err := json.Marshal(counts)
+	if err != nil {
+		return err
+	}
+	mine, theirs, err := streamPair()
+	if err != nil {
+		return err
+	}
+	defer mine.Close()
+	err = u.own.send(message{Type: msgFinal, Size: int64(len(b))}, unix.UnixRights(int(theirs.Fd())))
+	theirs.Close()
+	if err != nil {
+		return err
+	}
+	mine.SetWriteDeadline(time.Now().Add(finalTimeout))
+	if _, err := mine.Write(b); err != nil {
+		return fmt.Errorf("final counts stream: %w", err)
+	}
+	return nil
 }

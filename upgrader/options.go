@@ -22,6 +22,9 @@ const (
 	// DefaultIdleGrace is how long a keep-alive connection must have been
 	// quiet before a drain closes it.
 	DefaultIdleGrace = time.Second
+	// DefaultStateFileTimeout bounds freezing the participants for the
+	// state file written when the process stops.
+	DefaultStateFileTimeout = 10 * time.Second
 )
 
 // Options control an Upgrader. The zero value works.
@@ -64,6 +67,12 @@ type Options struct {
 	// Each write freezes the participants briefly.
 	StateFileInterval time.Duration
 
+	// StateFileTimeout bounds freezing the participants for the state
+	// file written when the process stops. It is a budget of its own,
+	// counted from the end of the drain: a drain that ran out its deadline
+	// does not also cost the state. Zero means DefaultStateFileTimeout.
+	StateFileTimeout time.Duration
+
 	// RefuseCorruptStateFile makes Restore fail when StateFile exists but
 	// cannot be used. By default the file is moved aside, the failure is
 	// logged and the process starts fresh.
@@ -72,7 +81,11 @@ type Options struct {
 	// ControlSocket, if set, is the path of a Unix socket on which the
 	// baton command asks for the status and triggers upgrades. It is
 	// created with mode 0600 and handed over like any listener; only root
-	// and this process's user are served.
+	// and this process's user are served. Its directory must be writable by
+	// its owner only, who must be this process's user or root (a
+	// RuntimeDirectory under /run is); a socket left there by a process
+	// that died is replaced, anything else at the path is refused with
+	// ErrControlSocket.
 	ControlSocket string
 
 	// ListenConfig creates listeners that are not inherited. Nil means the
@@ -86,6 +99,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.StateFileTimeout <= 0 {
+		o.StateFileTimeout = DefaultStateFileTimeout
 	}
 	if o.IdleGrace <= 0 {
 		o.IdleGrace = DefaultIdleGrace

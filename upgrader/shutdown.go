@@ -15,6 +15,11 @@ import (
 // open at the deadline are closed, logged and counted, and Shutdown returns
 // ctx.Err(). After a successful upgrade the listeners live on in the new
 // process; otherwise Unix socket files are removed.
+//
+// A stop that is not an upgrade then writes Options.StateFile, whatever the
+// drain did: freezing has its own Options.StateFileTimeout. If the file
+// cannot be written the error wraps ErrStateFile (joined with ctx.Err() if
+// the drain ran out too), and the process should exit with a failure.
 func (u *Upgrader) Shutdown(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -51,17 +56,18 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	if u.metrics != nil {
 		u.metrics.drainDuration.Observe(d.Seconds())
 	}
+	var stateErr error
 	if u.isUpgraded() {
 		u.sendFinal()
-	} else if err := u.writeStateFile(ctx, false); err != nil {
-		u.log.Error("state file not written", "err", err)
-		errs = append(errs, err)
+	} else if stateErr = u.writeFinalStateFile(ctx); stateErr != nil {
+		u.log.Error("state file not written", "path", u.opts.StateFile, "err", stateErr)
+		errs = append(errs, stateErr)
 	}
 	u.release()
 
 	u.log.Info("drained", "duration", d, "forced_connections", forced)
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return errors.Join(ctx.Err(), stateErr)
 	}
 	return errors.Join(errs...)
 }

@@ -41,17 +41,27 @@ func (u *Upgrader) writeStateFile(ctx context.Context, thaw bool) error {
 	u.stateMu.Lock()
 	defer u.stateMu.Unlock()
 	if err := u.reg.Freeze(ctx); err != nil {
-		return fmt.Errorf("write state file: %w", err)
+		return fmt.Errorf("write state file: freeze: %w: %w", err, ErrStateFile)
 	}
 	if thaw {
 		defer u.reg.Thaw()
 	}
 	n, err := state.WriteFile(u.opts.StateFile, u.reg)
 	if err != nil {
-		return fmt.Errorf("write state file: %w", err)
+		return fmt.Errorf("write state file: %w: %w", err, ErrStateFile)
 	}
 	u.log.Info("state file written", "path", u.opts.StateFile, "bytes", n, "took", time.Since(start))
 	return nil
+}
+
+// writeFinalStateFile writes the state file of a stop. Freezing runs under
+// a budget of its own, not the drain's context: the drain may have spent
+// all of that on a slow client, and the participants freeze the same way
+// whatever the drain did.
+func (u *Upgrader) writeFinalStateFile(drainCtx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(drainCtx), u.opts.StateFileTimeout)
+	defer cancel()
+	return u.writeStateFile(ctx, false)
 }
 
 // statePeriodically writes the state file every interval until stop closes.

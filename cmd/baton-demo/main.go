@@ -295,7 +295,10 @@ func upgrade(u *upgrader.Upgrader, log *slog.Logger) {
 func shutdown(u *upgrader.Upgrader, drain time.Duration, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	if err := u.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	// A drain that ran out of time is logged and not a failure; a state
+	// file that was not written is: the state of this run is lost.
+	err := u.Shutdown(ctx)
+	if errors.Is(err, upgrader.ErrStateFile) || err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	log.Info("exiting")

@@ -5,7 +5,8 @@
 //	baton status --socket /run/demo/control.sock
 //
 // Exit status: 0 success, 1 the upgrade failed, 2 usage error, 3 the
-// service cannot be reached.
+// service cannot be reached (or its control socket is served by another
+// user, to whom baton sends nothing).
 package main
 
 import (
@@ -16,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -48,7 +48,8 @@ The service is reached through its control socket (--socket, or the
 BATON_SOCKET environment variable), or, with less detail, through its pid file.
 
 Exit status: 0 success, 1 the upgrade failed, 2 usage error,
-3 the service cannot be reached.
+3 the service cannot be reached (or its control socket is served by
+another user than you or root: baton sends it nothing).
 `
 
 func main() {
@@ -224,7 +225,10 @@ func describeEvent(e upgrader.Event) string {
 
 // call sends req on the control socket and hands each reply line to f.
 func call(socket string, req upgrader.ControlRequest, f func(upgrader.ControlReply)) error {
-	c, err := net.Dial("unix", socket)
+	c, err := upgrader.DialControl(socket)
+	if errors.Is(err, upgrader.ErrControlServer) {
+		return fmt.Errorf("%w: another user may have taken the path; check it and the service's directory", err)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot reach the service: %w (is it running with its control socket at %s?)", err, socket)
 	}
