@@ -19,4 +19,10 @@
 // bounded by the chunk size (1 MiB) for sections at the current version,
 // and by Options.MaxSize for a section being migrated; never by a length
 // read from the input.
+//
+// A panic in a participant's Freeze, Thaw, Capture or Restore is recovered
+// and returned as a *PanicError (ErrParticipantPanicked) naming the
+// participant and the callback, and logged with its stack: a bug in one
+// component fails the handoff instead of killing the process holding the
+// listeners.
 package state

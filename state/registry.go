@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 )
@@ -49,6 +50,11 @@ type Options struct {
 	// application's own release name. At most MaxUserVersion bytes. Empty
 	// means none.
 	UserVersion string
+
+	// Logger receives what the registry reports on its own, such as a
+	// participant's recovered panic with its stack. Nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // A Registry holds the participants whose state moves across an upgrade
@@ -77,6 +83,9 @@ func NewRegistry(opts Options) (*Registry, error) {
 	}
 	if opts.MaxSize == 0 {
 		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	if opts.UnknownSections != FailUnknown && opts.UnknownSections != IgnoreUnknown {
 		return nil, fmt.Errorf("%w: UnknownSections %d is not a policy", ErrInvalidOptions, opts.UnknownSections)
@@ -225,9 +234,10 @@ func (r *Registry) CheckReadable(a Accepts) error {
 }
 
 // Freeze calls each participant's Freeze in registration order, with ctx.
-// If one fails, those already frozen are thawed in reverse order and the
-// error names the participant. Freeze fails with ErrFrozen if the registry
-// is already frozen.
+// If one fails or panics (a *PanicError), those already frozen are thawed in
+// reverse order and the error names the participant; a panic of their Thaw
+// is joined to it. Freeze fails with ErrFrozen if the registry is already
+// frozen.
 func (r *Registry) Freeze(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -236,13 +246,11 @@ func (r *Registry) Freeze(ctx context.Context) error {
 	}
 	for i, p := range r.parts {
 		if err := ctx.Err(); err != nil {
-			r.thawLocked()
-			return fmt.Errorf("freeze %q: %w", p.Name, err)
+			return errors.Join(fmt.Errorf("freeze %q: %w", p.Name, err), r.thawLocked())
 		}
 		if p.Freeze != nil {
-			if err := p.Freeze(ctx); err != nil {
-				r.thawLocked()
-				return fmt.Errorf("freeze %q: %w", p.Name, err)
+			if err := call(r.opts.Logger, p.Name, "Freeze", func() error { return p.Freeze(ctx) }); err != nil {
+				return errors.Join(fmt.Errorf("freeze %q: %w", p.Name, err), r.thawLocked())
 			}
 		}
 		r.frozen = append(r.frozen, i)
@@ -253,21 +261,26 @@ func (r *Registry) Freeze(ctx context.Context) error {
 
 // Thaw calls Thaw on every frozen participant, in reverse order of
 // freezing. Without a successful Freeze it does nothing, so it is safe to
-// call on every abort path.
-func (r *Registry) Thaw() {
+// call on every abort path. A Thaw that panics does not stop the others:
+// the registry is thawed whatever happens, and the error joins one
+// *PanicError per panic (nil if none did). It only reports: the caller
+// has nothing to undo.
+func (r *Registry) Thaw() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.thawLocked()
+	return r.thawLocked()
 }
 
-func (r *Registry) thawLocked() {
+func (r *Registry) thawLocked() error {
+	var errs []error
 	for i := len(r.frozen) - 1; i >= 0; i-- {
 		if p := r.parts[r.frozen[i]]; p.Thaw != nil {
-			p.Thaw()
+			errs = append(errs, call(r.opts.Logger, p.Name, "Thaw", func() error { p.Thaw(); return nil }))
 		}
 	}
 	r.frozen = r.frozen[:0]
 	r.isFrozen = false
+	return errors.Join(errs...)
 }
 
 // WriteSnapshot captures every participant, in registration order, into a
@@ -289,7 +302,10 @@ func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer) (int64, error
 		return e.off, fmt.Errorf("write snapshot header: %w", err)
 	}
 	for _, p := range r.parts {
-		if _, err := e.section(p.Name, p.Version, p.Capture); err != nil {
+		capture := func(w io.Writer) error {
+			return call(r.opts.Logger, p.Name, "Capture", func() error { return p.Capture(w) })
+		}
+		if _, err := e.section(p.Name, p.Version, capture); err != nil {
 			return e.off, fmt.Errorf("write section %q: %w", p.Name, err)
 		}
 	}
@@ -423,7 +439,7 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 		if err != nil {
 			return d.fail(fmt.Errorf("section %q: %w", h.name, err))
 		}
-		if err := p.Restore(bytes.NewReader(data)); err != nil {
+		if err := r.restore(p, bytes.NewReader(data)); err != nil {
 			return d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
 		}
 		return nil
@@ -431,7 +447,7 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 	if !restore {
 		return s.discard()
 	}
-	rerr := p.Restore(s)
+	rerr := r.restore(p, s)
 	if d.err != nil {
 		// Restore most likely failed because of this: report the cause.
 		return d.err
@@ -442,4 +458,9 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 	// Restore may stop before the end (a decoder that knows its own
 	// length); the section must still be verified to the end.
 	return s.discard()
+}
+
+// restore calls p's Restore, recovering a panic.
+func (r *Registry) restore(p Participant, rd io.Reader) error {
+	return call(r.opts.Logger, p.Name, "Restore", func() error { return p.Restore(rd) })
 }
