@@ -39,6 +39,7 @@ type recorder struct {
 	calls   int
 	stopAt  int   // if > 0, Restore stops reading after this many bytes
 	fail    error // returned by Restore
+	resets  int   // Reset calls: the undo of a failed snapshot's restores
 }
 
 func (r *recorder) participant() Participant {
@@ -57,6 +58,9 @@ func (r *recorder) participant() Participant {
 			}
 			return r.fail
 		},
+		// A Reset keeps the undo from calling Restore a second time,
+		// which would overwrite what the decoder fed the first one.
+		Reset: func() { r.resets++ },
 	}
 }
 

@@ -15,7 +15,10 @@
 // Invariant: a participant's Restore only ever sees bytes whose checksum
 // has been verified, and ReadSnapshot reports success only if every
 // checksum of the snapshot matched and every participant present in it
-// restored. Snapshots are encoded and decoded as streams: memory use is
+// restored; otherwise it undoes the restores it made (Participant.Reset),
+// so that a process never runs on a mix of restored and initial state. A
+// state file from a newer release (ErrUnknownVersion, ErrUnknownSection,
+// ErrFormatVersion) is not damage: ReadFile keeps it where it is. Snapshots are encoded and decoded as streams: memory use is
 // bounded by the chunk size (1 MiB) for sections at the current version,
 // and by Options.MaxSize for a section being migrated; never by a length
 // read from the input.

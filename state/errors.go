@@ -25,6 +25,13 @@ var (
 	// or Restore panicked. The registry recovered, so the process goes on;
 	// the error is a *PanicError that names the participant and callback.
 	ErrParticipantPanicked = errors.New("state: participant panicked")
+	// ErrPartialRestore means a snapshot failed to restore and the
+	// participants it had already restored could not all be put back (a
+	// Reset panicked, or the copy of a participant's previous state did
+	// not restore): the process holds a mix of restored and initial state
+	// and must not serve on it. The error names the participants left
+	// restored.
+	ErrPartialRestore = errors.New("state: restore failed and could not be undone")
 	// ErrInvalidOptions means NewRegistry was given options it cannot use.
 	ErrInvalidOptions = errors.New("state: invalid options")
 	// ErrFrozen means the call is not allowed while the registry is frozen

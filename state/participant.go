@@ -49,6 +49,23 @@ type Participant struct {
 	// the verified end of the section; any other error, damage
 	// included, means the state is not to be trusted.
 	Restore func(r io.Reader) error
+
+	// Reset puts the component back in the state it had before Restore.
+	// A restore is all or nothing: when a snapshot fails to restore (a
+	// later section is damaged, cannot be migrated, or its Restore fails
+	// or panics), the registry undoes every Restore it called, the failing
+	// one included, last first, so that the process never runs on a mix
+	// of restored and initial state. Reset must therefore work after a
+	// Restore that failed half-way, too.
+	//
+	// Nil means the registry undoes the Restore itself: just before
+	// calling Restore it captures the participant's current state (its
+	// initial state, normally small) into memory, and restores that copy
+	// to undo. That is right for a Restore that replaces the state, as
+	// Restore is meant to; a Restore that adds to what is there (a
+	// counter that counted before Restore) must set Reset instead, or it
+	// would be counted twice.
+	Reset func()
 }
 
 // call runs one callback of participant name and turns a panic into a

@@ -339,11 +339,11 @@ type Info struct {
 // older version is read whole into memory (at most MaxSize), verified,
 // migrated and then given to Restore.
 //
-// On error, the participants before the failing section have been
-// restored: the process must not go on as if the snapshot had been taken
-// over (an upgrade is aborted; see ReadFile for a cold start, which
-// verifies before restoring). Info describes what was read up to the
-// error.
+// A restore is all or nothing. On error every Restore already called, the
+// failing one included, is undone (Participant.Reset), so the participants
+// hold what they held before ReadSnapshot; if an undo fails, the error also
+// wraps ErrPartialRestore and the process must not serve. Info describes
+// what was read up to the error.
 func (r *Registry) ReadSnapshot(rd io.Reader) (Info, error) {
 	return r.readSnapshot(context.Background(), rd, true)
 }
@@ -371,22 +371,26 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 	}
 	info.Format = FormatVersion
 	seen := make(map[string]bool, len(r.parts))
+	var undo undoLog
+	// Any failure past this point undoes the restores made so far.
+	fail := func(err error) (Info, error) {
+		info.Bytes = d.off
+		return info, undo.run(r.opts.Logger, err)
+	}
 	for {
 		h, end, err := d.next()
 		if err != nil {
-			info.Bytes = d.off
-			return info, err
+			return fail(err)
 		}
 		if end {
 			break
 		}
 		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version})
 		s := d.section(h.name)
-		err = r.readSection(&info, h, s, seen, restore)
+		err = r.readSection(&info, h, s, seen, restore, &undo)
 		info.Sections[len(info.Sections)-1].Bytes = s.n
 		if err != nil {
-			info.Bytes = d.off
-			return info, err
+			return fail(err)
 		}
 	}
 	info.Bytes = d.off
@@ -399,7 +403,7 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 }
 
 // readSection reads one section to its end, restoring it if restore is set.
-func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, seen map[string]bool, restore bool) error {
+func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, seen map[string]bool, restore bool, undo *undoLog) error {
 	d := s.d
 	if seen[h.name] {
 		return d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name))
@@ -439,6 +443,9 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 		if err != nil {
 			return d.fail(fmt.Errorf("section %q: %w", h.name, err))
 		}
+		if err := undo.record(r.opts.Logger, p); err != nil {
+			return d.fail(err)
+		}
 		if err := r.restore(p, bytes.NewReader(data)); err != nil {
 			return d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
 		}
@@ -446,6 +453,9 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 	}
 	if !restore {
 		return s.discard()
+	}
+	if err := undo.record(r.opts.Logger, p); err != nil {
+		return d.fail(err)
 	}
 	rerr := r.restore(p, s)
 	if d.err != nil {
@@ -463,4 +473,56 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 // restore calls p's Restore, recovering a panic.
 func (r *Registry) restore(p Participant, rd io.Reader) error {
 	return call(r.opts.Logger, p.Name, "Restore", func() error { return p.Restore(rd) })
+}
+
+// An undoLog is what it takes to undo the Restores of one ReadSnapshot, in
+// the order they were called.
+type undoLog []undoStep
+
+type undoStep struct {
+	p    Participant
+	prev []byte // the state captured before Restore; unused with p.Reset
+}
+
+// record prepares the undo of p's coming Restore: nothing if p has a
+// Reset, else a capture of its current state. If the capture fails, p is
+// not to be restored, since it could not be put back.
+func (u *undoLog) record(log *slog.Logger, p Participant) error {
+	step := undoStep{p: p}
+	if p.Reset == nil {
+		var buf bytes.Buffer
+		err := call(log, p.Name, "Capture", func() error { return p.Capture(&buf) })
+		if err != nil {
+			return fmt.Errorf("keep %q's state to undo its restore: %w", p.Name, err)
+		}
+		step.prev = buf.Bytes()
+	}
+	*u = append(*u, step)
+	return nil
+}
+
+// run undoes every recorded Restore, last first, after cause ended the
+// restore. It returns cause, joined with ErrPartialRestore and what went
+// wrong if a participant could not be put back.
+func (u undoLog) run(log *slog.Logger, cause error) error {
+	var errs []error
+	var left []string
+	for i := len(u) - 1; i >= 0; i-- {
+		p := u[i].p
+		var err error
+		if p.Reset != nil {
+			err = call(log, p.Name, "Reset", func() error { p.Reset(); return nil })
+		} else {
+			prev := u[i].prev
+			err = call(log, p.Name, "Restore", func() error { return p.Restore(bytes.NewReader(prev)) })
+		}
+		if err != nil {
+			left = append(left, p.Name)
+			errs = append(errs, fmt.Errorf("undo the restore of %q: %w", p.Name, err))
+		}
+	}
+	if len(errs) == 0 {
+		return cause
+	}
+	return errors.Join(cause, fmt.Errorf("%w: %q keep restored state", ErrPartialRestore, left), errors.Join(errs...))
 }

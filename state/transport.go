@@ -108,7 +108,8 @@ func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, send func(
 // Receive returns, and so is any other fd that arrived with the header.
 //
 // To abort, cancel ctx, as for Send. After an error, conn's framing is
-// lost and the participants may be partly restored: do not report ready.
+// lost and, as with ReadSnapshot, the restores made are undone (unless the
+// error wraps ErrPartialRestore): do not report ready.
 func Receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
 	stop := abortOn(ctx, conn)
 	info, err := receive(ctx, conn, reg)
