@@ -81,7 +81,7 @@ func TestDecodeBadInput(t *testing.T) {
 	valid := rawSnapshot(t, rawSection{"a", 0, []byte("hello")})
 	chunkAt := hl + sectionHeaderLen("a") // first chunk header of section a
 
-	withFlags := patch(valid, 10, 0, 1)
+	withFlags := patch(valid, 10, 0, 2) // bit 1: not defined (bit 0 is flagAlternates)
 	copy(withFlags[hl-4:], be32(crc32.Checksum(withFlags[:hl-4], castagnoli)))
 
 	// A section header with a name length byte of n, checksummed.

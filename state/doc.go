@@ -8,7 +8,11 @@
 // new process declares beforehand which sections and versions it reads
 // (Accepts), so that the old one refuses an incompatible successor before
 // disturbing anything; it then restores each section, running the
-// registered Migrations on older versions. Send and Receive carry the
+// registered Migrations on older versions. Migrations also go down (from a
+// newer schema version to an older one) so that a release can be rolled
+// back with its state: the newer binary, the only one that knows both
+// formats, runs them when it writes, for the reader's Accepts on an upgrade
+// (SendFor), and as alternate sections for any reader in a state file. Send and Receive carry the
 // snapshot over the socket the new process inherits, as a sealed memfd on
 // Linux; WriteFile and ReadFile keep it on disk, atomically.
 //

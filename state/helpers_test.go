@@ -96,7 +96,7 @@ func rawSnapshot(t testing.TB, sections ...rawSection) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	e := newEncoder(context.Background(), &buf, DefaultMaxSize)
-	if err := e.header(currentBuild("raw")); err != nil {
+	if err := e.header(currentBuild("raw"), 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range sections {

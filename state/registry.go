@@ -131,8 +131,10 @@ func (r *Registry) Register(p Participant) error {
 }
 
 // AddMigration registers the step that turns section's bytes at schema
-// version from into version to (see Migrations.Add). The participant may
-// be registered before or after its migrations.
+// version from into version to (see Migrations.Add): up (from < to) to
+// read an older release's state, or down (from > to) to write state that
+// an older release reads, for a rollback (PROTOCOL.md, "Alternates"). The
+// participant may be registered before or after its migrations.
 func (r *Registry) AddMigration(section string, from, to uint32, fn MigrateFunc) error {
 	if !validName(section) {
 		return fmt.Errorf("%w: section name %q must be 1 to %d bytes of [a-z0-9._-]", ErrBadMigration, section, maxName)
@@ -170,6 +172,10 @@ type Accepts struct {
 type Manifest struct {
 	Format   uint16    `json:"format"`
 	Sections []Section `json:"sections"`
+	// Downgrades lists, per section, the older versions that its steps
+	// down reach, newest first: the writer can also produce them, for an
+	// older reader (a rollback). Sections without steps down are absent.
+	Downgrades map[string][]uint32 `json:"downgrades,omitempty"`
 }
 
 // Accepts returns what this process reads, to be sent to the old process.
@@ -191,22 +197,37 @@ func (r *Registry) Accepts() Accepts {
 	return a
 }
 
-// Manifest returns what WriteSnapshot would write.
+// Manifest returns what this registry writes: each section at its own
+// version and, in Downgrades, the versions its steps down also reach.
 func (r *Registry) Manifest() Manifest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.manifestLocked()
+}
+
+func (r *Registry) manifestLocked() Manifest {
 	m := Manifest{Format: FormatVersion, Sections: make([]Section, 0, len(r.parts))}
 	for _, p := range r.parts {
 		m.Sections = append(m.Sections, Section{Name: p.Name, Version: p.Version})
+		if mig := r.migrations[p.Name]; mig != nil {
+			if down := mig.Writes(p.Version); len(down) > 0 {
+				if m.Downgrades == nil {
+					m.Downgrades = make(map[string][]uint32)
+				}
+				m.Downgrades[p.Name] = down
+			}
+		}
 	}
 	return m
 }
 
 // Check reports whether a reader that accepts a can read a snapshot
-// described by m. The error joins one error per problem, each naming the
-// section and versions and wrapping ErrFormatVersion, ErrUnknownSection
-// or ErrUnknownVersion. Sections the reader has that m lacks are not an
-// error: that participant is simply not restored.
+// described by m: for each section, its version or one of its Downgrades
+// must be among the versions the reader restores. The error joins one
+// error per problem, each naming the section and versions and wrapping
+// ErrFormatVersion, ErrUnknownSection or ErrUnknownVersion. Sections the
+// reader has that m lacks are not an error: that participant is simply not
+// restored.
 func (a Accepts) Check(m Manifest) error {
 	var errs []error
 	if !slices.Contains(a.Formats, m.Format) {
@@ -218,17 +239,21 @@ func (a Accepts) Check(m Manifest) error {
 		case !ok && a.IgnoreUnknown:
 		case !ok:
 			errs = append(errs, fmt.Errorf("%w: section %q (version %d): the reader has no participant for it and does not ignore unknown sections", ErrUnknownSection, s.Name, s.Version))
-		case !slices.Contains(versions, s.Version):
-			errs = append(errs, fmt.Errorf("%w: section %q is at version %d, the reader restores versions %v", ErrUnknownVersion, s.Name, s.Version, versions))
+		case slices.Contains(versions, s.Version):
+		case slices.ContainsFunc(m.Downgrades[s.Name], func(v uint32) bool { return slices.Contains(versions, v) }):
+		case len(m.Downgrades[s.Name]) > 0:
+			errs = append(errs, fmt.Errorf("%w: section %q is at version %d and can be migrated down to %v, the reader restores versions %v", ErrUnknownVersion, s.Name, s.Version, m.Downgrades[s.Name], versions))
+		default:
+			errs = append(errs, fmt.Errorf("%w: section %q is at version %d, the reader restores versions %v; register a migration down (AddMigration from %d) to roll back", ErrUnknownVersion, s.Name, s.Version, versions, s.Version))
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // CheckReadable reports whether a reader that accepts a can read what this
-// registry would write: a.Check(r.Manifest()). The old process calls it
-// before Freeze, so that an incompatible new binary is refused with nothing
-// disturbed.
+// registry writes for it (WriteSnapshotFor, SendFor): a.Check(r.Manifest()).
+// The old process calls it before Freeze, so that an incompatible new
+// binary is refused with nothing disturbed.
 func (r *Registry) CheckReadable(a Accepts) error {
 	return a.Check(r.Manifest())
 }
@@ -288,28 +313,133 @@ func (r *Registry) thawLocked() error {
 // the size of the state. It returns the bytes written. The caller freezes
 // first when participants need it; WriteSnapshot only calls Capture. On
 // error the bytes already written are not a valid snapshot.
+//
+// The reader is not known (a state file), so a section whose participant
+// has steps down (AddMigration with from > to) is also written at every
+// version they reach, newest first, as alternates (PROTOCOL.md): an older
+// release reads the newest one it knows. Such a section is captured whole
+// into memory (at most MaxSize) to be migrated.
 func (r *Registry) WriteSnapshot(w io.Writer) (int64, error) {
-	return r.writeSnapshot(context.Background(), w)
+	return r.writeSnapshot(context.Background(), w, nil)
 }
 
-// writeSnapshot is WriteSnapshot that stops between chunks once ctx is done.
-func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+// WriteSnapshotFor is WriteSnapshot for a reader that accepts a: each
+// section is written once, at the newest version that a reads among this
+// participant's own and those its steps down reach. It fails, writing
+// nothing, with the error of a.Check if a cannot read the result. A
+// snapshot written for a reader that accepts the producer's own versions is
+// exactly what WriteSnapshot writes without steps down.
+func (r *Registry) WriteSnapshotFor(w io.Writer, a Accepts) (int64, error) {
+	return r.writeSnapshot(context.Background(), w, &a)
+}
+
+// writeSnapshot writes for the reader that accepts a, or for any reader if
+// a is nil; it stops between chunks once ctx is done.
+func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer, a *Accepts) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	plan, err := r.planLocked(a)
+	if err != nil {
+		return 0, fmt.Errorf("write snapshot: %w", err)
+	}
+	var flags uint16
+	for _, vs := range plan {
+		if len(vs) > 1 {
+			flags |= flagAlternates
+		}
+	}
 	e := newEncoder(ctx, w, r.opts.MaxSize)
 	defer e.release()
-	if err := e.header(r.build); err != nil {
+	if err := e.header(r.build, flags); err != nil {
 		return e.off, fmt.Errorf("write snapshot header: %w", err)
 	}
-	for _, p := range r.parts {
+	for i, p := range r.parts {
 		capture := func(w io.Writer) error {
 			return call(r.opts.Logger, p.Name, "Capture", func() error { return p.Capture(w) })
 		}
-		if _, err := e.section(p.Name, p.Version, capture); err != nil {
+		if vs := plan[i]; len(vs) == 1 && vs[0] == p.Version {
+			if _, err := e.section(p.Name, p.Version, capture); err != nil {
+				return e.off, fmt.Errorf("write section %q: %w", p.Name, err)
+			}
+			continue
+		}
+		if err := r.writeMigrated(e, p, plan[i], capture); err != nil {
 			return e.off, fmt.Errorf("write section %q: %w", p.Name, err)
 		}
 	}
 	return e.finish()
+}
+
+// planLocked returns, per participant, the versions its section is written
+// at, in order: for the reader that accepts a, the newest it reads; for any
+// reader (a nil), the participant's own and then every version its steps
+// down reach.
+func (r *Registry) planLocked(a *Accepts) ([][]uint32, error) {
+	if a != nil {
+		if err := a.Check(r.manifestLocked()); err != nil {
+			return nil, err
+		}
+	}
+	plan := make([][]uint32, len(r.parts))
+	for i, p := range r.parts {
+		vs := []uint32{p.Version}
+		if m := r.migrations[p.Name]; m != nil {
+			vs = append(vs, m.Writes(p.Version)...)
+		}
+		if a != nil {
+			// Check passed: the reader either reads one of vs (the
+			// first is the newest) or ignores the section.
+			reads, ok := a.Sections[p.Name]
+			j := slices.IndexFunc(vs, func(v uint32) bool { return slices.Contains(reads, v) })
+			if !ok || j < 0 {
+				j = 0
+			}
+			vs = vs[j : j+1]
+		}
+		plan[i] = vs
+	}
+	return plan, nil
+}
+
+// writeMigrated captures p whole and writes it at each version of vs in
+// turn, migrating down from p.Version along the chain.
+func (r *Registry) writeMigrated(e *encoder, p Participant, vs []uint32, capture func(io.Writer) error) error {
+	buf := &limitedBuffer{max: r.opts.MaxSize}
+	if err := capture(buf); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	data, at := buf.Bytes(), p.Version
+	m := r.migrations[p.Name]
+	for _, v := range vs {
+		if v != at {
+			var err error
+			if data, err = m.Apply(data, at, v); err != nil {
+				return err
+			}
+			at = v
+		}
+		if _, err := e.section(p.Name, v, func(w io.Writer) error {
+			_, err := w.Write(data)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// limitedBuffer is a bytes.Buffer that refuses to grow beyond max bytes,
+// for a Capture that is to be migrated before it is written.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int64
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if int64(b.Len())+int64(len(p)) > b.max {
+		return 0, fmt.Errorf("%w: a section to migrate holds more than %d bytes (Options.MaxSize)", ErrTooLarge, b.max)
+	}
+	return b.Buffer.Write(p)
 }
 
 // Info describes a snapshot that was read.
@@ -377,6 +507,12 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 		info.Bytes = d.off
 		return info, undo.run(r.opts.Logger, err)
 	}
+	alternates := d.flags&flagAlternates != 0
+	var (
+		prev    sectionHeader // the section before this one
+		settled bool          // prev's name was restored, verified or skipped: its alternates are not needed
+		pending error         // why none of prev's name could be read so far
+	)
 	for {
 		h, end, err := d.next()
 		if err != nil {
@@ -385,13 +521,37 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 		if end {
 			break
 		}
+		if h.name == prev.name {
+			// Alternates of one section follow it, each at a lower
+			// version than the one before.
+			if !alternates || h.version >= prev.version {
+				return fail(d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)))
+			}
+		} else {
+			if pending != nil {
+				return fail(d.fail(pending))
+			}
+			if seen[h.name] {
+				return fail(d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)))
+			}
+			seen[h.name] = true
+			settled = false
+		}
+		prev = h
 		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version})
 		s := d.section(h.name)
-		err = r.readSection(&info, h, s, seen, restore, &undo)
+		if settled {
+			err = s.discard()
+		} else {
+			settled, pending, err = r.readSection(&info, h, s, restore, &undo, alternates)
+		}
 		info.Sections[len(info.Sections)-1].Bytes = s.n
 		if err != nil {
 			return fail(err)
 		}
+	}
+	if pending != nil {
+		return fail(d.fail(pending))
 	}
 	info.Bytes = d.off
 	for _, p := range r.parts {
@@ -403,19 +563,20 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 }
 
 // readSection reads one section to its end, restoring it if restore is set.
-func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, seen map[string]bool, restore bool, undo *undoLog) error {
+// It reports whether the section settled its name (restored, verified or
+// skipped). A version this registry cannot read is an error, unless the
+// snapshot has alternates: then the section is verified and skipped, and
+// the error is returned as pending, for the case that no alternate of it
+// is readable either.
+func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, restore bool, undo *undoLog, alternates bool) (settled bool, pending, err error) {
 	d := s.d
-	if seen[h.name] {
-		return d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name))
-	}
-	seen[h.name] = true
 	i, ok := r.index[h.name]
 	if !ok {
 		if r.opts.UnknownSections != IgnoreUnknown {
-			return d.fail(fmt.Errorf("%w: %q (version %d) has no participant here; set Options.UnknownSections to IgnoreUnknown to drop it", ErrUnknownSection, h.name, h.version))
+			return false, nil, d.fail(fmt.Errorf("%w: %q (version %d) has no participant here; set Options.UnknownSections to IgnoreUnknown to drop it", ErrUnknownSection, h.name, h.version))
 		}
 		info.Skipped = append(info.Skipped, h.name)
-		return s.discard()
+		return true, nil, s.discard()
 	}
 	p := r.parts[i]
 	if h.version != p.Version {
@@ -427,47 +588,51 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 			} else {
 				reads = []uint32{p.Version}
 			}
-			return d.fail(fmt.Errorf("%w: section %q is at version %d, this binary restores versions %v", ErrUnknownVersion, h.name, h.version, reads))
+			verr := fmt.Errorf("%w: section %q is at version %d, this binary restores versions %v", ErrUnknownVersion, h.name, h.version, reads)
+			if alternates {
+				return false, verr, s.discard()
+			}
+			return false, nil, d.fail(verr)
 		}
 		if !restore {
-			return s.discard()
+			return true, nil, s.discard()
 		}
 		// Migrations work on whole byte slices: buffer the section,
 		// which the decoder's MaxSize bounds, and restore only once it
 		// has been verified to the end.
 		var buf bytes.Buffer
 		if _, err := s.WriteTo(&buf); err != nil {
-			return err
+			return false, nil, err
 		}
 		data, err := m.Apply(buf.Bytes(), h.version, p.Version)
 		if err != nil {
-			return d.fail(fmt.Errorf("section %q: %w", h.name, err))
+			return false, nil, d.fail(fmt.Errorf("section %q: %w", h.name, err))
 		}
 		if err := undo.record(r.opts.Logger, p); err != nil {
-			return d.fail(err)
+			return false, nil, d.fail(err)
 		}
 		if err := r.restore(p, bytes.NewReader(data)); err != nil {
-			return d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
+			return false, nil, d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
 		}
-		return nil
+		return true, nil, nil
 	}
 	if !restore {
-		return s.discard()
+		return true, nil, s.discard()
 	}
 	if err := undo.record(r.opts.Logger, p); err != nil {
-		return d.fail(err)
+		return false, nil, d.fail(err)
 	}
 	rerr := r.restore(p, s)
 	if d.err != nil {
 		// Restore most likely failed because of this: report the cause.
-		return d.err
+		return false, nil, d.err
 	}
 	if rerr != nil {
-		return d.fail(fmt.Errorf("restore %q: %w", h.name, rerr))
+		return false, nil, d.fail(fmt.Errorf("restore %q: %w", h.name, rerr))
 	}
 	// Restore may stop before the end (a decoder that knows its own
 	// length); the section must still be verified to the end.
-	return s.discard()
+	return true, nil, s.discard()
 }
 
 // restore calls p's Restore, recovering a panic.
