@@ -32,4 +32,10 @@
 // participant and the callback, and logged with its stack: a bug in one
 // component fails the handoff instead of killing the process holding the
 // listeners.
+//
+// The snapshot holds the state at Capture; what the old process writes
+// while it drains afterwards stays there. A Value, whose writes go through
+// it, counts such late writes (LateWrites) and logs them, instead of losing
+// them without a trace; they still apply in the old process, and are not
+// refused, so that no request answered during the drain fails.
 package state
