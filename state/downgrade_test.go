@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"path/filepath"
@@ -31,27 +30,7 @@ type kv1 struct{ m map[string]string }
 
 func (s *kv1) registry(t *testing.T) *Registry {
 	t.Helper()
-	reg, err := NewRegistry(Options{UserVersion: "release-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = reg.Register(Participant{
-		Name:    "kv",
-		Version: 1,
-		Capture: func(w io.Writer) error { return json.NewEncoder(w).Encode(s.m) },
-		Restore: func(r io.Reader) error {
-			m := map[string]string{}
-			if err := json.NewDecoder(r).Decode(&m); err != nil {
-				return err
-			}
-			s.m = m
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reg
+	return newRegistryWith(t, JSON("kv", 1, &s.m, nil))
 }
 
 // kv2 is release 2's participant: schema 2, with 1 -> 2 and 2 -> 1.
@@ -59,26 +38,7 @@ type kv2 struct{ m map[string]entry2 }
 
 func (s *kv2) registry(t *testing.T) *Registry {
 	t.Helper()
-	reg, err := NewRegistry(Options{UserVersion: "release-2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = reg.Register(Participant{
-		Name:    "kv",
-		Version: 2,
-		Capture: func(w io.Writer) error { return json.NewEncoder(w).Encode(s.m) },
-		Restore: func(r io.Reader) error {
-			m := map[string]entry2{}
-			if err := json.NewDecoder(r).Decode(&m); err != nil {
-				return err
-			}
-			s.m = m
-			return nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := newRegistryWith(t, JSON("kv", 2, &s.m, nil))
 	if err := reg.AddMigration("kv", 1, 2, func(old []byte) ([]byte, error) {
 		var in map[string]string
 		if err := json.Unmarshal(old, &in); err != nil {
@@ -256,23 +216,7 @@ func TestWriteSnapshotFor(t *testing.T) {
 // altSnapshot encodes sections as given, with the alternates flag.
 func altSnapshot(t *testing.T, sections ...rawSection) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	e := newEncoder(context.Background(), &buf, DefaultMaxSize)
-	if err := e.header(currentBuild("raw"), flagAlternates); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range sections {
-		if _, err := e.section(s.name, s.version, func(w io.Writer) error {
-			_, err := w.Write(s.data)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := e.finish(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return rawSnapshotFlags(t, flagAlternates, sections...)
 }
 
 func TestAlternates(t *testing.T) {

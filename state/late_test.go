@@ -14,11 +14,7 @@ func lateValue(t *testing.T, log *bytes.Buffer) (*Value[appState], *Registry) {
 	t.Helper()
 	v := &Value[appState]{Logger: slog.New(slog.NewTextHandler(log, nil))}
 	v.Store(appState{Counter: 1})
-	reg := newRegistry(t, Options{})
-	if err := reg.Register(v.JSON("app", 1)); err != nil {
-		t.Fatal(err)
-	}
-	return v, reg
+	return v, newRegistryWith(t, v.JSON("app", 1))
 }
 
 func TestValueCountsWritesAfterCapture(t *testing.T) {
@@ -54,14 +50,7 @@ func TestValueCountsWritesAfterCapture(t *testing.T) {
 	}
 
 	// The new process gets what was captured, without the late writes.
-	dst := &Value[appState]{}
-	reg2 := newRegistry(t, Options{})
-	if err := reg2.Register(dst.JSON("app", 1)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg2.ReadSnapshot(bytes.NewReader(snap)); err != nil {
-		t.Fatal(err)
-	}
+	dst := restoredValue(t, snap)
 	if got := dst.Load().Counter; got != 2 {
 		t.Errorf("restored Counter = %d, want 2 (the value at the capture)", got)
 	}
@@ -125,15 +114,18 @@ func TestValueConcurrentWrites(t *testing.T) {
 	}
 	snap := snapshotOf(t, reg)
 	wg.Wait()
-	dst := &Value[appState]{}
-	reg2 := newRegistry(t, Options{})
-	if err := reg2.Register(dst.JSON("app", 1)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg2.ReadSnapshot(bytes.NewReader(snap)); err != nil {
-		t.Fatal(err)
-	}
+	dst := restoredValue(t, snap)
 	if got := uint64(dst.Load().Counter) + v.LateWrites(); got != writers*each {
 		t.Errorf("captured %d + late %d = %d writes, want %d", dst.Load().Counter, v.LateWrites(), got, writers*each)
 	}
+}
+
+// restoredValue returns a new Value restored from section "app" of snap.
+func restoredValue(t *testing.T, snap []byte) *Value[appState] {
+	t.Helper()
+	dst := &Value[appState]{}
+	if _, err := newRegistryWith(t, dst.JSON("app", 1)).ReadSnapshot(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
