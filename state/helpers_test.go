@@ -140,3 +140,19 @@ func isAny(err error, targets ...error) bool {
 	}
 	return false
 }
+
+// noPanic runs fn and fails the test if a panic escapes it: a participant's
+// panic must come back as an error, never unwind through the registry.
+func noPanic(t *testing.T, what string, fn func()) {
+	t.Helper()
+	if v := escaped(fn); v != nil {
+		t.Fatalf("%s: panic escaped the registry: %v", what, v)
+	}
+}
+
+// escaped runs fn and returns the value of a panic that escaped it.
+func escaped(fn func()) (v any) {
+	defer func() { v = recover() }()
+	fn()
+	return nil
+}

@@ -13,22 +13,6 @@ import (
 	"testing"
 )
 
-// noPanic runs fn and fails the test if a panic escapes it: a participant's
-// panic must come back as an error, never unwind through the registry.
-func noPanic(t *testing.T, what string, fn func()) {
-	t.Helper()
-	if v := escaped(fn); v != nil {
-		t.Fatalf("%s: panic escaped the registry: %v", what, v)
-	}
-}
-
-// escaped runs fn and returns the value of a panic that escaped it.
-func escaped(fn func()) (v any) {
-	defer func() { v = recover() }()
-	fn()
-	return nil
-}
-
 // panicky is a participant that records its calls and panics in the
 // callback named by panicIn, as a nil-map write does.
 type panicky struct {

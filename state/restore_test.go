@@ -276,3 +276,29 @@ func TestReadFileKeepsUnreadableVersion(t *testing.T) {
 // discardLogger is a logger for registries whose tests provoke the panics
 // it would report.
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestRestoreResetPanics(t *testing.T) {
+	// s2's Reset panics while the failure of s3 is undone: s1 is still
+	// put back, and the error says s2 could not be.
+	cells, _, _ := fiveCells(t, true)
+	boom := errors.New("boom")
+	cells[2].fail = boom
+	p := cells[1].participant()
+	p.Reset = func() {
+		var m map[string]int
+		m["s2"]++
+	}
+	reg := replace(t, cells, p)
+	var err error
+	noPanic(t, "ReadSnapshot", func() { _, err = reg.ReadSnapshot(bytes.NewReader(fiveSections(t))) })
+	if !errors.Is(err, boom) || !errors.Is(err, ErrPartialRestore) || !errors.Is(err, ErrParticipantPanicked) {
+		t.Fatalf("ReadSnapshot = %v, want the cause, ErrPartialRestore and ErrParticipantPanicked", err)
+	}
+	var pe *PanicError
+	if !errors.As(err, &pe) || pe.Participant != "s2" || pe.Callback != "Reset" {
+		t.Errorf("error %v does not name s2's Reset", err)
+	}
+	if cells[0].val != "initial-1" || cells[2].val != "initial-3" {
+		t.Errorf("s1 = %q, s3 = %q: the other undos must run", cells[0].val, cells[2].val)
+	}
+}
