@@ -21,6 +21,7 @@ type decoder struct {
 	off   int64  // bytes read so far
 	whole uint32 // CRC-32C of everything read so far
 	count uint32 // sections read
+	flags uint16 // the header's flags
 	err   error  // sticky: the first failure ends the snapshot
 	buf   []byte // chunk buffer from chunkPool, taken when first needed
 	cur   *sectionReader
@@ -142,8 +143,9 @@ func (d *decoder) header() (Build, error) {
 	d.whole = crc32.Update(crc32.Update(0, castagnoli, h), castagnoli, sum[:])
 	// The checksum matched, so these were written on purpose by a
 	// writer that knows a format this one does not.
-	if flags := binary.BigEndian.Uint16(h[10:]); flags != 0 {
-		return b, d.fail(fmt.Errorf("%w: unknown header flags %#04x", ErrFormatVersion, flags))
+	d.flags = binary.BigEndian.Uint16(h[10:])
+	if unknown := d.flags &^ flagAlternates; unknown != 0 {
+		return b, d.fail(fmt.Errorf("%w: unknown header flags %#04x", ErrFormatVersion, unknown))
 	}
 	switch l[0] {
 	case 0:

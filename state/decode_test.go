@@ -39,6 +39,7 @@ type recorder struct {
 	calls   int
 	stopAt  int   // if > 0, Restore stops reading after this many bytes
 	fail    error // returned by Restore
+	resets  int   // Reset calls: the undo of a failed snapshot's restores
 }
 
 func (r *recorder) participant() Participant {
@@ -57,6 +58,9 @@ func (r *recorder) participant() Participant {
 			}
 			return r.fail
 		},
+		// A Reset keeps the undo from calling Restore a second time,
+		// which would overwrite what the decoder fed the first one.
+		Reset: func() { r.resets++ },
 	}
 }
 
@@ -77,7 +81,7 @@ func TestDecodeBadInput(t *testing.T) {
 	valid := rawSnapshot(t, rawSection{"a", 0, []byte("hello")})
 	chunkAt := hl + sectionHeaderLen("a") // first chunk header of section a
 
-	withFlags := patch(valid, 10, 0, 1)
+	withFlags := patch(valid, 10, 0, 2) // bit 1: not defined (bit 0 is flagAlternates)
 	copy(withFlags[hl-4:], be32(crc32.Checksum(withFlags[:hl-4], castagnoli)))
 
 	// A section header with a name length byte of n, checksummed.

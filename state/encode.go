@@ -84,11 +84,11 @@ func (e *encoder) write(p []byte) error {
 	return e.err
 }
 
-func (e *encoder) header(b Build) error {
+func (e *encoder) header(b Build, flags uint16) error {
 	p := make([]byte, 0, 12+6*(1+maxField)+1+4)
 	p = append(p, magic...)
 	p = binary.BigEndian.AppendUint16(p, FormatVersion)
-	p = binary.BigEndian.AppendUint16(p, 0) // flags
+	p = binary.BigEndian.AppendUint16(p, flags)
 	for _, s := range []string{b.Module, b.Version, b.Revision, b.Time, b.GoVersion, b.User} {
 		p = append(p, byte(len(s)))
 		p = append(p, s...)

@@ -1,6 +1,9 @@
 package state
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by this package. Callers test for them with errors.Is;
 // the returned errors wrap them with the section, versions, offsets or
@@ -18,6 +21,17 @@ var (
 	// ErrDuplicateParticipant means a Participant with the same name is
 	// already registered.
 	ErrDuplicateParticipant = errors.New("state: participant already registered")
+	// ErrParticipantPanicked means a participant's Freeze, Thaw, Capture
+	// or Restore panicked. The registry recovered, so the process goes on;
+	// the error is a *PanicError that names the participant and callback.
+	ErrParticipantPanicked = errors.New("state: participant panicked")
+	// ErrPartialRestore means a snapshot failed to restore and the
+	// participants it had already restored could not all be put back (a
+	// Reset panicked, or the copy of a participant's previous state did
+	// not restore): the process holds a mix of restored and initial state
+	// and must not serve on it. The error names the participants left
+	// restored.
+	ErrPartialRestore = errors.New("state: restore failed and could not be undone")
 	// ErrInvalidOptions means NewRegistry was given options it cannot use.
 	ErrInvalidOptions = errors.New("state: invalid options")
 	// ErrFrozen means the call is not allowed while the registry is frozen
@@ -62,3 +76,30 @@ var (
 	// platform does not have (a memfd outside Linux).
 	ErrNotSupported = errors.New("state: not supported on this platform")
 )
+
+// A PanicError reports a participant callback that panicked. The registry
+// recovers such a panic so that a bug in one component cannot take down the
+// process in the middle of a handoff: the old process thaws and keeps
+// serving, the new one rejects the snapshot. It wraps ErrParticipantPanicked
+// and, if the panic value is an error, that error.
+type PanicError struct {
+	Participant string // the participant's Name
+	Callback    string // "Freeze", "Thaw", "Capture" or "Restore"
+	Value       any    // what was passed to panic
+	Stack       []byte // the panicking goroutine's stack (runtime/debug.Stack), for the log
+}
+
+// Error names the participant, the callback and the panic value; the
+// stack, many lines long, is in Stack and in the registry's log.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("state: participant %q panicked in %s: %v", e.Participant, e.Callback, e.Value)
+}
+
+// Unwrap returns ErrParticipantPanicked and the panic value if it is an
+// error (such as a runtime.Error).
+func (e *PanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrParticipantPanicked, err}
+	}
+	return []error{ErrParticipantPanicked}
+}

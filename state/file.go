@@ -92,12 +92,22 @@ func (e *MovedAsideError) Unwrap() []error { return []error{ErrMovedAside, e.Err
 // and nothing happens. Otherwise the whole file is verified (framing,
 // checksums, sections and versions readable) before any participant is
 // touched, so a damaged file restores nothing; then it is restored as by
-// ReadSnapshot. If the file cannot be read, fails verification, or a
-// migration or Restore fails, it is renamed to path+".corrupt-<timestamp>"
-// (never deleted) and the error is a *MovedAsideError wrapping
-// ErrMovedAside and the cause: the caller logs it and chooses to start
-// fresh or to refuse to start. (After a failed Restore the participants
-// before it have been restored.) An error opening the file other than its
+// ReadSnapshot, all or nothing.
+//
+// A file this binary cannot read because it was written by a newer
+// release is not damaged: a section at a schema version it neither has nor
+// migrates from (ErrUnknownVersion), a section it has no participant for
+// (ErrUnknownSection), or a format it does not decode (ErrFormatVersion).
+// Then nothing is restored and the file stays where it is; the error wraps
+// that sentinel, and the caller says so and, typically, refuses to start,
+// since the state would otherwise be overwritten at the next write.
+//
+// If the file cannot be read, fails verification otherwise, or a migration
+// or Restore fails, it is renamed to path+".corrupt-<timestamp>" (never
+// deleted) and the error is a *MovedAsideError wrapping ErrMovedAside and
+// the cause: the caller logs it and chooses to start fresh or to refuse to
+// start. The participants then hold their initial state, unless the error
+// also wraps ErrPartialRestore. An error opening the file other than its
 // absence, such as a permission problem, is returned as is and the file is
 // left in place.
 func ReadFile(path string, reg *Registry) (Info, error) {
@@ -112,6 +122,11 @@ func ReadFile(path string, reg *Registry) (Info, error) {
 	f.Close()
 	if err == nil {
 		return info, nil
+	}
+	if unreadable(err) {
+		// Written by a release that knows more than this one: the
+		// file is not damaged, and the right binary reads it.
+		return info, fmt.Errorf("read snapshot file %s: kept in place, this binary cannot read it: %w", path, err)
 	}
 	aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	if rerr := os.Rename(path, aside); rerr != nil {
@@ -132,4 +147,10 @@ func verifyRestore(f *os.File, reg *Registry) (Info, error) {
 		return info, err
 	}
 	return reg.ReadSnapshot(f)
+}
+
+// unreadable reports whether err says a snapshot comes from a newer writer,
+// rather than that it is damaged.
+func unreadable(err error) bool {
+	return errors.Is(err, ErrUnknownVersion) || errors.Is(err, ErrUnknownSection) || errors.Is(err, ErrFormatVersion)
 }

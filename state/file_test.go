@@ -98,7 +98,9 @@ func TestReadFileMovesAside(t *testing.T) {
 		{"truncated", good[:len(good)-100], nil, ErrCorrupt, 0},
 		// Verified before restoring: damage in b leaves a untouched.
 		{"damaged late", patch(good, len(good)-200, ^good[len(good)-200]), nil, ErrCorrupt, 0},
-		{"restore fails", good, boom, boom, 1},
+		// a is restored, then put back when b fails (a second Restore,
+		// of a's initial, empty state): all or nothing.
+		{"restore fails", good, boom, boom, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,8 +117,8 @@ func TestReadFileMovesAside(t *testing.T) {
 			if !errors.Is(err, ErrMovedAside) || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("ReadFile = %v, want ErrMovedAside and %v", err, tt.wantErr)
 			}
-			if a.restored != tt.wantA {
-				t.Errorf("a restored %d times, want %d", a.restored, tt.wantA)
+			if a.restored != tt.wantA || len(a.got) != 0 {
+				t.Errorf("a restored %d times, want %d, and holds %d bytes, want none", a.restored, tt.wantA, len(a.got))
 			}
 			var moved *MovedAsideError
 			if !errors.As(err, &moved) || moved.Path != path || !strings.HasPrefix(moved.NewPath, path+".corrupt-") {

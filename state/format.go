@@ -37,6 +37,11 @@ const (
 	trailerLen     = 17 // tag, count u32, total u64, CRC u32
 )
 
+// flagAlternates, in the header's flags, allows a section to be followed by
+// alternates: sections of the same name at lower versions, for older
+// readers (PROTOCOL.md).
+const flagAlternates uint16 = 1 << 0
+
 // Build describes the binary that wrote a snapshot, as far as it knows
 // itself through runtime/debug.ReadBuildInfo. Empty fields are unknown: a
 // binary built with -buildvcs=false has no Revision, a test binary has no

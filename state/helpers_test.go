@@ -70,6 +70,18 @@ func newRegistry(t testing.TB, opts Options, parts ...*blob) *Registry {
 	return reg
 }
 
+// newRegistryWith returns a registry with the default options and parts.
+func newRegistryWith(t testing.TB, parts ...Participant) *Registry {
+	t.Helper()
+	reg := newRegistry(t, Options{})
+	for _, p := range parts {
+		if err := reg.Register(p); err != nil {
+			t.Fatalf("Register(%q): %v", p.Name, err)
+		}
+	}
+	return reg
+}
+
 func snapshotOf(t testing.TB, reg *Registry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -94,9 +106,15 @@ type rawSection struct {
 // (duplicate or invalid names), for decoder tests.
 func rawSnapshot(t testing.TB, sections ...rawSection) []byte {
 	t.Helper()
+	return rawSnapshotFlags(t, 0, sections...)
+}
+
+// rawSnapshotFlags is rawSnapshot with the given header flags.
+func rawSnapshotFlags(t testing.TB, flags uint16, sections ...rawSection) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	e := newEncoder(context.Background(), &buf, DefaultMaxSize)
-	if err := e.header(currentBuild("raw")); err != nil {
+	if err := e.header(currentBuild("raw"), flags); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range sections {
@@ -121,4 +139,20 @@ func isAny(err error, targets ...error) bool {
 		}
 	}
 	return false
+}
+
+// noPanic runs fn and fails the test if a panic escapes it: a participant's
+// panic must come back as an error, never unwind through the registry.
+func noPanic(t *testing.T, what string, fn func()) {
+	t.Helper()
+	if v := escaped(fn); v != nil {
+		t.Fatalf("%s: panic escaped the registry: %v", what, v)
+	}
+}
+
+// escaped runs fn and returns the value of a panic that escaped it.
+func escaped(fn func()) (v any) {
+	defer func() { v = recover() }()
+	fn()
+	return nil
 }

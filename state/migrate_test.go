@@ -18,7 +18,7 @@ func TestMigrationsAdd(t *testing.T) {
 		wantErr  error
 	}{
 		{"forward", 1, 2, appendByte('x'), nil},
-		{"backward", 2, 1, appendByte('x'), ErrBadMigration},
+		{"down", 2, 1, appendByte('x'), nil},
 		{"same version", 2, 2, appendByte('x'), ErrBadMigration},
 		{"nil function", 1, 2, nil, ErrBadMigration},
 	}
@@ -37,6 +37,13 @@ func TestMigrationsAdd(t *testing.T) {
 		}
 		if err := m.Add(1, 3, appendByte('b')); !errors.Is(err, ErrBadMigration) {
 			t.Errorf("second step out of 1: %v, want ErrBadMigration", err)
+		}
+		// One step up and one down out of a version do not clash.
+		if err := m.Add(2, 1, appendByte('c')); err != nil {
+			t.Errorf("step down out of 2 beside 1 -> 2: %v", err)
+		}
+		if err := m.Add(2, 0, appendByte('d')); !errors.Is(err, ErrBadMigration) {
+			t.Errorf("second step down out of 2: %v, want ErrBadMigration", err)
 		}
 	})
 }
@@ -83,4 +90,32 @@ func TestMigrationsChain(t *testing.T) {
 			t.Errorf("Apply = %v, want the step's error", err)
 		}
 	})
+}
+
+func TestMigrationsDown(t *testing.T) {
+	var m Migrations
+	for _, s := range []struct{ from, to uint32 }{{1, 2}, {2, 3}, {3, 2}, {2, 1}, {5, 4}} {
+		if err := m.Add(s.from, s.to, appendByte(byte('0'+s.to))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := m.Reads(2), []uint32{1, 2, 3}; !slices.Equal(got, want) {
+		t.Errorf("Reads(2) = %v, want %v", got, want)
+	}
+	if got, want := m.Writes(3), []uint32{2, 1}; !slices.Equal(got, want) {
+		t.Errorf("Writes(3) = %v, want %v", got, want)
+	}
+	if got := m.Writes(1); len(got) != 0 {
+		t.Errorf("Writes(1) = %v, want none", got)
+	}
+	if m.CanRead(5, 2) || m.CanRead(4, 2) {
+		t.Error("CanRead across a gap in the steps down")
+	}
+	got, err := m.Apply([]byte("v"), 3, 1)
+	if err != nil || string(got) != "v21" {
+		t.Errorf("Apply(3 -> 1) = %q, %v; want \"v21\"", got, err)
+	}
+	if _, err := m.Apply(nil, 5, 1); !errors.Is(err, ErrUnknownVersion) {
+		t.Errorf("Apply(5 -> 1) = %v, want ErrUnknownVersion", err)
+	}
 }

@@ -3,6 +3,8 @@ package state
 import (
 	"context"
 	"io"
+	"log/slog"
+	"runtime/debug"
 )
 
 // A Participant is one named section of a snapshot: a component whose state
@@ -13,6 +15,13 @@ import (
 // nothing more (the new process took over) or Thaw (it did not: carry on as
 // if nothing happened). In the new process, or on a cold start from a state
 // file, Restore is called before the process reports ready.
+//
+// The Registry recovers a panic in any of these functions (called on the
+// Registry's goroutine; it cannot recover one in a goroutine they start)
+// and returns it as a *PanicError wrapping ErrParticipantPanicked: a
+// Freeze that panics fails the Freeze, and the participants frozen before
+// it are thawed; its own Thaw is not called, since it may undo what its
+// Freeze never did.
 type Participant struct {
 	// Name identifies the section. It must be 1 to 64 bytes of [a-z0-9._-]
 	// and unique within a Registry.
@@ -40,4 +49,37 @@ type Participant struct {
 	// the verified end of the section; any other error, damage
 	// included, means the state is not to be trusted.
 	Restore func(r io.Reader) error
+
+	// Reset puts the component back in the state it had before Restore.
+	// A restore is all or nothing: when a snapshot fails to restore (a
+	// later section is damaged, cannot be migrated, or its Restore fails
+	// or panics), the registry undoes every Restore it called, the failing
+	// one included, last first, so that the process never runs on a mix
+	// of restored and initial state. Reset must therefore work after a
+	// Restore that failed half-way, too.
+	//
+	// Nil means the registry undoes the Restore itself: just before
+	// calling Restore it captures the participant's current state (its
+	// initial state, normally small) into memory, and restores that copy
+	// to undo. That is right for a Restore that replaces the state, as
+	// Restore is meant to; a Restore that adds to what is there (a
+	// counter that counted before Restore) must set Reset instead, or it
+	// would be counted twice.
+	Reset func()
+}
+
+// call runs one callback of participant name and turns a panic into a
+// *PanicError, logged with its stack on log.
+func call(log *slog.Logger, name, callback string, fn func() error) (err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		pe := &PanicError{Participant: name, Callback: callback, Value: v, Stack: debug.Stack()}
+		log.Error("state: participant panicked; recovered",
+			"participant", name, "callback", callback, "panic", v, "stack", string(pe.Stack))
+		err = pe
+	}()
+	return fn()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 )
@@ -49,6 +50,11 @@ type Options struct {
 	// application's own release name. At most MaxUserVersion bytes. Empty
 	// means none.
 	UserVersion string
+
+	// Logger receives what the registry reports on its own, such as a
+	// participant's recovered panic with its stack. Nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // A Registry holds the participants whose state moves across an upgrade
@@ -77,6 +83,9 @@ func NewRegistry(opts Options) (*Registry, error) {
 	}
 	if opts.MaxSize == 0 {
 		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	if opts.UnknownSections != FailUnknown && opts.UnknownSections != IgnoreUnknown {
 		return nil, fmt.Errorf("%w: UnknownSections %d is not a policy", ErrInvalidOptions, opts.UnknownSections)
@@ -122,8 +131,10 @@ func (r *Registry) Register(p Participant) error {
 }
 
 // AddMigration registers the step that turns section's bytes at schema
-// version from into version to (see Migrations.Add). The participant may
-// be registered before or after its migrations.
+// version from into version to (see Migrations.Add): up (from < to) to
+// read an older release's state, or down (from > to) to write state that
+// an older release reads, for a rollback (PROTOCOL.md, "Alternates"). The
+// participant may be registered before or after its migrations.
 func (r *Registry) AddMigration(section string, from, to uint32, fn MigrateFunc) error {
 	if !validName(section) {
 		return fmt.Errorf("%w: section name %q must be 1 to %d bytes of [a-z0-9._-]", ErrBadMigration, section, maxName)
@@ -161,6 +172,10 @@ type Accepts struct {
 type Manifest struct {
 	Format   uint16    `json:"format"`
 	Sections []Section `json:"sections"`
+	// Downgrades lists, per section, the older versions that its steps
+	// down reach, newest first: the writer can also produce them, for an
+	// older reader (a rollback). Sections without steps down are absent.
+	Downgrades map[string][]uint32 `json:"downgrades,omitempty"`
 }
 
 // Accepts returns what this process reads, to be sent to the old process.
@@ -182,22 +197,37 @@ func (r *Registry) Accepts() Accepts {
 	return a
 }
 
-// Manifest returns what WriteSnapshot would write.
+// Manifest returns what this registry writes: each section at its own
+// version and, in Downgrades, the versions its steps down also reach.
 func (r *Registry) Manifest() Manifest {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.manifestLocked()
+}
+
+func (r *Registry) manifestLocked() Manifest {
 	m := Manifest{Format: FormatVersion, Sections: make([]Section, 0, len(r.parts))}
 	for _, p := range r.parts {
 		m.Sections = append(m.Sections, Section{Name: p.Name, Version: p.Version})
+		if mig := r.migrations[p.Name]; mig != nil {
+			if down := mig.Writes(p.Version); len(down) > 0 {
+				if m.Downgrades == nil {
+					m.Downgrades = make(map[string][]uint32)
+				}
+				m.Downgrades[p.Name] = down
+			}
+		}
 	}
 	return m
 }
 
 // Check reports whether a reader that accepts a can read a snapshot
-// described by m. The error joins one error per problem, each naming the
-// section and versions and wrapping ErrFormatVersion, ErrUnknownSection
-// or ErrUnknownVersion. Sections the reader has that m lacks are not an
-// error: that participant is simply not restored.
+// described by m: for each section, its version or one of its Downgrades
+// must be among the versions the reader restores. The error joins one
+// error per problem, each naming the section and versions and wrapping
+// ErrFormatVersion, ErrUnknownSection or ErrUnknownVersion. Sections the
+// reader has that m lacks are not an error: that participant is simply not
+// restored.
 func (a Accepts) Check(m Manifest) error {
 	var errs []error
 	if !slices.Contains(a.Formats, m.Format) {
@@ -209,25 +239,30 @@ func (a Accepts) Check(m Manifest) error {
 		case !ok && a.IgnoreUnknown:
 		case !ok:
 			errs = append(errs, fmt.Errorf("%w: section %q (version %d): the reader has no participant for it and does not ignore unknown sections", ErrUnknownSection, s.Name, s.Version))
-		case !slices.Contains(versions, s.Version):
-			errs = append(errs, fmt.Errorf("%w: section %q is at version %d, the reader restores versions %v", ErrUnknownVersion, s.Name, s.Version, versions))
+		case slices.Contains(versions, s.Version):
+		case slices.ContainsFunc(m.Downgrades[s.Name], func(v uint32) bool { return slices.Contains(versions, v) }):
+		case len(m.Downgrades[s.Name]) > 0:
+			errs = append(errs, fmt.Errorf("%w: section %q is at version %d and can be migrated down to %v, the reader restores versions %v", ErrUnknownVersion, s.Name, s.Version, m.Downgrades[s.Name], versions))
+		default:
+			errs = append(errs, fmt.Errorf("%w: section %q is at version %d, the reader restores versions %v; register a migration down (AddMigration from %d) to roll back", ErrUnknownVersion, s.Name, s.Version, versions, s.Version))
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // CheckReadable reports whether a reader that accepts a can read what this
-// registry would write: a.Check(r.Manifest()). The old process calls it
-// before Freeze, so that an incompatible new binary is refused with nothing
-// disturbed.
+// registry writes for it (WriteSnapshotFor, SendFor): a.Check(r.Manifest()).
+// The old process calls it before Freeze, so that an incompatible new
+// binary is refused with nothing disturbed.
 func (r *Registry) CheckReadable(a Accepts) error {
 	return a.Check(r.Manifest())
 }
 
 // Freeze calls each participant's Freeze in registration order, with ctx.
-// If one fails, those already frozen are thawed in reverse order and the
-// error names the participant. Freeze fails with ErrFrozen if the registry
-// is already frozen.
+// If one fails or panics (a *PanicError), those already frozen are thawed in
+// reverse order and the error names the participant; a panic of their Thaw
+// is joined to it. Freeze fails with ErrFrozen if the registry is already
+// frozen.
 func (r *Registry) Freeze(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -236,13 +271,11 @@ func (r *Registry) Freeze(ctx context.Context) error {
 	}
 	for i, p := range r.parts {
 		if err := ctx.Err(); err != nil {
-			r.thawLocked()
-			return fmt.Errorf("freeze %q: %w", p.Name, err)
+			return errors.Join(fmt.Errorf("freeze %q: %w", p.Name, err), r.thawLocked())
 		}
 		if p.Freeze != nil {
-			if err := p.Freeze(ctx); err != nil {
-				r.thawLocked()
-				return fmt.Errorf("freeze %q: %w", p.Name, err)
+			if err := call(r.opts.Logger, p.Name, "Freeze", func() error { return p.Freeze(ctx) }); err != nil {
+				return errors.Join(fmt.Errorf("freeze %q: %w", p.Name, err), r.thawLocked())
 			}
 		}
 		r.frozen = append(r.frozen, i)
@@ -253,21 +286,26 @@ func (r *Registry) Freeze(ctx context.Context) error {
 
 // Thaw calls Thaw on every frozen participant, in reverse order of
 // freezing. Without a successful Freeze it does nothing, so it is safe to
-// call on every abort path.
-func (r *Registry) Thaw() {
+// call on every abort path. A Thaw that panics does not stop the others:
+// the registry is thawed whatever happens, and the error joins one
+// *PanicError per panic (nil if none did). It only reports: the caller
+// has nothing to undo.
+func (r *Registry) Thaw() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.thawLocked()
+	return r.thawLocked()
 }
 
-func (r *Registry) thawLocked() {
+func (r *Registry) thawLocked() error {
+	var errs []error
 	for i := len(r.frozen) - 1; i >= 0; i-- {
 		if p := r.parts[r.frozen[i]]; p.Thaw != nil {
-			p.Thaw()
+			errs = append(errs, call(r.opts.Logger, p.Name, "Thaw", func() error { p.Thaw(); return nil }))
 		}
 	}
 	r.frozen = r.frozen[:0]
 	r.isFrozen = false
+	return errors.Join(errs...)
 }
 
 // WriteSnapshot captures every participant, in registration order, into a
@@ -275,25 +313,133 @@ func (r *Registry) thawLocked() {
 // the size of the state. It returns the bytes written. The caller freezes
 // first when participants need it; WriteSnapshot only calls Capture. On
 // error the bytes already written are not a valid snapshot.
+//
+// The reader is not known (a state file), so a section whose participant
+// has steps down (AddMigration with from > to) is also written at every
+// version they reach, newest first, as alternates (PROTOCOL.md): an older
+// release reads the newest one it knows. Such a section is captured whole
+// into memory (at most MaxSize) to be migrated.
 func (r *Registry) WriteSnapshot(w io.Writer) (int64, error) {
-	return r.writeSnapshot(context.Background(), w)
+	return r.writeSnapshot(context.Background(), w, nil)
 }
 
-// writeSnapshot is WriteSnapshot that stops between chunks once ctx is done.
-func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer) (int64, error) {
+// WriteSnapshotFor is WriteSnapshot for a reader that accepts a: each
+// section is written once, at the newest version that a reads among this
+// participant's own and those its steps down reach. It fails, writing
+// nothing, with the error of a.Check if a cannot read the result. A
+// snapshot written for a reader that accepts the producer's own versions is
+// exactly what WriteSnapshot writes without steps down.
+func (r *Registry) WriteSnapshotFor(w io.Writer, a Accepts) (int64, error) {
+	return r.writeSnapshot(context.Background(), w, &a)
+}
+
+// writeSnapshot writes for the reader that accepts a, or for any reader if
+// a is nil; it stops between chunks once ctx is done.
+func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer, a *Accepts) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	plan, err := r.planLocked(a)
+	if err != nil {
+		return 0, fmt.Errorf("write snapshot: %w", err)
+	}
+	var flags uint16
+	for _, vs := range plan {
+		if len(vs) > 1 {
+			flags |= flagAlternates
+		}
+	}
 	e := newEncoder(ctx, w, r.opts.MaxSize)
 	defer e.release()
-	if err := e.header(r.build); err != nil {
+	if err := e.header(r.build, flags); err != nil {
 		return e.off, fmt.Errorf("write snapshot header: %w", err)
 	}
-	for _, p := range r.parts {
-		if _, err := e.section(p.Name, p.Version, p.Capture); err != nil {
+	for i, p := range r.parts {
+		capture := func(w io.Writer) error {
+			return call(r.opts.Logger, p.Name, "Capture", func() error { return p.Capture(w) })
+		}
+		if vs := plan[i]; len(vs) == 1 && vs[0] == p.Version {
+			if _, err := e.section(p.Name, p.Version, capture); err != nil {
+				return e.off, fmt.Errorf("write section %q: %w", p.Name, err)
+			}
+			continue
+		}
+		if err := r.writeMigrated(e, p, plan[i], capture); err != nil {
 			return e.off, fmt.Errorf("write section %q: %w", p.Name, err)
 		}
 	}
 	return e.finish()
+}
+
+// planLocked returns, per participant, the versions its section is written
+// at, in order: for the reader that accepts a, the newest it reads; for any
+// reader (a nil), the participant's own and then every version its steps
+// down reach.
+func (r *Registry) planLocked(a *Accepts) ([][]uint32, error) {
+	if a != nil {
+		if err := a.Check(r.manifestLocked()); err != nil {
+			return nil, err
+		}
+	}
+	plan := make([][]uint32, len(r.parts))
+	for i, p := range r.parts {
+		vs := []uint32{p.Version}
+		if m := r.migrations[p.Name]; m != nil {
+			vs = append(vs, m.Writes(p.Version)...)
+		}
+		if a != nil {
+			// Check passed: the reader either reads one of vs (the
+			// first is the newest) or ignores the section.
+			reads, ok := a.Sections[p.Name]
+			j := slices.IndexFunc(vs, func(v uint32) bool { return slices.Contains(reads, v) })
+			if !ok || j < 0 {
+				j = 0
+			}
+			vs = vs[j : j+1]
+		}
+		plan[i] = vs
+	}
+	return plan, nil
+}
+
+// writeMigrated captures p whole and writes it at each version of vs in
+// turn, migrating down from p.Version along the chain.
+func (r *Registry) writeMigrated(e *encoder, p Participant, vs []uint32, capture func(io.Writer) error) error {
+	buf := &limitedBuffer{max: r.opts.MaxSize}
+	if err := capture(buf); err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	data, at := buf.Bytes(), p.Version
+	m := r.migrations[p.Name]
+	for _, v := range vs {
+		if v != at {
+			var err error
+			if data, err = m.Apply(data, at, v); err != nil {
+				return err
+			}
+			at = v
+		}
+		if _, err := e.section(p.Name, v, func(w io.Writer) error {
+			_, err := w.Write(data)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// limitedBuffer is a bytes.Buffer that refuses to grow beyond max bytes,
+// for a Capture that is to be migrated before it is written.
+type limitedBuffer struct {
+	bytes.Buffer
+	max int64
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if int64(b.Len())+int64(len(p)) > b.max {
+		return 0, fmt.Errorf("%w: a section to migrate holds more than %d bytes (Options.MaxSize)", ErrTooLarge, b.max)
+	}
+	return b.Buffer.Write(p)
 }
 
 // Info describes a snapshot that was read.
@@ -323,11 +469,11 @@ type Info struct {
 // older version is read whole into memory (at most MaxSize), verified,
 // migrated and then given to Restore.
 //
-// On error, the participants before the failing section have been
-// restored: the process must not go on as if the snapshot had been taken
-// over (an upgrade is aborted; see ReadFile for a cold start, which
-// verifies before restoring). Info describes what was read up to the
-// error.
+// A restore is all or nothing. On error every Restore already called, the
+// failing one included, is undone (Participant.Reset), so the participants
+// hold what they held before ReadSnapshot; if an undo fails, the error also
+// wraps ErrPartialRestore and the process must not serve. Info describes
+// what was read up to the error.
 func (r *Registry) ReadSnapshot(rd io.Reader) (Info, error) {
 	return r.readSnapshot(context.Background(), rd, true)
 }
@@ -355,23 +501,57 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 	}
 	info.Format = FormatVersion
 	seen := make(map[string]bool, len(r.parts))
+	var undo undoLog
+	// Any failure past this point undoes the restores made so far.
+	fail := func(err error) (Info, error) {
+		info.Bytes = d.off
+		return info, undo.run(r.opts.Logger, err)
+	}
+	alternates := d.flags&flagAlternates != 0
+	var (
+		prev    sectionHeader // the section before this one
+		settled bool          // prev's name was restored, verified or skipped: its alternates are not needed
+		pending error         // why none of prev's name could be read so far
+	)
 	for {
 		h, end, err := d.next()
 		if err != nil {
-			info.Bytes = d.off
-			return info, err
+			return fail(err)
 		}
 		if end {
 			break
 		}
+		if h.name == prev.name {
+			// Alternates of one section follow it, each at a lower
+			// version than the one before.
+			if !alternates || h.version >= prev.version {
+				return fail(d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)))
+			}
+		} else {
+			if pending != nil {
+				return fail(d.fail(pending))
+			}
+			if seen[h.name] {
+				return fail(d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)))
+			}
+			seen[h.name] = true
+			settled = false
+		}
+		prev = h
 		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version})
 		s := d.section(h.name)
-		err = r.readSection(&info, h, s, seen, restore)
+		if settled {
+			err = s.discard()
+		} else {
+			settled, pending, err = r.readSection(&info, h, s, restore, &undo, alternates)
+		}
 		info.Sections[len(info.Sections)-1].Bytes = s.n
 		if err != nil {
-			info.Bytes = d.off
-			return info, err
+			return fail(err)
 		}
+	}
+	if pending != nil {
+		return fail(d.fail(pending))
 	}
 	info.Bytes = d.off
 	for _, p := range r.parts {
@@ -383,19 +563,20 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 }
 
 // readSection reads one section to its end, restoring it if restore is set.
-func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, seen map[string]bool, restore bool) error {
+// It reports whether the section settled its name (restored, verified or
+// skipped). A version this registry cannot read is an error, unless the
+// snapshot has alternates: then the section is verified and skipped, and
+// the error is returned as pending, for the case that no alternate of it
+// is readable either.
+func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, restore bool, undo *undoLog, alternates bool) (settled bool, pending, err error) {
 	d := s.d
-	if seen[h.name] {
-		return d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name))
-	}
-	seen[h.name] = true
 	i, ok := r.index[h.name]
 	if !ok {
 		if r.opts.UnknownSections != IgnoreUnknown {
-			return d.fail(fmt.Errorf("%w: %q (version %d) has no participant here; set Options.UnknownSections to IgnoreUnknown to drop it", ErrUnknownSection, h.name, h.version))
+			return false, nil, d.fail(fmt.Errorf("%w: %q (version %d) has no participant here; set Options.UnknownSections to IgnoreUnknown to drop it", ErrUnknownSection, h.name, h.version))
 		}
 		info.Skipped = append(info.Skipped, h.name)
-		return s.discard()
+		return true, nil, s.discard()
 	}
 	p := r.parts[i]
 	if h.version != p.Version {
@@ -407,39 +588,106 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, se
 			} else {
 				reads = []uint32{p.Version}
 			}
-			return d.fail(fmt.Errorf("%w: section %q is at version %d, this binary restores versions %v", ErrUnknownVersion, h.name, h.version, reads))
+			verr := fmt.Errorf("%w: section %q is at version %d, this binary restores versions %v", ErrUnknownVersion, h.name, h.version, reads)
+			if alternates {
+				return false, verr, s.discard()
+			}
+			return false, nil, d.fail(verr)
 		}
 		if !restore {
-			return s.discard()
+			return true, nil, s.discard()
 		}
 		// Migrations work on whole byte slices: buffer the section,
 		// which the decoder's MaxSize bounds, and restore only once it
 		// has been verified to the end.
 		var buf bytes.Buffer
 		if _, err := s.WriteTo(&buf); err != nil {
-			return err
+			return false, nil, err
 		}
 		data, err := m.Apply(buf.Bytes(), h.version, p.Version)
 		if err != nil {
-			return d.fail(fmt.Errorf("section %q: %w", h.name, err))
+			return false, nil, d.fail(fmt.Errorf("section %q: %w", h.name, err))
 		}
-		if err := p.Restore(bytes.NewReader(data)); err != nil {
-			return d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
+		if err := undo.record(r.opts.Logger, p); err != nil {
+			return false, nil, d.fail(err)
 		}
-		return nil
+		if err := r.restore(p, bytes.NewReader(data)); err != nil {
+			return false, nil, d.fail(fmt.Errorf("restore %q (migrated from version %d to %d): %w", h.name, h.version, p.Version, err))
+		}
+		return true, nil, nil
 	}
 	if !restore {
-		return s.discard()
+		return true, nil, s.discard()
 	}
-	rerr := p.Restore(s)
+	if err := undo.record(r.opts.Logger, p); err != nil {
+		return false, nil, d.fail(err)
+	}
+	rerr := r.restore(p, s)
 	if d.err != nil {
 		// Restore most likely failed because of this: report the cause.
-		return d.err
+		return false, nil, d.err
 	}
 	if rerr != nil {
-		return d.fail(fmt.Errorf("restore %q: %w", h.name, rerr))
+		return false, nil, d.fail(fmt.Errorf("restore %q: %w", h.name, rerr))
 	}
 	// Restore may stop before the end (a decoder that knows its own
 	// length); the section must still be verified to the end.
-	return s.discard()
+	return true, nil, s.discard()
+}
+
+// restore calls p's Restore, recovering a panic.
+func (r *Registry) restore(p Participant, rd io.Reader) error {
+	return call(r.opts.Logger, p.Name, "Restore", func() error { return p.Restore(rd) })
+}
+
+// An undoLog is what it takes to undo the Restores of one ReadSnapshot, in
+// the order they were called.
+type undoLog []undoStep
+
+type undoStep struct {
+	p    Participant
+	prev []byte // the state captured before Restore; unused with p.Reset
+}
+
+// record prepares the undo of p's coming Restore: nothing if p has a
+// Reset, else a capture of its current state. If the capture fails, p is
+// not to be restored, since it could not be put back.
+func (u *undoLog) record(log *slog.Logger, p Participant) error {
+	step := undoStep{p: p}
+	if p.Reset == nil {
+		var buf bytes.Buffer
+		err := call(log, p.Name, "Capture", func() error { return p.Capture(&buf) })
+		if err != nil {
+			return fmt.Errorf("keep %q's state to undo its restore: %w", p.Name, err)
+		}
+		step.prev = buf.Bytes()
+	}
+	*u = append(*u, step)
+	return nil
+}
+
+// run undoes every recorded Restore, last first, after cause ended the
+// restore. It returns cause, joined with ErrPartialRestore and what went
+// wrong if a participant could not be put back.
+func (u undoLog) run(log *slog.Logger, cause error) error {
+	var errs []error
+	var left []string
+	for i := len(u) - 1; i >= 0; i-- {
+		p := u[i].p
+		var err error
+		if p.Reset != nil {
+			err = call(log, p.Name, "Reset", func() error { p.Reset(); return nil })
+		} else {
+			prev := u[i].prev
+			err = call(log, p.Name, "Restore", func() error { return p.Restore(bytes.NewReader(prev)) })
+		}
+		if err != nil {
+			left = append(left, p.Name)
+			errs = append(errs, fmt.Errorf("undo the restore of %q: %w", p.Name, err))
+		}
+	}
+	if len(errs) == 0 {
+		return cause
+	}
+	return errors.Join(cause, fmt.Errorf("%w: %q keep restored state", ErrPartialRestore, left), errors.Join(errs...))
 }

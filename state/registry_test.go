@@ -210,8 +210,8 @@ func TestMigrationOnRead(t *testing.T) {
 		if err := reg.AddMigration("Bad Name", 1, 2, appendByte('x')); !errors.Is(err, ErrBadMigration) {
 			t.Errorf("AddMigration(bad name) = %v", err)
 		}
-		if err := reg.AddMigration("s", 2, 1, appendByte('x')); !errors.Is(err, ErrBadMigration) {
-			t.Errorf("AddMigration(backward) = %v", err)
+		if err := reg.AddMigration("s", 2, 2, appendByte('x')); !errors.Is(err, ErrBadMigration) {
+			t.Errorf("AddMigration(2 -> 2) = %v", err)
 		}
 	})
 }
@@ -245,14 +245,18 @@ func TestAcceptsCheck(t *testing.T) {
 		wantErrs []error
 		mention  []string
 	}{
-		{"same", accepts, Manifest{1, []Section{{Name: "workers", Version: 3}, {Name: "cache", Version: 1}}}, nil, nil},
-		{"older, migrated", accepts, Manifest{1, []Section{{Name: "workers", Version: 2}}}, nil, nil},
-		{"too old", accepts, Manifest{1, []Section{{Name: "workers", Version: 1}}}, []error{ErrUnknownVersion}, []string{`"workers"`, "version 1", "[2 3]"}},
-		{"newer", accepts, Manifest{1, []Section{{Name: "cache", Version: 2}}}, []error{ErrUnknownVersion}, []string{`"cache"`, "version 2"}},
-		{"unknown", accepts, Manifest{1, []Section{{Name: "sessions", Version: 1}}}, []error{ErrUnknownSection}, []string{`"sessions"`}},
-		{"unknown ignored", ignoring, Manifest{1, []Section{{Name: "sessions", Version: 1}}}, nil, nil},
-		{"format", accepts, Manifest{2, nil}, []error{ErrFormatVersion}, []string{"format 2"}},
-		{"several", accepts, Manifest{1, []Section{{Name: "sessions"}, {Name: "cache", Version: 9}}}, []error{ErrUnknownSection, ErrUnknownVersion}, []string{`"sessions"`, `"cache"`}},
+		{"same", accepts, Manifest{Format: 1, Sections: []Section{{Name: "workers", Version: 3}, {Name: "cache", Version: 1}}}, nil, nil},
+		{"older, migrated", accepts, Manifest{Format: 1, Sections: []Section{{Name: "workers", Version: 2}}}, nil, nil},
+		{"too old", accepts, Manifest{Format: 1, Sections: []Section{{Name: "workers", Version: 1}}}, []error{ErrUnknownVersion}, []string{`"workers"`, "version 1", "[2 3]"}},
+		{"newer", accepts, Manifest{Format: 1, Sections: []Section{{Name: "cache", Version: 2}}}, []error{ErrUnknownVersion}, []string{`"cache"`, "version 2"}},
+		{"unknown", accepts, Manifest{Format: 1, Sections: []Section{{Name: "sessions", Version: 1}}}, []error{ErrUnknownSection}, []string{`"sessions"`}},
+		{"unknown ignored", ignoring, Manifest{Format: 1, Sections: []Section{{Name: "sessions", Version: 1}}}, nil, nil},
+		{"format", accepts, Manifest{Format: 2}, []error{ErrFormatVersion}, []string{"format 2"}},
+		{"newer, migrated down", accepts, Manifest{Format: 1, Sections: []Section{{Name: "cache", Version: 3}},
+			Downgrades: map[string][]uint32{"cache": {2, 1}}}, nil, nil},
+		{"newer, not down far enough", accepts, Manifest{Format: 1, Sections: []Section{{Name: "workers", Version: 6}},
+			Downgrades: map[string][]uint32{"workers": {5, 4}}}, []error{ErrUnknownVersion}, []string{`"workers"`, "version 6", "[5 4]"}},
+		{"several", accepts, Manifest{Format: 1, Sections: []Section{{Name: "sessions"}, {Name: "cache", Version: 9}}}, []error{ErrUnknownSection, ErrUnknownVersion}, []string{`"sessions"`, `"cache"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -275,7 +279,7 @@ func TestAcceptsCheck(t *testing.T) {
 
 	t.Run("registry manifest", func(t *testing.T) {
 		older := newRegistry(t, Options{}, &blob{name: "workers", version: 2}, &blob{name: "sessions", version: 1})
-		want := Manifest{FormatVersion, []Section{{Name: "workers", Version: 2}, {Name: "sessions", Version: 1}}}
+		want := Manifest{Format: FormatVersion, Sections: []Section{{Name: "workers", Version: 2}, {Name: "sessions", Version: 1}}}
 		if got := older.Manifest(); !reflect.DeepEqual(got, want) {
 			t.Errorf("Manifest = %+v, want %+v", got, want)
 		}

@@ -74,7 +74,18 @@ func parseTransportHeader(b []byte) (transportHeader, error) {
 // ctx.Err(). After any error the framing of conn is lost (part of a
 // snapshot may have been written): close it.
 func Send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
-	return sendWith(ctx, conn, reg, send)
+	return sendWith(ctx, conn, reg, nil, send)
+}
+
+// SendFor is Send for a peer that accepts a (what its Registry.Accepts
+// returned, in the handshake): each section goes once, at the newest
+// version the peer reads, migrated down if the peer is an older release
+// (Registry.WriteSnapshotFor). A peer that reads this binary's own
+// versions gets exactly what Send sends without steps down. Call
+// CheckReadable(a) before freezing; SendFor fails, sending nothing, if it
+// does not hold.
+func SendFor(ctx context.Context, conn *net.UnixConn, reg *Registry, a Accepts) (int64, error) {
+	return sendWith(ctx, conn, reg, &a, send)
 }
 
 // SendStream is Send without a memfd, on every platform: the snapshot
@@ -84,13 +95,14 @@ func Send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error)
 // memfd's trip through tmpfs costs more than a sealed, immutable
 // hand-over is worth (BenchmarkSendReceive compares the two).
 func SendStream(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
-	return sendWith(ctx, conn, reg, sendStream)
+	return sendWith(ctx, conn, reg, nil, sendStream)
 }
 
-// sendWith is Send with the platform's send replaced, for tests.
-func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, send func(context.Context, *net.UnixConn, *Registry) (int64, error)) (int64, error) {
+// sendWith is Send for the reader that accepts a (nil: any reader), with
+// the platform's send replaced, for tests.
+func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts, send func(context.Context, *net.UnixConn, *Registry, *Accepts) (int64, error)) (int64, error) {
 	stop := abortOn(ctx, conn)
-	n, err := send(ctx, conn, reg)
+	n, err := send(ctx, conn, reg, a)
 	if !stop() {
 		return n, fmt.Errorf("send snapshot: %w", ctx.Err())
 	}
@@ -108,7 +120,8 @@ func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, send func(
 // Receive returns, and so is any other fd that arrived with the header.
 //
 // To abort, cancel ctx, as for Send. After an error, conn's framing is
-// lost and the participants may be partly restored: do not report ready.
+// lost and, as with ReadSnapshot, the restores made are undone (unless the
+// error wraps ErrPartialRestore): do not report ready.
 func Receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
 	stop := abortOn(ctx, conn)
 	info, err := receive(ctx, conn, reg)
@@ -133,11 +146,11 @@ func abortOn(ctx context.Context, conn *net.UnixConn) (stop func() bool) {
 }
 
 // sendStream writes a stream header and then the snapshot itself to conn.
-func sendStream(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
+func sendStream(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
 	if _, err := conn.Write(transportHeader{kind: kindStream}.marshal()); err != nil {
 		return 0, fmt.Errorf("write transport header: %w", err)
 	}
-	return reg.writeSnapshot(ctx, conn)
+	return reg.writeSnapshot(ctx, conn, a)
 }
 
 // receiveStream decodes a snapshot that follows the header on conn.

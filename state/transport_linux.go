@@ -31,16 +31,16 @@ var memfdCreate = unix.MemfdCreate
 // before anything was captured: Send falls back to the stream.
 var errNoMemfd = errors.New("memfd unavailable")
 
-func send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
-	n, err := sendMemfd(ctx, conn, reg)
+func send(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
+	n, err := sendMemfd(ctx, conn, reg, a)
 	if errors.Is(err, errNoMemfd) {
-		return sendStream(ctx, conn, reg)
+		return sendStream(ctx, conn, reg, a)
 	}
 	return n, err
 }
 
 // sendMemfd writes the snapshot into a memfd, seals it and passes it.
-func sendMemfd(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
+func sendMemfd(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
 	fd, err := memfdCreate("baton-snapshot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return 0, fmt.Errorf("%w: memfd_create: %w", errNoMemfd, err)
@@ -50,7 +50,7 @@ func sendMemfd(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, e
 	// in flight, so closing it once sendmsg returns is safe.
 	f := os.NewFile(uintptr(fd), "memfd:baton-snapshot")
 	defer f.Close()
-	n, err := reg.writeSnapshot(ctx, f)
+	n, err := reg.writeSnapshot(ctx, f, a)
 	if err != nil {
 		return n, err
 	}

@@ -11,8 +11,8 @@ import (
 
 // Without memfd the snapshot always streams over the socket.
 
-func send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
-	return sendStream(ctx, conn, reg)
+func send(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
+	return sendStream(ctx, conn, reg, a)
 }
 
 func receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
