@@ -145,116 +145,182 @@ func run(f flags) error {
 	if tmp, err = filepath.EvalSymlinks(tmp); err != nil {
 		return err
 	}
-	// tests/tfbaseline twice: alone for tableflip and plain, and with
-	// -tags baton for the same program on baton's upgrader.
-	demoBin, baseBin, minBin := filepath.Join(tmp, "baton-demo"), filepath.Join(tmp, "tfbaseline"), filepath.Join(tmp, "tfbaseline-baton")
-	fmt.Println("building baton-demo and tests/tfbaseline ...")
-	for _, b := range []struct{ pkg, out, tags string }{
-		{"./cmd/baton-demo", demoBin, ""},
-		{"./tests/tfbaseline", baseBin, ""},
-		{"./tests/tfbaseline", minBin, "baton"},
-	} {
-		if err := demotest.Build(b.pkg, b.out, demotest.BuildOpts{Version: "bench", Tags: b.tags}); err != nil {
-			return err
-		}
+	bins, err := buildPrograms(tmp, strings.Fields(f.demoArgs))
+	if err != nil {
+		return err
 	}
 
 	res := results{Machine: describeMachine(), Started: time.Now().UTC(),
 		Load: loadJSON{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate,
 			Upgrades: f.upgrades, Interval: f.interval.String(), Margin: f.margin.String()}}
 	fmt.Print(res.Machine.String())
-	demoArgs := strings.Fields(f.demoArgs)
 
 	var data []*runData
 	if f.mode != "overhead" {
-		all := map[string]serviceSpec{
-			"baton":       {Name: "baton", Bin: demoBin, Args: demoArgs},
-			"baton-nokv":  {Name: "baton-nokv", Bin: demoBin, Args: append(slices.Clone(demoArgs), "-kv-entries=0")},
-			"baton-min":   {Name: "baton-min", Bin: minBin, Args: []string{"-server=baton"}},
-			"tableflip":   {Name: "tableflip", Bin: baseBin},
-			"restart":     {Name: "restart", Bin: demoBin, Args: demoArgs, Restart: true},
-			"baton-state": {Name: "baton-state", Bin: demoBin, Args: append(slices.Clone(demoArgs), strings.Fields(f.stateArgs)...)},
-		}
-		cfg := runConfig{
-			Load:       upgradertest.LoadConfig{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
-			Upgrades:   f.upgrades,
-			Interval:   f.interval,
-			Warmup:     f.warmup,
-			Cooldown:   f.cooldown,
-			Settle:     20 * time.Millisecond,
-			StepLimit:  60 * time.Second,
-			ProbeEvery: time.Millisecond,
-			RSSEvery:   10 * time.Millisecond,
-		}
-		for _, name := range strings.Split(f.services, ",") {
-			spec, ok := all[strings.TrimSpace(name)]
-			if !ok {
-				return fmt.Errorf("-services: unknown service %q", name)
-			}
-			fmt.Printf("%s: %d upgrades under load ...\n", spec.Name, f.upgrades)
-			d, err := runService(ctx, spec, tmp, cfg)
-			if err != nil {
-				return err
-			}
-			if d.err != nil {
-				fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, d.err)
-			}
-			data = append(data, d)
-			res.Runs = append(res.Runs, summarize(d, f.margin))
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		res.Ratios = computeRatios(res.Runs)
-		res.Checks = checkTargets(res.Runs)
-		if f.cold > 0 {
-			fmt.Printf("cold starts: %d per binary ...\n", f.cold)
-		}
-		for _, name := range []string{"baton", "baton-nokv", "baton-min", "tableflip"} {
-			if f.cold <= 0 {
-				break
-			}
-			c, err := measureColdStarts(ctx, all[name], tmp, f.cold)
-			if err != nil {
-				return err
-			}
-			res.Cold = append(res.Cold, c)
+		if data, err = measureUpgrades(ctx, f, bins.upgradeSpecs(f.stateArgs), tmp, &res); err != nil {
+			return err
 		}
 	}
 	if f.mode != "upgrades" {
-		fmt.Printf("steady-state overhead: %d rounds of %v per variant, %d keep-alive clients ...\n",
-			f.ohRounds, f.ohDur, f.ohClients)
-		oh, err := runOverhead(ctx, []serviceSpec{
-			{Name: "baton-demo", Bin: demoBin, Args: demoArgs},
-			{Name: "baton-min", Bin: minBin, Args: []string{"-server=baton"}},
-			{Name: "plain", Bin: baseBin, Args: []string{"-server=plain"}},
-		}, tmp, overheadConfig{Clients: f.ohClients, Duration: f.ohDur, Warmup: 500 * time.Millisecond,
-			Rounds: f.ohRounds, MaxReqs: 50_000_000})
+		oh, err := measureOverhead(ctx, f, bins, tmp)
 		if err != nil {
 			return err
 		}
 		res.Overhead = oh
 		res.Checks = append(res.Checks, overheadChecks(oh)...)
 	}
+	if err := writeResults(f.out, res, data); err != nil {
+		return err
+	}
+	return stoppedEarly(data)
+}
 
+// programs are the binaries the bench builds and the arguments every
+// baton-demo process gets.
+type programs struct {
+	demo     string // cmd/baton-demo
+	base     string // tests/tfbaseline: tableflip and plain
+	min      string // tests/tfbaseline -tags baton: the same program on baton's upgrader
+	demoArgs []string
+}
+
+// buildPrograms builds baton-demo and tests/tfbaseline into dir:
+// tests/tfbaseline twice, alone for tableflip and plain, and with -tags
+// baton for the same program on baton's upgrader.
+func buildPrograms(dir string, demoArgs []string) (programs, error) {
+	p := programs{demo: filepath.Join(dir, "baton-demo"), base: filepath.Join(dir, "tfbaseline"),
+		min: filepath.Join(dir, "tfbaseline-baton"), demoArgs: demoArgs}
+	fmt.Println("building baton-demo and tests/tfbaseline ...")
+	for _, b := range []struct{ pkg, out, tags string }{
+		{"./cmd/baton-demo", p.demo, ""},
+		{"./tests/tfbaseline", p.base, ""},
+		{"./tests/tfbaseline", p.min, "baton"},
+	} {
+		if err := demotest.Build(b.pkg, b.out, demotest.BuildOpts{Version: "bench", Tags: b.tags}); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// upgradeSpecs are the services -services picks from, by name.
+func (p programs) upgradeSpecs(stateArgs string) map[string]serviceSpec {
+	return map[string]serviceSpec{
+		"baton":       {Name: "baton", Bin: p.demo, Args: p.demoArgs},
+		"baton-nokv":  {Name: "baton-nokv", Bin: p.demo, Args: append(slices.Clone(p.demoArgs), "-kv-entries=0")},
+		"baton-min":   {Name: "baton-min", Bin: p.min, Args: []string{"-server=baton"}},
+		"tableflip":   {Name: "tableflip", Bin: p.base},
+		"restart":     {Name: "restart", Bin: p.demo, Args: p.demoArgs, Restart: true},
+		"baton-state": {Name: "baton-state", Bin: p.demo, Args: append(slices.Clone(p.demoArgs), strings.Fields(stateArgs)...)},
+	}
+}
+
+// runConfig is what the flags ask of each service's run.
+func (f flags) runConfig() runConfig {
+	return runConfig{
+		Load:       upgradertest.LoadConfig{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate, MaxRequests: 5_000_000},
+		Upgrades:   f.upgrades,
+		Interval:   f.interval,
+		Warmup:     f.warmup,
+		Cooldown:   f.cooldown,
+		Settle:     20 * time.Millisecond,
+		StepLimit:  60 * time.Second,
+		ProbeEvery: time.Millisecond,
+		RSSEvery:   10 * time.Millisecond,
+	}
+}
+
+// measureUpgrades upgrades each service of -services under load, then
+// times the cold starts, and puts the runs, the ratios, the checks and the
+// cold starts into res. It returns each run's data, for the plot.
+func measureUpgrades(ctx context.Context, f flags, all map[string]serviceSpec, root string, res *results) ([]*runData, error) {
+	cfg := f.runConfig()
+	var data []*runData
+	for _, name := range strings.Split(f.services, ",") {
+		spec, ok := all[strings.TrimSpace(name)]
+		if !ok {
+			return nil, fmt.Errorf("-services: unknown service %q", name)
+		}
+		fmt.Printf("%s: %d upgrades under load ...\n", spec.Name, f.upgrades)
+		d, err := runService(ctx, spec, root, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if d.err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, d.err)
+		}
+		data = append(data, d)
+		res.Runs = append(res.Runs, summarize(d, f.margin))
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	res.Ratios = computeRatios(res.Runs)
+	res.Checks = checkTargets(res.Runs)
+	cold, err := coldStarts(ctx, f.cold, all, root)
+	if err != nil {
+		return nil, err
+	}
+	res.Cold = cold
+	return data, nil
+}
+
+// coldStarts times n cold starts of each binary; n <= 0 skips them.
+func coldStarts(ctx context.Context, n int, all map[string]serviceSpec, root string) ([]coldStart, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	fmt.Printf("cold starts: %d per binary ...\n", n)
+	var out []coldStart
+	for _, name := range []string{"baton", "baton-nokv", "baton-min", "tableflip"} {
+		c, err := measureColdStarts(ctx, all[name], root, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// measureOverhead serves the same handler through baton-demo, through the
+// upgrader alone and on a plain http.Server, at saturation.
+func measureOverhead(ctx context.Context, f flags, p programs, root string) (*overheadResult, error) {
+	fmt.Printf("steady-state overhead: %d rounds of %v per variant, %d keep-alive clients ...\n",
+		f.ohRounds, f.ohDur, f.ohClients)
+	return runOverhead(ctx, []serviceSpec{
+		{Name: "baton-demo", Bin: p.demo, Args: p.demoArgs},
+		{Name: "baton-min", Bin: p.min, Args: []string{"-server=baton"}},
+		{Name: "plain", Bin: p.base, Args: []string{"-server=plain"}},
+	}, root, overheadConfig{Clients: f.ohClients, Duration: f.ohDur, Warmup: 500 * time.Millisecond,
+		Rounds: f.ohRounds, MaxReqs: 50_000_000})
+}
+
+// writeResults prints the tables and writes table.txt, results.json and,
+// if there are runs, upgrade-latency.png to dir.
+func writeResults(dir string, res results, data []*runData) error {
 	table := formatTables(res)
 	fmt.Print("\n" + table)
-	if err := os.WriteFile(filepath.Join(f.out, "table.txt"), []byte(table), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "table.txt"), []byte(table), 0o644); err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(f.out, "results.json"), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
 	if len(data) > 0 {
-		if err := writePlot(filepath.Join(f.out, "upgrade-latency.png"), data); err != nil {
+		if err := writePlot(filepath.Join(dir, "upgrade-latency.png"), data); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("\nwrote %s\n", f.out)
+	fmt.Printf("\nwrote %s\n", dir)
+	return nil
+}
+
+// stoppedEarly names the runs that stopped before their last upgrade.
+func stoppedEarly(data []*runData) error {
 	var failed []string
 	for _, d := range data {
 		if d.err != nil {

@@ -40,87 +40,126 @@ const (
 // run's time, on a log scale, with the upgrade windows shaded and the
 // triggers marked.
 func writePlot(path string, runs []*runData) error {
-	// One latency scale for all, so that the panels compare at a glance;
-	// each panel's own time scale, so that short runs are not squeezed by
-	// a long one.
-	lo, hi := math.Inf(1), 0.0
-	for _, d := range runs {
-		for _, s := range d.report.Samples {
-			if ms := float64(s.Latency) / 1e6; ms > 0 {
-				lo, hi = min(lo, ms), max(hi, ms)
-			}
-		}
+	yLo, yHi, err := latencyDecades(runs)
+	if err != nil {
+		return err
 	}
-	if hi == 0 {
-		return fmt.Errorf("plot: no samples")
-	}
-	yLo := min(max(math.Floor(math.Log10(lo)), -2), -1)
-	yHi := min(max(math.Ceil(math.Log10(hi)), 2), 4)
-
 	h := 10 + len(runs)*(titleH+panelH+xAxisH) + legendH
 	img := image.NewRGBA(image.Rect(0, 0, plotW, h))
 	fill(img, img.Bounds(), white)
-	x0, x1 := marginL, plotW-marginR
-
 	y := 10
 	for _, d := range runs {
-		var tMax time.Duration
-		for _, s := range d.report.Samples {
-			tMax = max(tMax, s.Start.Add(s.Latency).Sub(d.loadStart))
-		}
-		secs := max(math.Ceil(tMax.Seconds()), 1)
-		xOf := func(t time.Duration) int { return x0 + int(t.Seconds()/secs*float64(x1-x0)) }
-		py0, py1 := y+titleH, y+titleH+panelH
-		yOf := func(lat time.Duration) int {
-			v := math.Log10(max(float64(lat)/1e6, 1e-3))
-			v = min(max(v, yLo), yHi)
-			return py1 - int((v-yLo)/(yHi-yLo)*float64(py1-py0))
-		}
-		drawText(img, x0, y+8, panelTitle(d), 2, black)
-
-		for _, e := range d.events {
-			fill(img, image.Rect(xOf(e.At), py0, xOf(e.At+max(e.Gone, e.Serving))+1, py1), windowFill)
-		}
-		for dec := yLo; dec <= yHi; dec++ {
-			yy := yOf(time.Duration(math.Pow(10, dec) * 1e6))
-			hline(img, x0, x1, yy, gridGray)
-			label := strings.TrimSuffix(fmt.Sprintf("%g", math.Pow(10, dec)), ".0")
-			drawText(img, x0-8-textWidth(label, 2), yy-7, label, 2, black)
-		}
-		drawText(img, 8, py0+panelH/2-7, "MS", 2, black) // log scale
-		step := 1.0
-		if secs > 20 {
-			step = 5
-		}
-		for s := 0.0; s <= secs; s += step {
-			xx := xOf(time.Duration(s * float64(time.Second)))
-			vline(img, xx, py0, py1, gridGray)
-			label := fmt.Sprintf("%g", s)
-			drawText(img, xx-textWidth(label, 2)/2, py1+6, label, 2, black)
-		}
-
-		for _, s := range d.report.Samples {
-			if !s.Failed {
-				blend(img, xOf(s.Start.Sub(d.loadStart)), yOf(s.Latency), dotBlue, 0.45)
-			}
-		}
-		drawP99(img, d, xOf, yOf)
-		for _, s := range d.report.Samples {
-			if s.Failed {
-				xx, yy := xOf(s.Start.Sub(d.loadStart)), yOf(s.Latency)
-				fill(img, image.Rect(xx-2, yy-2, xx+3, yy+3), failRed)
-			}
-		}
-		for _, e := range d.events {
-			vline(img, xOf(e.At), py0, py1, trigRed)
-			xs := xOf(e.At + e.Serving)
-			fill(img, image.Rect(xs-1, py0, xs+2, py0+12), serveGreen)
-		}
-		frame(img, image.Rect(x0, py0, x1, py1), frameGray)
-		y = py1 + xAxisH
+		p := newPanel(d, y, yLo, yHi)
+		p.draw(img, d)
+		y = p.py1 + xAxisH
 	}
-	drawLegend(img, x0, y+4)
+	drawLegend(img, marginL, y+4)
+	return savePNG(path, img)
+}
 
+// latencyDecades is the latency scale, in powers of ten of milliseconds,
+// that all panels share, so that they compare at a glance: from at most
+// 0.1 ms (at least 0.01 ms) to at least 100 ms (at most 10 s).
+func latencyDecades(runs []*runData) (lo, hi float64, err error) {
+	minMS, maxMS := math.Inf(1), 0.0
+	for _, d := range runs {
+		for _, s := range d.report.Samples {
+			if ms := float64(s.Latency) / 1e6; ms > 0 {
+				minMS, maxMS = min(minMS, ms), max(maxMS, ms)
+			}
+		}
+	}
+	if maxMS == 0 {
+		return 0, 0, fmt.Errorf("plot: no samples")
+	}
+	lo = min(max(math.Floor(math.Log10(minMS)), -2), -1)
+	hi = min(max(math.Ceil(math.Log10(maxMS)), 2), 4)
+	return lo, hi, nil
+}
+
+// panel is where one run is drawn, under its title: the plot area
+// [x0, x1) x [py0, py1) and its scales, the shared latency scale and the
+// run's own time scale, so that short runs are not squeezed by a long one.
+type panel struct {
+	x0, x1   int
+	top      int // of the title
+	py0, py1 int
+	secs     float64 // the time axis's length
+	yLo, yHi float64 // the latency axis's decades
+}
+
+func newPanel(d *runData, y int, yLo, yHi float64) panel {
+	var tMax time.Duration
+	for _, s := range d.report.Samples {
+		tMax = max(tMax, s.Start.Add(s.Latency).Sub(d.loadStart))
+	}
+	return panel{x0: marginL, x1: plotW - marginR, top: y, py0: y + titleH, py1: y + titleH + panelH,
+		secs: max(math.Ceil(tMax.Seconds()), 1), yLo: yLo, yHi: yHi}
+}
+
+// xOf is the x of a time since the load started.
+func (p panel) xOf(t time.Duration) int {
+	return p.x0 + int(t.Seconds()/p.secs*float64(p.x1-p.x0))
+}
+
+// yOf is the y of a latency, clamped to the axis.
+func (p panel) yOf(lat time.Duration) int {
+	v := math.Log10(max(float64(lat)/1e6, 1e-3))
+	v = min(max(v, p.yLo), p.yHi)
+	return p.py1 - int((v-p.yLo)/(p.yHi-p.yLo)*float64(p.py1-p.py0))
+}
+
+// draw draws d's panel: title, windows, grid, requests, p99, failures and
+// the upgrade's marks, back to front.
+func (p panel) draw(img *image.RGBA, d *runData) {
+	drawText(img, p.x0, p.top+8, panelTitle(d), 2, black)
+	for _, e := range d.events {
+		fill(img, image.Rect(p.xOf(e.At), p.py0, p.xOf(e.At+max(e.Gone, e.Serving))+1, p.py1), windowFill)
+	}
+	p.drawAxes(img)
+	for _, s := range d.report.Samples {
+		if !s.Failed {
+			blend(img, p.xOf(s.Start.Sub(d.loadStart)), p.yOf(s.Latency), dotBlue, 0.45)
+		}
+	}
+	drawP99(img, d, p.xOf, p.yOf)
+	for _, s := range d.report.Samples {
+		if s.Failed {
+			xx, yy := p.xOf(s.Start.Sub(d.loadStart)), p.yOf(s.Latency)
+			fill(img, image.Rect(xx-2, yy-2, xx+3, yy+3), failRed)
+		}
+	}
+	for _, e := range d.events {
+		vline(img, p.xOf(e.At), p.py0, p.py1, trigRed)
+		xs := p.xOf(e.At + e.Serving)
+		fill(img, image.Rect(xs-1, p.py0, xs+2, p.py0+12), serveGreen)
+	}
+	frame(img, image.Rect(p.x0, p.py0, p.x1, p.py1), frameGray)
+}
+
+// drawAxes draws the grid lines and labels: a line per decade of latency
+// and per second (or five) of time.
+func (p panel) drawAxes(img *image.RGBA) {
+	for dec := p.yLo; dec <= p.yHi; dec++ {
+		yy := p.yOf(time.Duration(math.Pow(10, dec) * 1e6))
+		hline(img, p.x0, p.x1, yy, gridGray)
+		label := strings.TrimSuffix(fmt.Sprintf("%g", math.Pow(10, dec)), ".0")
+		drawText(img, p.x0-8-textWidth(label, 2), yy-7, label, 2, black)
+	}
+	drawText(img, 8, p.py0+panelH/2-7, "MS", 2, black) // log scale
+	step := 1.0
+	if p.secs > 20 {
+		step = 5
+	}
+	for s := 0.0; s <= p.secs; s += step {
+		xx := p.xOf(time.Duration(s * float64(time.Second)))
+		vline(img, xx, p.py0, p.py1, gridGray)
+		label := fmt.Sprintf("%g", s)
+		drawText(img, xx-textWidth(label, 2)/2, p.py1+6, label, 2, black)
+	}
+}
+
+func savePNG(path string, img image.Image) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err

@@ -257,108 +257,162 @@ func overheadChecks(o *overheadResult) []check {
 	return cs
 }
 
+// formatTables is the report: the upgrade runs, the ratios over
+// tableflip, the cold starts, the steady-state overhead and the targets,
+// each where there is something to show.
 func formatTables(res results) string {
 	var b strings.Builder
-	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(&b, res.Machine.String())
 	if len(res.Runs) > 0 {
-		l := res.Load
-		fmt.Fprintf(&b, "\nUpgrades under load: %d clients on 127.0.0.1, %.0f%% on fresh connections, %.0f%% POST, %d req/s; %d upgrades, triggers at least %s apart\n\n",
-			l.Clients, 100*l.Fresh, 100*l.Post, l.Rate, l.Upgrades, l.Interval)
-		fmt.Fprint(w, "service\tupgrades\trequests")
-		for _, k := range failureKinds {
-			fmt.Fprintf(w, "\t%s", k.title)
-		}
-		fmt.Fprint(w, "\tre-sent\t\n")
-		for _, r := range res.Runs {
-			fmt.Fprintf(w, "%s\t%d\t%d", r.Service, r.Upgrades, r.Requests)
-			for _, k := range failureKinds {
-				fmt.Fprintf(w, "\t%d", r.Failures[k.key])
-			}
-			fmt.Fprintf(w, "\t%d\t\n", r.Retried)
-		}
-		w.Flush()
-
-		fmt.Fprintf(&b, "\nLatency of successful requests from the first trigger on, ms: inside upgrade windows (trigger to old pid gone, or new pid serving if later, + %s) | outside\n\n", l.Margin)
-		fmt.Fprint(w, "service\tn\tp50\tp99\tp99.9\tmax\t|\tn\tp50\tp99\tp99.9\tmax\tp99 in/out\t\n")
-		for _, r := range res.Runs {
-			fmt.Fprintf(w, "%s\t%s\t|\t%s\t%.2fx\t\n", r.Service, latCells(r.Inside), latCells(r.Outside), r.Inside.P99/r.Outside.P99)
-		}
-		w.Flush()
-
-		fmt.Fprint(&b, "\nPer upgrade, ms: median / p90 / max\n\n")
-		fmt.Fprint(w, "service\ttrigger->new pid serving\ttrigger->old pid gone\toverlap (both alive)\tRSS steady\tRSS peak (sum)\tVmHWM max\t\n")
-		for _, r := range res.Runs {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Service, timeCells(r.Serving), timeCells(r.Gone),
-				timeCells(r.Overlap), mib(r.RSSSteady), mib(r.RSSPeak), mib(r.HWMMax))
-		}
-		w.Flush()
-
-		if slices.ContainsFunc(res.Runs, func(r runResult) bool { return r.StateBytes > 0 }) {
-			fmt.Fprint(&b, "\nBaton's state phase, as its new process logged it (asking for the state to having restored it), ms\n\n")
-			fmt.Fprint(w, "service\tsnapshot (median)\tmedian / p90 / max\t\n")
-			for _, r := range res.Runs {
-				if r.StateBytes > 0 {
-					fmt.Fprintf(w, "%s\t%.1f KiB\t%s\t\n", r.Service, float64(r.StateBytes)/1024, timeCells(r.StatePhase))
-				}
-			}
-			w.Flush()
-		}
-		for _, r := range res.Runs {
-			if r.Error != "" {
-				fmt.Fprintf(&b, "\n%s stopped early: %s\n", r.Service, firstLine(r.Error))
-			}
-		}
+		writeUpgradeTables(&b, res.Load, res.Runs)
 	}
 	if r := res.Ratios; r != nil && len(r.Baton) > 0 {
-		fmt.Fprint(&b, "\nOver tableflip\n\n")
-		fmt.Fprint(w, "service\tserving median\tserving p90\tgone median\tgone p90\t\n")
-		for _, x := range r.Baton {
-			fmt.Fprintf(w, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", x.Service, x.ServingMedian, x.ServingP90, x.GoneMedian, x.GoneP90)
-		}
-		w.Flush()
-		if find(res.Runs, "baton-state") != nil {
-			fmt.Fprintf(&b, "\nbaton-state: trigger->new pid serving median %+.1f ms vs tableflip, %+.1f ms vs baton without the large state\n",
-				r.StateServingDiff, r.StateVsBatonDiff)
-		}
+		writeRatios(&b, r, find(res.Runs, "baton-state") != nil)
 	}
 	if len(res.Cold) > 0 {
-		fmt.Fprint(&b, "\nCold start, no upgrade: exec to the first reply, ms: median / p90 / max\n\n")
-		fmt.Fprint(w, "service\targs\tstarts\texec->first reply\t\n")
-		for _, c := range res.Cold {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t\n", c.Service, strings.Join(c.Args, " "), c.Starts, timeCells(c.FirstReply))
-		}
-		w.Flush()
+		writeColdStarts(&b, res.Cold)
 	}
 	if o := res.Overhead; o != nil {
-		fmt.Fprintf(&b, "\nSteady-state overhead: GET / closed loop, %d keep-alive clients, %s per measurement, variants alternated\n\n", o.Clients, o.Duration)
-		fmt.Fprint(w, "round\tvariant\treq/s\tp50 ms\tp99 ms\tserver CPU us/req\terrors\t\n")
-		for _, r := range o.Runs {
-			fmt.Fprintf(w, "%d\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t%d\t\n", r.Round, r.Variant, r.RPS, r.P50, r.P99, r.CPUPerReq, r.Errors)
-		}
-		w.Flush()
-		fmt.Fprint(&b, "\nAgainst plain: means over the rounds (req/s overhead: positive is slower), and the median of the rounds, each against the plain run of the same round\n\n")
-		fmt.Fprint(w, "variant\treq/s\tp99 ms\tCPU us/req\treq/s overhead\tp99 change\tCPU/req change\tmedian round: req/s overhead\tCPU/req change\t\n")
-		for _, v := range o.Variants {
-			fmt.Fprintf(w, "%s\t%.0f\t%.3f\t%.1f\t%+.2f%%\t%+.1f%%\t%+.2f%%\t%+.2f%%\t%+.2f%%\t\n", v.Variant, v.RPS, v.P99, v.CPU,
-				v.RPSOverhead, v.P99Change, v.CPUOverhead, v.MedianOverhead, v.MedianCPU)
-		}
-		w.Flush()
-		for _, v := range o.Variants[:len(o.Variants)-1] {
-			fmt.Fprintf(&b, "%s per round: req/s overhead %v %%, CPU/req change %v %%\n", v.Variant, v.RoundOverheads, v.RoundCPU)
-		}
+		writeOverhead(&b, o)
 	}
 	if len(res.Checks) > 0 {
-		fmt.Fprint(&b, "\nTargets\n\n")
-		for _, c := range res.Checks {
-			verdict := "PASS"
-			if !c.Pass {
-				verdict = "FAIL"
-			}
-			fmt.Fprintf(&b, "  %s  %s: %s\n", verdict, c.Target, c.Value)
-		}
+		writeChecks(&b, res.Checks)
 	}
 	return b.String()
+}
+
+// newTable aligns the cells of one table, right-aligned, into b; the prose
+// between the tables goes to b directly once the table is flushed.
+func newTable(b *strings.Builder) *tabwriter.Writer {
+	return tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+}
+
+// writeUpgradeTables writes the tables of the upgrade runs: failures,
+// latencies, per-upgrade times and memory, baton's state phase, and the
+// runs that stopped early.
+func writeUpgradeTables(b *strings.Builder, l loadJSON, runs []runResult) {
+	fmt.Fprintf(b, "\nUpgrades under load: %d clients on 127.0.0.1, %.0f%% on fresh connections, %.0f%% POST, %d req/s; %d upgrades, triggers at least %s apart\n\n",
+		l.Clients, 100*l.Fresh, 100*l.Post, l.Rate, l.Upgrades, l.Interval)
+	writeFailures(b, runs)
+	fmt.Fprintf(b, "\nLatency of successful requests from the first trigger on, ms: inside upgrade windows (trigger to old pid gone, or new pid serving if later, + %s) | outside\n\n", l.Margin)
+	writeLatencies(b, runs)
+	fmt.Fprint(b, "\nPer upgrade, ms: median / p90 / max\n\n")
+	writePerUpgrade(b, runs)
+	if slices.ContainsFunc(runs, func(r runResult) bool { return r.StateBytes > 0 }) {
+		fmt.Fprint(b, "\nBaton's state phase, as its new process logged it (asking for the state to having restored it), ms\n\n")
+		writeStatePhase(b, runs)
+	}
+	for _, r := range runs {
+		if r.Error != "" {
+			fmt.Fprintf(b, "\n%s stopped early: %s\n", r.Service, firstLine(r.Error))
+		}
+	}
+}
+
+func writeFailures(b *strings.Builder, runs []runResult) {
+	w := newTable(b)
+	fmt.Fprint(w, "service\tupgrades\trequests")
+	for _, k := range failureKinds {
+		fmt.Fprintf(w, "\t%s", k.title)
+	}
+	fmt.Fprint(w, "\tre-sent\t\n")
+	for _, r := range runs {
+		fmt.Fprintf(w, "%s\t%d\t%d", r.Service, r.Upgrades, r.Requests)
+		for _, k := range failureKinds {
+			fmt.Fprintf(w, "\t%d", r.Failures[k.key])
+		}
+		fmt.Fprintf(w, "\t%d\t\n", r.Retried)
+	}
+	w.Flush()
+}
+
+func writeLatencies(b *strings.Builder, runs []runResult) {
+	w := newTable(b)
+	fmt.Fprint(w, "service\tn\tp50\tp99\tp99.9\tmax\t|\tn\tp50\tp99\tp99.9\tmax\tp99 in/out\t\n")
+	for _, r := range runs {
+		fmt.Fprintf(w, "%s\t%s\t|\t%s\t%.2fx\t\n", r.Service, latCells(r.Inside), latCells(r.Outside), r.Inside.P99/r.Outside.P99)
+	}
+	w.Flush()
+}
+
+func writePerUpgrade(b *strings.Builder, runs []runResult) {
+	w := newTable(b)
+	fmt.Fprint(w, "service\ttrigger->new pid serving\ttrigger->old pid gone\toverlap (both alive)\tRSS steady\tRSS peak (sum)\tVmHWM max\t\n")
+	for _, r := range runs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Service, timeCells(r.Serving), timeCells(r.Gone),
+			timeCells(r.Overlap), mib(r.RSSSteady), mib(r.RSSPeak), mib(r.HWMMax))
+	}
+	w.Flush()
+}
+
+func writeStatePhase(b *strings.Builder, runs []runResult) {
+	w := newTable(b)
+	fmt.Fprint(w, "service\tsnapshot (median)\tmedian / p90 / max\t\n")
+	for _, r := range runs {
+		if r.StateBytes > 0 {
+			fmt.Fprintf(w, "%s\t%.1f KiB\t%s\t\n", r.Service, float64(r.StateBytes)/1024, timeCells(r.StatePhase))
+		}
+	}
+	w.Flush()
+}
+
+// writeRatios writes each baton run's upgrade times over tableflip's and,
+// with a baton-state run, what the large state adds.
+func writeRatios(b *strings.Builder, r *ratios, withState bool) {
+	fmt.Fprint(b, "\nOver tableflip\n\n")
+	w := newTable(b)
+	fmt.Fprint(w, "service\tserving median\tserving p90\tgone median\tgone p90\t\n")
+	for _, x := range r.Baton {
+		fmt.Fprintf(w, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", x.Service, x.ServingMedian, x.ServingP90, x.GoneMedian, x.GoneP90)
+	}
+	w.Flush()
+	if withState {
+		fmt.Fprintf(b, "\nbaton-state: trigger->new pid serving median %+.1f ms vs tableflip, %+.1f ms vs baton without the large state\n",
+			r.StateServingDiff, r.StateVsBatonDiff)
+	}
+}
+
+func writeColdStarts(b *strings.Builder, cold []coldStart) {
+	fmt.Fprint(b, "\nCold start, no upgrade: exec to the first reply, ms: median / p90 / max\n\n")
+	w := newTable(b)
+	fmt.Fprint(w, "service\targs\tstarts\texec->first reply\t\n")
+	for _, c := range cold {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t\n", c.Service, strings.Join(c.Args, " "), c.Starts, timeCells(c.FirstReply))
+	}
+	w.Flush()
+}
+
+// writeOverhead writes every saturation measurement, then each variant
+// against plain, over the rounds and per round.
+func writeOverhead(b *strings.Builder, o *overheadResult) {
+	fmt.Fprintf(b, "\nSteady-state overhead: GET / closed loop, %d keep-alive clients, %s per measurement, variants alternated\n\n", o.Clients, o.Duration)
+	w := newTable(b)
+	fmt.Fprint(w, "round\tvariant\treq/s\tp50 ms\tp99 ms\tserver CPU us/req\terrors\t\n")
+	for _, r := range o.Runs {
+		fmt.Fprintf(w, "%d\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t%d\t\n", r.Round, r.Variant, r.RPS, r.P50, r.P99, r.CPUPerReq, r.Errors)
+	}
+	w.Flush()
+	fmt.Fprint(b, "\nAgainst plain: means over the rounds (req/s overhead: positive is slower), and the median of the rounds, each against the plain run of the same round\n\n")
+	fmt.Fprint(w, "variant\treq/s\tp99 ms\tCPU us/req\treq/s overhead\tp99 change\tCPU/req change\tmedian round: req/s overhead\tCPU/req change\t\n")
+	for _, v := range o.Variants {
+		fmt.Fprintf(w, "%s\t%.0f\t%.3f\t%.1f\t%+.2f%%\t%+.1f%%\t%+.2f%%\t%+.2f%%\t%+.2f%%\t\n", v.Variant, v.RPS, v.P99, v.CPU,
+			v.RPSOverhead, v.P99Change, v.CPUOverhead, v.MedianOverhead, v.MedianCPU)
+	}
+	w.Flush()
+	for _, v := range o.Variants[:len(o.Variants)-1] {
+		fmt.Fprintf(b, "%s per round: req/s overhead %v %%, CPU/req change %v %%\n", v.Variant, v.RoundOverheads, v.RoundCPU)
+	}
+}
+
+func writeChecks(b *strings.Builder, checks []check) {
+	fmt.Fprint(b, "\nTargets\n\n")
+	for _, c := range checks {
+		verdict := "PASS"
+		if !c.Pass {
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(b, "  %s  %s: %s\n", verdict, c.Target, c.Value)
+	}
 }
 
 func latCells(l latencyStats) string {

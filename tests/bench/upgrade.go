@@ -126,6 +126,14 @@ func runService(ctx context.Context, spec serviceSpec, root string, cfg runConfi
 	return d, nil
 }
 
+// probed is a new process as one of the waits below saw it: its pid and
+// when it was seen.
+type probed struct {
+	pid int
+	at  time.Time
+	err error
+}
+
 // upgrade triggers one upgrade of the process old and waits until a new
 // process answered and old exited.
 func (s *service) upgrade(ctx context.Context, old int, known map[int]bool, cfg runConfig) (upgradeEvent, error) {
@@ -133,88 +141,110 @@ func (s *service) upgrade(ctx context.Context, old int, known map[int]bool, cfg 
 	defer cancel()
 	ev := upgradeEvent{OldPid: old}
 
-	type probed struct {
-		pid int
-		at  time.Time
-		err error
-	}
-	probe := make(chan probed, 1)
-	forked := make(chan probed, 1)
-	sig := syscall.SIGHUP
-	if s.spec.Restart {
-		sig = syscall.SIGTERM
-	}
 	// A failed upgrade leaves the old process serving: it shows only in
 	// its log, and everything waiting here stops on it.
-	failedFrom := s.logs.Len()
-	var failed error
-	watched := make(chan struct{})
-	defer func() { cancel(); <-watched }()
-	go func() {
-		defer close(watched)
-		if failed = waitFailure(ctx, s.logs, old, failedFrom); failed != nil {
-			cancel()
-		}
-	}()
+	failed := s.watchFailure(ctx, cancel, old)
+	defer func() { cancel(); <-failed.done }()
 	ev.trigger = time.Now()
-	if err := s.tr.signal(old, sig); err != nil {
+	if err := s.tr.signal(old, s.triggerSignal()); err != nil {
 		return ev, fmt.Errorf("signal %d: %w", old, err)
 	}
+	probe := make(chan probed, 1)
 	go func() {
 		pid, at, err := probeNew(ctx, s.url(), known, cfg.ProbeEvery)
 		probe <- probed{pid, at, err}
 	}()
-	if !s.spec.Restart {
-		go func() {
-			pid, at, err := s.watchFork(ctx, old)
-			forked <- probed{pid, at, err}
-		}()
-	}
 
-	var (
-		fork probed
-		err  error
-	)
-	if s.spec.Restart {
-		err = s.tr.waitExit(ctx, old)
-		ev.gone = time.Now()
-		if err == nil {
-			// The new process starts once the old one is gone: no
-			// overlap.
-			fork.at = time.Now()
-			fork.pid, fork.err = s.spawn(s.addr)
-		}
-	} else {
-		// The fork first: a failed upgrade shows there, and then the old
-		// process does not exit.
-		if fork = <-forked; fork.err == nil {
-			err = s.tr.waitExit(ctx, old)
-			ev.gone = time.Now()
-		}
-	}
+	fork, gone, err := s.handover(ctx, old)
+	ev.gone = gone
 	if err != nil || fork.err != nil {
 		cancel() // ends the probe
 	}
 	p := <-probe
 	cancel()
-	<-watched
-	switch {
-	case failed != nil:
-		return ev, failed
-	case err != nil:
-		return ev, fmt.Errorf("old process: %w", err)
-	case fork.err != nil:
-		return ev, fmt.Errorf("new process: %w", fork.err)
-	case p.err != nil:
-		return ev, p.err
-	case p.pid != fork.pid:
-		return ev, fmt.Errorf("new pid %d answered, but the process started was %d", p.pid, fork.pid)
+	<-failed.done
+	if err := upgradeOutcome(failed.err, err, fork, p); err != nil {
+		return ev, err
 	}
 	ev.NewPid = p.pid
 	ev.Serving = p.at.Sub(ev.trigger)
 	ev.Gone = ev.gone.Sub(ev.trigger)
 	ev.Overlap = max(0, ev.gone.Sub(fork.at))
 	return ev, nil
+}
+
+// triggerSignal is what starts an upgrade of the service: SIGHUP, or
+// SIGTERM for a plain restart.
+func (s *service) triggerSignal() syscall.Signal {
+	if s.spec.Restart {
+		return syscall.SIGTERM
+	}
+	return syscall.SIGHUP
+}
+
+// failureWatch waits for the log line of a failed upgrade; err is set once
+// done is closed.
+type failureWatch struct {
+	done chan struct{}
+	err  error
+}
+
+// watchFailure watches the log, from now on, for old's failed upgrade and
+// calls cancel if it sees one, so that every wait of the upgrade stops.
+func (s *service) watchFailure(ctx context.Context, cancel context.CancelFunc, old int) *failureWatch {
+	w := &failureWatch{done: make(chan struct{})}
+	from := s.logs.Len()
+	go func() {
+		defer close(w.done)
+		if w.err = waitFailure(ctx, s.logs, old, from); w.err != nil {
+			cancel()
+		}
+	}()
+	return w
+}
+
+// handover waits, after the trigger, until the new process has started and
+// the old one has exited, in the order the kind of upgrade has them, and
+// returns the new process and when the old one was gone.
+func (s *service) handover(ctx context.Context, old int) (fork probed, gone time.Time, err error) {
+	if s.spec.Restart {
+		err = s.tr.waitExit(ctx, old)
+		gone = time.Now()
+		if err == nil {
+			// The new process starts once the old one is gone: no
+			// overlap.
+			fork.at = time.Now()
+			fork.pid, fork.err = s.spawn(s.addr)
+		}
+		return fork, gone, err
+	}
+	// The fork first: a failed upgrade shows there, and then the old
+	// process does not exit.
+	if fork.pid, fork.at, fork.err = s.watchFork(ctx, old); fork.err == nil {
+		err = s.tr.waitExit(ctx, old)
+		gone = time.Now()
+	}
+	return fork, gone, err
+}
+
+// upgradeOutcome is the first reason the upgrade failed, in the order that
+// explains it best, or nil: the failure old logged, old's wait, the new
+// process's start, the probe, and a reply from another process than the
+// one started.
+func upgradeOutcome(failed, oldErr error, fork, p probed) error {
+	switch {
+	case failed != nil:
+		return failed
+	case oldErr != nil:
+		return fmt.Errorf("old process: %w", oldErr)
+	case fork.err != nil:
+		return fmt.Errorf("new process: %w", fork.err)
+	case p.err != nil:
+		return p.err
+	case p.pid != fork.pid:
+		return fmt.Errorf("new pid %d answered, but the process started was %d", p.pid, fork.pid)
+	}
+	return nil
 }
 
 // watchFork polls old's children until one runs the service's binary, and

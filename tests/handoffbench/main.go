@@ -37,45 +37,11 @@ func run() error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid", os.Getpid())
 
-	blob := make([]byte, *size)
-	for i := range blob {
-		blob[i] = byte(i * 7)
-	}
 	reg, err := state.NewRegistry(state.Options{})
 	if err != nil {
 		return err
 	}
-	// The blob section starts with the capture's start time, so the new
-	// process can tell how long the whole handoff took.
-	err = reg.Register(state.Participant{
-		Name:    "bench.blob",
-		Version: 1,
-		Capture: func(w io.Writer) error {
-			var ts [8]byte
-			binary.BigEndian.PutUint64(ts[:], uint64(time.Now().UnixNano()))
-			if _, err := w.Write(ts[:]); err != nil {
-				return err
-			}
-			_, err := w.Write(blob)
-			return err
-		},
-		Restore: func(r io.Reader) error {
-			var ts [8]byte
-			if _, err := io.ReadFull(r, ts[:]); err != nil {
-				return err
-			}
-			if _, err := io.ReadFull(r, blob); err != nil {
-				return err
-			}
-			if n, _ := r.Read(make([]byte, 1)); n != 0 {
-				return errors.New("state longer than -size")
-			}
-			took := time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(ts[:]))))
-			log.Info("handoff measured", "bytes", len(blob), "handoff_ns", took.Nanoseconds())
-			return nil
-		},
-	})
-	if err != nil {
+	if err := reg.Register(newBlob(*size, log).participant()); err != nil {
 		return err
 	}
 	u, err := upgrader.New(upgrader.Options{State: reg, PIDFile: *pidfile, Logger: log})
@@ -87,6 +53,60 @@ func run() error {
 		return err
 	}
 	log.Info("serving")
+	return serveSignals(u, sigs, log)
+}
+
+// blob is the service's state: size bytes, handed over whole.
+type blob struct {
+	b   []byte
+	log *slog.Logger
+}
+
+func newBlob(size int64, log *slog.Logger) *blob {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return &blob{b: b, log: log}
+}
+
+// participant hands the blob over. Its section starts with the capture's
+// start time, so the new process can tell how long the whole handoff took.
+func (bl *blob) participant() state.Participant {
+	return state.Participant{Name: "bench.blob", Version: 1, Capture: bl.capture, Restore: bl.restore}
+}
+
+func (bl *blob) capture(w io.Writer) error {
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], uint64(time.Now().UnixNano()))
+	if _, err := w.Write(ts[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(bl.b)
+	return err
+}
+
+// restore reads the blob and logs the handoff's length, from the start of
+// the capture in the old process to now.
+func (bl *blob) restore(r io.Reader) error {
+	var ts [8]byte
+	if _, err := io.ReadFull(r, ts[:]); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(r, bl.b); err != nil {
+		return err
+	}
+	if n, _ := r.Read(make([]byte, 1)); n != 0 {
+		return errors.New("state longer than -size")
+	}
+	took := time.Since(time.Unix(0, int64(binary.BigEndian.Uint64(ts[:]))))
+	bl.log.Info("handoff measured", "bytes", len(bl.b), "handoff_ns", took.Nanoseconds())
+	return nil
+}
+
+// serveSignals upgrades on SIGHUP, in the background, and shuts down on
+// SIGTERM or once a new process has taken over.
+func serveSignals(u *upgrader.Upgrader, sigs <-chan os.Signal, log *slog.Logger) error {
 	for {
 		select {
 		case sig := <-sigs:

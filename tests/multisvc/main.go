@@ -41,85 +41,117 @@ func run() error {
 		return err
 	}
 	defer u.Close()
-	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	serveStream := func(ln net.Listener) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write(pid)
-				c.Close()
-			}
-		}()
-	}
-	servePacket := func(pc net.PacketConn) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 64)
-			for {
-				_, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				pc.WriteTo(pid, from)
-			}
-		}()
-	}
-
-	fields := []any{}
-	streams := [][2]string{{"tcp4", "127.0.0.1:0"}, {"unix", filepath.Join(*dir, "stream.sock")}}
-	if *v6 {
-		streams = append(streams, [2]string{"tcp6", "[::1]:0"})
-	}
-	for _, s := range streams {
-		ln, err := u.Listen(s[0], s[1])
-		if err != nil {
-			return err
-		}
-		serveStream(ln)
-		fields = append(fields, s[0], ln.Addr().String())
-	}
-	for _, s := range [][2]string{{"udp", "127.0.0.1:0"}, {"unixgram", filepath.Join(*dir, "dgram.sock")}} {
-		pc, err := u.ListenPacket(s[0], s[1])
-		if err != nil {
-			return err
-		}
-		servePacket(pc)
-		fields = append(fields, s[0], pc.LocalAddr().String())
-	}
-
-	// The named file: created by the first generation, inherited after.
-	f, err := u.File("data")
+	fields, err := listenAll(u, *dir, *v6, answerer{wg: &wg, pid: []byte(strconv.Itoa(os.Getpid()) + "\n")})
 	if err != nil {
 		return err
 	}
-	if f == nil {
-		if f, err = os.OpenFile(filepath.Join(*dir, "data"), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
-			return err
-		}
-		if err := u.AddFile("data", f); err != nil {
-			return err
-		}
-	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+	ino, err := namedFile(u, *dir)
+	if err != nil {
 		return err
 	}
-	f.Close()
-	fields = append(fields, "file_ino", st.Ino, "generation", u.Generation())
+	fields = append(fields, "file_ino", ino, "generation", u.Generation())
 
 	if err := u.Ready(); err != nil {
 		return err
 	}
 	log.Info("serving", fields...)
+	return serveSignals(u, sigs, log)
+}
+
+// answerer answers every connection and datagram with the pid, in a
+// goroutine per socket that wg counts.
+type answerer struct {
+	wg  *sync.WaitGroup
+	pid []byte
+}
+
+func (a answerer) stream(ln net.Listener) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write(a.pid)
+			c.Close()
+		}
+	}()
+}
+
+func (a answerer) packets(pc net.PacketConn) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		buf := make([]byte, 64)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(a.pid, from)
+		}
+	}()
+}
+
+// listenAll takes one socket of every kind through the upgrader (inherited
+// after the first generation), serves each with a, and returns their
+// addresses as log fields, by kind.
+func listenAll(u *upgrader.Upgrader, dir string, v6 bool, a answerer) ([]any, error) {
+	fields := []any{}
+	streams := [][2]string{{"tcp4", "127.0.0.1:0"}, {"unix", filepath.Join(dir, "stream.sock")}}
+	if v6 {
+		streams = append(streams, [2]string{"tcp6", "[::1]:0"})
+	}
+	for _, s := range streams {
+		ln, err := u.Listen(s[0], s[1])
+		if err != nil {
+			return nil, err
+		}
+		a.stream(ln)
+		fields = append(fields, s[0], ln.Addr().String())
+	}
+	for _, s := range [][2]string{{"udp", "127.0.0.1:0"}, {"unixgram", filepath.Join(dir, "dgram.sock")}} {
+		pc, err := u.ListenPacket(s[0], s[1])
+		if err != nil {
+			return nil, err
+		}
+		a.packets(pc)
+		fields = append(fields, s[0], pc.LocalAddr().String())
+	}
+	return fields, nil
+}
+
+// namedFile returns the inode of the named file "data": created by the
+// first generation, inherited after.
+func namedFile(u *upgrader.Upgrader, dir string) (uint64, error) {
+	f, err := u.File("data")
+	if err != nil {
+		return 0, err
+	}
+	if f == nil {
+		if f, err = os.OpenFile(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+			return 0, err
+		}
+		if err := u.AddFile("data", f); err != nil {
+			return 0, err
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	f.Close()
+	return st.Ino, nil
+}
+
+// serveSignals upgrades on SIGHUP, in the background, and shuts down on
+// SIGTERM or once a new process has taken over.
+func serveSignals(u *upgrader.Upgrader, sigs <-chan os.Signal, log *slog.Logger) error {
 	for {
 		select {
 		case sig := <-sigs:

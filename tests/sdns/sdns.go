@@ -87,6 +87,39 @@ func Boot(t testing.TB, opts Options) *Instance {
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = DefaultStopTimeout
 	}
+	in := newInstance(t, opts)
+	stdout, stderr, err := in.start()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 2 {
+		os.RemoveAll(in.dir)
+		skip(t, "sdns: "+strings.TrimSpace(stderr))
+	}
+	if err != nil {
+		// start cleans up after itself on failure; stop is idempotent
+		in.runScript("stop")
+		os.RemoveAll(in.dir)
+		t.Fatalf("sdns: start: %v\n%s", err, stderr)
+	}
+	in.pid, err = strconv.Atoi(strings.TrimSpace(stdout))
+	if err != nil {
+		in.runScript("stop")
+		os.RemoveAll(in.dir)
+		t.Fatalf("sdns: start printed %q, not a pid\n%s", stdout, stderr)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			in.logDiagnostics(t)
+		}
+		if err := in.Stop(); err != nil {
+			t.Errorf("sdns: %v", err)
+		}
+	})
+	return in
+}
+
+// newInstance makes the instance directory and writes sdns.sh into it.
+func newInstance(t testing.TB, opts Options) *Instance {
+	t.Helper()
 	// Not t.TempDir: the script accepts a narrower set of characters than
 	// test names produce, and the directory must outlive the test's own
 	// TempDir cleanup until Stop has run.
@@ -103,50 +136,32 @@ func Boot(t testing.TB, opts Options) *Instance {
 		os.RemoveAll(dir)
 		t.Fatalf("sdns: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opts.BootTimeout+30*time.Second)
+	return in
+}
+
+// start runs "sdns.sh start", bounded by the boot timeout and a margin,
+// and returns what it printed: the guest's pid on stdout, or why it could
+// not boot on stderr (exit status 2: the environment cannot run it).
+func (in *Instance) start() (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.opts.BootTimeout+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, in.script, "start", dir)
+	cmd := exec.CommandContext(ctx, in.script, "start", in.dir)
 	cmd.Env = append(os.Environ(),
 		"SDNS_OWNER_PID="+strconv.Itoa(os.Getpid()),
-		"SDNS_BOOT_TIMEOUT="+seconds(opts.BootTimeout),
-		"SDNS_STOP_TIMEOUT="+seconds(opts.StopTimeout),
-		"SDNS_JOURNAL="+boolEnv(!opts.NoJournal),
-		"SDNS_DBUS="+boolEnv(opts.DBus),
-		"SDNS_RW="+strings.Join(opts.RW, " "),
+		"SDNS_BOOT_TIMEOUT="+seconds(in.opts.BootTimeout),
+		"SDNS_STOP_TIMEOUT="+seconds(in.opts.StopTimeout),
+		"SDNS_JOURNAL="+boolEnv(!in.opts.NoJournal),
+		"SDNS_DBUS="+boolEnv(in.opts.DBus),
+		"SDNS_RW="+strings.Join(in.opts.RW, " "),
 	)
-	if opts.LogLevel != "" {
-		cmd.Env = append(cmd.Env, "SDNS_LOG_LEVEL="+opts.LogLevel)
+	if in.opts.LogLevel != "" {
+		cmd.Env = append(cmd.Env, "SDNS_LOG_LEVEL="+in.opts.LogLevel)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 2 {
-		os.RemoveAll(dir)
-		skip(t, "sdns: "+strings.TrimSpace(stderr.String()))
-	}
-	if err != nil {
-		// start cleans up after itself on failure; stop is idempotent
-		in.runScript("stop")
-		os.RemoveAll(dir)
-		t.Fatalf("sdns: start: %v\n%s", err, stderr.String())
-	}
-	in.pid, err = strconv.Atoi(strings.TrimSpace(stdout.String()))
-	if err != nil {
-		in.runScript("stop")
-		os.RemoveAll(dir)
-		t.Fatalf("sdns: start printed %q, not a pid\n%s", stdout.String(), stderr.String())
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			in.logDiagnostics(t)
-		}
-		if err := in.Stop(); err != nil {
-			t.Errorf("sdns: %v", err)
-		}
-	})
-	return in
+	return out.String(), errOut.String(), err
 }
 
 func skip(t testing.TB, reason string) {

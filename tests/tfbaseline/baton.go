@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -48,7 +47,7 @@ func runBaton(cfg config, log *slog.Logger) error {
 		case sig := <-sigs:
 			if sig != syscall.SIGHUP {
 				log.Info("stopping", "signal", sig.String())
-				return shutdown(u, cfg, log)
+				return drain(u.Shutdown, cfg, log)
 			}
 			log.Info("upgrade requested")
 			// Upgrade returns once the new process is ready; Exit is
@@ -62,17 +61,7 @@ func runBaton(cfg config, log *slog.Logger) error {
 			}()
 		case <-u.Exit():
 			log.Info("draining")
-			return shutdown(u, cfg, log)
+			return drain(u.Shutdown, cfg, log)
 		}
 	}
-}
-
-func shutdown(u *upgrader.Upgrader, cfg config, log *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
-	defer cancel()
-	if err := u.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	log.Info("exiting")
-	return nil
 }

@@ -39,9 +39,16 @@ func runPlain(cfg config, log *slog.Logger) error {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
+	return drain(srv.Shutdown, cfg, log)
+}
+
+// drain stops serving through shutdown (the upgrader's or the
+// http.Server's), gracefully, within the -drain timeout: reaching the
+// deadline is not an error.
+func drain(shutdown func(context.Context) error, cfg config, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.drain)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	log.Info("exiting")

@@ -115,21 +115,13 @@ func run() error {
 	}
 	ino := inode(ln)
 	status := systemd.Status(fmt.Sprintf("gen %d (pid %d) serving, listener from %s", gen, pid, from))
-
 	if successor {
-		if err := takeOver(n, pid, status); err != nil {
-			return err
-		}
+		err = takeOver(n, pid, status)
 	} else {
-		if _, err := n.Notify(systemd.NotifyReady, status); err != nil {
-			return err
-		}
-		if *fdstore && from == "bind" {
-			if _, err := n.StoreFDs("web", ln.(syscall.Conn)); err != nil {
-				return err
-			}
-			logf("listener stored as \"web\"")
-		}
+		err = announce(n, ln, from, status)
+	}
+	if err != nil {
+		return err
 	}
 	logf("serving on %s, listener from %s, inode %d", ln.Addr(), from, ino)
 
@@ -138,32 +130,66 @@ func run() error {
 	defer stopWatchdog()
 	var wg sync.WaitGroup
 	if *watchdog {
-		w, err := systemd.NewWatchdog(systemd.WatchdogOptions{
-			Notifier:        n,
-			Check:           healthy,
-			KeepEnvironment: *keepWPID,
-		})
-		if err != nil {
+		if err := startWatchdog(ctx, n, &wg); err != nil {
 			return err
 		}
-		logf("watchdog enabled=%v timeout=%v", w.Enabled(), w.Timeout())
-		wg.Add(1)
-		go func() { defer wg.Done(); w.Run(ctx) }()
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			fmt.Fprintf(c, "pid=%d gen=%d from=%s ino=%d\n", pid, gen, from, ino)
-			c.Close()
-		}
+		answer(ln, pid, gen, from, ino)
 	}()
 	stop := func() { stopWatchdog(); ln.Close(); wg.Wait() }
+	return handleSignals(sigs, n, ln, gen, stopWatchdog, stop)
+}
 
+// announce is the first generation's READY=1 and, with -fdstore, its own
+// listening socket to the fd store.
+func announce(n *systemd.Notifier, ln net.Listener, from, status string) error {
+	if _, err := n.Notify(systemd.NotifyReady, status); err != nil {
+		return err
+	}
+	if *fdstore && from == "bind" {
+		if _, err := n.StoreFDs("web", ln.(syscall.Conn)); err != nil {
+			return err
+		}
+		logf("listener stored as \"web\"")
+	}
+	return nil
+}
+
+// startWatchdog pings the watchdog, in a goroutine wg counts, until ctx is
+// done.
+func startWatchdog(ctx context.Context, n *systemd.Notifier, wg *sync.WaitGroup) error {
+	w, err := systemd.NewWatchdog(systemd.WatchdogOptions{
+		Notifier:        n,
+		Check:           healthy,
+		KeepEnvironment: *keepWPID,
+	})
+	if err != nil {
+		return err
+	}
+	logf("watchdog enabled=%v timeout=%v", w.Enabled(), w.Timeout())
+	wg.Add(1)
+	go func() { defer wg.Done(); w.Run(ctx) }()
+	return nil
+}
+
+// answer answers every connection with its one line until ln is closed.
+func answer(ln net.Listener, pid, gen int, from string, ino uint64) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "pid=%d gen=%d from=%s ino=%d\n", pid, gen, from, ino)
+		c.Close()
+	}
+}
+
+// handleSignals serves the signals until SIGTERM or a handover ends the
+// process: stopWatchdog stops the pings, stop them and the serving.
+func handleSignals(sigs <-chan os.Signal, n *systemd.Notifier, ln net.Listener, gen int, stopWatchdog, stop func()) error {
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGTERM:
@@ -263,27 +289,110 @@ func takeOver(n *systemd.Notifier, pid int, status string) error {
 // upgrade starts the next generation with the listener as fd 3 and waits,
 // bounded, until it is ready; then (with -handover=old*) moves the main PID
 // to it, stops serving, and tells it to go on.
+func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
+	p, err := newHandoverPipes()
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	child, err := forkSuccessor(ln, gen, p)
+	if err != nil {
+		return err
+	}
+	if child, err = awaitSuccessor(p.readyR, child); err != nil {
+		return err
+	}
+	if err := handOver(n, child); err != nil {
+		return err
+	}
+	stop()
+	if _, err := p.goW.Write([]byte("go")); err != nil {
+		return err
+	}
+	logf("successor pid %d took over", child)
+	return nil
+}
+
+// handoverPipes are the two pipes between this process and its successor:
+// the successor writes "ready <pid>" into the first; this process writes
+// "go" into the second once it has handed over. The successor's ends are
+// raw descriptors, closed here once it has been started with them.
+type handoverPipes struct {
+	readyR      *os.File
+	goW         *os.File
+	readyW, goR int
+}
+
+func newHandoverPipes() (*handoverPipes, error) {
+	var readyP, goP [2]int
+	if err := syscall.Pipe2(readyP[:], syscall.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	if err := syscall.Pipe2(goP[:], syscall.O_CLOEXEC); err != nil {
+		syscall.Close(readyP[0])
+		syscall.Close(readyP[1])
+		return nil, err
+	}
+	syscall.SetNonblock(readyP[0], true) // pollable, so awaitSuccessor's deadline works
+	return &handoverPipes{
+		readyR: os.NewFile(uintptr(readyP[0]), "ready"),
+		goW:    os.NewFile(uintptr(goP[1]), "go"),
+		readyW: readyP[1],
+		goR:    goP[0],
+	}, nil
+}
+
+// close closes this process's ends.
+func (p *handoverPipes) close() {
+	p.goW.Close()
+	p.readyR.Close()
+}
+
+// forkSuccessor starts the next generation, gen, with the listener as fd 3
+// and the successor's ends of the pipes as fds 4 and 5, and returns its
+// pid, or 0 with -reparent, where the pid started is the intermediate's.
 //
 // syscall.ForkExec with raw descriptors, not exec.Cmd.ExtraFiles, which
 // calls (*os.File).Fd() and so switches the shared listening socket to
 // blocking mode: this process's Accept would then sit in accept(2) and its
 // Close wait for the next client.
-func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
-	var readyP, goP [2]int
-	if err := syscall.Pipe2(readyP[:], syscall.O_CLOEXEC); err != nil {
-		return err
+func forkSuccessor(ln net.Listener, gen int, p *handoverPipes) (int, error) {
+	env := successorEnv(gen)
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
 	}
-	if err := syscall.Pipe2(goP[:], syscall.O_CLOEXEC); err != nil {
-		syscall.Close(readyP[0])
-		syscall.Close(readyP[1])
-		return err
+	rc, err := ln.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return 0, err
 	}
-	syscall.SetNonblock(readyP[0], true) // pollable, so the deadline below works
-	readyR := os.NewFile(uintptr(readyP[0]), "ready")
-	defer readyR.Close()
-	goW := os.NewFile(uintptr(goP[1]), "go")
-	defer goW.Close()
+	var child int
+	var forkErr error
+	rc.Control(func(lfd uintptr) {
+		child, forkErr = syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+			Env:   env,
+			Files: []uintptr{0, 1, 2, lfd, uintptr(p.readyW), uintptr(p.goR)},
+		})
+	})
+	syscall.Close(p.readyW)
+	syscall.Close(p.goR)
+	if forkErr != nil {
+		return 0, forkErr
+	}
+	if *reparent {
+		// the intermediate exits at once; the successor's pid comes
+		// with its "ready" line
+		var ws syscall.WaitStatus
+		syscall.Wait4(child, &ws, 0, nil)
+		child = 0
+	}
+	return child, nil
+}
 
+// successorEnv is this process's environment without notifysvc's own
+// variables, plus those that make the next process generation gen's
+// successor (and, with -reparent, the intermediate first).
+func successorEnv(gen int) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "NOTIFYSVC_") {
@@ -294,45 +403,33 @@ func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
 	if *reparent {
 		env = append(env, envSpawn+"=1")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	rc, err := ln.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return err
-	}
-	var child int
-	var forkErr error
-	rc.Control(func(lfd uintptr) {
-		child, forkErr = syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
-			Env:   env,
-			Files: []uintptr{0, 1, 2, lfd, uintptr(readyP[1]), uintptr(goP[0])},
-		})
-	})
-	syscall.Close(readyP[1])
-	syscall.Close(goP[0])
-	if forkErr != nil {
-		return forkErr
-	}
-	var ws syscall.WaitStatus
-	if *reparent {
-		// the intermediate exits at once; the successor's pid comes
-		// with its "ready" line
-		syscall.Wait4(child, &ws, 0, nil)
-		child = 0
-	}
+	return env
+}
+
+// awaitSuccessor waits up to 10 s for the successor's "ready <pid>" line
+// and returns its pid. child is the pid started, 0 if it is not known
+// (-reparent); a known child that is not ready, or not the one that says
+// so, is killed.
+func awaitSuccessor(readyR *os.File, child int) (int, error) {
 	readyR.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var succ int
 	if _, err := fmt.Fscanf(readyR, "ready %d\n", &succ); err != nil || (child != 0 && succ != child) {
 		if child != 0 {
+			var ws syscall.WaitStatus
 			syscall.Kill(child, syscall.SIGKILL)
 			syscall.Wait4(child, &ws, 0, nil)
 		}
-		return fmt.Errorf("successor %d not ready: %v", succ, err)
+		return 0, fmt.Errorf("successor %d not ready: %v", succ, err)
 	}
-	child = succ
+	return succ, nil
+}
+
+// handOver moves the main PID to child if this process is the one that
+// announces it (-handover=old or old-ready) and, with -barrier, waits
+// until systemd has processed that.
+func handOver(n *systemd.Notifier, child int) error {
 	handing := systemd.Status(fmt.Sprintf("handing over to pid %d", child))
+	var err error
 	switch *handover {
 	case "old":
 		_, err = n.Notify(systemd.MainPID(child), handing)
@@ -350,11 +447,6 @@ func upgrade(n *systemd.Notifier, ln net.Listener, gen int, stop func()) error {
 			return err
 		}
 	}
-	stop()
-	if _, err := goW.Write([]byte("go")); err != nil {
-		return err
-	}
-	logf("successor pid %d took over", child)
 	return nil
 }
 
