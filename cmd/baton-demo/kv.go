@@ -15,7 +15,8 @@ import (
 // set with -ldflags "-X main.kvSchema=2" to show a migration:
 //
 //	1: {"key": "value"}
-//	2: {"key": {"value": "value", "gen": 3}}, migrated from 1 with gen -1
+//	2: {"key": {"value": "value", "gen": 3}}, migrated from 1 with gen -1,
+//	   and back to 1 (dropping gen) so that v1 can take over again
 //	3: like 2 but reads neither 1 nor 2: an upgrade to it must fail cleanly
 var kvSchema = "1"
 
@@ -53,7 +54,11 @@ func (s *kvStore) register(reg *state.Registry) error {
 		return err
 	}
 	if s.schema == 2 {
-		return reg.AddMigration("demo.kv", 1, 2, migrateKV1to2)
+		if err := reg.AddMigration("demo.kv", 1, 2, migrateKV1to2); err != nil {
+			return err
+		}
+		// The way back: a rollback to a schema-1 build reads this.
+		return reg.AddMigration("demo.kv", 2, 1, migrateKV2to1)
 	}
 	return nil
 }
@@ -102,6 +107,20 @@ func migrateKV1to2(old []byte) ([]byte, error) {
 		m[k] = kvEntry{Value: v, Gen: -1}
 	}
 	return json.Marshal(m)
+}
+
+// migrateKV2to1 is the way back from schema 2 to 1, for a rollback: the
+// generations are dropped, the values kept.
+func migrateKV2to1(cur []byte) ([]byte, error) {
+	var m map[string]kvEntry
+	if err := json.Unmarshal(cur, &m); err != nil {
+		return nil, err
+	}
+	flat := make(map[string]string, len(m))
+	for k, e := range m {
+		flat[k] = e.Value
+	}
+	return json.Marshal(flat)
 }
 
 // seed fills an empty map with n entries.
