@@ -98,6 +98,10 @@ func (c *Counters) sinceCapture() map[string]uint64 {
 }
 
 func (c *Counters) participant() state.Participant {
+	// restored is what Restore added, for Reset to take back when a later
+	// section fails and the registry undoes the whole restore. The
+	// registry calls Restore and Reset one at a time.
+	var restored map[string]uint64
 	return state.Participant{
 		Name:    countersSection,
 		Version: 1,
@@ -125,7 +129,17 @@ func (c *Counters) participant() state.Participant {
 				return fmt.Errorf("counters: %w", err)
 			}
 			c.add(vals)
+			restored = vals
 			return nil
+		},
+		// Restore adds to what this process counted before it, so the
+		// registry's own undo (restore a copy captured before) would count
+		// twice: take back exactly what was added.
+		Reset: func() {
+			for name, v := range restored {
+				c.Counter(name).Add(-v) // two's complement: subtracts v
+			}
+			restored = nil
 		},
 	}
 }
