@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/tests/load"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // assertControlAnswers checks that sock is a Unix socket file on which the
@@ -69,7 +69,7 @@ func TestFailedChildKeepsParentUnixSockets(t *testing.T) {
 			// logs its verdict; what it removed is gone now.
 			for _, pid := range p.Logs.Pids() {
 				if pid != old {
-					if err := demotest.WaitExit(pid, 10*time.Second); err != nil {
+					if err := upgradertest.WaitExit(pid, 10*time.Second); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -86,7 +86,7 @@ func TestFailedChildKeepsParentUnixSockets(t *testing.T) {
 			if u.Err != "" {
 				t.Fatalf("second upgrade: %s", u.Err)
 			}
-			if err := demotest.WaitExit(old, 15*time.Second); err != nil {
+			if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			assertControlAnswers(t, sock)
@@ -123,9 +123,9 @@ func TestOldKilledAfterFreeze(t *testing.T) {
 			old := s.Pid(t)
 			waitTaskRuns(t, s, 2)
 			if withFile {
-				waitLine(t, s, 0, 5*time.Second, demotest.Match{Msg: "state file written", Pid: old})
+				waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "state file written", Pid: old})
 			}
-			cfg := standardLoad(s.URL())
+			cfg := standardLoad(s.URL)
 			cfg.Latencies = true
 			var triggered time.Time
 			var newPid int
@@ -133,15 +133,15 @@ func TestOldKilledAfterFreeze(t *testing.T) {
 				triggered = time.Now()
 				mark := hup(t, s, old)
 				waitRaw(t, s, "baton fault injected: old-kill-after-freeze@0.1")
-				if err := demotest.WaitExit(old, 5*time.Second); err != nil {
+				if err := upgradertest.WaitExit(old, 5*time.Second); err != nil {
 					t.Fatal(err)
 				}
 				want := "previous generation died before handing over its state: starting with no state"
 				if withFile {
 					want = "previous generation died before handing over its state: restoring the state file"
 				}
-				newPid = waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: want}).Pid
-				waitLine(t, s, mark, 10*time.Second, demotest.Match{Msg: "serving", Pid: newPid})
+				newPid = waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: want}).Pid
+				waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid})
 				if got := s.Root(t); got.Pid != newPid || got.Generation != 1 {
 					t.Fatalf("after the kill %+v serves, want pid %d at generation 1", got, newPid)
 				}
@@ -149,7 +149,7 @@ func TestOldKilledAfterFreeze(t *testing.T) {
 					t.Errorf("the pid file names %d, want %d", got, newPid)
 				}
 				if withFile {
-					waitLine(t, s, mark, 5*time.Second, demotest.Match{Msg: "state restored from file", Pid: newPid})
+					waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "state restored from file", Pid: newPid})
 				}
 				waitTaskRuns(t, s, 2)
 			})
@@ -160,7 +160,7 @@ func TestOldKilledAfterFreeze(t *testing.T) {
 			if n := failedBefore(r, triggered); n > 0 {
 				t.Errorf("%d requests sent before the kill failed", n)
 			}
-			assertFailureKinds(t, r, load.Reset, load.EOF)
+			assertFailureKinds(t, r, upgradertest.Reset, upgradertest.EOF)
 			assertOnlyAlive(t, s, newPid)
 
 			// The orphaned generation upgrades as usual.
@@ -197,7 +197,7 @@ func TestNothingLeaksIntoSubprocesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := demotest.StartCmd(t, bin, dir, "-pidfile", filepath.Join(dir, "demo.pid"))
-	spawned := func(pid, gen int, step string) demotest.Line {
+	spawned := func(pid, gen int, step string) upgradertest.Line {
 		t.Helper()
 		for _, l := range p.Logs.Lines(0) {
 			if l.Msg == "spawned" && l.Pid == pid && l.Fields["step"] == step {
@@ -205,7 +205,7 @@ func TestNothingLeaksIntoSubprocesses(t *testing.T) {
 			}
 		}
 		t.Fatalf("generation %d (pid %d) logged no subprocess at %s:\n%s", gen, pid, step, p.Logs)
-		return demotest.Line{}
+		return upgradertest.Line{}
 	}
 	// What the first generation's subprocess sees when it starts is the
 	// test environment's (a descriptor the test runner left open without
@@ -238,17 +238,17 @@ func TestNothingLeaksIntoSubprocesses(t *testing.T) {
 		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		line, err := p.Logs.WaitFrom(mark, 30*time.Second, demotest.Match{Msg: "upgraded", Pid: old},
-			demotest.Match{Msg: "upgrade failed: still serving", Pid: old})
+		line, err := p.Logs.WaitFrom(mark, 30*time.Second, upgradertest.Match{Msg: "upgraded", Pid: old},
+			upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
 		if err != nil || line.Msg != "upgraded" {
 			t.Fatalf("upgrade %d: %v %q\n%s", gen, err, line.Raw, p.Logs)
 		}
 		newPid, _ := strconv.Atoi(line.Fields["new_pid"])
-		if _, err := p.Logs.WaitFrom(mark, 10*time.Second, demotest.Match{Msg: "serving", Pid: newPid}); err != nil {
+		if _, err := p.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid}); err != nil {
 			t.Fatal(err)
 		}
 		check(newPid, gen)
-		if err := demotest.WaitExit(old, 15*time.Second); err != nil {
+		if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,15 +263,15 @@ func TestPidFileRemovedOnStop(t *testing.T) {
 	if u.Err != "" {
 		t.Fatalf("upgrade: %s", u.Err)
 	}
-	if err := demotest.WaitExit(u.OldPid, 15*time.Second); err != nil {
+	if err := upgradertest.WaitExit(u.OldPid, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if got := p.Pid(t); got != u.NewPid {
 		t.Fatalf("after the old process exited the pid file names %d, want the new %d", got, u.NewPid)
 	}
 	stopAndWait(t, p)
-	if _, err := os.Stat(p.PidFile); !os.IsNotExist(err) {
-		b, _ := os.ReadFile(p.PidFile)
+	if _, err := os.Stat(p.PIDFile); !os.IsNotExist(err) {
+		b, _ := os.ReadFile(p.PIDFile)
 		t.Fatalf("pid file after a clean stop: %v (holds %q), want it removed", err, b)
 	}
 }
@@ -301,7 +301,7 @@ func TestCLIRefusesStalePidFile(t *testing.T) {
 	if code == 0 {
 		t.Errorf("baton upgrade signalled a pid the stale pid file names: exit 0")
 	}
-	if !demotest.Alive(other.Process.Pid) {
+	if !upgradertest.Alive(other.Process.Pid) {
 		t.Fatalf("pid %d, which is not the service, was signalled and died", other.Process.Pid)
 	}
 	out, errOut, code = baton(t, nil, "status", "--pidfile", pidFile)
@@ -317,18 +317,13 @@ func TestStateFileDirMissing(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "missing")
 	path := filepath.Join(dir, "demo.state")
 	cmd := exec.Command(demoV1, "-addr", "127.0.0.1:0", "-state-file", path)
-	cmd.Env = os.Environ()
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	served, err := serveOrExit(t, cmd, out)
+	cmd.Env = upgradertest.CleanEnv()
+	out, served, err := serveOrExit(t, cmd)
 	t.Logf("served %v, exit %v:\n%s", served, err, out)
 	if served {
 		t.Fatalf("baton-demo started with -state-file in a missing directory")
 	}
-	if err == nil || !strings.Contains(out.String(), dir) {
+	if err == nil || !strings.Contains(out, dir) {
 		t.Fatalf("exit %v, want a failure naming %s", err, dir)
 	}
 }

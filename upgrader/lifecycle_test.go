@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 // the real handoff socket.
 type captureFlip struct {
 	*fakeFlip
+	mu    sync.Mutex
 	files map[string]*os.File
 }
 
