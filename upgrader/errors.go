@@ -88,3 +88,8 @@ func (e *UpgradeError) Error() string {
 
 // Unwrap returns the reason, so errors.Is(err, ErrReadyTimeout) works.
 func (e *UpgradeError) Unwrap() error { return e.Err }
+
+// ErrStateFileDir means Options.StateFile lies in a directory that does not
+// exist, is not a directory or cannot be written: New refuses it at start
+// rather than lose the state at the stop.
+var ErrStateFileDir = errors.New("upgrader: state file directory unusable")

@@ -109,6 +109,11 @@ func New(opts Options) (*Upgrader, error) {
 // next one, the control socket.
 func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	opts.setDefaults()
+	if opts.StateFile != "" {
+		if err := checkStateFileDir(opts.StateFile); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
