@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -95,12 +96,32 @@ func New(opts Options) (*Upgrader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tf.HasParent() {
+		forgetTableflipParent()
+	}
 	u, err := newUpgrader(tf, opts, os.Getenv(envHandoff))
 	if err != nil {
 		tf.Stop()
 		return nil, err
 	}
 	return u, nil
+}
+
+// tableflipEnv is the variable by which tableflip tells a process it was
+// started by an upgrade. tableflip sets it again for each child it starts.
+const tableflipEnv = "TABLEFLIP_HAS_PARENT_7DIU3"
+
+// forgetTableflipParent clears what tableflip.New consumed in a process
+// started by an upgrade and leaves for every process this one starts: its
+// variable, which would make a tableflip or baton program started from here
+// believe it has a parent (and fail reading fds it does not have), and fds
+// 3 and 4, the ready pipe and the pipe that tells the parent's exit, which
+// tableflip opens without close-on-exec. tableflip keeps using both fds
+// itself; its children get theirs explicitly, not by inheritance.
+func forgetTableflipParent() {
+	os.Unsetenv(tableflipEnv)
+	syscall.CloseOnExec(3)
+	syscall.CloseOnExec(4)
 }
 
 // newUpgrader builds the Upgrader on tf; env is BATON_HANDOFF as this
