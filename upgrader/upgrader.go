@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type Upgrader struct {
 	// handoffErr says why a process started by a baton upgrade has no
 	// parent connection; Restore returns it.
 	handoffErr error
+
+	// pidFile is Options.PIDFile made absolute, removed at the stop if it
+	// still names this process.
+	pidFile string
 
 	exitC      chan struct{} // closed when a new process took over
 	parentGone chan struct{} // closed when the previous generation exited
@@ -146,6 +151,14 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	u, err := newUpgraderState(tf, opts, m)
 	if err != nil {
 		return nil, err
+	}
+	if opts.PIDFile != "" {
+		// tableflip writes a relative PIDFile in the working directory
+		// the process started in; the removal must find it there.
+		u.pidFile = opts.PIDFile
+		if wd, err := os.Getwd(); err == nil && !filepath.IsAbs(u.pidFile) {
+			u.pidFile = filepath.Join(wd, u.pidFile)
+		}
 	}
 	u.watchParent(env)
 	u.log = u.log.With("generation", u.gen)
