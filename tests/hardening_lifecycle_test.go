@@ -309,6 +309,19 @@ func TestCLIRefusesStalePidFile(t *testing.T) {
 	if code == 0 {
 		t.Errorf("baton status called pid %d the service: exit 0", other.Process.Pid)
 	}
+
+	// The pid file of a running service is not stale.
+	p := demotest.Start(t, demoV1)
+	old := p.Pid(t)
+	if out, errOut, code := baton(t, nil, "status", "--pidfile", p.PIDFile); code != 0 {
+		t.Fatalf("baton status --pidfile of a running service: exit %d: %s%s", code, out, errOut)
+	}
+	if out, errOut, code := baton(t, nil, "upgrade", "--wait", "--pidfile", p.PIDFile); code != 0 {
+		t.Fatalf("baton upgrade --pidfile of a running service: exit %d: %s%s", code, out, errOut)
+	}
+	if got := p.Pid(t); got == old {
+		t.Fatalf("the pid file still names %d after the upgrade", old)
+	}
 }
 
 // TestStateFileDirMissing (item 14): a state file in a directory that does
