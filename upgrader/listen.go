@@ -45,6 +45,15 @@ func (l ListenerInfo) Serves(got net.Addr) bool {
 // opened elsewhere is not handed on, and the new process then fails with
 // "address already in use". The listener is closed when Shutdown starts.
 func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
+	if isUnixNetwork(network) {
+		c, inherited, err := u.listenUnix(network, addr, false)
+		if err != nil {
+			return nil, u.listenError(network, addr, err)
+		}
+		ln := c.(net.Listener)
+		u.addCloser(ln, ListenerInfo{Kind: "listener", Network: network, Addr: addr, Inherited: inherited})
+		return ln, nil
+	}
 	ln, err := u.tf.Listener(network, addr)
 	inherited := ln != nil
 	if err == nil && ln == nil {
@@ -65,6 +74,15 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 
 // ListenPacket is Listen for packet sockets (udp, unixgram).
 func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
+	if isUnixNetwork(network) {
+		c, inherited, err := u.listenUnix(network, addr, true)
+		if err != nil {
+			return nil, u.listenError(network, addr, err)
+		}
+		pc := c.(net.PacketConn)
+		u.addCloser(pc, ListenerInfo{Kind: "packet", Network: network, Addr: addr, Inherited: inherited})
+		return pc, nil
+	}
 	pc, err := u.tf.PacketConn(network, addr)
 	inherited := pc != nil
 	if err == nil && pc == nil {

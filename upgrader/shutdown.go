@@ -181,6 +181,7 @@ func (u *Upgrader) isUpgraded() bool {
 // process, and joins every goroutine the Upgrader started.
 func (u *Upgrader) release() {
 	u.tf.Stop()
+	u.releaseUnixSockets(u.isUpgraded())
 	u.removePIDFile()
 	if u.own.UnixConn != nil {
 		// Read what the new process sent and no session read (its

@@ -80,10 +80,14 @@ type Upgrader struct {
 	drained     chan struct{} // closed when Shutdown has drained
 	adopted     []adopted
 	eventHooks  []func(Event)
-	closers     []io.Closer
-	infos       []ListenerInfo
-	servers     []*httpServer
-	hooks       []func(context.Context) error
+	// The Unix sockets: inherited and not yet taken, and this process's
+	// (see unixsock.go); the next free index of each kind of name.
+	unixIn, unixSocks     []*unixSock
+	unixNext, unixExtNext int
+	closers               []io.Closer
+	infos                 []ListenerInfo
+	servers               []*httpServer
+	hooks                 []func(context.Context) error
 }
 
 // New creates the process's Upgrader. In a process started by an upgrade it
@@ -161,6 +165,9 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		}
 	}
 	u.watchParent(env)
+	if tf.HasParent() {
+		u.takeInheritedUnix()
+	}
 	u.log = u.log.With("generation", u.gen)
 	if m != nil {
 		m.generation.Set(float64(u.gen))
@@ -312,6 +319,7 @@ func (u *Upgrader) Ready() error {
 		u.history.completePending(os.Getpid(), time.Now())
 	}
 	u.startBackground()
+	u.ownUnixSockets()
 	for _, name := range u.closeUnadopted() {
 		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
 	}
