@@ -16,6 +16,8 @@ const (
 	faultNewHang      = faults.NewHang
 	faultNewCrashLate = faults.NewCrashLate
 	faultOldKill      = faults.OldKill
+
+	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
 )
 
 // fault fails the process at step if BATON_FAULT names it for this

@@ -175,6 +175,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.frozenAt = start
 	s.mu.Unlock()
 	s.log.Info("participants frozen", "took", time.Since(start))
+	fault(faultOldKillAfterFreeze, u.gen, s.attempt)
 
 	mine, theirs, err := streamPair()
 	if err != nil {

@@ -35,6 +35,9 @@ const (
 	// NewCrashLate: the new process becomes ready, then crashes (status
 	// 7) during the old one's drain.
 	NewCrashLate Step = "new-crash-late"
+	// OldKillAfterFreeze: the old process kills itself (SIGKILL) once it
+	// has frozen its participants, before it sends anything of the state.
+	OldKillAfterFreeze Step = "old-kill-after-freeze"
 	// OldKill: the old process kills itself (SIGKILL) right after it has
 	// sent the state, its tasks frozen, before the new process is ready.
 	OldKill Step = "old-kill"

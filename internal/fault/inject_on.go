@@ -23,7 +23,7 @@ func Inject(step Step, gen, attempt int) {
 	case NewCrashLate:
 		time.Sleep(20 * time.Millisecond)
 		os.Exit(7)
-	case OldKill:
+	case OldKill, OldKillAfterFreeze:
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	case NewReject:
