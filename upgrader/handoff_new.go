@@ -197,6 +197,7 @@ func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn,
 	if err != nil {
 		return nil, fmt.Errorf("%w: waiting for the state: %w", ErrHandshake, err)
 	}
+	u.readyGate = m.ReadyGate
 	switch m.Type {
 	case msgNoState:
 		log.Info("previous generation handed over no state")
@@ -317,4 +318,38 @@ func (u *Upgrader) awaitFinal(c handoffConn) {
 			return
 		}
 	}
+}
+
+// askReady asks the previous generation, if it offered the ready gate,
+// whether this process may become ready, and waits for the answer. It
+// returns nil on go, and also when the previous generation has died (nobody
+// else serves: this process carries on, as Ready does when the ready byte
+// finds no reader); an error wrapping ErrUpgradeCalledOff on abort.
+func (u *Upgrader) askReady() error {
+	c := u.parent
+	if !u.readyGate || c.UnixConn == nil {
+		return nil
+	}
+	err := c.send(message{Type: msgReadyRequest, Attempt: u.startAttempt}, nil)
+	for err == nil {
+		var m message
+		m, _, err = c.recv(nil)
+		switch {
+		case errors.Is(err, ErrHandshake):
+			u.log.Warn("handoff: bad message while waiting for the ready answer", "err", err)
+			err = nil
+		case err != nil:
+		case m.Type == msgReadyGo:
+			return nil
+		case m.Type == msgReadyAbort:
+			return fmt.Errorf("%w: the previous generation's deadline passed before this process was ready", ErrUpgradeCalledOff)
+		default:
+			u.log.Warn("handoff: unexpected message while waiting for the ready answer", "type", m.Type)
+		}
+	}
+	if hungUp(err) && u.parentDied() {
+		u.log.Warn("previous generation died before answering the ready request: this process carries on", "err", err)
+		return nil
+	}
+	return fmt.Errorf("%w: waiting for the ready answer: %w", ErrHandshake, err)
 }

@@ -208,6 +208,15 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 	select {
 	case err = <-flipped:
 	case <-ctx.Done():
+		if !s.callOff() {
+			// The new process was told it may become ready: it has
+			// won, and killing it now would leave nobody serving.
+			// tableflip's own timeout still bounds the wait.
+			log.Warn("upgrade deadline passed after the new process was allowed to become ready: waiting for it",
+				"child_pid", s.childPid())
+			err = <-flipped
+			break
+		}
 		if pid := s.childPid(); pid > 0 {
 			log.Warn("upgrade cancelled: killing new process", "child_pid", pid)
 			syscall.Kill(pid, syscall.SIGKILL)

@@ -39,7 +39,12 @@ type Upgrader struct {
 	startID      string
 
 	parent handoffConn // to the previous generation; nil UnixConn if none
-	own    handoffConn // to the next generation, across attempts
+	// readyGate: the previous generation answers a ready request (see
+	// askReady); askErr is its answer, asked once.
+	readyGate bool
+	askOnce   sync.Once
+	askErr    error
+	own       handoffConn // to the next generation, across attempts
 	// handoffErr says why a process started by a baton upgrade has no
 	// parent connection; Restore returns it.
 	handoffErr error
@@ -297,6 +302,10 @@ func (u *Upgrader) Ready() error {
 		return err
 	}
 	fault(faultNewHang, u.gen, u.startAttempt)
+	u.askOnce.Do(func() { u.askErr = u.askReady() })
+	if u.askErr != nil {
+		return u.askErr
+	}
 	if err := u.tf.Ready(); err != nil {
 		// The previous generation died after handing over (it froze its
 		// participants for good when it sent the snapshot, so what this
