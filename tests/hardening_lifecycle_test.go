@@ -5,6 +5,7 @@ package tests
 // here before it was fixed. RELIABILITY.md lists them.
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -338,5 +339,55 @@ func TestStateFileDirMissing(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(out, dir) {
 		t.Fatalf("exit %v, want a failure naming %s", err, dir)
+	}
+}
+
+// TestUpgradeDeadlineAtReady (item 4): `baton upgrade --timeout D` against
+// a new process that becomes ready about 1 s after it restored
+// (new-slow-ready), with D on either side of that. Whatever the timing,
+// exactly one outcome holds: the upgrade is reported done, the new process
+// serves and the old one exits; or it is reported failed, the new process
+// is gone and the old one serves. Never a success whose new process was
+// killed.
+func TestUpgradeDeadlineAtReady(t *testing.T) {
+	timeouts := []time.Duration{300 * time.Millisecond, 1000 * time.Millisecond, 1005 * time.Millisecond,
+		1020 * time.Millisecond, 1100 * time.Millisecond, 5 * time.Second}
+	var faults []string
+	for i := range timeouts {
+		faults = append(faults, fmt.Sprintf("new-slow-ready@1.%d", i+1))
+	}
+	sock := filepath.Join(controlDir(t), "control.sock")
+	p := demotest.StartEnv(t, []string{"BATON_FAULT=" + strings.Join(faults, ",")}, demoFault, t.TempDir(), "-control", sock)
+	old := p.Pid(t)
+	for _, timeout := range timeouts {
+		mark := p.Logs.Len()
+		out, errOut, code := baton(t, nil, "upgrade", "--socket", sock, "--wait", "--timeout", timeout.String())
+		hello, err := p.Logs.WaitFrom(mark, 5*time.Second, upgradertest.Match{Msg: "new process said hello", Pid: old})
+		if err != nil {
+			t.Fatalf("timeout %v: %v\n%s", timeout, err, p.Logs)
+		}
+		child, _ := strconv.Atoi(hello.Fields["child_pid"])
+		t.Logf("timeout %v: exit %d: %s%s", timeout, code, strings.TrimSpace(out), strings.TrimSpace(errOut))
+		if code == 0 {
+			if err := upgradertest.WaitExit(old, 15*time.Second); err != nil {
+				t.Fatalf("timeout %v: reported done, but the old process: %v", timeout, err)
+			}
+			if got := p.Root(t); got.Pid != child {
+				t.Fatalf("timeout %v: reported done, but pid %d serves, not the new %d", timeout, got.Pid, child)
+			}
+			if timeout < time.Second {
+				t.Errorf("timeout %v: done, though the new process asks to become ready only after 1 s", timeout)
+			}
+			return
+		}
+		if err := upgradertest.WaitExit(child, 10*time.Second); err != nil {
+			t.Fatalf("timeout %v: reported failed, but the new process: %v", timeout, err)
+		}
+		if got := p.Root(t); got.Pid != old {
+			t.Fatalf("timeout %v: reported failed, but pid %d serves, not the old %d", timeout, got.Pid, old)
+		}
+		if timeout == 5*time.Second {
+			t.Fatalf("timeout %v: the upgrade failed", timeout)
+		}
 	}
 }

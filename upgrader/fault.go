@@ -18,6 +18,7 @@ const (
 	faultOldKill      = faults.OldKill
 
 	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
+	faultNewSlowReady       = faults.NewSlowReady
 )
 
 // fault fails the process at step if BATON_FAULT names it for this

@@ -302,6 +302,7 @@ func (u *Upgrader) Ready() error {
 		return err
 	}
 	fault(faultNewHang, u.gen, u.startAttempt)
+	fault(faultNewSlowReady, u.gen, u.startAttempt)
 	u.askOnce.Do(func() { u.askErr = u.askReady() })
 	if u.askErr != nil {
 		return u.askErr

@@ -32,6 +32,10 @@ const (
 	// NewHang: the new process restores the state, then hangs before
 	// it is ready.
 	NewHang Step = "new-hang"
+	// NewSlowReady: the new process restores the state, then waits one
+	// second before it asks to become ready, so that a test can put the
+	// caller's deadline on either side of its ready.
+	NewSlowReady Step = "new-slow-ready"
 	// NewCrashLate: the new process becomes ready, then crashes (status
 	// 7) during the old one's drain.
 	NewCrashLate Step = "new-crash-late"
