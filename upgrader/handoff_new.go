@@ -77,7 +77,10 @@ func (u *Upgrader) adoptParent(env string) {
 //
 // If the state cannot be read or restored the error wraps ErrStateRejected:
 // the process should exit without calling Ready, and the old process, which
-// has been told, keeps serving with its state.
+// has been told, keeps serving with its state. If the old process dies
+// before this one has the whole snapshot, nobody else serves: Restore
+// restores Options.StateFile if there is one, or nothing, says so in the
+// log, and succeeds.
 func (u *Upgrader) Restore(ctx context.Context) (state.Info, error) {
 	u.restoreOnce.Do(func() {
 		u.restoreInfo, u.restoreErr = u.restore(ctx)

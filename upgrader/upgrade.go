@@ -30,7 +30,11 @@ type Result struct {
 // should Shutdown; on failure nothing has changed hands and the error, an
 // *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
 // ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
-// process and fails the upgrade.
+// process and fails the upgrade, unless the new process has already been
+// allowed to become ready (see upgrader/PROTOCOL.md, the ready gate): then
+// the upgrade completes, bounded by UpgradeTimeout. There is exactly one
+// outcome: a new process that won is never killed, one that lost never
+// becomes ready.
 //
 // For the attempt, Upgrade sets BATON_HANDOFF (this process's pid, the new
 // generation and the attempt number) in this process's own environment,

@@ -285,8 +285,10 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 // state restored (Ready calls Restore if the caller has not). In a process
 // started by an upgrade this completes the upgrade: the PID file names this
 // process, and the old one starts to drain. If Restore failed, Ready returns
-// its error and reports nothing: the process should exit. Ready is
-// idempotent.
+// its error and reports nothing: the process should exit. So it does with
+// ErrUpgradeCalledOff, returned when the previous generation's caller gave
+// up on the upgrade (its deadline passed) before this process was ready.
+// Ready is idempotent.
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	if u.closed {
