@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -228,5 +229,77 @@ func TestStateFileDirMissing(t *testing.T) {
 	}
 	if !errors.Is(err, syscall.ENOTDIR) {
 		t.Fatalf("New: %v, want an error wrapping ENOTDIR", err)
+	}
+}
+
+// TestUnixSocketOwnership (item 1): only the last owner of a Unix socket
+// removes its path. A new process that is not ready removes nothing, even
+// what it took; once ready it owns what it inherited, and removes at its
+// stop the paths it serves and, at Ready, those no Listen call took. An
+// adopted (external) socket is never removed.
+func TestUnixSocketOwnership(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string // the name it is inherited under
+		listen  bool   // a Listen call takes it
+		ready   bool
+		removed bool // the path is gone after Close
+	}{
+		{name: "taken, not ready", file: unixFilePrefix + "0", listen: true},
+		{name: "taken, ready", file: unixFilePrefix + "0", listen: true, ready: true, removed: true},
+		{name: "not taken, not ready", file: unixFilePrefix + "0"},
+		{name: "not taken, ready", file: unixFilePrefix + "0", ready: true, removed: true},
+		{name: "external, ready", file: unixExtPrefix + "0", listen: true, ready: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			path := filepath.Join(t.TempDir(), "s.sock")
+			parent, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ul := parent.(*net.UnixListener)
+			ul.SetUnlinkOnClose(false)
+			defer parent.Close()
+			f, err := ul.File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			files := map[string]*os.File{tt.file: f}
+			u, err := newUpgrader(newChildFlip(files), Options{}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.listen {
+				ln, err := u.Listen("unix", path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := u.Listeners(); len(got) != 1 || !got[0].Inherited {
+					t.Fatalf("Listeners: %+v, want the one inherited", got)
+				}
+				// It is the parent's socket: a client reaches the
+				// listener taken here.
+				c, err := net.Dial("unix", path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				if a, err := ln.Accept(); err == nil {
+					a.Close()
+				}
+			}
+			if tt.ready {
+				if err := u.Ready(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			u.Close()
+			_, err = os.Lstat(path)
+			if gone := errors.Is(err, fs.ErrNotExist); gone != tt.removed {
+				t.Fatalf("after Close: %v; want removed %v", err, tt.removed)
+			}
+		})
 	}
 }
