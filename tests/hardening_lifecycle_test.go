@@ -48,7 +48,7 @@ func TestFailedChildKeepsParentUnixSockets(t *testing.T) {
 		again   string   // the binary of the good attempt after it
 		wantErr string
 	}{
-		{name: "new-reject", bin: demoFault, env: []string{"BATON_FAULT=new-reject@1.1"},
+		{name: "new-reject", bin: demoFault, env: []string{upgradertest.Fault(upgradertest.FaultNewReject, 1, 1)},
 			again: demoFault, wantErr: "upgrader: new process rejected the state"},
 		{name: "rollback-v2-to-v1", bin: demoV2, install: demoV1, again: demoV2,
 			wantErr: "upgrader: new process rejected the state"},
@@ -120,7 +120,7 @@ func TestOldKilledAfterFreeze(t *testing.T) {
 			if withFile {
 				args = []string{"-state-file", filepath.Join(dir, "demo.state"), "-state-file-interval", "200ms"}
 			}
-			s := startServiceIn(t, dir, demoFault, []string{"BATON_FAULT=old-kill-after-freeze@0.1"}, args...)
+			s := startServiceIn(t, dir, demoFault, []string{upgradertest.Fault(upgradertest.FaultOldKillAfterFreeze, 0, 1)}, args...)
 			old := s.Pid(t)
 			waitTaskRuns(t, s, 2)
 			if withFile {
@@ -354,7 +354,7 @@ func TestUpgradeDeadlineAtReady(t *testing.T) {
 		1020 * time.Millisecond, 1100 * time.Millisecond, 5 * time.Second}
 	var faults []string
 	for i := range timeouts {
-		faults = append(faults, fmt.Sprintf("new-slow-ready@1.%d", i+1))
+		faults = append(faults, fmt.Sprintf("%s@1.%d", upgradertest.FaultNewSlowReady, i+1))
 	}
 	sock := filepath.Join(controlDir(t), "control.sock")
 	p := demotest.StartEnv(t, []string{"BATON_FAULT=" + strings.Join(faults, ",")}, demoFault, t.TempDir(), "-control", sock)

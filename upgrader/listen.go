@@ -46,13 +46,9 @@ func (l ListenerInfo) Serves(got net.Addr) bool {
 // "address already in use". The listener is closed when Shutdown starts.
 func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 	if isUnixNetwork(network) {
-		c, inherited, err := u.listenUnix(network, addr, false)
-		if err != nil {
-			return nil, u.listenError(network, addr, err)
-		}
-		ln := c.(net.Listener)
-		u.addCloser(ln, ListenerInfo{Kind: "listener", Network: network, Addr: addr, Inherited: inherited})
-		return ln, nil
+		c, err := u.takeUnix("listener", network, addr)
+		ln, _ := c.(net.Listener)
+		return ln, err
 	}
 	ln, err := u.tf.Listener(network, addr)
 	inherited := ln != nil
@@ -75,13 +71,9 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 // ListenPacket is Listen for packet sockets (udp, unixgram).
 func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
 	if isUnixNetwork(network) {
-		c, inherited, err := u.listenUnix(network, addr, true)
-		if err != nil {
-			return nil, u.listenError(network, addr, err)
-		}
-		pc := c.(net.PacketConn)
-		u.addCloser(pc, ListenerInfo{Kind: "packet", Network: network, Addr: addr, Inherited: inherited})
-		return pc, nil
+		c, err := u.takeUnix("packet", network, addr)
+		pc, _ := c.(net.PacketConn)
+		return pc, err
 	}
 	pc, err := u.tf.PacketConn(network, addr)
 	inherited := pc != nil

@@ -122,7 +122,18 @@ func (u *Upgrader) inheritedUnix(network, path string) *unixSock {
 	return nil
 }
 
-// listenUnix is Listen and ListenPacket for Unix sockets: the inherited
+// takeUnix is Listen (kind "listener") and ListenPacket (kind "packet") for
+// Unix sockets: it takes the socket and records it among the listeners.
+func (u *Upgrader) takeUnix(kind, network, addr string) (syscall.Conn, error) {
+	c, inherited, err := u.listenUnix(network, addr, kind == "packet")
+	if err != nil {
+		return nil, u.listenError(network, addr, err)
+	}
+	u.addCloser(c.(io.Closer), ListenerInfo{Kind: kind, Network: network, Addr: addr, Inherited: inherited})
+	return c, nil
+}
+
+// listenUnix takes a Unix socket: the inherited
 // socket, one from a parent of an older release (under tableflip's name,
 // which keeps its old rules), an adopted one, or a new one.
 func (u *Upgrader) listenUnix(network, addr string, packet bool) (c syscall.Conn, inherited bool, err error) {

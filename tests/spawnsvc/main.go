@@ -75,8 +75,8 @@ func logLeaks(log *slog.Logger, step string) error {
 func run() error {
 	pidfile := flag.String("pidfile", "", "pid file")
 	flag.Parse()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
+	hups := make(chan os.Signal, 2)
+	signal.Notify(hups, syscall.SIGHUP)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid", os.Getpid())
 	u, err := upgrader.New(upgrader.Options{PIDFile: *pidfile, Logger: log})
 	if err != nil {
@@ -101,22 +101,16 @@ func run() error {
 		return err
 	}
 	log.Info("serving", "addr", ln.Addr().(*net.TCPAddr).String())
-	for {
-		select {
-		case sig := <-sigs:
-			if sig == syscall.SIGTERM {
-				return u.Shutdown(context.Background())
-			}
-			go func() {
-				res, err := u.Upgrade(context.Background())
-				if err != nil {
-					log.Error("upgrade failed: still serving", "err", err)
-					return
-				}
+	// Each SIGHUP upgrades; the test ends every generation by SIGKILL.
+	go func() {
+		for range hups {
+			if res, err := u.Upgrade(context.Background()); err != nil {
+				log.Error("upgrade failed: still serving", "err", err)
+			} else {
 				log.Info("upgraded", "new_pid", res.Pid)
-			}()
-		case <-u.Exit():
-			return u.Shutdown(context.Background())
+			}
 		}
-	}
+	}()
+	<-u.Exit()
+	return u.Shutdown(context.Background())
 }
