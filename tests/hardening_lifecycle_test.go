@@ -50,7 +50,8 @@ func TestFailedChildKeepsParentUnixSockets(t *testing.T) {
 	}{
 		{name: "new-reject", bin: demoFault, env: []string{upgradertest.Fault(upgradertest.FaultNewReject, 1, 1)},
 			again: demoFault, wantErr: "upgrader: new process rejected the state"},
-		{name: "rollback-v2-to-v1", bin: demoV2, install: demoV1, again: demoV2,
+		// v1 reads kv schemas 1 and 2 (2 by its down-migration), not 3.
+		{name: "rollback-v3-to-v1", bin: demoV3, install: demoV1, again: demoV3,
 			wantErr: "upgrader: new process rejected the state"},
 	}
 	for _, tt := range tests {
@@ -60,7 +61,7 @@ func TestFailedChildKeepsParentUnixSockets(t *testing.T) {
 			old := p.Pid(t)
 			assertControlAnswers(t, sock)
 			if tt.install != "" {
-				demotest.Install(t, tt.install, p.Bin)
+				upgradertest.Install(t, tt.install, p.Bin)
 			}
 			u := p.Upgrade(t)
 			if !strings.Contains(u.Err, tt.wantErr) {
@@ -82,7 +83,7 @@ func TestFailedChildKeepsParentUnixSockets(t *testing.T) {
 
 			// The next, good, upgrade still finds the socket, and so does
 			// the CLI afterwards.
-			demotest.Install(t, tt.again, p.Bin)
+			upgradertest.Install(t, tt.again, p.Bin)
 			u = p.Upgrade(t)
 			if u.Err != "" {
 				t.Fatalf("second upgrade: %s", u.Err)
