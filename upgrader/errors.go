@@ -88,3 +88,13 @@ func (e *UpgradeError) Error() string {
 
 // Unwrap returns the reason, so errors.Is(err, ErrReadyTimeout) works.
 func (e *UpgradeError) Unwrap() error { return e.Err }
+
+// ErrStateFileDir means Options.StateFile lies in a directory that does not
+// exist, is not a directory or cannot be written: New refuses it at start
+// rather than lose the state at the stop.
+var ErrStateFileDir = errors.New("upgrader: state file directory unusable")
+
+// ErrUpgradeCalledOff is what Ready returns in a new process whose previous
+// generation called the upgrade off (its caller's deadline passed) before
+// this process was ready: it must exit; the previous generation serves.
+var ErrUpgradeCalledOff = errors.New("upgrader: the upgrade was called off before this process was ready")

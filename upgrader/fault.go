@@ -16,6 +16,9 @@ const (
 	faultNewHang      = faults.NewHang
 	faultNewCrashLate = faults.NewCrashLate
 	faultOldKill      = faults.OldKill
+
+	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
+	faultNewSlowReady       = faults.NewSlowReady
 )
 
 // fault fails the process at step if BATON_FAULT names it for this

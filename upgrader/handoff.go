@@ -92,6 +92,19 @@ const (
 	msgFinal        = "final"         // old -> new, after its drain: counts since the capture
 )
 
+// The ready gate: the new process asks before it writes tableflip's ready
+// byte, the one point after which the upgrade cannot be undone, and the old
+// process answers once, deciding the outcome under its session's lock: go
+// (then a deadline that passes does not kill the new process) or abort
+// (the deadline passed first; the new process does not become ready and is
+// killed). A new process uses it only with an old one that offered it
+// (message.ReadyGate), so either side may be of an older release.
+const (
+	msgReadyRequest = "ready-request" // new -> old: may I become ready?
+	msgReadyGo      = "ready-go"      // old -> new: yes; the upgrade is yours
+	msgReadyAbort   = "ready-abort"   // old -> new: no; the upgrade was called off
+)
+
 // message is one datagram of the handoff protocol.
 type message struct {
 	Version int    `json:"v"`
@@ -105,6 +118,9 @@ type message struct {
 	// Counters, on msgFinal, is what the old process counted after the
 	// capture, to be added by the new one.
 	Counters map[string]uint64 `json:"counters,omitempty"`
+	// ReadyGate, on msgState and msgNoState, says that the old process
+	// answers msgReadyRequest.
+	ReadyGate bool `json:"ready_gate,omitempty"`
 }
 
 func encodeMessage(m message) ([]byte, error) {

@@ -77,7 +77,10 @@ func (u *Upgrader) adoptParent(env string) {
 //
 // If the state cannot be read or restored the error wraps ErrStateRejected:
 // the process should exit without calling Ready, and the old process, which
-// has been told, keeps serving with its state.
+// has been told, keeps serving with its state. If the old process dies
+// before this one has the whole snapshot, nobody else serves: Restore
+// restores Options.StateFile if there is one, or nothing, says so in the
+// log, and succeeds.
 func (u *Upgrader) Restore(ctx context.Context) (state.Info, error) {
 	u.restoreOnce.Do(func() {
 		u.restoreInfo, u.restoreErr = u.restore(ctx)
@@ -113,11 +116,17 @@ func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 	defer stop()
 
 	conn, err := u.requestState(c, log)
+	if err != nil && hungUp(err) && u.parentDied() {
+		return u.restoreOrphaned(log, err)
+	}
 	if err != nil || conn == nil {
 		return state.Info{}, err
 	}
 	info, err := state.Receive(ctx, conn, u.reg)
 	conn.Close()
+	if err != nil && ctx.Err() == nil && u.parentDied() {
+		return u.restoreOrphaned(log, err)
+	}
 	if err == nil && faultRejects(u.gen, u.startAttempt) {
 		err = errors.New("rejected by fault injection")
 	}
@@ -145,6 +154,32 @@ func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 	return info, nil
 }
 
+// hungUp reports whether err says the peer's end of the handoff socket is
+// closed: every process holding it has exited.
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
+}
+
+// restoreOrphaned starts a process whose previous generation died during
+// the handoff before this one had the whole snapshot: killed after it froze
+// its participants (the OOM killer, SIGKILL), or in the middle of the send.
+// Nobody else serves and nobody will send the state, so this process must
+// not exit with the listeners in hand. It restores the last durable
+// snapshot, Options.StateFile, if there is one: no newer snapshot can exist,
+// since the only newer one is the one that was never sent (what the dead
+// process did since the file was written is lost, and task runs since then
+// run again). Without a state file it starts with no state, as a first
+// start does. Either way it says so.
+func (u *Upgrader) restoreOrphaned(log *slog.Logger, cause error) (state.Info, error) {
+	if u.opts.StateFile != "" {
+		log.Warn("previous generation died before handing over its state: restoring the state file",
+			"path", u.opts.StateFile, "err", cause)
+		return u.restoreFile()
+	}
+	log.Warn("previous generation died before handing over its state: starting with no state", "err", cause)
+	return state.Info{}, nil
+}
+
 // requestState sends the state request, saying which versions this binary
 // reads, and waits for the answer: the stream socket the snapshot comes
 // on, or nil and no error if the previous generation hands over no state.
@@ -152,7 +187,7 @@ func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn, error) {
 	accepts := u.reg.Accepts()
 	if err := c.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
-		return nil, fmt.Errorf("%w: asking for the state: %v", ErrHandshake, err)
+		return nil, fmt.Errorf("%w: asking for the state: %w", ErrHandshake, err)
 	}
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	m, oobn, err := c.recv(oob)
@@ -163,8 +198,9 @@ func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn,
 		}
 	}()
 	if err != nil {
-		return nil, fmt.Errorf("%w: waiting for the state: %v", ErrHandshake, err)
+		return nil, fmt.Errorf("%w: waiting for the state: %w", ErrHandshake, err)
 	}
+	u.readyGate = m.ReadyGate
 	switch m.Type {
 	case msgNoState:
 		log.Info("previous generation handed over no state")
@@ -285,4 +321,38 @@ func (u *Upgrader) awaitFinal(c handoffConn) {
 			return
 		}
 	}
+}
+
+// askReady asks the previous generation, if it offered the ready gate,
+// whether this process may become ready, and waits for the answer. It
+// returns nil on go, and also when the previous generation has died (nobody
+// else serves: this process carries on, as Ready does when the ready byte
+// finds no reader); an error wrapping ErrUpgradeCalledOff on abort.
+func (u *Upgrader) askReady() error {
+	c := u.parent
+	if !u.readyGate || c.UnixConn == nil {
+		return nil
+	}
+	err := c.send(message{Type: msgReadyRequest, Attempt: u.startAttempt}, nil)
+	for err == nil {
+		var m message
+		m, _, err = c.recv(nil)
+		switch {
+		case errors.Is(err, ErrHandshake):
+			u.log.Warn("handoff: bad message while waiting for the ready answer", "err", err)
+			err = nil
+		case err != nil:
+		case m.Type == msgReadyGo:
+			return nil
+		case m.Type == msgReadyAbort:
+			return fmt.Errorf("%w: the previous generation's deadline passed before this process was ready", ErrUpgradeCalledOff)
+		default:
+			u.log.Warn("handoff: unexpected message while waiting for the ready answer", "type", m.Type)
+		}
+	}
+	if hungUp(err) && u.parentDied() {
+		u.log.Warn("previous generation died before answering the ready request: this process carries on", "err", err)
+		return nil
+	}
+	return fmt.Errorf("%w: waiting for the ready answer: %w", ErrHandshake, err)
 }

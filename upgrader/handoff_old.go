@@ -29,6 +29,9 @@ type session struct {
 	pid      int
 	stepName string
 	reject   string
+	// committed: the new process was told it may become ready; aborted:
+	// the attempt was called off before that. At most one is set.
+	committed, aborted bool
 	// Set by sendState.
 	frozen     bool
 	frozenAt   time.Time
@@ -111,7 +114,7 @@ func (s *session) drainQueued() {
 		if !ok {
 			return
 		}
-		if m.Type == msgStateRequest {
+		if m.Type == msgStateRequest || m.Type == msgReadyRequest {
 			continue // too late: the process is gone
 		}
 		s.handle(m)
@@ -138,6 +141,8 @@ func (s *session) handle(m message) {
 			s.mu.Unlock()
 		case msgRestored:
 			s.setStep("ready")
+		case msgReadyRequest:
+			s.answerReady()
 		case msgRejected:
 			s.setReject(m.Reason)
 			s.log.Warn("new process rejected the state", "reason", m.Reason)
@@ -145,6 +150,43 @@ func (s *session) handle(m message) {
 			s.log.Warn("handoff: unexpected message", "type", m.Type)
 		}
 	}
+}
+
+// answerReady decides the attempt when the new process asks to become
+// ready: go, unless the caller's deadline has already passed (then abort).
+// The decision and callOff's are taken under the same lock, so the new
+// process is never killed after it was allowed to become ready, and never
+// becomes ready after the attempt was called off.
+func (s *session) answerReady() {
+	s.mu.Lock()
+	if s.aborted || s.ctx.Err() != nil {
+		s.aborted = true
+	} else {
+		s.committed = true
+	}
+	reply := msgReadyGo
+	if s.aborted {
+		reply = msgReadyAbort
+	}
+	s.mu.Unlock()
+	s.log.Info("new process asks to become ready", "answer", reply)
+	if err := s.conn.send(message{Type: reply, Attempt: s.attempt}, nil); err != nil {
+		s.log.Warn("handoff: answering the ready request failed", "err", err)
+	}
+}
+
+// callOff ends the attempt when the caller's context is done: it reports
+// false if the new process was already allowed to become ready (the attempt
+// can no longer be called off), else it marks the attempt aborted, so that
+// a ready request that comes later is refused.
+func (s *session) callOff() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.committed {
+		return false
+	}
+	s.aborted = true
+	return true
 }
 
 func isTimeout(err error) bool {
@@ -175,6 +217,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.frozenAt = start
 	s.mu.Unlock()
 	s.log.Info("participants frozen", "took", time.Since(start))
+	fault(faultOldKillAfterFreeze, u.gen, s.attempt)
 
 	mine, theirs, err := streamPair()
 	if err != nil {
@@ -182,7 +225,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 		return true
 	}
 	defer mine.Close()
-	err = s.conn.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
+	err = s.conn.send(message{Type: msgState, ReadyGate: true}, unix.UnixRights(int(theirs.Fd())))
 	theirs.Close()
 	if err != nil {
 		s.log.Warn("handoff: sending the state socket failed", "err", err)

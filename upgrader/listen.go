@@ -45,6 +45,11 @@ func (l ListenerInfo) Serves(got net.Addr) bool {
 // opened elsewhere is not handed on, and the new process then fails with
 // "address already in use". The listener is closed when Shutdown starts.
 func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
+	if isUnixNetwork(network) {
+		c, err := u.takeUnix("listener", network, addr)
+		ln, _ := c.(net.Listener)
+		return ln, err
+	}
 	ln, err := u.tf.Listener(network, addr)
 	inherited := ln != nil
 	if err == nil && ln == nil {
@@ -65,6 +70,11 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 
 // ListenPacket is Listen for packet sockets (udp, unixgram).
 func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
+	if isUnixNetwork(network) {
+		c, err := u.takeUnix("packet", network, addr)
+		pc, _ := c.(net.PacketConn)
+		return pc, err
+	}
 	pc, err := u.tf.PacketConn(network, addr)
 	inherited := pc != nil
 	if err == nil && pc == nil {

@@ -43,7 +43,9 @@ type Options struct {
 	IdleGrace time.Duration
 
 	// PIDFile, if set, is rewritten atomically with the pid of the process
-	// that is ready, before the old one starts to drain.
+	// that is ready, before the old one starts to drain. Shutdown and Close
+	// remove it if it still names this process, so that a clean stop
+	// leaves no pid for another program to take.
 	PIDFile string
 
 	// Logger receives a line for every step of an upgrade. Nil discards.
@@ -60,7 +62,9 @@ type Options struct {
 	// StateFile, if set, is where the state is kept across full restarts:
 	// written atomically on a graceful stop that is not an upgrade (and
 	// every StateFileInterval), and read by a process that starts with no
-	// parent.
+	// parent, or whose parent died before it handed its state over. New
+	// fails with ErrStateFileDir if its directory is missing or cannot be
+	// written.
 	StateFile string
 
 	// StateFileInterval, if positive, also writes StateFile periodically.

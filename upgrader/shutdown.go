@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -174,9 +177,12 @@ func (u *Upgrader) isUpgraded() bool {
 	return u.upgraded
 }
 
-// release stops tableflip and joins every goroutine the Upgrader started.
+// release stops tableflip, removes the pid file if it still names this
+// process, and joins every goroutine the Upgrader started.
 func (u *Upgrader) release() {
 	u.tf.Stop()
+	u.releaseUnixSockets(u.isUpgraded())
+	u.removePIDFile()
 	if u.own.UnixConn != nil {
 		// Read what the new process sent and no session read (its
 		// "restored" may arrive after tableflip's ready byte ended the
@@ -203,4 +209,24 @@ func (u *Upgrader) OnShutdown(f func(ctx context.Context) error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.hooks = append(u.hooks, f)
+}
+
+// removePIDFile removes Options.PIDFile if it names this process: the
+// process is stopping, and a file left behind would name a pid that may go
+// to another program. After an upgrade the file names the new process
+// (tableflip rewrote it when that one was ready) and stays; a new process
+// that fails never wrote it. Another process could rewrite the file between
+// the read and the removal only by becoming ready, which needs this one's
+// handoff: the file is this process's until it exits.
+func (u *Upgrader) removePIDFile() {
+	if u.pidFile == "" {
+		return
+	}
+	b, err := os.ReadFile(u.pidFile)
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+		return
+	}
+	if err := os.Remove(u.pidFile); err != nil {
+		u.log.Warn("pid file not removed", "path", u.pidFile, "err", err)
+	}
 }

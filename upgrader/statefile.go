@@ -4,10 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/batonhq/baton/state"
+	"golang.org/x/sys/unix"
 )
+
+// checkStateFileDir checks, at start, that the state file's directory
+// exists and can be written: the file is written atomically beside its
+// final name at every stop, and a directory that is missing would only be
+// found out then, when the state is lost.
+func checkStateFileDir(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %s: %w (create the directory, or choose a state file in one that exists)", ErrStateFileDir, path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("%w: %s: %s is not a directory: %w", ErrStateFileDir, path, dir, syscall.ENOTDIR)
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("%w: %s: cannot write in %s: %w", ErrStateFileDir, path, dir, err)
+	}
+	return nil
+}
 
 // restoreFile restores from the durable snapshot, if one is configured.
 func (u *Upgrader) restoreFile() (state.Info, error) {

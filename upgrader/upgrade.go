@@ -30,7 +30,11 @@ type Result struct {
 // should Shutdown; on failure nothing has changed hands and the error, an
 // *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
 // ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
-// process and fails the upgrade.
+// process and fails the upgrade, unless the new process has already been
+// allowed to become ready (see upgrader/PROTOCOL.md, the ready gate): then
+// the upgrade completes, bounded by UpgradeTimeout. There is exactly one
+// outcome: a new process that won is never killed, one that lost never
+// becomes ready.
 //
 // For the attempt, Upgrade sets BATON_HANDOFF (this process's pid, the new
 // generation and the attempt number) in this process's own environment,
@@ -208,6 +212,15 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 	select {
 	case err = <-flipped:
 	case <-ctx.Done():
+		if !s.callOff() {
+			// The new process was told it may become ready: it has
+			// won, and killing it now would leave nobody serving.
+			// tableflip's own timeout still bounds the wait.
+			log.Warn("upgrade deadline passed after the new process was allowed to become ready: waiting for it",
+				"child_pid", s.childPid())
+			err = <-flipped
+			break
+		}
 		if pid := s.childPid(); pid > 0 {
 			log.Warn("upgrade cancelled: killing new process", "child_pid", pid)
 			syscall.Kill(pid, syscall.SIGKILL)

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -37,10 +39,19 @@ type Upgrader struct {
 	startID      string
 
 	parent handoffConn // to the previous generation; nil UnixConn if none
-	own    handoffConn // to the next generation, across attempts
+	// readyGate: the previous generation answers a ready request (see
+	// askReady); askErr is its answer, asked once.
+	readyGate bool
+	askOnce   sync.Once
+	askErr    error
+	own       handoffConn // to the next generation, across attempts
 	// handoffErr says why a process started by a baton upgrade has no
 	// parent connection; Restore returns it.
 	handoffErr error
+
+	// pidFile is Options.PIDFile made absolute, removed at the stop if it
+	// still names this process.
+	pidFile string
 
 	exitC      chan struct{} // closed when a new process took over
 	parentGone chan struct{} // closed when the previous generation exited
@@ -74,10 +85,14 @@ type Upgrader struct {
 	drained     chan struct{} // closed when Shutdown has drained
 	adopted     []adopted
 	eventHooks  []func(Event)
-	closers     []io.Closer
-	infos       []ListenerInfo
-	servers     []*httpServer
-	hooks       []func(context.Context) error
+	// The Unix sockets: inherited and not yet taken, and this process's
+	// (see unixsock.go); the next free index of each kind of name.
+	unixIn, unixSocks     []*unixSock
+	unixNext, unixExtNext int
+	closers               []io.Closer
+	infos                 []ListenerInfo
+	servers               []*httpServer
+	hooks                 []func(context.Context) error
 }
 
 // New creates the process's Upgrader. In a process started by an upgrade it
@@ -95,6 +110,9 @@ func New(opts Options) (*Upgrader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tf.HasParent() {
+		forgetTableflipParent()
+	}
 	u, err := newUpgrader(tf, opts, os.Getenv(envHandoff))
 	if err != nil {
 		tf.Stop()
@@ -103,12 +121,34 @@ func New(opts Options) (*Upgrader, error) {
 	return u, nil
 }
 
+// tableflipEnv is the variable by which tableflip tells a process it was
+// started by an upgrade. tableflip sets it again for each child it starts.
+const tableflipEnv = "TABLEFLIP_HAS_PARENT_7DIU3"
+
+// forgetTableflipParent clears what tableflip.New consumed in a process
+// started by an upgrade and leaves for every process this one starts: its
+// variable, which would make a tableflip or baton program started from here
+// believe it has a parent (and fail reading fds it does not have), and fds
+// 3 and 4, the ready pipe and the pipe that tells the parent's exit, which
+// tableflip opens without close-on-exec. tableflip keeps using both fds
+// itself; its children get theirs explicitly, not by inheritance.
+func forgetTableflipParent() {
+	os.Unsetenv(tableflipEnv)
+	syscall.CloseOnExec(3)
+	syscall.CloseOnExec(4)
+}
+
 // newUpgrader builds the Upgrader on tf; env is BATON_HANDOFF as this
 // process found it. The steps: the registry with the upgrader's own
 // sections, the previous generation (if any), the handoff socket for the
 // next one, the control socket.
 func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	opts.setDefaults()
+	if opts.StateFile != "" {
+		if err := checkStateFileDir(opts.StateFile); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
@@ -121,7 +161,18 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.PIDFile != "" {
+		// tableflip writes a relative PIDFile in the working directory
+		// the process started in; the removal must find it there.
+		u.pidFile = opts.PIDFile
+		if wd, err := os.Getwd(); err == nil && !filepath.IsAbs(u.pidFile) {
+			u.pidFile = filepath.Join(wd, u.pidFile)
+		}
+	}
 	u.watchParent(env)
+	if tf.HasParent() {
+		u.takeInheritedUnix()
+	}
 	u.log = u.log.With("generation", u.gen)
 	if m != nil {
 		m.generation.Set(float64(u.gen))
@@ -234,8 +285,10 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 // state restored (Ready calls Restore if the caller has not). In a process
 // started by an upgrade this completes the upgrade: the PID file names this
 // process, and the old one starts to drain. If Restore failed, Ready returns
-// its error and reports nothing: the process should exit. Ready is
-// idempotent.
+// its error and reports nothing: the process should exit. So it does with
+// ErrUpgradeCalledOff, returned when the previous generation's caller gave
+// up on the upgrade (its deadline passed) before this process was ready.
+// Ready is idempotent.
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	if u.closed {
@@ -251,6 +304,11 @@ func (u *Upgrader) Ready() error {
 		return err
 	}
 	fault(faultNewHang, u.gen, u.startAttempt)
+	fault(faultNewSlowReady, u.gen, u.startAttempt)
+	u.askOnce.Do(func() { u.askErr = u.askReady() })
+	if u.askErr != nil {
+		return u.askErr
+	}
 	if err := u.tf.Ready(); err != nil {
 		// The previous generation died after handing over (it froze its
 		// participants for good when it sent the snapshot, so what this
@@ -273,6 +331,7 @@ func (u *Upgrader) Ready() error {
 		u.history.completePending(os.Getpid(), time.Now())
 	}
 	u.startBackground()
+	u.ownUnixSockets()
 	for _, name := range u.closeUnadopted() {
 		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
 	}

@@ -277,6 +277,12 @@ func upgradeByPidfile(t target, wait bool, timeout time.Duration, stdout, stderr
 		return exitUnreachable
 	}
 	defer p.Close()
+	// Checked once the pidfd holds the process: a pid reused after this
+	// check cannot be signalled through it.
+	if err := checkPidFileFresh(t.pidfile, old); err != nil {
+		fmt.Fprintf(stderr, "baton upgrade: %v\n", err)
+		return exitUnreachable
+	}
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		fmt.Fprintf(stderr, "baton upgrade: signal pid %d: %v\n", old, err)
 		return exitUnreachable
@@ -338,6 +344,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		pid, err := readPid(t.pidfile)
 		if err == nil && syscall.Kill(pid, 0) != nil {
 			err = fmt.Errorf("pid %d from %s is not running", pid, t.pidfile)
+		}
+		if err == nil {
+			err = checkPidFileFresh(t.pidfile, pid)
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "baton status: %v\n", err)

@@ -32,9 +32,16 @@ const (
 	// NewHang: the new process restores the state, then hangs before
 	// it is ready.
 	NewHang Step = "new-hang"
+	// NewSlowReady: the new process restores the state, then waits one
+	// second before it asks to become ready, so that a test can put the
+	// caller's deadline on either side of its ready.
+	NewSlowReady Step = "new-slow-ready"
 	// NewCrashLate: the new process becomes ready, then crashes (status
 	// 7) during the old one's drain.
 	NewCrashLate Step = "new-crash-late"
+	// OldKillAfterFreeze: the old process kills itself (SIGKILL) once it
+	// has frozen its participants, before it sends anything of the state.
+	OldKillAfterFreeze Step = "old-kill-after-freeze"
 	// OldKill: the old process kills itself (SIGKILL) right after it has
 	// sent the state, its tasks frozen, before the new process is ready.
 	OldKill Step = "old-kill"

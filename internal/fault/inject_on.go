@@ -11,7 +11,8 @@ import (
 
 // Inject fails the process at step if BATON_FAULT names it for generation
 // gen and attempt: it exits, hangs or kills itself as the step says, and
-// returns only for NewReject (see Rejects) or when no fault is named.
+// returns only for NewReject (see Rejects), NewSlowReady or when no fault
+// is named.
 func Inject(step Step, gen, attempt int) {
 	if !Has(os.Getenv(EnvVar), step, gen, attempt) {
 		return
@@ -23,9 +24,11 @@ func Inject(step Step, gen, attempt int) {
 	case NewCrashLate:
 		time.Sleep(20 * time.Millisecond)
 		os.Exit(7)
-	case OldKill:
+	case OldKill, OldKillAfterFreeze:
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
+	case NewSlowReady:
+		time.Sleep(time.Second)
 	case NewReject:
 		return
 	default:

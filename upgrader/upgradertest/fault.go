@@ -16,6 +16,9 @@ const (
 	FaultNewHang      = fault.NewHang      // the new process restores the state, then hangs before it is ready
 	FaultNewCrashLate = fault.NewCrashLate // the new process becomes ready, then crashes during the old one's drain
 	FaultOldKill      = fault.OldKill      // the old process kills itself right after sending the state, before the new one is ready
+
+	FaultOldKillAfterFreeze = fault.OldKillAfterFreeze // the old process kills itself once frozen, before it sends the state
+	FaultNewSlowReady       = fault.NewSlowReady       // the new process waits 1 s before it asks to become ready
 )
 
 // Fault returns the environment entry that makes generation gen fail at
