@@ -36,6 +36,7 @@ func TestNewProcessFaults(t *testing.T) {
 	tests := []struct {
 		name    string
 		fault   upgradertest.FaultStep // made to fail in attempt 1 of generation 1
+		faults  []string               // or these BATON_FAULT entries (step@gen.n)
 		args    []string
 		install func(t *testing.T, path string) // replaces the binary for the failing attempt
 		wantErr string
@@ -59,12 +60,27 @@ func TestNewProcessFaults(t *testing.T) {
 			wantLog: "handoff: refusing to hand over state"},
 		{name: "not-executable", install: notExecutable,
 			wantErr: "upgrade failed at start: upgrader: new process could not be started"},
+		// A panic in a participant's callback (a nil-map write in demo.kv),
+		// in the old process or the new one: the upgrade fails naming the
+		// participant, the old process thaws and serves on.
+		{name: "panic-freeze", faults: []string{"panic-freeze@0.1"},
+			wantErr: `upgrade failed at state:demo.kv`,
+			wantLog: "handoff: a participant panicked; the upgrade fails and this process carries on"},
+		{name: "panic-capture", faults: []string{"panic-capture@0.1"},
+			wantErr: `participant "demo.kv" panicked in Capture`, wantLog: "participants thawed: carrying on"},
+		{name: "panic-thaw", faults: []string{"new-reject@1.1", "panic-thaw@0.1"},
+			wantErr: "rejected by fault injection", wantLog: "thaw: a participant panicked; the others were thawed"},
+		{name: "panic-restore", faults: []string{"panic-restore@1.1"},
+			wantErr: `participant "demo.kv" panicked in Restore`, wantLog: "participants thawed: carrying on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var env []string
 			if tt.fault != "" {
 				env = []string{upgradertest.Fault(tt.fault, 1, 1)}
+			}
+			if tt.faults != nil {
+				env = []string{"BATON_FAULT=" + strings.Join(tt.faults, ",")}
 			}
 			s := startService(t, demoFault, env, tt.args...)
 			old := s.Pid(t)

@@ -210,6 +210,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	err := u.reg.Freeze(ctx)
 	u.stateMu.Unlock()
 	if err != nil {
+		s.notePanic(err)
 		s.refuse(fmt.Sprintf("freeze: %v", err))
 		return false
 	}
@@ -231,8 +232,11 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 		s.log.Warn("handoff: sending the state socket failed", "err", err)
 		return true
 	}
-	n, err := state.Send(ctx, mine, u.reg)
+	// SendFor, not Send: a new process of an older release (a rollback)
+	// gets each section at the version it reads, migrated down.
+	n, err := state.SendFor(ctx, mine, u.reg, accepts)
 	if err != nil {
+		s.notePanic(err)
 		s.log.Warn("handoff: sending the snapshot failed", "err", err)
 		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
 			// This process could not produce the snapshot (too large,
@@ -251,6 +255,18 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.events(Event{Step: StepStateSent, Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
 	return true
+}
+
+// notePanic names the participant whose callback panicked as the step the
+// upgrade failed at ("state:<participant>"), so that the failure, its
+// metric and the history say whose bug it was.
+func (s *session) notePanic(err error) {
+	var pe *state.PanicError
+	if errors.As(err, &pe) {
+		s.setStep("state:" + pe.Participant)
+		s.log.Error("handoff: a participant panicked; the upgrade fails and this process carries on",
+			"participant", pe.Participant, "callback", pe.Callback, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+	}
 }
 
 func (s *session) refuse(reason string) {

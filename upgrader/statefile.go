@@ -46,6 +46,16 @@ func (u *Upgrader) restoreFile() (state.Info, error) {
 	case errors.Is(err, state.ErrNoSnapshot):
 		u.log.Info("no state file: starting fresh", "path", u.opts.StateFile)
 		return state.Info{}, nil
+	case errors.Is(err, state.ErrPartialRestore):
+		// Checked first: a failed undo wraps ErrMovedAside too. Never serve
+		// on a mix of restored and initial state.
+		return info, fmt.Errorf("restore state file: %w", err)
+	case errors.Is(err, state.ErrUnknownVersion) || errors.Is(err, state.ErrUnknownSection) || errors.Is(err, state.ErrFormatVersion):
+		// Not damage: a newer release wrote it. Starting fresh would
+		// overwrite it at the next write, so refuse, and keep it.
+		u.log.Error("state file is from a release this binary cannot read: kept in place; run a release that reads it, or remove the file to start fresh",
+			"path", u.opts.StateFile, "err", err)
+		return info, fmt.Errorf("restore state file: %w", err)
 	case errors.As(err, &aside) && !u.opts.RefuseCorruptStateFile:
 		u.log.Error("state file unusable: moved aside, starting fresh", "path", aside.Path, "moved_to", aside.NewPath, "err", aside.Err)
 		return state.Info{}, nil
@@ -67,7 +77,11 @@ func (u *Upgrader) writeStateFile(ctx context.Context, thaw bool) error {
 		return fmt.Errorf("write state file: freeze: %w: %w", err, ErrStateFile)
 	}
 	if thaw {
-		defer u.reg.Thaw()
+		defer func() {
+			if err := u.reg.Thaw(); err != nil {
+				u.log.Error("thaw after the state file write: a participant panicked; the others were thawed", "err", err)
+			}
+		}()
 	}
 	n, err := state.WriteFile(u.opts.StateFile, u.reg)
 	if err != nil {

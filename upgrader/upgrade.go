@@ -250,7 +250,9 @@ func (u *Upgrader) endFreeze(s *session, failed bool, log *slog.Logger) (stateBy
 		return stateBytes
 	}
 	if failed {
-		u.reg.Thaw()
+		if err := u.reg.Thaw(); err != nil {
+			log.Error("thaw: a participant panicked; the others were thawed", "err", err)
+		}
 		log.Info("participants thawed: carrying on", "frozen_for", time.Since(frozenAt))
 	}
 	if u.metrics != nil {

@@ -196,7 +196,7 @@ func newUpgraderState(tf flipper, opts Options, m *metrics) (*Upgrader, error) {
 	reg := opts.State
 	if reg == nil {
 		var err error
-		if reg, err = state.NewRegistry(state.Options{}); err != nil {
+		if reg, err = state.NewRegistry(state.Options{Logger: opts.Logger}); err != nil {
 			return nil, err
 		}
 	}

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/batonhq/baton/internal/fault"
 	"github.com/batonhq/baton/state"
 )
 
@@ -33,6 +38,39 @@ type kvStore struct {
 	schema uint32
 	mu     sync.Mutex
 	m      map[string]kvEntry
+
+	// generation and calls serve the fault injection of the reliability
+	// tests (a panic in the Nth call of a callback, -tags batonfault).
+	generation func() int
+	calls      [4]atomic.Int64 // Freeze, Thaw, Capture, Restore
+	attempt    int             // the upgrade attempt that started this process, 0 if none
+}
+
+// handoffAttempt reads the attempt field of BATON_HANDOFF, which
+// upgrader.New removes: panic-restore, like the new-process steps, names
+// the attempt, so that the next attempt's new process restores normally.
+func handoffAttempt() int {
+	for _, f := range strings.Split(os.Getenv("BATON_HANDOFF"), ";") {
+		if v, ok := strings.CutPrefix(f, "attempt="); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// injectPanic panics if BATON_FAULT asks for it in this call of the
+// callback: step@gen.n makes the nth call in generation gen panic.
+func (s *kvStore) injectPanic(step fault.Step, i int) {
+	gen := 0
+	if s.generation != nil {
+		gen = s.generation()
+	}
+	n := int(s.calls[i].Add(1))
+	if step == fault.PanicRestore {
+		n = s.attempt
+	}
+	fault.Inject(step, gen, n)
 }
 
 func newKVStore() (*kvStore, error) {
@@ -40,7 +78,7 @@ func newKVStore() (*kvStore, error) {
 	if err != nil || v < 1 || v > 3 {
 		return nil, fmt.Errorf("build has kvSchema %q; want 1, 2 or 3", kvSchema)
 	}
-	return &kvStore{schema: uint32(v), m: make(map[string]kvEntry)}, nil
+	return &kvStore{schema: uint32(v), m: make(map[string]kvEntry), attempt: handoffAttempt()}, nil
 }
 
 // register adds the map to reg with the migrations this build knows.
@@ -48,6 +86,11 @@ func (s *kvStore) register(reg *state.Registry) error {
 	if err := reg.Register(state.Participant{
 		Name:    "demo.kv",
 		Version: s.schema,
+		Freeze: func(context.Context) error {
+			s.injectPanic(fault.PanicFreeze, 0)
+			return nil
+		},
+		Thaw:    func() { s.injectPanic(fault.PanicThaw, 1) },
 		Capture: s.capture,
 		Restore: s.restore,
 	}); err != nil {
@@ -64,6 +107,7 @@ func (s *kvStore) register(reg *state.Registry) error {
 }
 
 func (s *kvStore) capture(w io.Writer) error {
+	s.injectPanic(fault.PanicCapture, 2)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.schema == 1 {
@@ -77,6 +121,7 @@ func (s *kvStore) capture(w io.Writer) error {
 }
 
 func (s *kvStore) restore(r io.Reader) error {
+	s.injectPanic(fault.PanicRestore, 3)
 	m := make(map[string]kvEntry)
 	if s.schema == 1 {
 		var flat map[string]string

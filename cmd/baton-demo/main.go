@@ -160,7 +160,7 @@ func newService(cfg config, log *slog.Logger) (*service, error) {
 	svc := &service{reg: prometheus.NewRegistry()}
 	svc.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	svc.states, err = state.NewRegistry(state.Options{UserVersion: cfg.version, MaxSize: cfg.stateMaxBytes})
+	svc.states, err = state.NewRegistry(state.Options{UserVersion: cfg.version, MaxSize: cfg.stateMaxBytes, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +188,7 @@ func newService(cfg config, log *slog.Logger) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
+	svc.kv.generation = svc.u.Generation
 	svc.sd, err = attachSystemd(svc.u, log) // systemd.go: activated socket, sd_notify, watchdog
 	if err != nil {
 		svc.u.Close()

@@ -45,6 +45,17 @@ const (
 	// OldKill: the old process kills itself (SIGKILL) right after it has
 	// sent the state, its tasks frozen, before the new process is ready.
 	OldKill Step = "old-kill"
+
+	// The participant callbacks of an application's own state panic (a
+	// nil-map write, as a real bug would), for the tests of a panic in
+	// user code in either process. Unlike the steps above they count calls,
+	// not attempts: step@gen.n makes the nth call of that callback in
+	// generation gen panic, except PanicRestore, which names the attempt
+	// like the new-process steps. baton-demo injects them in demo.kv.
+	PanicFreeze  Step = "panic-freeze"
+	PanicThaw    Step = "panic-thaw"
+	PanicCapture Step = "panic-capture"
+	PanicRestore Step = "panic-restore"
 )
 
 // EnvVar is the environment variable that names the faults to inject.

@@ -31,6 +31,10 @@ func Inject(step Step, gen, attempt int) {
 		time.Sleep(time.Second)
 	case NewReject:
 		return
+	case PanicFreeze, PanicThaw, PanicCapture, PanicRestore:
+		var m map[string]int
+		m[string(step)]++ // panics: assignment to entry in nil map
+		return
 	default:
 		os.Exit(7)
 	}

@@ -19,6 +19,14 @@ const (
 
 	FaultOldKillAfterFreeze = fault.OldKillAfterFreeze // the old process kills itself once frozen, before it sends the state
 	FaultNewSlowReady       = fault.NewSlowReady       // the new process waits 1 s before it asks to become ready
+
+	// A participant callback of the service's own state panics, in the
+	// nth call (Fault's attempt) of that generation; the service calls
+	// the injection point itself (baton-demo does in demo.kv).
+	FaultPanicFreeze  = fault.PanicFreeze
+	FaultPanicThaw    = fault.PanicThaw
+	FaultPanicCapture = fault.PanicCapture
+	FaultPanicRestore = fault.PanicRestore
 )
 
 // Fault returns the environment entry that makes generation gen fail at
