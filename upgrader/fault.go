@@ -19,6 +19,8 @@ const (
 
 	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
 	faultNewSlowReady       = faults.NewSlowReady
+	faultOldKillAfterReady  = faults.OldKillAfterReady
+	faultOldKillMidDrain    = faults.OldKillMidDrain
 )
 
 // fault fails the process at step if BATON_FAULT names it for this
@@ -27,3 +29,11 @@ func fault(step faults.Step, gen, attempt int) { faults.Inject(step, gen, attemp
 
 // faultRejects reports whether the state must be rejected.
 func faultRejects(gen, attempt int) bool { return faults.Rejects(gen, attempt) }
+
+// attemptNow is the number of the latest upgrade attempt, for the fault
+// points reached after the attempt returned (the drain).
+func (u *Upgrader) attemptNow() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.attempt
+}

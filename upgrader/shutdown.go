@@ -51,6 +51,9 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 		c.Close()
 	}
 	u.log.Info("draining", "servers", len(servers), "hooks", len(hooks))
+	if u.isUpgraded() {
+		fault(faultOldKillMidDrain, u.gen, u.attemptNow())
+	}
 
 	forced, errs := u.drainAll(ctx, servers, hooks)
 	close(u.drained)

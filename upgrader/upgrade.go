@@ -75,6 +75,7 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 		events(Event{Step: StepFailed, Error: err.Error()})
 	} else {
 		events(Event{Step: StepChildReady, Pid: res.Pid})
+		fault(faultOldKillAfterReady, u.gen, attempt)
 	}
 
 	u.mu.Lock()

@@ -46,6 +46,13 @@ type kvStore struct {
 	attempt    int             // the upgrade attempt that started this process, 0 if none
 }
 
+func (s *kvStore) gen() int {
+	if s.generation == nil {
+		return 0
+	}
+	return s.generation()
+}
+
 // handoffAttempt reads the attempt field of BATON_HANDOFF, which
 // upgrader.New removes: panic-restore, like the new-process steps, names
 // the attempt, so that the next attempt's new process restores normally.
@@ -62,10 +69,7 @@ func handoffAttempt() int {
 // injectPanic panics if BATON_FAULT asks for it in this call of the
 // callback: step@gen.n makes the nth call in generation gen panic.
 func (s *kvStore) injectPanic(step fault.Step, i int) {
-	gen := 0
-	if s.generation != nil {
-		gen = s.generation()
-	}
+	gen := s.gen()
 	n := int(s.calls[i].Add(1))
 	if step == fault.PanicRestore {
 		n = s.attempt
@@ -108,6 +112,7 @@ func (s *kvStore) register(reg *state.Registry) error {
 
 func (s *kvStore) capture(w io.Writer) error {
 	s.injectPanic(fault.PanicCapture, 2)
+	fault.Inject(fault.OldKillMidCapture, s.gen(), int(s.calls[2].Load()))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.schema == 1 {

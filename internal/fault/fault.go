@@ -45,6 +45,16 @@ const (
 	// OldKill: the old process kills itself (SIGKILL) right after it has
 	// sent the state, its tasks frozen, before the new process is ready.
 	OldKill Step = "old-kill"
+	// OldKillAfterReady: the old process kills itself once the new one
+	// is ready, before it starts to drain.
+	OldKillAfterReady Step = "old-kill-after-ready"
+	// OldKillMidDrain: the old process kills itself in the middle of its
+	// drain, its listeners closed, its requests in flight.
+	OldKillMidDrain Step = "old-kill-mid-drain"
+	// OldKillMidCapture: the old process kills itself in the middle of
+	// capturing its state, as a participant's Capture runs (injected by
+	// the service, like the panics below: baton-demo's demo.kv).
+	OldKillMidCapture Step = "old-kill-mid-capture"
 
 	// The participant callbacks of an application's own state panic (a
 	// nil-map write, as a real bug would), for the tests of a panic in

@@ -24,7 +24,7 @@ func Inject(step Step, gen, attempt int) {
 	case NewCrashLate:
 		time.Sleep(20 * time.Millisecond)
 		os.Exit(7)
-	case OldKill, OldKillAfterFreeze:
+	case OldKill, OldKillAfterFreeze, OldKillAfterReady, OldKillMidDrain, OldKillMidCapture:
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	case NewSlowReady:

@@ -19,6 +19,9 @@ const (
 
 	FaultOldKillAfterFreeze = fault.OldKillAfterFreeze // the old process kills itself once frozen, before it sends the state
 	FaultNewSlowReady       = fault.NewSlowReady       // the new process waits 1 s before it asks to become ready
+	FaultOldKillAfterReady  = fault.OldKillAfterReady  // the old process kills itself once the new one is ready
+	FaultOldKillMidDrain    = fault.OldKillMidDrain    // the old process kills itself in the middle of its drain
+	FaultOldKillMidCapture  = fault.OldKillMidCapture  // the old process kills itself while a participant's Capture runs (the service injects it)
 
 	// A participant callback of the service's own state panics, in the
 	// nth call (Fault's attempt) of that generation; the service calls
