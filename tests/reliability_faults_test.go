@@ -34,12 +34,15 @@ func TestNewProcessFaults(t *testing.T) {
 	}
 	unreadable := func(t *testing.T, path string) { upgradertest.Install(t, demoV3, path) }
 	tests := []struct {
-		name    string
-		fault   upgradertest.FaultStep // made to fail in attempt 1 of generation 1
-		faults  []string               // or these BATON_FAULT entries (step@gen.n)
-		args    []string
-		install func(t *testing.T, path string) // replaces the binary for the failing attempt
-		wantErr string
+		name   string
+		fault  upgradertest.FaultStep // made to fail in attempt 1 of generation 1
+		faults []string               // or these BATON_FAULT entries (step@gen.n)
+		// failStep, if set, is the step the failure is counted under in
+		// baton_upgrade_failures_total.
+		failStep string
+		args     []string
+		install  func(t *testing.T, path string) // replaces the binary for the failing attempt
+		wantErr  string
 		// wantLog is what the old process logs about its tasks: frozen
 		// then thawed, or refused before freezing. Empty: it never got
 		// that far.
@@ -63,10 +66,10 @@ func TestNewProcessFaults(t *testing.T) {
 		// A panic in a participant's callback (a nil-map write in demo.kv),
 		// in the old process or the new one: the upgrade fails naming the
 		// participant, the old process thaws and serves on.
-		{name: "panic-freeze", faults: []string{"panic-freeze@0.1"},
+		{name: "panic-freeze", faults: []string{"panic-freeze@0.1"}, failStep: "state:demo.kv",
 			wantErr: `upgrade failed at state:demo.kv`,
 			wantLog: "handoff: a participant panicked; the upgrade fails and this process carries on"},
-		{name: "panic-capture", faults: []string{"panic-capture@0.1"},
+		{name: "panic-capture", faults: []string{"panic-capture@0.1"}, failStep: "state:demo.kv",
 			wantErr: `participant "demo.kv" panicked in Capture`, wantLog: "participants thawed: carrying on"},
 		{name: "panic-thaw", faults: []string{"new-reject@1.1", "panic-thaw@0.1"},
 			wantErr: "rejected by fault injection", wantLog: "thaw: a participant panicked; the others were thawed"},
@@ -104,6 +107,12 @@ func TestNewProcessFaults(t *testing.T) {
 				}
 				if got := s.Root(t); got.Pid != old {
 					t.Fatalf("pid %d serves after the failure, want the old %d", got.Pid, old)
+				}
+				if tt.failStep != "" {
+					series := `baton_upgrade_failures_total{step="` + tt.failStep + `"}`
+					if got := scrape(t, s.URL)[series]; got != "1" {
+						t.Errorf("%s = %q, want 1", series, got)
+					}
 				}
 				waitTaskRuns(t, s, 2)
 			})
