@@ -381,6 +381,16 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 
 func printStatus(w io.Writer, st *upgrader.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	printProcess(tw, st)
+	printListeners(tw, st)
+	printSections(tw, st)
+	printComponents(tw, st)
+	tw.Flush()
+	printHistory(w, st.History)
+}
+
+// printProcess writes who answers: pid, generation, version, build, uptime.
+func printProcess(tw io.Writer, st *upgrader.Status) {
 	version := st.Build.User
 	if version == "" {
 		version = st.Build.Version
@@ -397,22 +407,28 @@ func printStatus(w io.Writer, st *upgrader.Status) {
 	}
 	fmt.Fprintf(tw, "build\t%s\n", strings.Join(build, ", "))
 	fmt.Fprintf(tw, "uptime\t%v\n", st.Uptime.Round(time.Second))
+}
+
+// label is the first column of a group of rows: the name on the first.
+func label(i int, name string) string {
+	if i == 0 {
+		return name
+	}
+	return ""
+}
+
+func printListeners(tw io.Writer, st *upgrader.Status) {
 	for i, l := range st.Listeners {
 		origin := "new"
 		if l.Inherited {
 			origin = "inherited"
 		}
-		label := ""
-		if i == 0 {
-			label = "listeners"
-		}
-		fmt.Fprintf(tw, "%s\t%s %s %s (%s)\n", label, l.Kind, l.Network, l.Addr, origin)
+		fmt.Fprintf(tw, "%s\t%s %s %s (%s)\n", label(i, "listeners"), l.Kind, l.Network, l.Addr, origin)
 	}
+}
+
+func printSections(tw io.Writer, st *upgrader.Status) {
 	for i, s := range st.Sections {
-		label := ""
-		if i == 0 {
-			label = "state"
-		}
 		size := ""
 		if st.Restored != nil {
 			for _, r := range st.Restored.Sections {
@@ -421,30 +437,31 @@ func printStatus(w io.Writer, st *upgrader.Status) {
 				}
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s v%d%s\n", label, s.Name, s.Version, size)
+		fmt.Fprintf(tw, "%s\t%s v%d%s\n", label(i, "state"), s.Name, s.Version, size)
 	}
+}
+
+func printComponents(tw io.Writer, st *upgrader.Status) {
 	names := make([]string, 0, len(st.Components))
 	for k := range st.Components {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for i, k := range names {
-		label := ""
-		if i == 0 {
-			label = "components"
-		}
 		b, _ := json.Marshal(st.Components[k])
-		fmt.Fprintf(tw, "%s\t%s: %s\n", label, k, b)
+		fmt.Fprintf(tw, "%s\t%s: %s\n", label(i, "components"), k, b)
 	}
-	tw.Flush()
-	if len(st.History) == 0 {
+}
+
+func printHistory(w io.Writer, history []upgrader.Record) {
+	if len(history) == 0 {
 		fmt.Fprintln(w, "upgrades: none yet")
 		return
 	}
-	fmt.Fprintf(w, "upgrades (last %d):\n", len(st.History))
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for i := len(st.History) - 1; i >= 0; i-- {
-		r := st.History[i]
+	fmt.Fprintf(w, "upgrades (last %d):\n", len(history))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i := len(history) - 1; i >= 0; i-- {
+		r := history[i]
 		detail := fmt.Sprintf("pid %d -> %d", r.FromPid, r.ToPid)
 		if r.Result != "success" {
 			detail = fmt.Sprintf("at %s: %s", r.Step, r.Reason)
