@@ -127,43 +127,15 @@ func TestOldKilledAfterFreeze(t *testing.T) {
 			if withFile {
 				waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "state file written", Pid: old})
 			}
-			cfg := standardLoad(s.URL)
-			cfg.Latencies = true
-			var triggered time.Time
-			var newPid int
-			r := underLoad(t, cfg, func() {
-				triggered = time.Now()
-				mark := hup(t, s, old)
-				waitRaw(t, s, "baton fault injected: old-kill-after-freeze@0.1")
-				if err := upgradertest.WaitExit(old, 5*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				want := "previous generation died before handing over its state: starting with no state"
-				if withFile {
-					want = "previous generation died before handing over its state: restoring the state file"
-				}
-				newPid = waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: want}).Pid
-				waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid})
-				if got := s.Root(t); got.Pid != newPid || got.Generation != 1 {
-					t.Fatalf("after the kill %+v serves, want pid %d at generation 1", got, newPid)
-				}
-				if got := s.Pid(t); got != newPid {
-					t.Errorf("the pid file names %d, want %d", got, newPid)
-				}
+			want := "previous generation died before handing over its state: starting with no state"
+			if withFile {
+				want = "previous generation died before handing over its state: restoring the state file"
+			}
+			newPid := upgradeKillingOld(t, s, old, upgradertest.FaultOldKillAfterFreeze, want, func(newPid, mark int) {
 				if withFile {
 					waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "state restored from file", Pid: newPid})
 				}
-				waitTaskRuns(t, s, 2)
 			})
-			// Requests the old process had read when it was killed fail;
-			// the listening socket, held by the new process, never stops
-			// accepting.
-			t.Logf("clients saw %d failed requests (%v) of %d", r.Failed(), r.Failures, r.Requests)
-			if n := failedBefore(r, triggered); n > 0 {
-				t.Errorf("%d requests sent before the kill failed", n)
-			}
-			assertFailureKinds(t, r, upgradertest.Reset, upgradertest.EOF)
-			assertOnlyAlive(t, s, newPid)
 
 			// The orphaned generation upgrades as usual.
 			last := upgradeOK(t, s)

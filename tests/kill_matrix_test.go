@@ -36,31 +36,7 @@ func TestOldKilledAtEveryStep(t *testing.T) {
 			s := startService(t, demoFault, []string{upgradertest.Fault(tt.step, 0, 1)})
 			old := s.Pid(t)
 			waitTaskRuns(t, s, 2)
-			var triggered time.Time
-			var newPid int
-			r := underLoad(t, standardLoad(s.URL), func() {
-				triggered = time.Now()
-				mark := hup(t, s, old)
-				waitRaw(t, s, "baton fault injected: "+string(tt.step)+"@0.1")
-				if err := upgradertest.WaitExit(old, 5*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				newPid = waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: tt.seen}).Pid
-				waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid})
-				if got := s.Root(t); got.Pid != newPid || got.Generation != 1 {
-					t.Fatalf("after the kill %+v serves, want pid %d at generation 1", got, newPid)
-				}
-				if got := s.Pid(t); got != newPid {
-					t.Errorf("the pid file names %d, want %d", got, newPid)
-				}
-				waitTaskRuns(t, s, 2)
-			})
-			t.Logf("clients saw %d failed requests (%v) of %d", r.Failed(), r.Failures, r.Requests)
-			if n := failedBefore(r, triggered); n > 0 {
-				t.Errorf("%d requests sent before the kill failed", n)
-			}
-			assertFailureKinds(t, r, upgradertest.Reset, upgradertest.EOF)
-			assertOnlyAlive(t, s, newPid)
+			newPid := upgradeKillingOld(t, s, old, tt.step, tt.seen, nil)
 
 			last := upgradeOK(t, s)
 			waitTaskRuns(t, s, 2)
@@ -79,4 +55,47 @@ func TestOldKilledAtEveryStep(t *testing.T) {
 			assertOnlyAlive(t, s)
 		})
 	}
+}
+
+// upgradeKillingOld triggers an upgrade of old under the standard load, in
+// which the old process kills itself at step, and waits for the new one to
+// log seen and serve at generation 1 (then during, if not nil). It checks
+// what a client sees: only requests sent after the trigger fail, as a reset
+// or an EOF (those the old process had read), and the new process is the
+// only one alive. It returns the new pid.
+func upgradeKillingOld(t *testing.T, s *service, old int, step upgradertest.FaultStep, seen string, during func(newPid int, mark int)) int {
+	t.Helper()
+	cfg := standardLoad(s.URL)
+	cfg.Latencies = true
+	var triggered time.Time
+	var newPid int
+	r := underLoad(t, cfg, func() {
+		triggered = time.Now()
+		mark := hup(t, s, old)
+		waitRaw(t, s, "baton fault injected: "+string(step)+"@0.1")
+		if err := upgradertest.WaitExit(old, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		newPid = waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: seen}).Pid
+		waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: newPid})
+		if got := s.Root(t); got.Pid != newPid || got.Generation != 1 {
+			t.Fatalf("after the kill %+v serves, want pid %d at generation 1", got, newPid)
+		}
+		if got := s.Pid(t); got != newPid {
+			t.Errorf("the pid file names %d, want %d", got, newPid)
+		}
+		if during != nil {
+			during(newPid, mark)
+		}
+		waitTaskRuns(t, s, 2)
+	})
+	// Requests the old process had read when it was killed fail; the
+	// listening socket, held by the new process, never stops accepting.
+	t.Logf("clients saw %d failed requests (%v) of %d", r.Failed(), r.Failures, r.Requests)
+	if n := failedBefore(r, triggered); n > 0 {
+		t.Errorf("%d requests sent before the kill failed", n)
+	}
+	assertFailureKinds(t, r, upgradertest.Reset, upgradertest.EOF)
+	assertOnlyAlive(t, s, newPid)
+	return newPid
 }
