@@ -500,19 +500,13 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 		return info, err
 	}
 	info.Format = FormatVersion
-	seen := make(map[string]bool, len(r.parts))
 	var undo undoLog
 	// Any failure past this point undoes the restores made so far.
 	fail := func(err error) (Info, error) {
 		info.Bytes = d.off
 		return info, undo.run(r.opts.Logger, err)
 	}
-	alternates := d.flags&flagAlternates != 0
-	var (
-		prev    sectionHeader // the section before this one
-		settled bool          // prev's name was restored, verified or skipped: its alternates are not needed
-		pending error         // why none of prev's name could be read so far
-	)
+	order := sectionOrder{alternates: d.flags&flagAlternates != 0, seen: make(map[string]bool, len(r.parts))}
 	for {
 		h, end, err := d.next()
 		if err != nil {
@@ -521,45 +515,64 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 		if end {
 			break
 		}
-		if h.name == prev.name {
-			// Alternates of one section follow it, each at a lower
-			// version than the one before.
-			if !alternates || h.version >= prev.version {
-				return fail(d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)))
-			}
-		} else {
-			if pending != nil {
-				return fail(d.fail(pending))
-			}
-			if seen[h.name] {
-				return fail(d.fail(fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)))
-			}
-			seen[h.name] = true
-			settled = false
+		if err := order.next(h); err != nil {
+			return fail(d.fail(err))
 		}
-		prev = h
 		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version})
 		s := d.section(h.name)
-		if settled {
+		if order.settled {
 			err = s.discard()
 		} else {
-			settled, pending, err = r.readSection(&info, h, s, restore, &undo, alternates)
+			order.settled, order.pending, err = r.readSection(&info, h, s, restore, &undo, order.alternates)
 		}
 		info.Sections[len(info.Sections)-1].Bytes = s.n
 		if err != nil {
 			return fail(err)
 		}
 	}
-	if pending != nil {
-		return fail(d.fail(pending))
+	if order.pending != nil {
+		return fail(d.fail(order.pending))
 	}
 	info.Bytes = d.off
 	for _, p := range r.parts {
-		if !seen[p.Name] {
+		if !order.seen[p.Name] {
 			info.Missing = append(info.Missing, p.Name)
 		}
 	}
 	return info, nil
+}
+
+// sectionOrder checks the order of a snapshot's sections: each name once,
+// or, in a snapshot with alternates, the same name again right after it at
+// each lower version.
+type sectionOrder struct {
+	alternates bool
+	seen       map[string]bool
+	prev       sectionHeader // the section before this one
+	settled    bool          // prev's name was restored, verified or skipped: its alternates are not needed
+	pending    error         // why none of prev's name could be read so far
+}
+
+// next checks h against the sections before it: a name seen before is a
+// duplicate, and a new name ends the previous one, whose pending reason (no
+// version of it could be read) is then the error.
+func (o *sectionOrder) next(h sectionHeader) error {
+	if h.name == o.prev.name {
+		if !o.alternates || h.version >= o.prev.version {
+			return fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)
+		}
+	} else {
+		if o.pending != nil {
+			return o.pending
+		}
+		if o.seen[h.name] {
+			return fmt.Errorf("%w: %q appears twice", ErrDuplicateSection, h.name)
+		}
+		o.seen[h.name] = true
+		o.settled = false
+	}
+	o.prev = h
+	return nil
 }
 
 // readSection reads one section to its end, restoring it if restore is set.
