@@ -64,11 +64,10 @@ type trackedConn struct {
 	// the socket looks empty while they wait; a reply that says
 	// "Connection: close" then loses them.
 	reads      atomic.Int64 // reads that returned bytes
-	readsIdle  atomic.Int64 // reads at the last StateIdle
 	readsBegun atomic.Int64 // reads when the current request became active
 	started    atomic.Int64 // requests begun (StateActive transitions)
 	ends       atomic.Int64 // blank lines read: ends of request headers
-	pipelined  atomic.Bool  // a request began with no read since the reply before
+	pipelined  atomic.Bool  // a request began with no read since the one before
 	bodies     atomic.Bool  // a request had a body: ends over-counts
 	bol        bool         // the line being read is empty so far; only the reader touches it
 }
@@ -121,14 +120,17 @@ func (c *trackedConn) setState(st http.ConnState) {
 	case http.StateIdle:
 		c.touch()
 		c.partial.Store(false)
-		c.readsIdle.Store(c.reads.Load())
 	case http.StateActive:
 		c.started.Add(1)
 		reads := c.reads.Load()
-		c.readsBegun.Store(reads)
-		if prev == http.StateIdle && reads == c.readsIdle.Load() && !c.detached {
-			// Read ahead: this request was in net/http's buffer
-			// when the reply before it went out.
+		before := c.readsBegun.Swap(reads)
+		if prev == http.StateIdle && reads == before && !c.detached {
+			// This request came in the same read as the one
+			// before: the client sent them together. (A request
+			// that a client sent after its reply came is read
+			// after that request began, if only by net/http's
+			// background read, which under TLS may take the whole
+			// record.)
 			c.pipelined.Store(true)
 		}
 	}
