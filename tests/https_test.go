@@ -30,11 +30,11 @@ import (
 const httpsUpgrades = 10
 
 // idleBound is how long an old process may outlive its upgrade while idle
-// TLS and HTTP/2 connections are open to it: the idle grace (1 s), the
-// second net/http waits after an HTTP/2 GOAWAY, and the drain's checks.
+// TLS and HTTP/2 connections are open to it: the idle grace (1 s), then
+// for HTTP/2 a GOAWAY and a check (250 ms) before the close, and slack.
 // The drain's deadline is 20 s, so a connection that held the drain would
 // show.
-const idleBound = 4 * time.Second
+const idleBound = 3 * time.Second
 
 // selfSigned makes the README's self-signed certificate for 127.0.0.1 in
 // dir, with the README's openssl command, and returns its files.
@@ -309,11 +309,13 @@ func TestCurlHTTPSUpgrades(t *testing.T) {
 		mu                 sync.Mutex
 		errs               []string
 	)
-	urls := slices.Repeat([]string{"https://" + tlsAddr + "/"}, 20)
+	// Each URL with its own -o: curl applies one -o to one URL.
+	urls := slices.Repeat([]string{"-o", "/dev/null", "https://" + tlsAddr + "/"}, 20)
+	const perRun = 20
 	for _, flag := range []string{"--http2", "--http1.1", "--http2", "--http1.1"} {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				args := append([]string{"-sSk", flag, "-o", "/dev/null", "-w", "%{http_code} %{http_version}\n"}, urls...)
+				args := append([]string{"-sSk", flag, "-w", "%{http_code} %{http_version}\n"}, urls...)
 				out, err := exec.Command("curl", args...).CombinedOutput()
 				runs.Add(1)
 				codes := strings.Fields(string(out))
@@ -324,7 +326,7 @@ func TestCurlHTTPSUpgrades(t *testing.T) {
 					}
 				}
 				replies.Add(int64(okCodes))
-				if err != nil || okCodes != len(urls) {
+				if err != nil || okCodes != perRun {
 					bad.Add(1)
 					mu.Lock()
 					if len(errs) < 5 {
@@ -507,8 +509,12 @@ func TestEventsUpgrades(t *testing.T) {
 		if len(res.errs) != 0 {
 			t.Errorf("%s: %q", streams[i].name, res.errs)
 		}
-		if res.byes != httpsUpgrades {
-			t.Errorf("%s: %d streams ended with bye, want %d", streams[i].name, res.byes, httpsUpgrades)
+		// Over HTTP/1.1 a stream that began before the drain cannot
+		// close its connection when it ends (its headers are out), so
+		// the client's reconnection may reuse it and get, from the old
+		// process, an immediate "bye" before it reaches the new one.
+		if res.byes < httpsUpgrades {
+			t.Errorf("%s: %d streams ended with bye, want %d or more", streams[i].name, res.byes, httpsUpgrades)
 		}
 		if len(res.pids) != httpsUpgrades+1 {
 			t.Errorf("%s: events from %d processes, want %d", streams[i].name, len(res.pids), httpsUpgrades+1)

@@ -58,6 +58,12 @@ type trackedConn struct {
 	// see its request dropped by the drain.
 	partial atomic.Bool
 	state   atomic.Int32 // the last http.ConnState
+	// h2 is set once the connection is known to speak HTTP/2: it ends
+	// with a GOAWAY, which the drain sends, never with a bare close.
+	h2 atomic.Bool
+	// protoChecked says track looked at the TLS connection's ALPN
+	// protocol; guarded by httpServer.mu.
+	protoChecked bool
 
 	// HTTP/1 pipelining: a client may send requests before the replies
 	// to the earlier ones. net/http reads them ahead into its buffer, so
@@ -80,7 +86,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.touch()
-		c.reads.Add(1)
+		if c.reads.Add(1) == 1 && !c.tls && bytes.HasPrefix(p[:n], []byte("PRI * HTTP/2.0")) {
+			c.h2.Store(true) // h2c with prior knowledge
+		}
 		// Under TLS a read on a new connection is the handshake, not a
 		// request: a client that shakes hands and waits is idle.
 		if !c.tls || http.ConnState(c.state.Load()) == http.StateIdle {

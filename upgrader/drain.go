@@ -102,6 +102,8 @@ type httpServer struct {
 	// goAway sends a graceful GOAWAY to every HTTP/2 connection; nil if
 	// srv does not serve HTTP/2 through net/http's own implementation.
 	goAway func()
+	// goAwayAt is when maybeGoAway first sent it (unix nanoseconds).
+	goAwayAt atomic.Int64
 	// blind is set once a connection hid its socket: logged once.
 	blind atomic.Bool
 
@@ -217,6 +219,13 @@ func (s *httpServer) track(c net.Conn, rec *trackedConn, st http.ConnState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec.setState(st)
+	if tc, ok := c.(*tls.Conn); ok && !rec.protoChecked && (st == http.StateActive || st == http.StateIdle) {
+		// The handshake is over once net/http reports either.
+		rec.protoChecked = true
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			rec.h2.Store(true)
+		}
+	}
 	switch st {
 	case http.StateClosed, http.StateHijacked:
 		delete(s.conns, rec)
@@ -238,16 +247,41 @@ func (s *httpServer) open() int {
 	return len(s.conns)
 }
 
-// beginDrain marks the drain begun: replies close their connections,
-// handlers watching Draining are told, HTTP/2 connections get a GOAWAY.
-// Shutdown sets draining itself before it closes the listeners; the rest
-// happens here, once.
+// beginDrain marks the drain begun: replies close their connections (an
+// HTTP/2 one sends GOAWAY ahead of the reply that says so), and handlers
+// watching Draining are told. Shutdown sets draining itself before it
+// closes the listeners; the rest happens here, once.
 func (s *httpServer) beginDrain() {
 	s.draining.Store(true)
 	s.drainOnce.Do(func() { close(s.drainC) })
-	if s.goAway != nil {
-		s.goAway()
+}
+
+// maybeGoAway sends GOAWAY to every HTTP/2 connection once none of them is
+// between requests, that is idle but recently active. net/http's GOAWAY is
+// the single one, naming the last stream read: a client that had just
+// got a reply and sent its next request is told that request was refused,
+// and clients that do not retry it (curl 7.88 fails with "Error in the
+// HTTP2 framing layer") would lose it. A busy connection needs no such
+// GOAWAY: its next reply says "Connection: close", and net/http's HTTP/2
+// server then queues the GOAWAY ahead of that reply, before the client
+// can send another request. So the broadcast waits until the idle ones
+// have been idle for the grace; a connection with a stream open (a
+// stream, an SSE) gets it too and keeps its stream.
+func (s *httpServer) maybeGoAway() {
+	if s.goAway == nil {
+		return
 	}
+	now := time.Now()
+	s.mu.Lock()
+	for c, st := range s.conns {
+		if c.h2.Load() && st == http.StateIdle && now.Sub(c.lastActive()) < s.grace {
+			s.mu.Unlock()
+			return
+		}
+	}
+	s.mu.Unlock()
+	s.goAway()
+	s.goAwayAt.CompareAndSwap(0, now.UnixNano())
 }
 
 // drain waits until every connection ended, or ctx is done. At the deadline
@@ -274,12 +308,10 @@ func (s *httpServer) drain(ctx context.Context) (forced, active, quiet int, err 
 		select {
 		case <-s.gone:
 		case <-tick.C:
-			// An HTTP/2 connection accepted just before the listener
-			// closed may have registered after the first GOAWAY went
+			// Repeated: an HTTP/2 connection accepted just before
+			// the listener closed may register after a GOAWAY went
 			// out; each connection sends one at most.
-			if s.goAway != nil {
-				s.goAway()
-			}
+			s.maybeGoAway()
 			quiet += s.closeQuiet()
 		case <-ctx.Done():
 		}
@@ -316,7 +348,15 @@ func (s *httpServer) closeQuiet() int {
 	var quiet []*trackedConn
 	s.mu.Lock()
 	for c, st := range s.conns {
-		if (st != http.StateIdle && st != http.StateNew) || now.Sub(c.lastActive()) < s.grace || c.partial.Load() {
+		// partial means a request began only in HTTP/1: HTTP/2
+		// reads frames (WINDOW_UPDATE, PING) between requests.
+		if (st != http.StateIdle && st != http.StateNew) || now.Sub(c.lastActive()) < s.grace || (c.partial.Load() && !c.h2.Load()) {
+			continue
+		}
+		if at := s.goAwayAt.Load(); c.h2.Load() && s.goAway != nil && (at == 0 || now.Sub(time.Unix(0, at)) < s.grace/4) {
+			// GOAWAY first (maybeGoAway), then, a check later,
+			// the close: net/http's own would come only a second
+			// after the GOAWAY.
 			continue
 		}
 		n := unread(rawConn(c.Conn))
