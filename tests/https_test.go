@@ -527,3 +527,83 @@ func TestEventsUpgrades(t *testing.T) {
 		}
 	}
 }
+
+// TestH2loadUpgrades runs h2load (nghttp2-client) through 10 upgrades, in
+// bounded runs one after the other, HTTP/1.1 with 4 requests pipelined per
+// connection, in clear text and over TLS. No request may fail.
+//
+// h2load's HTTP/2 modes are not asserted here: h2load does not open a new
+// connection after a GOAWAY, so it counts the requests it then never sends
+// as failed, and it does not retry a stream the GOAWAY refused (one it
+// sent after the server named its last stream), which the protocol makes
+// safe to retry and Go's client does (TestHTTPSUpgrades).
+func TestH2loadUpgrades(t *testing.T) {
+	tool, err := exec.LookPath("h2load")
+	if err != nil {
+		t.Fatalf("h2load is needed (Debian: apt-get install nghttp2-client; .ci/run installs it): %v", err)
+	}
+	p, tlsAddr := startHTTPS(t)
+	modes := map[string][]string{
+		"h1-pipelined":     {"--h1", "-m", "4", p.URL + "/"},
+		"h1-pipelined-tls": {"--h1", "-m", "4", "https://" + tlsAddr + "/"},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	type tally struct{ runs, total, succeeded, failed int }
+	var (
+		mu      sync.Mutex
+		tallies = map[string]*tally{}
+		errs    []string
+		wg      sync.WaitGroup
+	)
+	for name, args := range modes {
+		tallies[name] = &tally{}
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				out, err := exec.Command(tool, append([]string{"-c", "4", "-n", "2000"}, args...)...).CombinedOutput()
+				total, ok, failed, perr := parseH2load(string(out))
+				mu.Lock()
+				tl := tallies[name]
+				tl.runs++
+				tl.total += total
+				tl.succeeded += ok
+				tl.failed += failed
+				if (err != nil || perr != nil || ok != total) && len(errs) < 5 {
+					errs = append(errs, fmt.Sprintf("%s: %v %v\n%s", name, err, perr, out))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	var exits []time.Duration
+	for i := range httpsUpgrades {
+		time.Sleep(200 * time.Millisecond)
+		nextGenerationTimed(t, p, i, &exits)
+	}
+	cancel()
+	wg.Wait()
+	for name, tl := range tallies {
+		t.Logf("%s: runs=%d requests=%d succeeded=%d failed=%d", name, tl.runs, tl.total, tl.succeeded, tl.failed)
+		if tl.runs == 0 || tl.failed != 0 || tl.succeeded != tl.total {
+			t.Errorf("%s: %d of %d requests did not succeed", name, tl.total-tl.succeeded, tl.total)
+		}
+	}
+	t.Logf("old process exits: %v", exits)
+	if len(errs) > 0 {
+		t.Errorf("h2load runs with failures: %s", strings.Join(errs, "\n"))
+	}
+}
+
+// parseH2load reads h2load's "requests: N total, N started, N done, N
+// succeeded, N failed, N errored, N timeout" line.
+func parseH2load(out string) (total, succeeded, failed int, err error) {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "requests: ") {
+			continue
+		}
+		var started, done, errored, timeout int
+		_, err = fmt.Sscanf(line, "requests: %d total, %d started, %d done, %d succeeded, %d failed, %d errored, %d timeout",
+			&total, &started, &done, &succeeded, &failed, &errored, &timeout)
+		return total, succeeded, failed + errored + timeout, err
+	}
+	return 0, 0, 0, fmt.Errorf("no requests line in h2load's output")
+}

@@ -76,6 +76,14 @@ type trackedConn struct {
 	pipelined  atomic.Bool  // a request began with no read since the one before
 	bodies     atomic.Bool  // a request had a body: ends over-counts
 	bol        bool         // the line being read is empty so far; only the reader touches it
+	// Over TLS: the value of reads at the last read that brought two or
+	// more TLS application-data records, which may hold more than one
+	// request; and the framing state of the records, touched only by
+	// the reader.
+	multiAt atomic.Int64
+	recHdr  [5]byte
+	recHave int // header bytes of the next record read so far
+	recLeft int // body bytes of the current record still to come
 }
 
 func (c *trackedConn) touch() { c.last.Store(time.Now().UnixNano()) }
@@ -96,6 +104,8 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 		if !c.tls {
 			c.countEnds(p[:n])
+		} else if c.countRecords(p[:n]) >= 2 {
+			c.multiAt.Store(c.reads.Load())
 		}
 	}
 	return n, err
@@ -119,6 +129,34 @@ func (c *trackedConn) countEnds(p []byte) {
 		c.bol = true
 		p = p[i+1:]
 	}
+}
+
+// countRecords follows the TLS record framing through p and returns how
+// many application-data records (content type 23; in TLS 1.3 every
+// encrypted record) begin in it.
+func (c *trackedConn) countRecords(p []byte) int {
+	const recordHeader, applicationData = 5, 23
+	n := 0
+	for len(p) > 0 {
+		if c.recLeft > 0 {
+			k := min(c.recLeft, len(p))
+			c.recLeft -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(c.recHdr[c.recHave:], p)
+		c.recHave += k
+		p = p[k:]
+		if c.recHave < recordHeader {
+			return n
+		}
+		c.recHave = 0
+		c.recLeft = int(c.recHdr[3])<<8 | int(c.recHdr[4])
+		if c.recHdr[0] == applicationData {
+			n++
+		}
+	}
+	return n
 }
 
 // setState records a state change net/http reported.
@@ -160,6 +198,14 @@ func (c *trackedConn) receivedMore(r *http.Request) bool {
 	if c.detached {
 		return false // nothing more can be seen
 	}
+	if c.started.Load() == 1 {
+		// A connection's first reply never closes it: whether its
+		// client pipelines is not known yet, and one that does may
+		// write its first requests one by one (h2load), or send more
+		// after a reply that says "Connection: close" (h2load again).
+		// A client that sent one request closes one reply later.
+		return true
+	}
 	if noBody && c.reads.Load() > c.readsBegun.Load() {
 		// Read since the headers were complete: the next request
 		// (or the client's close).
@@ -169,8 +215,34 @@ func (c *trackedConn) receivedMore(r *http.Request) bool {
 		return c.ends.Load() > c.started.Load()
 	}
 	// Over TLS the buffered requests cannot be counted: a client seen
-	// pipelining may have more waiting.
-	return c.pipelined.Load()
+	// pipelining may have more waiting, and so may a request that came
+	// in one read with other records (net/http takes one record at a
+	// time from crypto/tls, which keeps the others).
+	return c.pipelined.Load() || c.multiAt.Load() == c.readsBegun.Load()
+}
+
+// pipelineLinger is how long the drain waits, before it answers a
+// pipelining client's last received request with "Connection: close", for
+// more requests the client may have sent on its way: one that keeps a
+// window of requests outstanding sends the next on each reply, and those
+// would otherwise cross the close.
+const pipelineLinger = 20 * time.Millisecond
+
+// lingerPipelined waits up to pipelineLinger for more requests on an
+// HTTP/1 connection seen pipelining, and reports whether some came. Other
+// connections close at once: their clients wait for each reply before
+// they send again.
+func (c *trackedConn) lingerPipelined(r *http.Request) bool {
+	if c.detached || !c.pipelined.Load() {
+		return false
+	}
+	for deadline := time.Now().Add(pipelineLinger); time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		if c.receivedMore(r) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *trackedConn) CloseWrite() error {

@@ -172,7 +172,7 @@ func newHTTPServer(srv *http.Server, ln net.Listener, grace time.Duration, log *
 func (s *httpServer) closeAfter(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 {
 		info, _ := r.Context().Value(connKey{}).(connInfo)
-		if info.rec != nil && info.rec.receivedMore(r) {
+		if info.rec != nil && (info.rec.receivedMore(r) || info.rec.lingerPipelined(r)) {
 			return
 		}
 	}
