@@ -38,7 +38,7 @@ const idleBound = 3 * time.Second
 
 // selfSigned makes the README's self-signed certificate for 127.0.0.1 in
 // dir, with the README's openssl command, and returns its files.
-func selfSigned(t *testing.T, dir string) (cert, key string) {
+func selfSigned(t testing.TB, dir string) (cert, key string) {
 	t.Helper()
 	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -52,7 +52,7 @@ func selfSigned(t *testing.T, dir string) (cert, key string) {
 
 // startHTTPS starts baton-demo with HTTPS on a port of its own and h2c on
 // the clear one, and returns it with its HTTPS address.
-func startHTTPS(t *testing.T, args ...string) (*demotest.Proc, string) {
+func startHTTPS(t testing.TB, args ...string) (*demotest.Proc, string) {
 	t.Helper()
 	dir := t.TempDir()
 	cert, key := selfSigned(t, dir)
@@ -69,7 +69,7 @@ func startHTTPS(t *testing.T, args ...string) (*demotest.Proc, string) {
 // The HTTPS listener cannot be on port 0 as well as the clear one: the
 // upgrader names inherited listeners by their address, and two called
 // 127.0.0.1:0 would be mixed up in the new process.
-func freeTCPAddr(t *testing.T) string {
+func freeTCPAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -85,15 +85,15 @@ func freeTCPAddr(t *testing.T) string {
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
 
 // goClient is Go's client for one kind of connection: "h2" (HTTP/2 over
-// TLS), "h1-tls" (HTTP/1.1 over TLS) or "h2c" (HTTP/2 in clear text, prior
-// knowledge).
+// TLS), "h1-tls" (HTTP/1.1 over TLS), "h1" (HTTP/1.1 in clear text) or
+// "h2c" (HTTP/2 in clear text, prior knowledge).
 func goClient(kind string) *http.Client {
 	tr := &http.Transport{TLSClientConfig: insecureTLS(), MaxIdleConnsPerHost: 16}
 	var p http.Protocols
 	switch kind {
 	case "h2":
 		p.SetHTTP2(true)
-	case "h1-tls":
+	case "h1", "h1-tls":
 		p.SetHTTP1(true)
 	case "h2c":
 		p.SetUnencryptedHTTP2(true)
@@ -283,7 +283,7 @@ func TestHTTPSUpgrades(t *testing.T) {
 
 // nextGenerationTimed is nextGeneration that also records how long the old
 // process lived after the new one answered.
-func nextGenerationTimed(t *testing.T, p *demotest.Proc, i int, exits *[]time.Duration) demotest.Upgrade {
+func nextGenerationTimed(t testing.TB, p *demotest.Proc, i int, exits *[]time.Duration) demotest.Upgrade {
 	t.Helper()
 	u := p.Upgrade(t)
 	if u.Err != "" {
