@@ -97,6 +97,33 @@ func shutdownWithin(t *testing.T, u *Upgrader, limit time.Duration) {
 	}
 }
 
+// listenForTest returns an Upgrader with an idle grace of 100 ms and a
+// listener from it.
+func listenForTest(t *testing.T) (*Upgrader, net.Listener) {
+	t.Helper()
+	u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
+	ln, err := u.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, ln
+}
+
+// dialForTest connects to addr, over TLS offering proto if overTLS, and
+// closes the connection when the test ends.
+func dialForTest(t *testing.T, addr string, overTLS bool, proto string) net.Conn {
+	t.Helper()
+	if overTLS {
+		return idleTLSConn(t, addr, proto)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // idleTLSConn completes a TLS handshake and then sends nothing, as an
 // `openssl s_client` left open does.
 func idleTLSConn(t *testing.T, addr string, protos ...string) *tls.Conn {
@@ -114,11 +141,7 @@ func idleTLSConn(t *testing.T, addr string, protos ...string) *tls.Conn {
 // ALPN, and an idle TLS connection must not hold the drain.
 func TestDrainUserTLSListener(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
-	ln, err := u.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	u, ln := listenForTest(t)
 	_, _, pair := testCert(t, t.TempDir())
 	cfg := &tls.Config{Certificates: []tls.Certificate{pair}, NextProtos: []string{"h2", "http/1.1"}}
 	u.Serve(&http.Server{Handler: http.HandlerFunc(protoHandler)}, tls.NewListener(ln, cfg))
@@ -198,11 +221,7 @@ func TestDrainH2GoAway(t *testing.T) {
 	}{{"h2", true}, {"h2c", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
-			u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
-			ln, err := u.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
+			u, ln := listenForTest(t)
 			var protos http.Protocols
 			protos.SetHTTP1(true)
 			protos.SetHTTP2(true)
@@ -217,15 +236,7 @@ func TestDrainH2GoAway(t *testing.T) {
 			if err := u.Ready(); err != nil {
 				t.Fatal(err)
 			}
-			var c net.Conn
-			if tc.tls {
-				c = idleTLSConn(t, addr, "h2")
-			} else {
-				if c, err = net.Dial("tcp", addr); err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-			}
+			c := dialForTest(t, addr, tc.tls, "h2")
 			h2Handshake(t, c)
 			frames := make(chan []h2Frame, 1)
 			go func() { frames <- readH2Frames(c) }()
@@ -283,11 +294,7 @@ func TestDrainPipelined(t *testing.T) {
 	}{{"clear", false}, {"tls", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
-			u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
-			ln, err := u.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
+			u, ln := listenForTest(t)
 			addr := ln.Addr().String()
 			entered, release := make(chan struct{}, 1), make(chan struct{})
 			mux := http.NewServeMux()
@@ -311,15 +318,7 @@ func TestDrainPipelined(t *testing.T) {
 			}
 			// Warm the connection up with a pipelined pair, as a
 			// pipelining client's connection is when a drain begins.
-			var c net.Conn
-			if tc.tls {
-				c = idleTLSConn(t, addr, "http/1.1")
-			} else {
-				if c, err = net.Dial("tcp", addr); err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-			}
+			c := dialForTest(t, addr, tc.tls, "http/1.1")
 			r := pipeline(t, c, "/", "/")
 			if ok, _, err := readReplies(r, 2); ok != 2 {
 				t.Fatalf("before the drain: %d of 2 answered: %v", ok, err)
@@ -383,11 +382,7 @@ func (l hidingListener) Accept() (net.Conn, error) {
 // grace, not held to the deadline.
 func TestDrainHiddenSocket(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
-	ln, err := u.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	u, ln := listenForTest(t)
 	u.Serve(&http.Server{Handler: http.HandlerFunc(protoHandler)}, hidingListener{ln})
 	if err := u.Ready(); err != nil {
 		t.Fatal(err)

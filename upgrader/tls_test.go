@@ -32,11 +32,7 @@ func TestServeTLS(t *testing.T) {
 	}{{"files", true}, {"GetCertificate", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
-			u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
-			ln, err := u.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
+			u, ln := listenForTest(t)
 			cf, kf, pair := testCert(t, t.TempDir())
 			srv := &http.Server{Handler: http.HandlerFunc(protoHandler)}
 			if !tc.files {
@@ -98,11 +94,7 @@ func TestDraining(t *testing.T) {
 	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
 		t.Run(proto, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
-			u, _ := newTestUpgrader(t, Options{IdleGrace: 100 * time.Millisecond})
-			ln, err := u.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
+			u, ln := listenForTest(t)
 			if Draining(context.Background()) != nil {
 				t.Fatal("Draining of a context from no request is not nil")
 			}
