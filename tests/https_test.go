@@ -607,3 +607,64 @@ func parseH2load(out string) (total, succeeded, failed int, err error) {
 	}
 	return 0, 0, 0, fmt.Errorf("no requests line in h2load's output")
 }
+
+// TestTLSResumptionUpgrades measures TLS session resumption across 10
+// upgrades: before each, a client connects to the old process and keeps
+// the session ticket it issued; after it, the client connects again and
+// reaches the new process, which must resume that session. Go's client
+// (a session cache) and `openssl s_client -sess_out/-sess_in` both.
+func TestTLSResumptionUpgrades(t *testing.T) {
+	p, tlsAddr := startHTTPS(t)
+	cache := tls.NewLRUClientSessionCache(4)
+	goGet := func() (pid string, resumed bool) {
+		t.Helper()
+		cfg := insecureTLS()
+		cfg.ClientSessionCache = cache
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: cfg}}
+		resp, err := c.Get("https://" + tlsAddr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get("X-Pid"), resp.TLS.DidResume
+	}
+	sess := filepath.Join(t.TempDir(), "session.pem")
+	openssl := func(flag string) (reused bool) {
+		t.Helper()
+		cmd := exec.Command("openssl", "s_client", "-connect", tlsAddr, "-alpn", "http/1.1", "-ign_eof", flag, sess)
+		cmd.Stdin = strings.NewReader("GET /healthz HTTP/1.0\r\n\r\n")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openssl s_client %s: %v\n%s", flag, err, out)
+		}
+		return strings.Contains(string(out), "Reused, ")
+	}
+	var goResumed, sslResumed int
+	for i := range httpsUpgrades {
+		oldPid, _ := goGet() // a ticket from the old process
+		openssl("-sess_out")
+		u := p.Upgrade(t)
+		if u.Err != "" {
+			t.Fatalf("upgrade %d failed: %s", i, u.Err)
+		}
+		pid, resumed := goGet()
+		if pid == oldPid || pid != strconv.Itoa(u.NewPid) {
+			t.Fatalf("upgrade %d: answered by %s, want the new process %d", i, pid, u.NewPid)
+		}
+		if resumed {
+			goResumed++
+		}
+		if openssl("-sess_in") {
+			sslResumed++
+		}
+		if err := upgradertest.WaitExit(u.OldPid, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("sessions the old process issued, resumed by the new one: Go %d of %d, openssl %d of %d",
+		goResumed, httpsUpgrades, sslResumed, httpsUpgrades)
+	if goResumed != httpsUpgrades || sslResumed != httpsUpgrades {
+		t.Errorf("resumed across upgrades: Go %d, openssl %d, of %d", goResumed, sslResumed, httpsUpgrades)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +149,77 @@ func TestDraining(t *testing.T) {
 			}
 			<-drained
 		})
+	}
+}
+
+// TestSessionTickets resumes TLS sessions sealed with SessionTickets: across
+// rotations while the sealing key is kept, and not once it has rotated out;
+// a ticket from other keys is ignored (a full handshake), not an error.
+func TestSessionTickets(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	u, ln := listenForTest(t)
+	cf, kf, _ := testCert(t, t.TempDir())
+	tk, err := u.ShareTLSSessionTickets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(protoHandler), TLSConfig: &tls.Config{}}
+	tk.Configure(srv.TLSConfig)
+	if err := u.ServeTLS(srv, ln, cf, kf); err != nil {
+		t.Fatal(err)
+	}
+	u.Ready()
+	cache := tls.NewLRUClientSessionCache(8)
+	resumed := func() bool {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ClientSessionCache: cache}}}
+		resp, err := c.Get("https://" + ln.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.TLS.DidResume
+	}
+	if resumed() {
+		t.Fatal("first handshake resumed")
+	}
+	if !resumed() {
+		t.Error("second handshake not resumed")
+	}
+	// The ticket the last handshake left is sealed with the newest key.
+	for range maxTicketKeys - 1 {
+		tk.Rotate()
+	}
+	if !resumed() {
+		t.Error("a ticket sealed with a key still kept did not resume")
+	}
+	for range maxTicketKeys {
+		tk.Rotate()
+	}
+	if resumed() {
+		t.Error("a ticket sealed with a key rotated out resumed")
+	}
+	other := &SessionTickets{}
+	other.Rotate()
+	if ss, err := other.unwrap(make([]byte, 64), tls.ConnectionState{}); ss != nil || err != nil {
+		t.Errorf("a foreign ticket: %v, %v; want it ignored", ss, err)
+	}
+	shutdownWithin(t, u, 5*time.Second)
+}
+
+func TestReadTicketKeysBadInput(t *testing.T) {
+	for _, n := range []int{1, 31, 33, 32*maxTicketKeys + 32} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(make([]byte, n))
+		w.Close()
+		if _, err := readTicketKeys(r); err == nil {
+			t.Errorf("%d bytes of keys read without an error", n)
+		}
+		r.Close()
 	}
 }

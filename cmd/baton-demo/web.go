@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"net/http"
@@ -56,7 +57,13 @@ func (c *webConfig) serveTLS(u *upgrader.Upgrader, h http.Handler) (string, erro
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// Session tickets the old process issued resume with the new one.
+	tickets, err := u.ShareTLSSessionTickets()
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: &tls.Config{}}
+	tickets.Configure(srv.TLSConfig)
 	if err := u.ServeTLS(srv, ln, c.tlsCert, c.tlsKey); err != nil {
 		return "", err
 	}
