@@ -65,6 +65,7 @@ type config struct {
 	taskInterval   time.Duration
 	taskJitter     time.Duration
 	taskLog        string
+	web            webConfig // web.go: HTTPS, h2c, server-sent events
 }
 
 func parseFlags(args []string) (config, error) {
@@ -89,7 +90,11 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.taskLog, "task-log", "", "append \"task_id seq pid\" to this `file` for every task run")
 	fs.IntVar(&c.kvEntries, "kv-entries", 2000, "entries the first generation puts in the demo map")
 	fs.Int64Var(&c.stateMaxBytes, "state-max-bytes", 0, "largest snapshot, in `bytes`, to hand over, receive or write (0: state.DefaultMaxSize)")
+	c.web.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := c.web.check(); err != nil {
 		return c, err
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
@@ -130,11 +135,15 @@ func run(args []string) error {
 		return err
 	}
 	d := svc.serve(cfg, ln)
+	tlsAddr, err := cfg.web.serveTLS(u, d.handler)
+	if err != nil {
+		return err
+	}
 	if err := u.Ready(); err != nil {
 		return fmt.Errorf("ready: %w", err)
 	}
 	d.ready.Store(true)
-	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version)
+	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version, "tls_addr", tlsAddr)
 
 	// The tasks start only now: their state was restored, and the old
 	// process, if any, has stopped its own for good.
@@ -230,9 +239,11 @@ func (svc *service) serve(cfg config, ln net.Listener) *demo {
 	mux.HandleFunc("GET /tasks", serveTasks(sup))
 	u.AddStatus("worker", func() any { return sup.Stats() })
 	mux.HandleFunc("POST /echo", echo)
+	mux.HandleFunc("GET /events", events(cfg.web.eventInterval))
 	mux.HandleFunc("GET /healthz", d.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{Registry: svc.reg}))
-	u.Serve(&http.Server{Handler: d.withPid(mux), ReadHeaderTimeout: 10 * time.Second}, ln)
+	d.handler = d.withPid(mux)
+	u.Serve(&http.Server{Handler: d.handler, ReadHeaderTimeout: 10 * time.Second, Protocols: cfg.web.protocols()}, ln)
 	return d
 }
 
@@ -344,6 +355,8 @@ type demo struct {
 	ready      atomic.Bool
 	// hits counts GET / answered by every generation together.
 	hits *upgrader.Counter
+	// handler serves every route, on every listener.
+	handler http.Handler
 }
 
 // withPid marks every response with the pid that answered it, so a client
@@ -358,7 +371,10 @@ func (d *demo) withPid(h http.Handler) http.Handler {
 
 func (d *demo) root(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
+	proto, overTLS := connKind(r)
 	json.NewEncoder(w).Encode(map[string]any{
+		"proto":      proto,
+		"tls":        overTLS,
 		"pid":        d.pid,
 		"generation": d.generation,
 		"version":    d.version,
