@@ -61,6 +61,7 @@ baton_worker_tasks{status="backoff"} %d
 baton_worker_tasks{status="done"} 1
 baton_worker_tasks{status="frozen"} %d
 baton_worker_tasks{status="idle"} %d
+baton_worker_tasks{status="paused"} 0
 baton_worker_tasks{status="running"} 0
 `
 	names := []string{"baton_worker_runs_total", "baton_worker_run_failures_total", "baton_worker_run_panics_total",

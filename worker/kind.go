@@ -1,0 +1,299 @@
+package worker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/batonhq/baton/state"
+)
+
+// A Kind is code: what the tasks of that kind do and the schema of their
+// state. A binary registers its kinds at start (RegisterKind); its tasks
+// are data (Add with a nil Run), created at any time, and each process
+// restores every task of a kind it registers from the snapshot, with no
+// registration per task.
+type Kind struct {
+	// Name identifies the kind, in Task.Kind and in the snapshot: 1 to
+	// MaxKindLength bytes.
+	Name string
+	// Version is the schema version of the state this binary's Run
+	// writes.
+	Version uint32
+	// Migrations bring state captured at an older Version to Version on
+	// Restore. Nil means none.
+	Migrations *state.Migrations
+	// Run is the body of the kind's tasks; Run.ID, Run.Args and Run.State
+	// tell it which task it runs.
+	Run RunFunc
+}
+
+// RegisterKind registers a kind, so that Add accepts tasks of it without
+// a Run and Restore restores them. Register kinds before Restore; a kind
+// registered later adopts the orphans of that kind at once, in which case
+// the error, if not nil, names those whose state could not be read (they
+// stay orphans, and the kind is registered anyway).
+func (s *Supervisor) RegisterKind(k Kind) error {
+	switch {
+	case k.Name == "" || len(k.Name) > MaxKindLength:
+		return fmt.Errorf("%w: kind name %.64q must be 1 to %d bytes", ErrInvalidTask, k.Name, MaxKindLength)
+	case k.Run == nil:
+		return fmt.Errorf("%w: kind %q has no Run", ErrInvalidTask, k.Name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase >= phaseStopping {
+		return ErrClosed
+	}
+	if s.kinds[k.Name] != nil {
+		return fmt.Errorf("%w: %q", ErrDuplicateKind, k.Name)
+	}
+	if s.kinds == nil {
+		s.kinds = make(map[string]*Kind)
+	}
+	s.kinds[k.Name] = &k
+	var errs []error
+	now := s.opts.now()
+	for id, rec := range s.orphans {
+		if rec.flags&flagData == 0 || rec.kind != k.Name {
+			continue
+		}
+		t, p, err := s.fromRecordLocked(rec)
+		if err != nil {
+			rec.reason = err.Error()
+			errs = append(errs, err)
+			continue
+		}
+		delete(s.orphans, id)
+		s.applyLocked(t, p, now)
+		s.insertLocked(t)
+		s.log.Info("worker: orphaned task adopted by its kind", "task", id, "kind", k.Name, "runs", t.runs)
+	}
+	return errors.Join(errs...)
+}
+
+// fromRecordLocked builds the task of a data record from its spec and
+// its registered kind, with its state prepared. A nil task with a nil
+// error means the kind is not registered.
+func (s *Supervisor) fromRecordLocked(rec *record) (*task, prepared, error) {
+	k := s.kinds[rec.kind]
+	if k == nil {
+		return nil, prepared{}, nil
+	}
+	spec, err := decodeSpec(rec.spec)
+	if err != nil {
+		return nil, prepared{}, fmt.Errorf("task %q: %w", rec.id, err)
+	}
+	spec.ID, spec.Kind = rec.id, rec.kind
+	spec.Run, spec.Version, spec.Migrations = k.Run, k.Version, k.Migrations
+	if err := spec.validate(); err != nil {
+		return nil, prepared{}, err
+	}
+	t := &task{spec: spec.withDefaults(), data: true, specBytes: rec.spec}
+	t.run = Run{t: t, s: s}
+	p, err := prepare(&t.spec, rec)
+	if err != nil {
+		return nil, prepared{}, err
+	}
+	return t, p, nil
+}
+
+// An OrphanInfo describes a task in the snapshot that this binary does
+// not run: its kind is not registered, or (for a task registered by ID)
+// no task claimed its ID. It is kept in the snapshot; see Orphans.
+type OrphanInfo struct {
+	ID   string `json:"id"`
+	Kind string `json:"kind"`
+	Runs uint64 `json:"runs"`
+	// Data says that the task is data of its kind: it is kept for as
+	// long as it takes a binary with the kind to adopt it. A task
+	// registered by ID is kept for one generation.
+	Data bool `json:"data"`
+	// Reason says why it is not run.
+	Reason string `json:"reason"`
+}
+
+// Orphans returns the tasks of the last Restore that this binary does
+// not run, in ID order. A data task is an orphan while its kind is not
+// registered: never run, written again by every Capture, adopted by the
+// first process that registers its kind. Remove deletes one for good.
+func (s *Supervisor) Orphans() []OrphanInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]OrphanInfo, 0, len(s.orphans))
+	for _, rec := range s.orphans {
+		o := OrphanInfo{ID: rec.id, Kind: rec.kind, Runs: rec.runs, Data: rec.flags&flagData != 0, Reason: rec.reason}
+		if o.Reason == "" && o.Data {
+			o.Reason = fmt.Sprintf("kind %q is not registered in this binary", rec.kind)
+		} else if o.Reason == "" {
+			o.Reason = "no task registered with this ID; kept for one generation"
+		}
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b OrphanInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// specJSON is a data task's spec in the snapshot: JSON, so that a field
+// added by a later release is ignored by an earlier one. Times are Unix
+// nanoseconds, durations nanoseconds.
+type specJSON struct {
+	Every          int64  `json:"every,omitempty"`
+	Cron           string `json:"cron,omitempty"`
+	TimeZone       string `json:"tz,omitempty"`
+	At             int64  `json:"at,omitempty"`
+	Jitter         int64  `json:"jitter,omitempty"`
+	Policy         Policy `json:"policy,omitempty"`
+	CatchUpLimit   int    `json:"catch_up_limit,omitempty"`
+	CatchUpSpacing int64  `json:"catch_up_spacing,omitempty"`
+	Overlap        uint8  `json:"overlap,omitempty"`
+	Timeout        int64  `json:"timeout,omitempty"`
+	Start          int64  `json:"start,omitempty"`
+	End            int64  `json:"end,omitempty"`
+	Args           []byte `json:"args,omitempty"`
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// encodeSpec returns t's schedule and options as the snapshot keeps them.
+// Paused travels as a record flag: it changes at run time.
+func encodeSpec(t *Task) []byte {
+	b, err := json.Marshal(specJSON{
+		Every: int64(t.Every), Cron: t.Cron, TimeZone: t.TimeZone, At: unixNano(t.At),
+		Jitter: int64(t.Jitter), Policy: t.Policy, CatchUpLimit: t.CatchUpLimit,
+		CatchUpSpacing: int64(t.CatchUpSpacing), Overlap: uint8(t.Overlap), Timeout: int64(t.Timeout),
+		Start: unixNano(t.Start), End: unixNano(t.End), Args: t.Args,
+	})
+	if err != nil {
+		panic("worker: encode spec: " + err.Error()) // plain values: cannot fail
+	}
+	return b
+}
+
+// decodeSpec reads encodeSpec's bytes.
+func decodeSpec(b []byte) (Task, error) {
+	var j specJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return Task{}, fmt.Errorf("%w: task spec: %v", ErrCorrupt, err)
+	}
+	return Task{
+		Every: time.Duration(j.Every), Cron: j.Cron, TimeZone: j.TimeZone, At: fromUnixNano(j.At),
+		Jitter: time.Duration(j.Jitter), Policy: j.Policy, CatchUpLimit: j.CatchUpLimit,
+		CatchUpSpacing: time.Duration(j.CatchUpSpacing), Overlap: Overlap(j.Overlap), Timeout: time.Duration(j.Timeout),
+		Start: fromUnixNano(j.Start), End: fromUnixNano(j.End), Args: j.Args,
+	}, nil
+}
+
+// Pause stops scheduling a task: a run in flight finishes, none starts
+// until Resume (but for RunNow). The pause travels in the snapshot.
+// Pausing a paused task does nothing.
+func (s *Supervisor) Pause(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.controlledLocked(id)
+	if err != nil || t.paused {
+		return err
+	}
+	t.paused = true
+	if t.status == StatusIdle || t.status == StatusBackoff {
+		s.setStatusLocked(t, StatusPaused) // its queue entry is now stale
+	}
+	return nil
+}
+
+// Resume schedules a paused task again. The schedule points that passed
+// while it was paused are skipped (counted): it runs next at its first
+// point after now. Resuming a task that is not paused does nothing.
+func (s *Supervisor) Resume(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.controlledLocked(id)
+	if err != nil || !t.paused {
+		return err
+	}
+	t.paused = false
+	if t.status != StatusPaused {
+		return nil // in flight, or a RunNow is queued: it requeues itself
+	}
+	now := s.mono(s.opts.now())
+	if !t.loop() && !t.oneOff() && t.nominal <= now {
+		sl := s.skipPast(t, now)
+		s.totals.skipped += sl.skipped
+		t.nominal = sl.next
+		if s.pastEnd(t, t.nominal) {
+			s.setStatusLocked(t, StatusDone)
+			return nil
+		}
+		t.jit = jitter(t.spec.Jitter)
+		t.due = t.nominal + t.jit
+	}
+	s.setStatusLocked(t, StatusIdle)
+	s.pushLocked(t)
+	return nil
+}
+
+// skipPast returns the first schedule point of periodic t after now.
+func (s *Supervisor) skipPast(t *task, now int64) slot {
+	spec := t.spec
+	spec.Policy, spec.Overlap = SkipLate, OverlapQueue
+	saved := t.spec
+	t.spec = spec
+	defer func() { t.spec = saved }()
+	return s.nextSlotFor(t, now, now)
+}
+
+// RunNow runs a task as soon as a runner is free, paused or not, without
+// moving its schedule: the run gets the next sequence number and the
+// next scheduled run stays when it was. If a run is in flight, the extra
+// run comes right after it.
+func (s *Supervisor) RunNow(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.controlledLocked(id)
+	if err != nil {
+		return err
+	}
+	switch t.status {
+	case StatusDone:
+		return fmt.Errorf("%w: task %q is done: it has no runs left", ErrInvalidTask, id)
+	case StatusRunning:
+		t.runNow = true
+		return nil
+	}
+	t.runNow = true
+	if t.held {
+		return nil // queued when the removed instance's run ends
+	}
+	t.due = s.mono(s.opts.now())
+	s.setStatusLocked(t, StatusIdle)
+	s.pushLocked(t)
+	return nil
+}
+
+// controlledLocked returns the registered task id, or why it cannot be
+// paused or run.
+func (s *Supervisor) controlledLocked(id string) (*task, error) {
+	t := s.byID[id]
+	if t != nil {
+		return t, nil
+	}
+	if rec := s.orphans[id]; rec != nil {
+		return nil, fmt.Errorf("%w: %q (kind %q)", ErrOrphan, id, rec.kind)
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownTask, id)
+}
