@@ -115,7 +115,7 @@ func TestCronFixedTimeAcrossDST(t *testing.T) {
 func TestCronElapsedAcrossDST(t *testing.T) {
 	for _, c := range []struct {
 		zone, expr, around string
-		step                time.Duration
+		step               time.Duration
 	}{
 		{"Europe/Paris", "*/15 * * * *", "2026-03-29T01:00:00Z", 15 * time.Minute},
 		{"Europe/Paris", "*/15 * * * *", "2026-10-25T01:00:00Z", 15 * time.Minute},
