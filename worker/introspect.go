@@ -155,7 +155,13 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 	if t.lastRun != 0 {
 		info.LastRun = time.Unix(0, t.lastRun)
 	}
-	if t.status == StatusIdle || t.status == StatusBackoff {
+	switch {
+	case t.status != StatusIdle && t.status != StatusBackoff:
+	case t.spec.cron != nil:
+		// On the clock the cron points were found on, so that a point
+		// shows as the whole second it is.
+		info.Next = s.wallOf(t.due).Round(0)
+	default:
 		info.Next = time.Unix(0, now.UnixNano()+(t.due-s.mono(now)))
 	}
 	return info

@@ -761,6 +761,17 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	nowMono, nowWall := s.mono(now), now.UnixNano()
 	t.nominal = nowMono + (rec.nominal - nowWall)
 	t.due = nowMono + (rec.due - nowWall)
+	if t.spec.cron != nil && rec.nominal != 0 {
+		// A cron point is a whole second of the wall clock; the wall and
+		// monotonic readings the snapshot went through may have moved it
+		// by a few nanoseconds, which would make the point look unserved.
+		w := time.Unix(0, rec.nominal)
+		if r := w.Round(time.Second); r.Sub(w).Abs() < time.Millisecond {
+			w = r
+		}
+		t.nominal = s.mono(w)
+		t.due = t.nominal + (rec.due - rec.nominal)
+	}
 	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
 	t.lastRun = rec.lastRun
 	t.paused = rec.flags&flagPaused != 0
