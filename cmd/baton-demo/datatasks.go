@@ -36,6 +36,12 @@ const (
 	kindEcho = "demo.echo"
 )
 
+// withoutKinds lists, comma-separated, kinds a build leaves out, as a
+// release that lacks them would: set it with -ldflags "-X
+// main.withoutKinds=demo.count". -without-kind adds to it; a flag does not
+// change across an upgrade, a build does.
+var withoutKinds = ""
+
 // dataConfig is the demo's flags for tasks as data.
 type dataConfig struct {
 	without string // comma-separated kinds not to register
@@ -49,7 +55,7 @@ func (c *dataConfig) flags(fs *flag.FlagSet) {
 // recorded in the task log, if any, as the by-ID tasks' are.
 func registerKinds(sup *worker.Supervisor, c dataConfig, log *taskLog) error {
 	pid := os.Getpid()
-	without := strings.Split(c.without, ",")
+	without := strings.Split(c.without+","+withoutKinds, ",")
 	kinds := []worker.Kind{
 		{Name: kindCount, Version: 1, Run: func(_ context.Context, r *worker.Run) error {
 			var n uint64
