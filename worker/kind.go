@@ -247,14 +247,17 @@ func (s *Supervisor) Resume(id string) error {
 	return nil
 }
 
-// skipPast returns the first schedule point of periodic t after now.
+// skipPast returns the first schedule point of periodic t after now,
+// t's nominal point being past and not run: it counts as skipped too.
 func (s *Supervisor) skipPast(t *task, now int64) slot {
 	spec := t.spec
 	spec.Policy, spec.Overlap = SkipLate, OverlapQueue
 	saved := t.spec
 	t.spec = spec
 	defer func() { t.spec = saved }()
-	return s.nextSlotFor(t, now, now)
+	sl := s.nextSlotFor(t, now, now)
+	sl.skipped++
+	return sl
 }
 
 // RunNow runs a task as soon as a runner is free, paused or not, without

@@ -372,3 +372,43 @@ func TestRestoreSnapshotVersion1(t *testing.T) {
 		t.Fatalf("restored from version 1: %+v", got)
 	}
 }
+
+// TestSkipMissedAfterDowntime: catch-up "none": a task restored 10.5
+// intervals after its snapshot runs next at its first point in the
+// future, the ten missed points counted as skipped; a SkipLate task runs
+// once at once, a CatchUp one its limit, spaced.
+func TestSkipMissedAfterDowntime(t *testing.T) {
+	clk := newFakeClock()
+	a, _ := newTest(t, Options{now: clk.Now})
+	tasks := []Task{
+		{ID: "none", Every: time.Second, Policy: SkipMissed, Run: nop},
+		{ID: "one", Every: time.Second, Run: nop},
+		{ID: "some", Every: time.Second, Policy: CatchUp, CatchUpLimit: 3, Run: nop},
+	}
+	mustAdd(t, a, tasks...)
+	snap := capture(t, a)
+	clk.Advance(11500 * time.Millisecond) // points at 1s..11s missed
+	b, _ := newTest(t, Options{now: clk.Now})
+	mustAdd(t, b, tasks...)
+	restore(t, b, snap)
+	now := clk.Now()
+	if got := info(t, b, "none").Next; !got.Equal(now.Add(500 * time.Millisecond)) {
+		t.Errorf("skip-missed: next at now%+v, want now+500ms", got.Sub(now))
+	}
+	if got := b.Stats().SkippedTotal; got != 11 {
+		t.Errorf("skipped %d points, want 11", got)
+	}
+	counts := map[string]int{}
+	for range 10 {
+		for id := step(b); id != ""; id = step(b) {
+			counts[id]++
+		}
+		clk.Advance(100 * time.Millisecond)
+	}
+	// In the next second: "none" once at its point, "one" once now and
+	// once at the point, "some" the overdue run now, then its last three
+	// missed points (CatchUpLimit) 100ms apart, then the point.
+	if counts["none"] != 1 || counts["one"] != 2 || counts["some"] != 5 {
+		t.Errorf("runs in the second after the restore: %v, want none 1, one 2, some 5", counts)
+	}
+}

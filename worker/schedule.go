@@ -33,7 +33,7 @@ func nextSlot(nominal, start int64, spec *Task) slot {
 		return slot{next: next, notBefore: next}
 	}
 	k := (start-next)/every + 1 // points due by start, next included
-	if spec.Policy == SkipLate {
+	if spec.Policy != CatchUp {
 		next += k * every
 		return slot{next: next, notBefore: next, skipped: uint64(k)}
 	}
@@ -113,7 +113,7 @@ func (s *Supervisor) nextCronSlot(t *task, start int64) slot {
 		p = s.cronAfter(t, p)
 		k++
 	}
-	if t.spec.Policy == SkipLate || p <= start {
+	if t.spec.Policy != CatchUp || p <= start {
 		// A late run stands for all the points it was late for; past
 		// maxScan points, catching up is not an option either.
 		if p <= start {

@@ -613,6 +613,7 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 // queue and takes over the snapshot's totals.
 func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
+	s.totals = snap.totals // before applyLocked, which counts what it skips
 	for _, m := range plan.matches {
 		s.counts[m.t.status]--
 		if over := s.applyLocked(m.t, m.p, now); over > 0 {
@@ -650,7 +651,6 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	}
 	s.q.init()
 	s.orphans = plan.orphans
-	s.totals = snap.totals
 	s.prevLastFinish = snap.lastFinish
 	s.restored = true
 	s.awaitFirst.Store(true)
@@ -795,7 +795,18 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 			t.jit = d // the snapshot does not carry it; due - nominal is it
 		}
 	}
-	return s.clampDueLocked(t, nowMono)
+	over := s.clampDueLocked(t, nowMono)
+	if t.spec.Policy == SkipMissed && t.status == StatusIdle && !t.maybeDup && t.nominal < nowMono && !t.loop() && !t.oneOff() {
+		// The points that came due while no process ran the task are
+		// not run.
+		sl := s.skipPast(t, nowMono)
+		s.totals.skipped += sl.skipped
+		t.nominal, t.due, t.jit = sl.next, sl.next, 0
+		if s.pastEnd(t, t.nominal) {
+			t.status = StatusDone
+		}
+	}
+	return over
 }
 
 // clampDueLocked bounds a restored due time to now + span, span being the

@@ -40,6 +40,12 @@ const (
 	// run CatchUpSpacing after the one before, until the task is on
 	// schedule again.
 	CatchUp
+	// SkipMissed runs none of the points missed while no process ran the
+	// task (between a snapshot and its restore, or while paused): it runs
+	// next at its first point in the future, the missed ones counted as
+	// skipped. A run that is only late (the runners were busy) still
+	// runs, as with SkipLate.
+	SkipMissed
 )
 
 // Defaults for a CatchUp task's zero CatchUpLimit and CatchUpSpacing.
@@ -54,13 +60,15 @@ const (
 	DefaultCatchUpRate = 10
 )
 
-// String returns "skip-late" or "catch-up".
+// String returns "skip-late", "catch-up" or "skip-missed".
 func (p Policy) String() string {
 	switch p {
 	case SkipLate:
 		return "skip-late"
 	case CatchUp:
 		return "catch-up"
+	case SkipMissed:
+		return "skip-missed"
 	}
 	return fmt.Sprintf("Policy(%d)", uint8(p))
 }
@@ -214,7 +222,7 @@ func (t *Task) validate() error {
 		return fmt.Errorf("%w: task %q: negative Every or Jitter", ErrInvalidTask, t.ID)
 	case t.Jitter > t.Every && t.Cron == "":
 		return fmt.Errorf("%w: task %q: Jitter %v exceeds Every %v", ErrInvalidTask, t.ID, t.Jitter, t.Every)
-	case t.Policy > CatchUp:
+	case t.Policy > SkipMissed:
 		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Policy)
 	case t.CatchUpSpacing < 0 || t.CatchUpSpacing > t.Every && t.Cron == "":
 		return fmt.Errorf("%w: task %q: CatchUpSpacing %v is not within [0, Every %v]", ErrInvalidTask, t.ID, t.CatchUpSpacing, t.Every)

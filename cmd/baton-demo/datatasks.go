@@ -158,7 +158,10 @@ func (q *taskRequest) task(now time.Time) (worker.Task, error) {
 	default:
 		return t, fmt.Errorf("%w: overlap %q: want queue or skip", errBadRequest, q.Overlap)
 	}
-	if q.CatchUp != 0 {
+	switch {
+	case q.CatchUp < 0:
+		t.Policy = worker.SkipMissed
+	case q.CatchUp > 0:
 		t.Policy, t.CatchUpLimit = worker.CatchUp, q.CatchUp
 	}
 	if t.Every == 0 && t.Cron == "" && t.At.IsZero() {
