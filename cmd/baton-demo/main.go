@@ -200,6 +200,10 @@ func newService(cfg config, log *slog.Logger) (*service, error) {
 		return nil, err
 	}
 	svc.kv.generation = svc.u.Generation
+	if err := registerTaskControl(svc.u, svc.sup); err != nil { // taskcontrol.go: baton tasks
+		svc.u.Close()
+		return nil, err
+	}
 	svc.sd, err = attachSystemd(svc.u, log) // systemd.go: activated socket, sd_notify, watchdog
 	if err != nil {
 		svc.u.Close()
