@@ -484,6 +484,13 @@ func (d *decoder) record(kinds map[string]string, version byte) record {
 // writes it again, and Add adopts it; a Restore that finds it orphaned a
 // second time drops it, with a log line.
 //
+// A data task (one added without Run, of a registered Kind) that no task
+// registered by ID claims is recreated from the snapshot, schedule,
+// options, pause and progress included, when its kind is registered; when
+// it is not, or its schedule does not hold here (a time zone this system
+// lacks), it is kept as an orphan for as long as it takes (Orphans): never
+// run, written again by Capture, adopted when its kind is registered.
+//
 // Restore is all or nothing: on error no task is changed. For a task with
 // state, an unreadable state version fails with ErrStateVersion (and
 // state.ErrUnknownVersion), a changed Kind with ErrKindChanged, bytes its
