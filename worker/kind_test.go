@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -410,5 +411,39 @@ func TestSkipMissedAfterDowntime(t *testing.T) {
 	// missed points (CatchUpLimit) 100ms apart, then the point.
 	if counts["none"] != 1 || counts["one"] != 2 || counts["some"] != 5 {
 		t.Errorf("runs in the second after the restore: %v, want none 1, one 2, some 5", counts)
+	}
+}
+
+// TestQueueCompacts: adding and removing tasks due in an hour, over and
+// over, leaves queue entries that would wait an hour to be dropped; the
+// queue stays bounded by the live tasks, and the live tasks still run.
+func TestQueueCompacts(t *testing.T) {
+	clk := newFakeClock()
+	s, _ := newTest(t, Options{now: clk.Now})
+	mustAdd(t, s, Task{ID: "keep", Every: time.Hour, Run: nop})
+	for i := range 20000 {
+		id := fmt.Sprint("churn-", i)
+		mustAdd(t, s, Task{ID: id, Every: time.Hour, Run: nop})
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			if err := s.Pause("keep"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Resume("keep"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.mu.Lock()
+	n := len(s.q)
+	s.mu.Unlock()
+	if n > 2*1+1024+1 {
+		t.Fatalf("%d queue entries for 1 live task", n)
+	}
+	clk.Advance(time.Hour)
+	if got := stepAll(t, s, 5); got != 1 {
+		t.Fatalf("%d runs after an hour, want the live task's one", got)
 	}
 }

@@ -216,6 +216,19 @@ func (h *taskHeap) pop() *task {
 	return top.t
 }
 
+// compact drops the stale entries and restores the heap order.
+func (h *taskHeap) compact() {
+	live := (*h)[:0]
+	for _, e := range *h {
+		if t := e.t; e.seq == t.qseq && !t.removed && !(t.paused && !t.runNow) {
+			live = append(live, e)
+		}
+	}
+	clear((*h)[len(live):]) // let the dropped tasks be collected
+	*h = live
+	h.init()
+}
+
 // init restores the heap order after entries were appended in any order.
 func (h taskHeap) init() {
 	for i := (len(h) - 2) / 4; i >= 0 && len(h) > 1; i-- {

@@ -468,6 +468,12 @@ func (s *Supervisor) setStatusLocked(t *task, st Status) {
 // pushLocked queues t and wakes the scheduler if t is due before the time
 // it sleeps until.
 func (s *Supervisor) pushLocked(t *task) {
+	if len(s.q) >= 2*len(s.all)+1024 {
+		// Stale entries (removed, paused, requeued tasks) are dropped
+		// when popped, which for tasks due in an hour is in an hour:
+		// under churn, drop them now. O(n), once per n pushes.
+		s.q.compact()
+	}
 	s.q.push(t)
 	if t.due < s.sleepUntil {
 		s.sleepUntil = t.due
