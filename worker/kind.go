@@ -200,7 +200,9 @@ func decodeSpec(b []byte) (Task, error) {
 }
 
 // Pause stops scheduling a task: a run in flight finishes, none starts
-// until Resume (but for RunNow). The pause travels in the snapshot.
+// until Resume (but for RunNow). The pause travels in the snapshot. Pause,
+// Resume and RunNow fail with ErrFrozen while the supervisor is frozen,
+// ErrUnknownTask or ErrOrphan for a task it does not run.
 // Pausing a paused task does nothing.
 func (s *Supervisor) Pause(id string) error {
 	s.mu.Lock()
@@ -291,6 +293,9 @@ func (s *Supervisor) RunNow(id string) error {
 // controlledLocked returns the registered task id, or why it cannot be
 // paused or run.
 func (s *Supervisor) controlledLocked(id string) (*task, error) {
+	if s.frozen {
+		return nil, frozenError("a schedule change")
+	}
 	t := s.byID[id]
 	if t != nil {
 		return t, nil

@@ -447,3 +447,38 @@ func TestQueueCompacts(t *testing.T) {
 		t.Fatalf("%d runs after an hour, want the live task's one", got)
 	}
 }
+
+// TestFrozenRefusesChanges: between Freeze and Thaw the snapshot is taken
+// or about to be: an Add, a Remove or a pause then would be missing from
+// it, in the next process, so they are refused with ErrFrozen; after
+// Thaw they work again.
+func TestFrozenRefusesChanges(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	mustKind(t, s, counterKind("count", newSeqLog()))
+	mustAdd(t, s, Task{ID: "a", Kind: "count", Every: time.Hour})
+	if err := s.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"Add":    s.Add(Task{ID: "b", Kind: "count", Every: time.Hour}),
+		"Remove": s.Remove("a"),
+		"Pause":  s.Pause("a"),
+		"RunNow": s.RunNow("a"),
+	} {
+		if !errors.Is(err, ErrFrozen) {
+			t.Errorf("%s while frozen = %v, want ErrFrozen", name, err)
+		}
+	}
+	snap := capture(t, s)
+	s.Thaw()
+	mustAdd(t, s, Task{ID: "b", Kind: "count", Every: time.Hour})
+	if err := s.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := newTest(t, Options{})
+	mustKind(t, n, counterKind("count", newSeqLog()))
+	restore(t, n, snap)
+	if _, ok := n.Task("a"); !ok {
+		t.Error("the snapshot lost a task")
+	}
+}

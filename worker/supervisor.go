@@ -162,15 +162,16 @@ func (s *Supervisor) mono(t time.Time) int64 { return int64(t.Sub(s.base)) }
 // data of its registered Kind (RegisterKind; ErrUnknownKind otherwise): it
 // travels whole in the snapshot and the state file, so that later
 // processes restore it without registering it. Add works in every phase
-// but after Shutdown began.
+// but after Shutdown began (ErrClosed) and while frozen (ErrFrozen: the
+// snapshot is taken or being taken and would lose the task; retry).
 func (s *Supervisor) Add(t Task) error {
 	if err := t.validate(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.phase >= phaseStopping {
-		return ErrClosed
+	if err := s.mutableLocked(); err != nil {
+		return err
 	}
 	data := t.Run == nil
 	if data {
@@ -264,7 +265,9 @@ func (s *Supervisor) insertLocked(t *task) {
 	s.pushLocked(t)
 }
 
-// Remove unregisters a task. It does not wait for a run in flight: that
+// Remove unregisters a task. While the supervisor is frozen for an
+// upgrade or a state file write, it fails with ErrFrozen, as Add does: the
+// snapshot would not have the change. It does not wait for a run in flight: that
 // run finishes in the background (a loop's context is cancelled with
 // ErrRemoved) and its result is dropped. A task added again under the same
 // ID does not start before that run ends.
@@ -273,6 +276,9 @@ func (s *Supervisor) insertLocked(t *task) {
 func (s *Supervisor) Remove(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.frozen {
+		return frozenError("Remove")
+	}
 	t := s.byID[id]
 	if t == nil {
 		if _, ok := s.orphans[id]; ok {
@@ -293,6 +299,24 @@ func (s *Supervisor) Remove(id string) error {
 		}
 	}
 	return nil
+}
+
+// mutableLocked returns why tasks cannot be added now, if they cannot:
+// the supervisor is stopping, or frozen, in which case the snapshot is
+// taken or about to be and would not have the change.
+func (s *Supervisor) mutableLocked() error {
+	switch {
+	case s.phase >= phaseStopping:
+		return ErrClosed
+	case s.frozen:
+		return frozenError("Add")
+	}
+	return nil
+}
+
+// frozenError is what a change refused while frozen returns.
+func frozenError(op string) error {
+	return fmt.Errorf("%w: %s refused: the snapshot that the next process (or the state file) gets is taken; retry in a moment, the next process takes it, or this one once thawed", ErrFrozen, op)
 }
 
 // dropLocked unregisters t. A queued entry is dropped when popped.

@@ -215,7 +215,8 @@ func routeDataTasks(mux *http.ServeMux, sup *worker.Supervisor) {
 			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
 		case errors.Is(err, errBadRequest), errors.Is(err, worker.ErrInvalidTask):
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		default:
+		default: // frozen for a handoff, or stopping: the next process answers
+			w.Header().Set("Retry-After", "1")
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 		}
 	})
@@ -238,6 +239,7 @@ func routeDataTasks(mux *http.ServeMux, sup *worker.Supervisor) {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 			return
 		} else if err != nil {
+			w.Header().Set("Retry-After", "1")
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}

@@ -79,7 +79,7 @@ func controlError(err error) error {
 	switch {
 	case errors.Is(err, worker.ErrUnknownTask):
 		return &upgrader.ControlError{Code: upgrader.CodeNotFound, Err: err}
-	case errors.Is(err, worker.ErrOrphan), errors.Is(err, worker.ErrClosed):
+	case errors.Is(err, worker.ErrOrphan), errors.Is(err, worker.ErrClosed), errors.Is(err, worker.ErrFrozen):
 		return &upgrader.ControlError{Code: upgrader.CodeBusy, Err: err}
 	case errors.Is(err, worker.ErrInvalidTask):
 		return &upgrader.ControlError{Code: upgrader.CodeBadRequest, Err: err}
