@@ -173,7 +173,37 @@ func TestDataTasksSurviveUpgradesAndRestart(t *testing.T) {
 	deleted := map[string]bool{}
 	deletedAt := map[string]int{} // the upgrade after which it was deleted
 	pidsAfter := map[int]int{}    // pid -> the upgrade that started it
+	// While the upgrades go on, tasks come and go: each one the service
+	// answered 201 for must be there at the end, unless it answered 204
+	// to its DELETE; 503 (frozen for a handoff) is allowed.
+	churn := struct {
+		sync.Mutex
+		created, deleted map[string]bool
+	}{created: map[string]bool{}, deleted: map[string]bool{}}
+	stopChurn, churned := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(churned)
+		for i := 0; ; i++ {
+			select {
+			case <-stopChurn:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			id := fmt.Sprintf("late-%05d", i)
+			code, _ := taskCall(t, "POST", p.URL+"/tasks", map[string]any{"id": id, "kind": "demo.count", "every": "500ms"})
+			churn.Lock()
+			churn.created[id] = code == http.StatusCreated
+			churn.Unlock()
+			if code == http.StatusCreated && i%2 == 1 {
+				code, _ := taskCall(t, "DELETE", p.URL+"/tasks/"+id, nil)
+				churn.Lock()
+				churn.deleted[id] = code == http.StatusNoContent
+				churn.Unlock()
+			}
+		}
+	}()
 	r := underLoad(t, standardLoad(p.URL), func() {
+		defer func() { close(stopChurn); <-churned }()
 		for i := range upgrades {
 			u := nextGeneration(t, p, i, nil)
 			pidsAfter[u.NewPid] = i
@@ -208,7 +238,25 @@ func TestDataTasksSurviveUpgradesAndRestart(t *testing.T) {
 			t.Fatalf("GET %s: %d", id, code)
 		}
 	}
+	lateGone, lateLost, lateBack := 0, 0, 0
+	for id, created := range churn.created {
+		if !created {
+			continue
+		}
+		code, _ := taskCall(t, "GET", q.URL+"/tasks/"+id, nil)
+		switch {
+		case churn.deleted[id] && code != http.StatusNotFound:
+			lateBack++
+			t.Errorf("task %s, deleted during the upgrades, is back (%d)", id, code)
+		case churn.deleted[id]:
+			lateGone++
+		case code != http.StatusOK:
+			lateLost++
+			t.Errorf("task %s, created during the upgrades (201), is lost (%d)", id, code)
+		}
+	}
 	stopAndWait(t, q)
+	t.Logf("%d tasks created during the upgrades, %d of them deleted; %d lost, %d back", len(churn.created), lateGone, lateLost, lateBack)
 
 	runs := readTaskLog(t, logPath)
 	var oneOffs, live, total int
