@@ -32,21 +32,29 @@ func dataTask(i int, now time.Time) Task {
 	return t
 }
 
-// BenchmarkAddRemove measures Add then Remove of one task while the
-// supervisor holds 100k others (data tasks of a registered kind): ns/op
-// is the pair.
-func BenchmarkAddRemove(b *testing.B) {
+// withDataTasks returns a supervisor with n data tasks of dataTask's mix.
+func withDataTasks(b *testing.B, n int) *Supervisor {
+	b.Helper()
 	s, err := New(Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	benchKinds(b, s)
 	now := time.Now()
-	for i := range 100_000 {
+	for i := range n {
 		if err := s.Add(dataTask(i, now)); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return s
+}
+
+// BenchmarkAddRemove measures Add then Remove of one task while the
+// supervisor holds 100k others (data tasks of a registered kind): ns/op
+// is the pair.
+func BenchmarkAddRemove(b *testing.B) {
+	s := withDataTasks(b, 100_000)
+	now := time.Now()
 	tasks := make([]Task, 1024)
 	for i := range tasks {
 		tasks[i] = dataTask(200_000+i, now)
@@ -100,18 +108,8 @@ func BenchmarkCronNext(b *testing.B) {
 // BenchmarkSnapshotPerTask measures Capture of 100k data tasks (the mix
 // of dataTask) and reports the snapshot's bytes per task.
 func BenchmarkSnapshotPerTask(b *testing.B) {
-	s, err := New(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchKinds(b, s)
-	now := time.Now()
 	const n = 100_000
-	for i := range n {
-		if err := s.Add(dataTask(i, now)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s := withDataTasks(b, n)
 	var buf bytes.Buffer
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -141,18 +139,8 @@ func BenchmarkSnapshotPerTask(b *testing.B) {
 // BenchmarkRestoreDataTasks measures Restore of 100k data tasks into a
 // process that registers only their kind: each is built from its spec.
 func BenchmarkRestoreDataTasks(b *testing.B) {
-	s, err := New(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchKinds(b, s)
-	now := time.Now()
 	const n = 100_000
-	for i := range n {
-		if err := s.Add(dataTask(i, now)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s := withDataTasks(b, n)
 	var buf bytes.Buffer
 	if err := s.Capture(&buf); err != nil {
 		b.Fatal(err)
