@@ -85,6 +85,16 @@ func TestCronFixedTimeAcrossDST(t *testing.T) {
 			want:   []string{"2026-10-31T05:30:00Z", "2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"},
 			parser: []string{"2026-10-31T05:30:00Z", "2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z"},
 		},
+		{
+			// A half-hour change (+10:30 to +11): 02:15 on 4 October does not exist.
+			name: "lord howe spring", zone: "Australia/Lord_Howe", expr: "15 2 * * *", from: "2026-10-02T00:00:00Z",
+			want: []string{"2026-10-02T15:45:00Z", "2026-10-03T15:30:00Z", "2026-10-04T15:15:00Z"},
+		},
+		{
+			// 01:45 on 5 April comes twice: 14:45Z (+11) and 15:15Z (+10:30).
+			name: "lord howe fall", zone: "Australia/Lord_Howe", expr: "45 1 * * *", from: "2026-04-03T00:00:00Z",
+			want: []string{"2026-04-03T14:45:00Z", "2026-04-04T14:45:00Z", "2026-04-05T15:15:00Z"},
+		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := mustCron(t, c.expr, c.zone)
