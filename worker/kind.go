@@ -1,7 +1,7 @@
 package worker
 
 import (
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -137,24 +137,30 @@ func (s *Supervisor) Orphans() []OrphanInfo {
 	return out
 }
 
-// specJSON is a data task's spec in the snapshot: JSON, so that a field
-// added by a later release is ignored by an earlier one. Times are Unix
-// nanoseconds, durations nanoseconds.
-type specJSON struct {
-	Every          int64  `json:"every,omitempty"`
-	Cron           string `json:"cron,omitempty"`
-	TimeZone       string `json:"tz,omitempty"`
-	At             int64  `json:"at,omitempty"`
-	Jitter         int64  `json:"jitter,omitempty"`
-	Policy         Policy `json:"policy,omitempty"`
-	CatchUpLimit   int    `json:"catch_up_limit,omitempty"`
-	CatchUpSpacing int64  `json:"catch_up_spacing,omitempty"`
-	Overlap        uint8  `json:"overlap,omitempty"`
-	Timeout        int64  `json:"timeout,omitempty"`
-	Start          int64  `json:"start,omitempty"`
-	End            int64  `json:"end,omitempty"`
-	Args           []byte `json:"args,omitempty"`
-}
+// A data task's spec in the snapshot is a sequence of fields, each a tag,
+// a length and that many bytes, only for the fields that are not zero:
+// integers are varints (times in Unix nanoseconds, durations in
+// nanoseconds), strings and Args their bytes. A reader skips the tags it
+// does not know, so that a field added by a later release is ignored by
+// an earlier one.
+const (
+	specEvery uint64 = iota + 1
+	specCron
+	specTimeZone
+	specAt
+	specJitter
+	specPolicy
+	specCatchUpLimit
+	specCatchUpSpacing
+	specOverlap
+	specTimeout
+	specStart
+	specEnd
+	specArgs
+)
+
+// maxSpecField bounds a field on read: Args, and some room.
+const maxSpecField = MaxArgsSize + 1024
 
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
@@ -173,30 +179,92 @@ func fromUnixNano(ns int64) time.Time {
 // encodeSpec returns t's schedule and options as the snapshot keeps them.
 // Paused travels as a record flag: it changes at run time.
 func encodeSpec(t *Task) []byte {
-	b, err := json.Marshal(specJSON{
-		Every: int64(t.Every), Cron: t.Cron, TimeZone: t.TimeZone, At: unixNano(t.At),
-		Jitter: int64(t.Jitter), Policy: t.Policy, CatchUpLimit: t.CatchUpLimit,
-		CatchUpSpacing: int64(t.CatchUpSpacing), Overlap: uint8(t.Overlap), Timeout: int64(t.Timeout),
-		Start: unixNano(t.Start), End: unixNano(t.End), Args: t.Args,
-	})
-	if err != nil {
-		panic("worker: encode spec: " + err.Error()) // plain values: cannot fail
+	var b []byte
+	num := func(tag uint64, v int64) {
+		if v != 0 {
+			var tmp [binary.MaxVarintLen64]byte
+			n := binary.PutVarint(tmp[:], v)
+			b = binary.AppendUvarint(binary.AppendUvarint(b, tag), uint64(n))
+			b = append(b, tmp[:n]...)
+		}
+	}
+	str := func(tag uint64, v []byte) {
+		if len(v) != 0 {
+			b = binary.AppendUvarint(binary.AppendUvarint(b, tag), uint64(len(v)))
+			b = append(b, v...)
+		}
+	}
+	num(specEvery, int64(t.Every))
+	str(specCron, []byte(t.Cron))
+	str(specTimeZone, []byte(t.TimeZone))
+	num(specAt, unixNano(t.At))
+	num(specJitter, int64(t.Jitter))
+	num(specPolicy, int64(t.Policy))
+	num(specCatchUpLimit, int64(t.CatchUpLimit))
+	num(specCatchUpSpacing, int64(t.CatchUpSpacing))
+	num(specOverlap, int64(t.Overlap))
+	num(specTimeout, int64(t.Timeout))
+	num(specStart, unixNano(t.Start))
+	num(specEnd, unixNano(t.End))
+	str(specArgs, t.Args)
+	if b == nil {
+		b = []byte{} // a loop: no field, still a spec
 	}
 	return b
 }
 
-// decodeSpec reads encodeSpec's bytes.
+// decodeSpec reads encodeSpec's bytes. Errors wrap ErrCorrupt.
 func decodeSpec(b []byte) (Task, error) {
-	var j specJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return Task{}, fmt.Errorf("%w: task spec: %v", ErrCorrupt, err)
+	var t Task
+	d := decoder{b: b}
+	for len(d.b) > 0 && d.err == nil {
+		tag := d.uvarint()
+		v := d.bytes(maxSpecField)
+		if d.err != nil {
+			break
+		}
+		var n int64
+		switch tag {
+		case specEvery, specAt, specJitter, specPolicy, specCatchUpLimit, specCatchUpSpacing,
+			specOverlap, specTimeout, specStart, specEnd:
+			var k int
+			if n, k = binary.Varint(v); k <= 0 || k != len(v) {
+				d.err = fmt.Errorf("field %d: bad number", tag)
+			}
+		}
+		switch tag {
+		case specEvery:
+			t.Every = time.Duration(n)
+		case specCron:
+			t.Cron = string(v)
+		case specTimeZone:
+			t.TimeZone = string(v)
+		case specAt:
+			t.At = fromUnixNano(n)
+		case specJitter:
+			t.Jitter = time.Duration(n)
+		case specPolicy:
+			t.Policy = Policy(n)
+		case specCatchUpLimit:
+			t.CatchUpLimit = int(n)
+		case specCatchUpSpacing:
+			t.CatchUpSpacing = time.Duration(n)
+		case specOverlap:
+			t.Overlap = Overlap(n)
+		case specTimeout:
+			t.Timeout = time.Duration(n)
+		case specStart:
+			t.Start = fromUnixNano(n)
+		case specEnd:
+			t.End = fromUnixNano(n)
+		case specArgs:
+			t.Args = v // points into the chunk, which is never reused
+		}
 	}
-	return Task{
-		Every: time.Duration(j.Every), Cron: j.Cron, TimeZone: j.TimeZone, At: fromUnixNano(j.At),
-		Jitter: time.Duration(j.Jitter), Policy: j.Policy, CatchUpLimit: j.CatchUpLimit,
-		CatchUpSpacing: time.Duration(j.CatchUpSpacing), Overlap: Overlap(j.Overlap), Timeout: time.Duration(j.Timeout),
-		Start: fromUnixNano(j.Start), End: fromUnixNano(j.End), Args: j.Args,
-	}, nil
+	if d.err != nil {
+		return Task{}, fmt.Errorf("%w: task spec: %w", ErrCorrupt, d.err)
+	}
+	return t, nil
 }
 
 // Pause stops scheduling a task: a run in flight finishes, none starts

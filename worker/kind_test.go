@@ -482,3 +482,52 @@ func TestFrozenRefusesChanges(t *testing.T) {
 		t.Error("the snapshot lost a task")
 	}
 }
+
+// TestSpecRoundTrip: every field of a data task's spec comes back; a
+// field of a later release (an unknown tag) is skipped; damage is
+// ErrCorrupt.
+func TestSpecRoundTrip(t *testing.T) {
+	in := Task{Every: 0, Cron: "*/5 * * * * *", TimeZone: "Asia/Tokyo", Jitter: time.Second, Policy: CatchUp,
+		CatchUpLimit: -1, CatchUpSpacing: 2 * time.Second, Overlap: OverlapSkip, Timeout: time.Minute,
+		Start: time.Unix(100, 5), End: time.Unix(200, 7), Args: []byte("customer-1")}
+	b := encodeSpec(&in)
+	b = binary.AppendUvarint(b, 99) // a later release's field
+	b = binary.AppendUvarint(b, 3)
+	b = append(b, 1, 2, 3)
+	out, err := decodeSpec(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Cron != in.Cron || out.TimeZone != in.TimeZone || out.Jitter != in.Jitter || out.Policy != in.Policy ||
+		out.CatchUpLimit != in.CatchUpLimit || out.CatchUpSpacing != in.CatchUpSpacing || out.Overlap != in.Overlap ||
+		out.Timeout != in.Timeout || !out.Start.Equal(in.Start) || !out.End.Equal(in.End) || string(out.Args) != "customer-1" {
+		t.Errorf("decoded %+v, want %+v", out, in)
+	}
+	at := Task{At: time.Unix(0, 12345), Every: 0}
+	if out, err := decodeSpec(encodeSpec(&at)); err != nil || !out.At.Equal(at.At) {
+		t.Errorf("At: %v %v", out.At, err)
+	}
+	if _, err := decodeSpec(b[:len(b)-2]); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("truncated spec: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestDataLoopRoundTrip: a data task with no schedule is a loop; its
+// empty spec survives a snapshot.
+func TestDataLoopRoundTrip(t *testing.T) {
+	started := make(chan string, 2)
+	k := Kind{Name: "loop", Run: func(ctx context.Context, r *Run) error { started <- r.ID(); <-ctx.Done(); return nil }}
+	a, _ := newTest(t, Options{})
+	mustKind(t, a, k)
+	mustAdd(t, a, Task{ID: "l", Kind: "loop"})
+	b, _ := newTest(t, Options{})
+	mustKind(t, b, k)
+	restore(t, b, capture(t, a))
+	if got := info(t, b, "l"); !got.Loop || !got.Data {
+		t.Fatalf("restored %+v", got)
+	}
+	start(t, b)
+	if id := waitFor(t, started, "the loop"); id != "l" {
+		t.Fatal(id)
+	}
+}

@@ -52,8 +52,9 @@ import (
 //	state_version
 //	state         bytes
 //	last_run      signed  when its last counted run finished (version 2)
-//	spec          bytes   a data task's schedule and options, JSON (see
-//	                      specJSON); empty for a task registered by ID
+//	spec          bytes   a data task's schedule and options: fields of
+//	                      tag, length, value, the unknown ones skipped (see
+//	                      encodeSpec); empty for a task registered by ID
 //	                      (version 2)
 //
 // The format is self-delimiting, so Restore reads exactly the bytes that
@@ -455,9 +456,6 @@ func (d *decoder) record(kinds map[string]string, version byte) record {
 		if sp := d.bytes(maxSpecSize); len(sp) > 0 {
 			r.spec = sp
 		}
-	}
-	if d.err == nil && r.flags&flagData != 0 && len(r.spec) == 0 {
-		d.err = errors.New("data task without spec")
 	}
 	if d.err == nil && len(r.idb) == 0 {
 		d.err = errors.New("empty task id")
