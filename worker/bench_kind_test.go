@@ -49,6 +49,21 @@ func withDataTasks(b *testing.B, n int) *Supervisor {
 	return s
 }
 
+// restoreKinds returns a new supervisor with the benchmarks' kind that
+// restored snap.
+func restoreKinds(b *testing.B, snap []byte) *Supervisor {
+	b.Helper()
+	r, err := New(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchKinds(b, r)
+	if err := r.Restore(bytes.NewReader(snap)); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
 // BenchmarkAddRemove measures Add then Remove of one task while the
 // supervisor holds 100k others (data tasks of a registered kind): ns/op
 // is the pair.
@@ -123,15 +138,7 @@ func BenchmarkSnapshotPerTask(b *testing.B) {
 	b.ReportMetric(float64(buf.Len())/n, "bytes/task")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/task")
 	// And back: a new process restores them from their kind alone.
-	r, err := New(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchKinds(b, r)
-	if err := r.Restore(bytes.NewReader(buf.Bytes())); err != nil {
-		b.Fatal(err)
-	}
-	if got := r.Stats().Tasks; got != n {
+	if got := restoreKinds(b, buf.Bytes()).Stats().Tasks; got != n {
 		b.Fatalf("restored %d tasks, want %d", got, n)
 	}
 }
@@ -148,14 +155,7 @@ func BenchmarkRestoreDataTasks(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		r, err := New(Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		benchKinds(b, r)
-		if err := r.Restore(bytes.NewReader(buf.Bytes())); err != nil {
-			b.Fatal(err)
-		}
+		restoreKinds(b, buf.Bytes())
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/task")
 }
