@@ -196,6 +196,9 @@ func (u *Upgrader) handleControl(c net.Conn, reading *controlReads, wg *sync.Wai
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if u.serveAddedCommand(c, line) {
+		return
+	}
 	req, code, err := parseControlRequest(line)
 	if err != nil {
 		fail(code, "%v", err)

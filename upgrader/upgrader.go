@@ -93,6 +93,8 @@ type Upgrader struct {
 	infos                 []ListenerInfo
 	servers               []*httpServer
 	hooks                 []func(context.Context) error
+
+	controlCommands map[string]ControlHandler // HandleControl (controlext.go); guarded by mu
 }
 
 // New creates the process's Upgrader. In a process started by an upgrade it

@@ -7,13 +7,43 @@
 // in one process, unless the freeze bound cut it off, in which case it is
 // executed again under the same number after Restore or Thaw (at least once).
 //
-// # Tasks
+// # Kinds and tasks as data
 //
-// A Task has a stable string ID. A periodic task (Every > 0) runs every
-// interval, with optional jitter, and a Policy for missed schedule points:
+// A Kind is code: a name, a run function, and the schema of its tasks'
+// state (Version, Migrations). The binary registers its kinds at start
+// (RegisterKind). A task of a kind is data: ID, kind, schedule, options
+// (Args), state and progress. Add one at any time, with no Run; it travels
+// whole in the snapshot, so every later process, and with a state file
+// every later start, restores it without registering it; Remove deletes
+// it for good. A task whose kind the binary does not register is an
+// orphan: it stays in the snapshot, is listed by Orphans and the
+// orphaned-tasks metric, is never run, and is adopted, state and run count
+// included, by the first process that registers its kind. Nothing is
+// dropped silently. A Task with a Run is registered by ID, as before: the
+// new binary adds it again at start and Restore gives it its progress.
+//
+// # Schedules
+//
+// A Task has a stable string ID and one schedule: Every (an interval),
+// Cron (an expression with optional seconds, in Task.TimeZone), At (a
+// one-off run, removed after it succeeds), or none (a loop). Cron
+// expressions are parsed by github.com/robfig/cron/v3. Across a
+// daylight-saving change an expression that fires in every hour keeps its
+// spacing in elapsed time; one with fixed hours fires once per matching
+// wall-clock time, as cron(8) does: a time the change skips runs at the
+// change, a time it repeats runs at its first occurrence. Start and End
+// bound the schedule, Jitter spreads runs, Timeout bounds each run,
+// Overlap says what becomes of points that come due while a run is in
+// flight (queued behind it, or skipped), Pause and Resume stop and restart
+// the schedule, RunNow adds one run without moving it. Next run times are
+// data: the snapshot carries them as wall-clock times, and the new
+// process runs each task when the old one would have.
+//
+// A periodic task has a Policy for missed schedule points:
 // SkipLate runs once for any number of them, CatchUp runs each of them, up
-// to Task.CatchUpLimit, spaced by Task.CatchUpSpacing, never in a burst. A
-// loop (Every == 0) is one long call that saves its progress with
+// to Task.CatchUpLimit, spaced by Task.CatchUpSpacing, never in a burst,
+// SkipMissed runs none of those missed while no process ran it. A
+// loop is one long call that saves its progress with
 // Run.Checkpoint and is restarted from the last checkpoint after a failure,
 // a Thaw or a Restore. Each task may own state bytes, at a schema Version of
 // its Kind, migrated on Restore by the Kind's state.Migrations. Periodic and
@@ -42,21 +72,23 @@
 // for runs in flight; Capture writes every task's progress (wall-clock due
 // times, run counts, backoff, last error, state) and the totals of the
 // metrics; Thaw resumes as if nothing happened when the upgrade is
-// abandoned. In the new process the same tasks are registered by the new
-// code (which supplies the run functions), then Restore gives them their
-// progress (the snapshot supplies where they were), then Run. A task runs
+// abandoned. In the new process the kinds and the tasks registered by ID
+// are registered by the new code (which supplies the run functions), then
+// Restore gives them their progress and recreates the data tasks (the
+// snapshot supplies where they were), then Run. A task runs
 // next when it would have in the old process: runs that came due during the
 // handoff run according to their Policy; none runs twice, none is lost. As
 // the two processes' wall clocks may disagree, a due time more than one
-// interval away is clamped to it. A
-// snapshot task that the new binary does not register is reported and kept
-// for one more generation, so that rolling back does not lose it. Handoff
+// interval (for a cron task, than its next point) away is clamped to it.
+// A snapshot task registered by ID that the new binary does not register
+// is reported and kept for one more generation, so that rolling back does
+// not lose it; an orphaned data task is kept for as long as it takes. Handoff
 // reports the work pause: from the old process's last finished run to the
 // new one's first started run.
 //
 // # Lifecycle
 //
-// New, then Add and Restore, then Run(ctx) which blocks; Shutdown(ctx)
+// New, then RegisterKind, Add and Restore, then Run(ctx) which blocks; Shutdown(ctx)
 // stops gracefully, ctx cancellation stops hard. Run joins every goroutine
 // the supervisor starts, but for runs that ignore their cancellation: a
 // stopping supervisor waits Options.StopTimeout from a run's cancellation,

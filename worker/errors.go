@@ -16,6 +16,16 @@ var (
 	ErrDuplicateTask = errors.New("worker: duplicate task id")
 	// ErrUnknownTask means no task with that ID is registered.
 	ErrUnknownTask = errors.New("worker: no such task")
+	// ErrUnknownKind means a task without Run names a Kind that is not
+	// registered (RegisterKind).
+	ErrUnknownKind = errors.New("worker: unknown task kind")
+	// ErrDuplicateKind means a Kind with the same name is already
+	// registered.
+	ErrDuplicateKind = errors.New("worker: duplicate task kind")
+	// ErrOrphan means the task is in the snapshot but its kind is not
+	// registered in this binary: it is kept and listed (Orphans), never
+	// run, until a binary that registers its kind adopts it.
+	ErrOrphan = errors.New("worker: task is an orphan: its kind is not registered")
 	// ErrRunning means the call needs a supervisor whose Run has not been
 	// called yet: Run was called twice, or Restore came after Run.
 	ErrRunning = errors.New("worker: supervisor is already running")
@@ -36,6 +46,9 @@ var (
 	// ErrRemoved is the cancellation cause of a loop's context, and what
 	// Checkpoint returns, once its task was removed.
 	ErrRemoved = errors.New("worker: task removed")
+	// ErrTimeout is the cancellation cause of a run that outlived its
+	// Task.Timeout.
+	ErrTimeout = errors.New("worker: run timed out")
 	// ErrStateTooLarge means a checkpoint exceeds MaxStateSize.
 	ErrStateTooLarge = errors.New("worker: task state too large")
 

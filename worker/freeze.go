@@ -11,10 +11,21 @@ import (
 
 // SnapshotVersion is the version of the snapshot format that Capture writes
 // and Restore reads, the Version of the supervisor's Participant.
-const SnapshotVersion = 1
+const SnapshotVersion = 2
+
+// Register registers the supervisor's Participant in reg, with the step
+// that lets it read the snapshots of a release that wrote version 1 (they
+// are read as they are: the bytes say their version).
+func (s *Supervisor) Register(reg *state.Registry) error {
+	if err := reg.AddMigration(s.opts.Name, 1, 2, func(b []byte) ([]byte, error) { return b, nil }); err != nil {
+		return err
+	}
+	return reg.Register(s.Participant())
+}
 
 // Participant returns the supervisor as a section of an upgrade snapshot,
-// named Options.Name. Register it before Restore is due to be called.
+// named Options.Name. Register it before Restore is due to be called;
+// Register does, and also reads the previous snapshot version.
 func (s *Supervisor) Participant() state.Participant {
 	return state.Participant{
 		Name:    s.opts.Name,

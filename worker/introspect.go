@@ -148,11 +148,38 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		StateVersion:        t.spec.Version,
 		StateBytes:          len(t.state),
 		MaybeDuplicate:      t.maybeDup,
+		Schedule:            scheduleString(&t.spec),
+		Paused:              t.paused,
+		Data:                t.data,
 	}
-	if t.status == StatusIdle || t.status == StatusBackoff {
+	if t.lastRun != 0 {
+		info.LastRun = time.Unix(0, t.lastRun)
+	}
+	switch {
+	case t.status != StatusIdle && t.status != StatusBackoff:
+	case t.spec.cron != nil:
+		// On the clock the cron points were found on, so that a point
+		// shows as the whole second it is.
+		info.Next = s.wallOf(t.due).Round(0)
+	default:
 		info.Next = time.Unix(0, now.UnixNano()+(t.due-s.mono(now)))
 	}
 	return info
+}
+
+// scheduleString describes t's schedule for TaskInfo.Schedule.
+func scheduleString(t *Task) string {
+	switch {
+	case t.Cron != "" && t.TimeZone != "":
+		return "cron " + t.Cron + " " + t.TimeZone
+	case t.Cron != "":
+		return "cron " + t.Cron + " UTC"
+	case !t.At.IsZero():
+		return "at " + t.At.UTC().Format(time.RFC3339Nano)
+	case t.Every > 0:
+		return "every " + t.Every.String()
+	}
+	return "loop"
 }
 
 // idHeap is a max-heap of tasks by ID.

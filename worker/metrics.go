@@ -24,7 +24,7 @@ func newMetrics(s *Supervisor, reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		s:        s,
 		tasks:    prometheus.NewDesc(ns+"tasks", "Registered tasks by status.", []string{"status"}, nil),
-		orphans:  prometheus.NewDesc(ns+"orphaned_tasks", "Tasks restored from a snapshot without a registration, kept for one generation.", nil, nil),
+		orphans:  prometheus.NewDesc(ns+"orphaned_tasks", "Tasks in the snapshot that this binary does not run: of a kind it does not register (kept until a binary with the kind adopts them), or registered by ID elsewhere only (kept for one generation).", nil, nil),
 		runs:     prometheus.NewDesc(ns+"runs_total", "Finished runs, across upgrades.", nil, nil),
 		failures: prometheus.NewDesc(ns+"run_failures_total", "Runs that returned an error or panicked, across upgrades.", nil, nil),
 		panics:   prometheus.NewDesc(ns+"run_panics_total", "Runs that panicked, across upgrades.", nil, nil),

@@ -38,7 +38,7 @@ func TestMetrics(t *testing.T) {
 # HELP baton_worker_cut_off_runs_total Runs abandoned at the freeze bound or a hard stop, to run again.
 # TYPE baton_worker_cut_off_runs_total counter
 baton_worker_cut_off_runs_total 0
-# HELP baton_worker_orphaned_tasks Tasks restored from a snapshot without a registration, kept for one generation.
+# HELP baton_worker_orphaned_tasks Tasks in the snapshot that this binary does not run: of a kind it does not register (kept until a binary with the kind adopts them), or registered by ID elsewhere only (kept for one generation).
 # TYPE baton_worker_orphaned_tasks gauge
 baton_worker_orphaned_tasks 0
 # HELP baton_worker_run_failures_total Runs that returned an error or panicked, across upgrades.
@@ -61,6 +61,7 @@ baton_worker_tasks{status="backoff"} %d
 baton_worker_tasks{status="done"} 1
 baton_worker_tasks{status="frozen"} %d
 baton_worker_tasks{status="idle"} %d
+baton_worker_tasks{status="paused"} 0
 baton_worker_tasks{status="running"} 0
 `
 	names := []string{"baton_worker_runs_total", "baton_worker_run_failures_total", "baton_worker_run_panics_total",

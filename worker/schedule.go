@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"math"
 	"math/rand/v2"
 	"time"
 )
@@ -32,7 +33,7 @@ func nextSlot(nominal, start int64, spec *Task) slot {
 		return slot{next: next, notBefore: next}
 	}
 	k := (start-next)/every + 1 // points due by start, next included
-	if spec.Policy == SkipLate {
+	if spec.Policy != CatchUp {
 		next += k * every
 		return slot{next: next, notBefore: next, skipped: uint64(k)}
 	}
@@ -46,6 +47,94 @@ func nextSlot(nominal, start int64, spec *Task) slot {
 		sl.next += (k - limit) * every
 		sl.skipped = uint64(k - limit)
 	}
+	return sl
+}
+
+// never is the schedule point of a task that has none left.
+const never = math.MaxInt64
+
+// maxScan bounds how many missed cron points one schedule computation
+// walks; past it the schedule jumps to the first point after now.
+const maxScan = 10000
+
+// wallOf returns the wall-clock time of mono on the supervisor's clock.
+func (s *Supervisor) wallOf(mono int64) time.Time { return s.base.Add(time.Duration(mono)) }
+
+// cronAfter returns t's first cron point after p, or never.
+func (s *Supervisor) cronAfter(t *task, p int64) int64 {
+	w := t.spec.cron.next(s.wallOf(p))
+	if w.IsZero() {
+		return never
+	}
+	return s.mono(w)
+}
+
+// nextSlotFor returns the schedule point that follows t's nominal one
+// after a run that started at start (jitter taken off) and ended at end,
+// as nextSlot says, for an interval or a cron task, with t's Overlap
+// policy applied.
+func (s *Supervisor) nextSlotFor(t *task, start, end int64) slot {
+	var sl slot
+	if t.spec.cron == nil {
+		sl = nextSlot(t.nominal, start, &t.spec)
+	} else {
+		sl = s.nextCronSlot(t, start)
+	}
+	if t.spec.Overlap == OverlapSkip && sl.next <= end {
+		// Points that came due while the run was in flight are dropped.
+		next, k := sl.next, uint64(0)
+		if t.spec.cron == nil {
+			every := int64(t.spec.Every)
+			k = uint64((end-next)/every + 1)
+			next += int64(k) * every
+		} else {
+			for next <= end && k < maxScan {
+				next = s.cronAfter(t, next)
+				k++
+			}
+			if next <= end {
+				next = s.cronAfter(t, end)
+			}
+		}
+		sl = slot{next: next, notBefore: next, skipped: sl.skipped + k}
+	}
+	return sl
+}
+
+// nextCronSlot is nextSlot for a cron task: points are the expression's,
+// found one by one (at most maxScan of them).
+func (s *Supervisor) nextCronSlot(t *task, start int64) slot {
+	next := s.cronAfter(t, t.nominal)
+	if next > start {
+		return slot{next: next, notBefore: next}
+	}
+	k, p := uint64(0), next // points due by start, next included
+	for p <= start && k < maxScan {
+		p = s.cronAfter(t, p)
+		k++
+	}
+	if t.spec.Policy != CatchUp || p <= start {
+		// A late run stands for all the points it was late for; past
+		// maxScan points, catching up is not an option either.
+		if p <= start {
+			p = s.cronAfter(t, start)
+		}
+		return slot{next: p, notBefore: p, skipped: k}
+	}
+	sl := slot{next: next, notBefore: next}
+	if limit := uint64(t.spec.CatchUpLimit); t.spec.CatchUpLimit > 0 && k > limit {
+		for range k - limit {
+			sl.next = s.cronAfter(t, sl.next)
+		}
+		sl.skipped = k - limit
+	}
+	spacing := int64(t.spec.CatchUpSpacing)
+	if spacing == 0 {
+		if after := s.cronAfter(t, sl.next); after != never {
+			spacing = (after - sl.next) / DefaultCatchUpRate
+		}
+	}
+	sl.notBefore = start + spacing
 	return sl
 }
 
@@ -99,24 +188,45 @@ type taskHeap []qent
 type qent struct {
 	due int64
 	t   *task
+	seq uint32 // t.qseq at the push; another value marks a stale entry
 }
 
 func (h *taskHeap) push(t *task) {
-	*h = append(*h, qent{due: t.due, t: t})
+	t.qseq++
+	*h = append(*h, qent{due: t.due, t: t, seq: t.qseq})
 	h.up(len(*h) - 1)
 }
 
-// pop removes and returns the task with the earliest due time.
+// pop removes the entry with the earliest due time and returns its task,
+// or nil when the entry is stale: the task was queued again since (Pause,
+// Resume, RunNow) or is paused. A removed task is returned: the caller
+// drops it.
 func (h *taskHeap) pop() *task {
 	old := *h
 	n := len(old) - 1
-	top, last := old[0].t, old[n]
+	top, last := old[0], old[n]
 	old[n] = qent{} // let a removed task be collected
 	*h = old[:n]
 	if n > 0 {
 		h.down(0, last)
 	}
-	return top
+	if t := top.t; top.seq != t.qseq || t.paused && !t.runNow {
+		return nil
+	}
+	return top.t
+}
+
+// compact drops the stale entries and restores the heap order.
+func (h *taskHeap) compact() {
+	live := (*h)[:0]
+	for _, e := range *h {
+		if t := e.t; e.seq == t.qseq && !t.removed && !(t.paused && !t.runNow) {
+			live = append(live, e)
+		}
+	}
+	clear((*h)[len(live):]) // let the dropped tasks be collected
+	*h = live
+	h.init()
 }
 
 // init restores the heap order after entries were appended in any order.

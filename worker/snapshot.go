@@ -13,7 +13,8 @@ import (
 	"github.com/batonhq/baton/state"
 )
 
-// Snapshot format, version 1 (SnapshotVersion).
+// Snapshot format, version 2 (SnapshotVersion); Restore also reads
+// version 1, which has neither last_run nor spec in its records.
 //
 // All integers are unsigned varints (encoding/binary Uvarint) unless marked
 // "signed" (Varint, zig-zag). Times are wall-clock Unix nanoseconds (signed),
@@ -21,7 +22,7 @@ import (
 // string is a uvarint length followed by that many bytes.
 //
 //	snapshot = magic chunk* end
-//	magic    = "BWK" 0x01
+//	magic    = "BWK" version (0x02; 0x01 for version 1)
 //	chunk    = len (uvarint, 1..maxChunk) payload crc (4 bytes, little endian,
 //	           CRC-32C of payload)
 //	end      = 0x00 (a chunk length of zero)
@@ -39,8 +40,9 @@ import (
 //	kind          bytes
 //	flags                 1 loop, 2 done, 4 in flight (run again), 8 backoff,
 //	                      16 the next run repeats one that was cut off after
-//	                      it started (a possible duplicate); readers ignore
-//	                      flags they do not know
+//	                      it started (a possible duplicate), 32 data: a
+//	                      task of a registered kind, restored from spec,
+//	                      64 paused; readers ignore flags they do not know
 //	orphan_gen            0, or how many Restores kept it without registration
 //	every         signed  interval in ns (0 for a loop), for reporting
 //	nominal       signed  schedule point the next run serves
@@ -49,6 +51,11 @@ import (
 //	last_error    bytes
 //	state_version
 //	state         bytes
+//	last_run      signed  when its last counted run finished (version 2)
+//	spec          bytes   a data task's schedule and options: fields of
+//	                      tag, length, value, the unknown ones skipped (see
+//	                      encodeSpec); empty for a task registered by ID
+//	                      (version 2)
 //
 // The format is self-delimiting, so Restore reads exactly the bytes that
 // Capture wrote and nothing after them, and every payload is checked before
@@ -56,11 +63,15 @@ import (
 
 var snapshotMagic = [4]byte{'B', 'W', 'K', SnapshotVersion}
 
+// maxSpecSize bounds a record's spec on read: the largest Args in base64,
+// and the rest.
+const maxSpecSize = 2*MaxArgsSize + 4096
+
 const (
 	// chunkTarget is the payload size at which Capture starts a new chunk.
 	chunkTarget = 64 << 10
 	// maxChunk bounds a chunk on read: one record with the largest state.
-	maxChunk = MaxStateSize + 2*MaxIDLength + MaxKindLength + maxErrorLength + 256
+	maxChunk = MaxStateSize + 2*MaxIDLength + MaxKindLength + maxErrorLength + maxSpecSize + 256
 )
 
 const (
@@ -69,6 +80,8 @@ const (
 	flagInFlight
 	flagBackoff
 	flagMaybeDup
+	flagData
+	flagPaused
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -89,6 +102,11 @@ type record struct {
 	lastErr                     string
 	version                     uint32
 	state                       []byte
+	lastRun                     int64
+	spec                        []byte
+	// reason says why an orphan is not run, when it is not the plain
+	// absence of its kind or registration; not written.
+	reason string
 }
 
 type snapshot struct {
@@ -154,6 +172,14 @@ func recordOf(t *task, wall func(int64) int64) record {
 		lastErr:     t.lastErr,
 		version:     t.spec.Version,
 		state:       t.state,
+		lastRun:     t.lastRun,
+	}
+	if t.data {
+		r.flags |= flagData
+		r.spec = t.specBytes
+	}
+	if t.paused {
+		r.flags |= flagPaused
 	}
 	if t.loop() {
 		r.flags |= flagLoop
@@ -186,7 +212,10 @@ func appendRecord(b []byte, r *record) []byte {
 	b = appendString(b, r.lastErr)
 	b = binary.AppendUvarint(b, uint64(r.version))
 	b = binary.AppendUvarint(b, uint64(len(r.state)))
-	return append(b, r.state...)
+	b = append(b, r.state...)
+	b = binary.AppendVarint(b, r.lastRun)
+	b = binary.AppendUvarint(b, uint64(len(r.spec)))
+	return append(b, r.spec...)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -224,8 +253,9 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 	if _, err := io.ReadFull(r, magic[:]); err != nil {
 		return nil, corrupt("magic", err)
 	}
-	if magic != snapshotMagic {
-		return nil, fmt.Errorf("%w: magic % x, want % x", ErrCorrupt, magic, snapshotMagic)
+	version := magic[3]
+	if [3]byte(magic[:3]) != [3]byte(snapshotMagic[:3]) || version < 1 || version > SnapshotVersion {
+		return nil, fmt.Errorf("%w: magic % x, want % x (or version 1)", ErrCorrupt, magic, snapshotMagic)
 	}
 	cr := chunkReader{r: r}
 	payload, err := cr.next()
@@ -263,7 +293,7 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 			if uint64(len(snap.records)) == count {
 				return nil, fmt.Errorf("%w: more than the %d records announced", ErrCorrupt, count)
 			}
-			snap.records = append(snap.records, d.record(kinds))
+			snap.records = append(snap.records, d.record(kinds, version))
 		}
 		if d.err != nil {
 			return nil, fmt.Errorf("%w: record %d: %w", ErrCorrupt, len(snap.records), d.err)
@@ -389,7 +419,7 @@ func (d *decoder) bytes(limit int) []byte {
 	return b
 }
 
-func (d *decoder) record(kinds map[string]string) record {
+func (d *decoder) record(kinds map[string]string, version byte) record {
 	var r record
 	r.idb = d.bytes(MaxIDLength)
 	kind := d.bytes(MaxKindLength)
@@ -421,6 +451,12 @@ func (d *decoder) record(kinds map[string]string) record {
 		// stays in memory while one of its tasks keeps that state.)
 		r.state = st
 	}
+	if version >= 2 {
+		r.lastRun = d.varint()
+		if sp := d.bytes(maxSpecSize); len(sp) > 0 {
+			r.spec = sp
+		}
+	}
 	if d.err == nil && len(r.idb) == 0 {
 		d.err = errors.New("empty task id")
 	}
@@ -445,6 +481,13 @@ func (d *decoder) record(kinds map[string]string) record {
 // orphaned-tasks metric and kept for one generation: the next Capture
 // writes it again, and Add adopts it; a Restore that finds it orphaned a
 // second time drops it, with a log line.
+//
+// A data task (one added without Run, of a registered Kind) that no task
+// registered by ID claims is recreated from the snapshot, schedule,
+// options, pause and progress included, when its kind is registered; when
+// it is not, or its schedule does not hold here (a time zone this system
+// lacks), it is kept as an orphan for as long as it takes (Orphans): never
+// run, written again by Capture, adopted when its kind is registered.
 //
 // Restore is all or nothing: on error no task is changed. For a task with
 // state, an unreadable state version fails with ErrStateVersion (and
@@ -489,6 +532,10 @@ type restorePlan struct {
 	orphans map[string]*record
 	dropped []string
 	dups    []*task // matched tasks whose next run may be a duplicate
+	// creates are the data tasks built from their spec; created holds
+	// their IDs.
+	creates []restoreMatch
+	created map[string]bool
 	// clamped counts the due times clamped to their bound, maxOver is
 	// the largest distance past it.
 	clamped int
@@ -511,6 +558,13 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 	for i := range snap.records {
 		rec := &snap.records[i]
 		t := s.byID[string(rec.idb)] // no allocation for a map key
+		if t == nil && rec.flags&flagData != 0 {
+			rec.id = string(rec.idb)
+			if err := s.planDataLocked(&plan, rec); err != nil {
+				return restorePlan{}, err
+			}
+			continue
+		}
 		if t == nil {
 			rec.id = string(rec.idb)
 			if rec.orphanGen >= 1 {
@@ -531,10 +585,40 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 	return plan, nil
 }
 
+// planDataLocked plans the restore of a data task that no task
+// registered by ID claims: created from its spec if its kind is
+// registered, kept as an orphan otherwise, for as long as it takes, or
+// when its spec does not hold here (a time zone this system lacks): a
+// data task is never dropped. State its kind cannot read fails the
+// restore, as for any task.
+func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
+	if _, dup := plan.created[rec.id]; dup {
+		return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, rec.id)
+	}
+	t, p, err := s.fromRecordLocked(rec)
+	switch {
+	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
+		return err
+	case err != nil:
+		rec.reason = err.Error()
+		plan.orphans[rec.id] = rec
+	case t == nil:
+		plan.orphans[rec.id] = rec
+	default:
+		if plan.created == nil {
+			plan.created = make(map[string]bool)
+		}
+		plan.created[rec.id] = true
+		plan.creates = append(plan.creates, restoreMatch{t, p})
+	}
+	return nil
+}
+
 // applyRestoreLocked gives the matched tasks their progress, rebuilds the
 // queue and takes over the snapshot's totals.
 func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
+	s.totals = snap.totals // before applyLocked, which counts what it skips
 	for _, m := range plan.matches {
 		s.counts[m.t.status]--
 		if over := s.applyLocked(m.t, m.p, now); over > 0 {
@@ -546,19 +630,32 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			plan.dups = append(plan.dups, m.t)
 		}
 	}
+	for _, m := range plan.creates {
+		if over := s.applyLocked(m.t, m.p, now); over > 0 {
+			plan.clamped++
+			plan.maxOver = max(plan.maxOver, over)
+		}
+		m.t.idx = len(s.all)
+		s.byID[m.t.spec.ID] = m.t
+		s.all = append(s.all, m.t)
+		s.counts[m.t.status]++
+		if m.t.maybeDup {
+			plan.dups = append(plan.dups, m.t)
+		}
+	}
 	// Most due times changed: rebuilding the queue, O(n), beats fixing it
 	// task by task. Before Run no task is running, so every task that is
 	// not done or held is queued.
 	clear(s.q)
 	s.q = s.q[:0]
 	for _, t := range s.all {
-		if t.status != StatusDone && !t.held {
-			s.q = append(s.q, qent{due: t.due, t: t})
+		if t.status != StatusDone && t.status != StatusPaused && !t.held {
+			t.qseq++
+			s.q = append(s.q, qent{due: t.due, t: t, seq: t.qseq})
 		}
 	}
 	s.q.init()
 	s.orphans = plan.orphans
-	s.totals = snap.totals
 	s.prevLastFinish = snap.lastFinish
 	s.restored = true
 	s.awaitFirst.Store(true)
@@ -567,17 +664,23 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 // logRestore reports a restore: one summary line, then up to ten lines
 // each for the orphaned and the dropped tasks.
 func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
-	s.log.Info("worker: restored snapshot", "tasks", len(plan.matches), "orphaned", len(plan.orphans),
+	s.log.Info("worker: restored snapshot", "tasks", len(plan.matches), "data_tasks", len(plan.creates), "orphaned", len(plan.orphans),
 		"dropped", len(plan.dropped), "captured", time.Unix(0, snap.captured))
 	if plan.clamped > 0 {
 		s.log.Warn("worker: restored due times beyond one interval from now were clamped; the wall clock may have moved back",
 			"tasks", plan.clamped, "most_beyond", plan.maxOver)
 	}
 	ids := make([]string, 0, len(plan.orphans))
-	for id := range plan.orphans {
-		ids = append(ids, id)
+	var data []string
+	for id, rec := range plan.orphans {
+		if rec.flags&flagData != 0 {
+			data = append(data, id+" (kind "+rec.kind+")")
+		} else {
+			ids = append(ids, id)
+		}
 	}
 	s.logIDs("worker: task in snapshot is not registered; its state is kept for one generation and adopted if it is added", ids)
+	s.logIDs("worker: task in snapshot is of a kind this binary does not register; it is kept, listed by Orphans, never run, and adopted by a binary that registers its kind", data)
 	s.logIDs("worker: task in snapshot was unregistered for two generations; its state is dropped", plan.dropped)
 	for i, t := range plan.dups {
 		if i == 10 {
@@ -663,24 +766,52 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	nowMono, nowWall := s.mono(now), now.UnixNano()
 	t.nominal = nowMono + (rec.nominal - nowWall)
 	t.due = nowMono + (rec.due - nowWall)
+	if t.spec.cron != nil && rec.nominal != 0 {
+		// A cron point is a whole second of the wall clock; the wall and
+		// monotonic readings the snapshot went through may have moved it
+		// by a few nanoseconds, which would make the point look unserved.
+		w := time.Unix(0, rec.nominal)
+		if r := w.Round(time.Second); r.Sub(w).Abs() < time.Millisecond {
+			w = r
+		}
+		t.nominal = s.mono(w)
+		t.due = t.nominal + (rec.due - rec.nominal)
+	}
 	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
+	t.lastRun = rec.lastRun
+	t.paused = rec.flags&flagPaused != 0
 	t.state = p.state
 	t.stateGen++
 	t.local, t.localGen = p.local, t.stateGen
 	t.jit = 0
 	s.setMaybeDupLocked(t, rec.flags&flagMaybeDup != 0)
 	switch {
-	case rec.flags&flagDone != 0 && t.loop():
+	case rec.flags&flagDone != 0 && !t.oneOff():
 		t.status = StatusDone
+		return 0
+	case t.paused:
+		t.status = StatusPaused
+		return 0
 	case rec.flags&flagBackoff != 0:
 		t.status = StatusBackoff
 	default:
 		t.status = StatusIdle
-		if d := t.due - t.nominal; !t.loop() && d > 0 && d < int64(t.spec.Every) {
+		if d := t.due - t.nominal; !t.loop() && d > 0 && (d < int64(t.spec.Every) || t.spec.cron != nil && d < int64(t.spec.Jitter)) {
 			t.jit = d // the snapshot does not carry it; due - nominal is it
 		}
 	}
-	return s.clampDueLocked(t, nowMono)
+	over := s.clampDueLocked(t, nowMono)
+	if t.spec.Policy == SkipMissed && t.status == StatusIdle && !t.maybeDup && t.nominal < nowMono && !t.loop() && !t.oneOff() {
+		// The points that came due while no process ran the task are
+		// not run.
+		sl := s.skipPast(t, nowMono)
+		s.totals.skipped += sl.skipped
+		t.nominal, t.due, t.jit = sl.next, sl.next, 0
+		if s.pastEnd(t, t.nominal) {
+			t.status = StatusDone
+		}
+	}
+	return over
 }
 
 // clampDueLocked bounds a restored due time to now + span, span being the
@@ -693,8 +824,21 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 // It returns how far the due time was beyond the bound, or 0.
 func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
 	span := int64(t.spec.Every)
-	if t.status == StatusBackoff {
+	switch {
+	case t.status == StatusBackoff:
 		span = int64(s.opts.MaxBackoff)
+	case t.oneOff():
+		return 0 // At is a wall-clock time: it is when the task is due
+	case t.spec.cron != nil:
+		// The bound is the first point after now (plus jitter): a
+		// wall clock set back does not hold a cron task beyond it.
+		bound := s.cronAfter(t, now)
+		if bound == never || t.nominal <= bound {
+			return 0
+		}
+		over := t.nominal - bound
+		t.nominal, t.due = bound, bound+t.jit
+		return time.Duration(over)
 	}
 	over := t.due - (now + span)
 	if over <= 0 {

@@ -82,7 +82,8 @@ type Supervisor struct {
 	genCancel context.CancelCauseFunc
 	counts    [numStatus]int
 	totals    totals
-	orphans   map[string]*record // snapshot tasks without registration
+	orphans   map[string]*record // snapshot tasks without registration or kind
+	kinds     map[string]*Kind   // RegisterKind
 	removing  map[string]*task   // removed tasks whose run is in flight
 	// lastFinish is when the last counted run finished (wall ns);
 	// prevLastFinish is the old process's, from the snapshot.
@@ -154,25 +155,43 @@ func New(opts Options) (*Supervisor, error) {
 func (s *Supervisor) mono(t time.Time) int64 { return int64(t.Sub(s.base)) }
 
 // Add registers a task. A periodic task's first run is due one interval
-// later, a loop starts at once. If the last Restore held progress for the
-// ID that no task claimed, the task adopts it (migrating its state) and
-// resumes where it was. Add works in every phase but after Shutdown began.
+// later (at Start, if later, for a cron task the first point after now or
+// Start), a one-off task's at At, a loop starts at once. If the last
+// Restore held progress for the ID that no task claimed, the task adopts it
+// (migrating its state) and resumes where it was. A task without Run is
+// data of its registered Kind (RegisterKind; ErrUnknownKind otherwise): it
+// travels whole in the snapshot and the state file, so that later
+// processes restore it without registering it. Add works in every phase
+// but after Shutdown began (ErrClosed) and while frozen (ErrFrozen: the
+// snapshot is taken or being taken and would lose the task; retry).
 func (s *Supervisor) Add(t Task) error {
 	if err := t.validate(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.phase >= phaseStopping {
-		return ErrClosed
+	if err := s.mutableLocked(); err != nil {
+		return err
+	}
+	data := t.Run == nil
+	if data {
+		k := s.kinds[t.Kind]
+		if k == nil {
+			return fmt.Errorf("%w: %w: %q (task %q has no Run): register the kind with RegisterKind", ErrInvalidTask, ErrUnknownKind, t.Kind, t.ID)
+		}
+		t.Run, t.Version, t.Migrations = k.Run, k.Version, k.Migrations
 	}
 	if _, ok := s.byID[t.ID]; ok {
 		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.ID)
 	}
-	nt := &task{spec: t.withDefaults(), idx: len(s.all)}
+	rec := s.orphans[t.ID]
+	if rec != nil && data && rec.flags&flagData != 0 {
+		return fmt.Errorf("%w: %q is the ID of an orphaned task (kind %q); remove it first", ErrDuplicateTask, t.ID, rec.kind)
+	}
+	nt := &task{spec: t.withDefaults(), data: data}
 	nt.run = Run{t: nt, s: s}
 	now := s.opts.now()
-	if rec := s.orphans[t.ID]; rec != nil {
+	if rec != nil {
 		p, err := prepare(&nt.spec, rec)
 		if err != nil {
 			return err
@@ -181,48 +200,94 @@ func (s *Supervisor) Add(t Task) error {
 		s.applyLocked(nt, p, now)
 		s.log.Info("worker: task adopted its state from the snapshot", "task", t.ID, "runs", nt.runs)
 	} else {
-		n := s.mono(now)
-		nt.nominal, nt.due = n, n
-		if !nt.loop() {
-			nt.nominal = n + int64(t.Every)
-			nt.jit = jitter(t.Jitter)
-			nt.due = nt.nominal + nt.jit
-		}
+		s.scheduleFirstLocked(nt, now)
 	}
-	s.byID[t.ID] = nt
-	s.all = append(s.all, nt)
-	s.counts[nt.status]++
-	if nt.status == StatusDone {
-		return nil
-	}
-	if _, busy := s.removing[t.ID]; busy {
-		// Keep "at most one run in flight per ID" across Remove and Add.
-		nt.held = true
-		return nil
-	}
-	s.pushLocked(nt)
+	s.insertLocked(nt)
 	return nil
 }
 
-// Remove unregisters a task. It does not wait for a run in flight: that
+// scheduleFirstLocked sets the first due time of t, just added.
+func (s *Supervisor) scheduleFirstLocked(t *task, now time.Time) {
+	n := s.mono(now)
+	t.nominal, t.due = n, n
+	t.paused = t.spec.Paused
+	if t.paused {
+		t.status = StatusPaused
+	}
+	switch {
+	case t.loop():
+		return
+	case t.oneOff():
+		t.nominal = s.mono(t.spec.At)
+		t.due = t.nominal
+		return
+	}
+	from := n
+	if st := t.spec.Start; !st.IsZero() && st.After(now) {
+		from = s.mono(st)
+	}
+	if t.spec.cron != nil {
+		t.nominal = s.cronAfter(t, from-1) // Start itself may be a point
+	} else {
+		t.nominal = from + int64(t.spec.Every)
+	}
+	if s.pastEnd(t, t.nominal) {
+		t.status = StatusDone
+		return
+	}
+	t.jit = jitter(t.spec.Jitter)
+	t.due = t.nominal + t.jit
+}
+
+// pastEnd reports whether the schedule point p is beyond t's End, or
+// never.
+func (s *Supervisor) pastEnd(t *task, p int64) bool {
+	return p == never || !t.spec.End.IsZero() && s.wallOf(p).After(t.spec.End)
+}
+
+// insertLocked registers t, whose schedule is set, and queues it.
+func (s *Supervisor) insertLocked(t *task) {
+	t.idx = len(s.all)
+	s.byID[t.spec.ID] = t
+	s.all = append(s.all, t)
+	s.counts[t.status]++
+	if t.data && t.specBytes == nil {
+		t.specBytes = encodeSpec(&t.spec)
+	}
+	if t.status == StatusDone || t.status == StatusPaused {
+		return
+	}
+	if _, busy := s.removing[t.spec.ID]; busy {
+		// Keep "at most one run in flight per ID" across Remove and Add.
+		t.held = true
+		return
+	}
+	s.pushLocked(t)
+}
+
+// Remove unregisters a task. While the supervisor is frozen for an
+// upgrade or a state file write, it fails with ErrFrozen, as Add does: the
+// snapshot would not have the change. It does not wait for a run in flight: that
 // run finishes in the background (a loop's context is cancelled with
 // ErrRemoved) and its result is dropped. A task added again under the same
 // ID does not start before that run ends.
+//
+// An orphan (Orphans) is removed too: it is gone from the next snapshot.
 func (s *Supervisor) Remove(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.frozen {
+		return frozenError("Remove")
+	}
 	t := s.byID[id]
 	if t == nil {
+		if _, ok := s.orphans[id]; ok {
+			delete(s.orphans, id)
+			return nil
+		}
 		return fmt.Errorf("%w: %q", ErrUnknownTask, id)
 	}
-	delete(s.byID, id)
-	last := s.all[len(s.all)-1]
-	s.all[t.idx], last.idx = last, t.idx
-	s.all[len(s.all)-1] = nil
-	s.all = s.all[:len(s.all)-1]
-	s.counts[t.status]-- // a queued entry is dropped when popped
-	s.setMaybeDupLocked(t, false)
-	t.removed = true
+	s.dropLocked(t)
 	if t.status == StatusRunning {
 		if s.removing == nil {
 			s.removing = make(map[string]*task)
@@ -234,6 +299,36 @@ func (s *Supervisor) Remove(id string) error {
 		}
 	}
 	return nil
+}
+
+// mutableLocked returns why tasks cannot be added now, if they cannot:
+// the supervisor is stopping, or frozen, in which case the snapshot is
+// taken or about to be and would not have the change.
+func (s *Supervisor) mutableLocked() error {
+	switch {
+	case s.phase >= phaseStopping:
+		return ErrClosed
+	case s.frozen:
+		return frozenError("Add")
+	}
+	return nil
+}
+
+// frozenError is what a change refused while frozen returns.
+func frozenError(op string) error {
+	return fmt.Errorf("%w: %s refused: the snapshot that the next process (or the state file) gets is taken; retry in a moment, the next process takes it, or this one once thawed", ErrFrozen, op)
+}
+
+// dropLocked unregisters t. A queued entry is dropped when popped.
+func (s *Supervisor) dropLocked(t *task) {
+	delete(s.byID, t.spec.ID)
+	last := s.all[len(s.all)-1]
+	s.all[t.idx], last.idx = last, t.idx
+	s.all[len(s.all)-1] = nil
+	s.all = s.all[:len(s.all)-1]
+	s.counts[t.status]--
+	s.setMaybeDupLocked(t, false)
+	t.removed = true
 }
 
 // Run starts the scheduler and the runners and blocks until the
@@ -397,6 +492,12 @@ func (s *Supervisor) setStatusLocked(t *task, st Status) {
 // pushLocked queues t and wakes the scheduler if t is due before the time
 // it sleeps until.
 func (s *Supervisor) pushLocked(t *task) {
+	if len(s.q) >= 2*len(s.all)+1024 {
+		// Stale entries (removed, paused, requeued tasks) are dropped
+		// when popped, which for tasks due in an hour is in an hour:
+		// under churn, drop them now. O(n), once per n pushes.
+		s.q.compact()
+	}
 	s.q.push(t)
 	if t.due < s.sleepUntil {
 		s.sleepUntil = t.due
@@ -410,6 +511,7 @@ func (s *Supervisor) dispatchLocked(t *task) job {
 	s.inflight++
 	s.setStatusLocked(t, StatusRunning)
 	t.rerun = t.maybeDup
+	t.extra, t.runNow, t.retryExtra = t.runNow || t.retryExtra, false, false
 	if t.loop() {
 		var ctx context.Context
 		ctx, t.cancel = context.WithCancelCause(s.baseCtx)
@@ -467,7 +569,7 @@ func (s *Supervisor) dispatchDueLocked() time.Duration {
 			return -1
 		}
 		t := s.q.pop()
-		if t.removed {
+		if t == nil || t.removed {
 			continue
 		}
 		j := s.dispatchLocked(t)
@@ -597,6 +699,11 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 			err, panicked = &PanicError{Value: v, Stack: debug.Stack()}, true
 		}
 	}()
+	if d := t.spec.Timeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, d, ErrTimeout)
+		defer cancel()
+	}
 	return t.spec.Run(ctx, &t.run), false
 }
 
@@ -641,15 +748,14 @@ func (s *Supervisor) settleLocked(t *task, err error, panicked bool, start, end 
 		// it runs again, so it does here too after Thaw; keep its due
 		// time and sequence number.
 		t.cutOff, t.interrupted = false, false
-		s.setStatusLocked(t, StatusIdle)
-		s.pushLocked(t)
+		t.runNow = t.extra
+		s.requeueLocked(t, StatusIdle)
 	case t.interrupted:
 		// A loop stopped by freeze or shutdown: restart it from its
 		// checkpoint as soon as dispatch resumes. Not a run of its own.
 		t.interrupted = false
 		t.due, t.jit = s.mono(end), 0
-		s.setStatusLocked(t, StatusIdle)
-		s.pushLocked(t)
+		s.requeueLocked(t, StatusIdle)
 	default:
 		return s.countRunLocked(t, err, panicked, start, end)
 	}
@@ -671,10 +777,12 @@ func (s *Supervisor) releaseRemovedLocked(t *task) {
 
 // countRunLocked counts a run that finished, and queues the task's next
 // run: a retry after a failure, the next schedule point after a periodic
-// success. A loop that returned nil is done. It returns the retry
+// success. A loop that returned nil is done, a one-off task that succeeded
+// is removed, a periodic task past its End is done. It returns the retry
 // backoff, or -1.
 func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
 	s.lastFinish = end.UnixNano()
+	t.lastRun = s.lastFinish
 	t.runs++
 	s.totals.runs++
 	s.setMaybeDupLocked(t, false) // the next run has a new number
@@ -689,28 +797,54 @@ func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, en
 		retry := backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
 		t.due = s.mono(end) + int64(retry)
 		t.jit = 0
-		s.setStatusLocked(t, StatusBackoff)
-		s.pushLocked(t)
+		t.retryExtra = t.extra // a failed RunNow's retry is still one
+		s.requeueLocked(t, StatusBackoff)
 		return retry
 	}
 	t.consecutive = 0
-	if t.loop() {
+	switch {
+	case t.loop():
 		s.setStatusLocked(t, StatusDone)
+		return -1
+	case t.oneOff():
+		s.dropLocked(t) // done: a one-off task runs once
+		return -1
+	case t.extra:
+		// RunNow's run: the schedule carries on as if it had not been.
+		t.due = t.nominal + t.jit
+		s.requeueLocked(t, StatusIdle)
 		return -1
 	}
 	// Jitter is not lateness: measure the start against the schedule
 	// point, not against the jittered due time.
-	sl := nextSlot(t.nominal, s.mono(start)-t.jit, &t.spec)
+	sl := s.nextSlotFor(t, s.mono(start)-t.jit, s.mono(end))
 	s.totals.skipped += sl.skipped
 	t.nominal = sl.next
+	if s.pastEnd(t, t.nominal) {
+		s.setStatusLocked(t, StatusDone)
+		return -1
+	}
 	t.jit = jitter(t.spec.Jitter)
 	t.due = t.nominal + t.jit
 	if t.due < sl.notBefore {
 		t.due, t.jit = sl.notBefore, 0 // catching up: spaced, not a burst
 	}
-	s.setStatusLocked(t, StatusIdle)
-	s.pushLocked(t)
+	s.requeueLocked(t, StatusIdle)
 	return -1
+}
+
+// requeueLocked moves t, whose run ended, to st and queues it, unless it
+// was paused meanwhile; a RunNow that came during the run makes it due now.
+func (s *Supervisor) requeueLocked(t *task, st Status) {
+	if t.paused && !t.runNow {
+		s.setStatusLocked(t, StatusPaused)
+		return
+	}
+	if now := s.mono(s.opts.now()); t.runNow && t.due > now {
+		t.due = now
+	}
+	s.setStatusLocked(t, st)
+	s.pushLocked(t)
 }
 
 // releaseRunnerLocked hands a runner that finished a run, at now, the next
@@ -719,7 +853,7 @@ func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, en
 func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
 	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
 		nt := s.q.pop()
-		if nt.removed {
+		if nt == nil || nt.removed {
 			continue
 		}
 		nj := s.dispatchLocked(nt)

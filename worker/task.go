@@ -19,6 +19,8 @@ const (
 	MaxKindLength = 256
 	// MaxStateSize is the largest state a task may checkpoint, in bytes.
 	MaxStateSize = 16 << 20
+	// MaxArgsSize is the largest Task.Args, in bytes.
+	MaxArgsSize = 64 << 10
 	// maxErrorLength is how much of a run's error message is kept.
 	maxErrorLength = 1024
 )
@@ -38,6 +40,12 @@ const (
 	// run CatchUpSpacing after the one before, until the task is on
 	// schedule again.
 	CatchUp
+	// SkipMissed runs none of the points missed while no process ran the
+	// task (between a snapshot and its restore, or while paused): it runs
+	// next at its first point in the future, the missed ones counted as
+	// skipped. A run that is only late (the runners were busy) still
+	// runs, as with SkipLate.
+	SkipMissed
 )
 
 // Defaults for a CatchUp task's zero CatchUpLimit and CatchUpSpacing.
@@ -52,13 +60,15 @@ const (
 	DefaultCatchUpRate = 10
 )
 
-// String returns "skip-late" or "catch-up".
+// String returns "skip-late", "catch-up" or "skip-missed".
 func (p Policy) String() string {
 	switch p {
 	case SkipLate:
 		return "skip-late"
 	case CatchUp:
 		return "catch-up"
+	case SkipMissed:
+		return "skip-missed"
 	}
 	return fmt.Sprintf("Policy(%d)", uint8(p))
 }
@@ -121,31 +131,138 @@ type Task struct {
 	// exceed Every.
 	CatchUpSpacing time.Duration
 
-	// Run is the body of the task.
+	// Cron, instead of Every, schedules the task by a cron expression:
+	// five fields (minute hour day-of-month month day-of-week), six with
+	// seconds first, or a descriptor such as @daily, as parsed by
+	// github.com/robfig/cron/v3. It is read in TimeZone; see the package
+	// doc for daylight-saving changes.
+	Cron string
+
+	// TimeZone is the IANA name of the zone Cron is read in, such as
+	// Europe/Paris. Empty means UTC.
+	TimeZone string
+
+	// At, instead of Every or Cron, makes a one-off task: it runs once at
+	// At (at once if At is past) and is removed after its run succeeds; a
+	// failed run is retried with backoff.
+	At time.Time
+
+	// Overlap says what a periodic task does with schedule points that
+	// come due while its run is still in flight. Zero is OverlapQueue.
+	Overlap Overlap
+
+	// Timeout bounds each run: its context is cancelled with ErrTimeout
+	// that long after it starts, and a run that returns then counts as a
+	// failure. Zero means no bound.
+	Timeout time.Duration
+
+	// Start and End bound a periodic task's schedule: no schedule point
+	// before Start, and none after End, after which the task is done.
+	// Zero means no bound.
+	Start, End time.Time
+
+	// Paused adds the task paused: it is not run until Resume.
+	Paused bool
+
+	// Args are the task's own parameters, for a task of a registered Kind
+	// (the customer it works for, say); Run.Args returns them. They travel
+	// with the task, at most MaxArgsSize bytes.
+	Args []byte
+
+	// Run is the body of the task. Nil makes the task data: its body,
+	// Version and Migrations are those of the Kind registered under Kind
+	// (RegisterKind), and the task travels whole in the snapshot, so that
+	// the next process restores it without registering it again.
 	Run RunFunc
+
+	// cron is Cron parsed, set by validate.
+	cron *cronSchedule
 
 	// decode turns state bytes at Version into the typed value kept by
 	// Periodic and Loop, so that Restore rejects undecodable state.
 	decode func([]byte) (any, error)
 }
 
+// A Overlap says what a periodic task does with schedule points that come
+// due while its run is in flight; a task never has two runs in flight.
+type Overlap uint8
+
+const (
+	// OverlapQueue runs the points that came due during a run after it,
+	// as its Policy says: once for all of them (SkipLate), or each of them,
+	// spaced (CatchUp). It is the zero value.
+	OverlapQueue Overlap = iota
+	// OverlapSkip drops the points that came due during a run, counted as
+	// skipped; the next run is at the first point after the run ended.
+	OverlapSkip
+)
+
+// String returns "queue" or "skip".
+func (o Overlap) String() string {
+	switch o {
+	case OverlapQueue:
+		return "queue"
+	case OverlapSkip:
+		return "skip"
+	}
+	return fmt.Sprintf("Overlap(%d)", uint8(o))
+}
+
+// validate checks t and parses its cron expression.
 func (t *Task) validate() error {
+	if err := t.validateSchedule(); err != nil {
+		return err
+	}
 	switch {
 	case t.ID == "" || len(t.ID) > MaxIDLength || !utf8.ValidString(t.ID):
 		return fmt.Errorf("%w: ID %.64q must be 1 to %d bytes of UTF-8", ErrInvalidTask, t.ID, MaxIDLength)
 	case len(t.Kind) > MaxKindLength:
 		return fmt.Errorf("%w: task %q: Kind longer than %d bytes", ErrInvalidTask, t.ID, MaxKindLength)
-	case t.Run == nil:
-		return fmt.Errorf("%w: task %q has no Run", ErrInvalidTask, t.ID)
 	case t.Every < 0 || t.Jitter < 0:
 		return fmt.Errorf("%w: task %q: negative Every or Jitter", ErrInvalidTask, t.ID)
-	case t.Jitter > t.Every:
+	case t.Jitter > t.Every && t.Cron == "":
 		return fmt.Errorf("%w: task %q: Jitter %v exceeds Every %v", ErrInvalidTask, t.ID, t.Jitter, t.Every)
-	case t.Policy > CatchUp:
+	case t.Policy > SkipMissed:
 		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Policy)
-	case t.CatchUpSpacing < 0 || t.CatchUpSpacing > t.Every:
+	case t.CatchUpSpacing < 0 || t.CatchUpSpacing > t.Every && t.Cron == "":
 		return fmt.Errorf("%w: task %q: CatchUpSpacing %v is not within [0, Every %v]", ErrInvalidTask, t.ID, t.CatchUpSpacing, t.Every)
+	case t.Overlap > OverlapSkip:
+		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Overlap)
+	case t.Timeout < 0:
+		return fmt.Errorf("%w: task %q: negative Timeout", ErrInvalidTask, t.ID)
+	case len(t.Args) > MaxArgsSize:
+		return fmt.Errorf("%w: task %q: Args of %d bytes, limit %d", ErrInvalidTask, t.ID, len(t.Args), MaxArgsSize)
 	}
+	return nil
+}
+
+// validateSchedule checks that at most one of Every, Cron and At is set,
+// and parses Cron.
+func (t *Task) validateSchedule() error {
+	n := 0
+	for _, set := range []bool{t.Every != 0, t.Cron != "", !t.At.IsZero()} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return fmt.Errorf("%w: task %q: give one of Every, Cron and At", ErrInvalidTask, t.ID)
+	}
+	if !t.End.IsZero() && t.End.Before(t.Start) {
+		return fmt.Errorf("%w: task %q: End %v is before Start %v", ErrInvalidTask, t.ID, t.End, t.Start)
+	}
+	if t.Cron == "" {
+		if t.TimeZone != "" {
+			return fmt.Errorf("%w: task %q: TimeZone without Cron", ErrInvalidTask, t.ID)
+		}
+		t.cron = nil
+		return nil
+	}
+	c, err := parseCron(t.Cron, t.TimeZone)
+	if err != nil {
+		return fmt.Errorf("task %q: %w", t.ID, err)
+	}
+	t.cron = c
 	return nil
 }
 
@@ -155,7 +272,7 @@ func (t Task) withDefaults() Task {
 	if t.CatchUpLimit == 0 {
 		t.CatchUpLimit = DefaultCatchUpLimit
 	}
-	if t.CatchUpSpacing == 0 {
+	if t.CatchUpSpacing == 0 && t.Cron == "" {
 		t.CatchUpSpacing = t.Every / DefaultCatchUpRate
 	}
 	return t
@@ -170,6 +287,9 @@ type Run struct {
 
 // ID returns the task's ID.
 func (r *Run) ID() string { return r.t.spec.ID }
+
+// Args returns the task's Task.Args. The caller must not modify them.
+func (r *Run) Args() []byte { return r.t.spec.Args }
 
 // Seq returns the run's sequence number: 1 for a task's first run, one more
 // for each finished run after, across processes. A run cut off by a freeze
@@ -227,12 +347,15 @@ const (
 	StatusBackoff
 	// StatusFrozen: idle or in backoff while the supervisor is frozen.
 	StatusFrozen
-	// StatusDone: a loop that returned nil on its own. It is not run again.
+	// StatusDone: a loop that returned nil on its own, or a periodic task
+	// past its End. It is not run again.
 	StatusDone
+	// StatusPaused: paused (Pause), not run until Resume.
+	StatusPaused
 	numStatus
 )
 
-var statusNames = [numStatus]string{"idle", "running", "backoff", "frozen", "done"}
+var statusNames = [numStatus]string{"idle", "running", "backoff", "frozen", "done", "paused"}
 
 // String returns the status's name as used in metrics labels.
 func (s Status) String() string {
@@ -269,6 +392,18 @@ type TaskInfo struct {
 	// MaybeDuplicate says that the next (or current) run repeats a run
 	// that was cut off after it started; see Run.MaybeDuplicate.
 	MaybeDuplicate bool `json:"maybe_duplicate,omitempty"`
+	// Schedule describes the schedule: "every 1s", "cron */5 * * * * *
+	// Europe/Paris", "at 2026-12-03T08:00:00Z" or "loop".
+	Schedule string `json:"schedule"`
+	// Paused says that the task is paused; Status is paused unless its
+	// run is in flight.
+	Paused bool `json:"paused,omitempty"`
+	// Data says that the task is data of a registered Kind, restored by
+	// the next process without registration.
+	Data bool `json:"data,omitempty"`
+	// LastRun is when the last counted run finished; zero if none in
+	// this process or the snapshot's.
+	LastRun time.Time `json:"last_run,omitzero"`
 }
 
 // task is the supervisor's record of a registered task. Fields are guarded
@@ -309,6 +444,19 @@ type task struct {
 	// supervisor abandons it then.
 	stopBy    int64
 	abandoned bool // the run in flight was abandoned; Supervisor.stuck counts it
+	// qseq numbers t's pushes: a queue entry of an earlier push is stale
+	// (Pause, Resume and RunNow requeue a queued task).
+	qseq uint32
+	// data: a task of a registered Kind, written whole in the snapshot.
+	data bool
+	// paused: not queued again until Resume. runNow: RunNow asked for a
+	// run now; extra: the run in flight is that run, which does not
+	// advance the schedule.
+	paused, runNow, extra, retryExtra bool
+	// specBytes is a data task's spec as the snapshot writes it.
+	specBytes []byte
+	// lastRun is when the last counted run finished (wall ns), 0 if none.
+	lastRun int64
 	// maybeDup says that the next run repeats a run, under the same
 	// sequence number, that was cut off after it started, here or in an
 	// earlier process; rerun is its value when the run in flight was
@@ -316,7 +464,11 @@ type task struct {
 	maybeDup, rerun bool
 }
 
-func (t *task) loop() bool { return t.spec.Every == 0 }
+// loop reports whether t is a loop: no Every, Cron or At.
+func (t *task) loop() bool { return t.spec.Every == 0 && t.spec.cron == nil && t.spec.At.IsZero() }
+
+// oneOff reports whether t is a one-off task (Task.At).
+func (t *task) oneOff() bool { return !t.spec.At.IsZero() }
 
 func truncateError(msg string) string {
 	if len(msg) <= maxErrorLength {

@@ -66,6 +66,7 @@ type config struct {
 	taskJitter     time.Duration
 	taskLog        string
 	web            webConfig // web.go: HTTPS, h2c, server-sent events
+	data           dataConfig
 }
 
 func parseFlags(args []string) (config, error) {
@@ -88,6 +89,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.taskInterval, "task-interval", time.Second, "how often each task runs")
 	fs.DurationVar(&c.taskJitter, "task-jitter", 0, "delay each task run by a random duration up to this")
 	fs.StringVar(&c.taskLog, "task-log", "", "append \"task_id seq pid\" to this `file` for every task run")
+	c.data.flags(fs)
 	fs.IntVar(&c.kvEntries, "kv-entries", 2000, "entries the first generation puts in the demo map")
 	fs.Int64Var(&c.stateMaxBytes, "state-max-bytes", 0, "largest snapshot, in `bytes`, to hand over, receive or write (0: state.DefaultMaxSize)")
 	c.web.addFlags(fs)
@@ -198,6 +200,10 @@ func newService(cfg config, log *slog.Logger) (*service, error) {
 		return nil, err
 	}
 	svc.kv.generation = svc.u.Generation
+	if err := registerTaskControl(svc.u, svc.sup); err != nil { // taskcontrol.go: baton tasks
+		svc.u.Close()
+		return nil, err
+	}
 	svc.sd, err = attachSystemd(svc.u, log) // systemd.go: activated socket, sd_notify, watchdog
 	if err != nil {
 		svc.u.Close()
@@ -237,6 +243,7 @@ func (svc *service) serve(cfg config, ln net.Listener) *demo {
 	mux.HandleFunc("GET /{$}", d.root)
 	mux.HandleFunc("GET /kv", svc.kv.serveHTTP)
 	mux.HandleFunc("GET /tasks", serveTasks(sup))
+	routeDataTasks(mux, sup)
 	u.AddStatus("worker", func() any { return sup.Stats() })
 	mux.HandleFunc("POST /echo", echo)
 	mux.HandleFunc("GET /events", events(cfg.web.eventInterval))
@@ -337,7 +344,10 @@ func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Log
 	if err := addBadTasks(sup, cfg.badTasks, cfg.hungTasks, cfg.taskInterval); err != nil {
 		return nil, nil, err
 	}
-	if err := states.Register(sup.Participant()); err != nil {
+	if err := registerKinds(sup, cfg.data, tlog); err != nil {
+		return nil, nil, err
+	}
+	if err := sup.Register(states); err != nil {
 		return nil, nil, err
 	}
 	if tlog != nil {
