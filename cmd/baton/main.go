@@ -42,6 +42,8 @@ const usage = `baton operates services that embed baton's upgrader.
 Usage:
   baton upgrade [--socket PATH | --pidfile PATH] [--wait] [--timeout D] [--json]
   baton status  [--socket PATH | --pidfile PATH] [--json]
+  baton tasks   [--socket PATH] [--json] [--kind K] [--state S] [--orphans]
+  baton tasks   pause|resume|run-now [--socket PATH] ID
   baton help [command]
 
 The service is reached through its control socket (--socket, or the
