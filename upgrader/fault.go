@@ -9,13 +9,14 @@ import faults "github.com/batonhq/baton/internal/fault"
 // with the batonfault tag only, makes the process fail there. Ordinary
 // builds compile every call to nothing.
 const (
-	faultNewStart     = faults.NewStart
-	faultNewListening = faults.NewListening
-	faultNewRestoring = faults.NewRestoring
-	faultNewReject    = faults.NewReject
-	faultNewHang      = faults.NewHang
-	faultNewCrashLate = faults.NewCrashLate
-	faultOldKill      = faults.OldKill
+	faultNewStart        = faults.NewStart
+	faultNewListening    = faults.NewListening
+	faultNewRestoring    = faults.NewRestoring
+	faultNewReject       = faults.NewReject
+	faultNewHang         = faults.NewHang
+	faultNewCrashLate    = faults.NewCrashLate
+	faultNewCrashServing = faults.NewCrashServing
+	faultOldKill         = faults.OldKill
 
 	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
 	faultNewSlowReady       = faults.NewSlowReady
