@@ -27,6 +27,8 @@ type probationCase struct {
 	env  []string
 	// serves: the new process served requests before it died.
 	serves bool
+	// status is how the new process ends: "exit status 7" if empty.
+	status string
 }
 
 var probationCrashes = []probationCase{
@@ -35,6 +37,10 @@ var probationCrashes = []probationCase{
 		upgradertest.FaultDelay(300 * time.Millisecond)}},
 	{name: "crash-2s", serves: true, env: []string{upgradertest.Fault(upgradertest.FaultNewCrashServing, 1, 1),
 		upgradertest.FaultDelay(2 * time.Second)}},
+	// The first health check (GET /healthz, at a quarter of the
+	// probation) fails: the old process kills the new one.
+	{name: "unhealthy", serves: true, status: "signal: killed",
+		env: []string{upgradertest.Fault(upgradertest.FaultHealthCheckFails, 0, 1)}},
 }
 
 // cliResult is what one run of the baton command said.
@@ -147,10 +153,14 @@ func testProbationRollsBack(t *testing.T, tc probationCase) {
 	if res.err != nil || res.code != 4 {
 		t.Errorf("baton upgrade --wait: exit %d (%v), want 4 (rolled back):\n%s%s", res.code, res.err, res.stdout, res.stderr)
 	}
+	status := tc.status
+	if status == "" {
+		status = "exit status 7"
+	}
 	last := lastReply(t, res.stdout)
 	if last.Type != upgrader.ReplyError || last.Code != upgrader.CodeRolledBack ||
-		!strings.Contains(last.Error, "at probation") || !strings.Contains(last.Error, "exit status 7") {
-		t.Errorf("baton upgrade's last reply: %+v, want a rolled_back error at probation with exit status 7", last)
+		!strings.Contains(last.Error, "at probation") || !strings.Contains(last.Error, status) {
+		t.Errorf("baton upgrade's last reply: %+v, want a rolled_back error at probation with %q", last, status)
 	}
 
 	// The old process serves, and says why.

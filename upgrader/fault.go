@@ -28,6 +28,9 @@ const (
 // generation and attempt.
 func fault(step faults.Step, gen, attempt int) { faults.Inject(step, gen, attempt) }
 
+// faultHealthFails reports whether the probation's health checks must fail.
+func faultHealthFails(gen, attempt int) bool { return faults.HealthFails(gen, attempt) }
+
 // faultRejects reports whether the state must be rejected.
 func faultRejects(gen, attempt int) bool { return faults.Rejects(gen, attempt) }
 

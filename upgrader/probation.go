@@ -96,6 +96,9 @@ func (u *Upgrader) watchProbation(ctx context.Context, s *session, log *slog.Log
 		cctx, cancel := context.WithTimeout(ctx, step)
 		herr := u.opts.HealthCheck(cctx)
 		cancel()
+		if herr == nil && faultHealthFails(u.gen, s.attempt) {
+			herr = errors.New("failed by fault injection")
+		}
 		if herr == nil {
 			continue
 		}

@@ -45,6 +45,12 @@ const (
 	// 20 ms), whatever it is doing: the release that dies under load
 	// during the old process's probation.
 	NewCrashServing Step = "new-crash-serving"
+	// HealthCheckFails: the old process's health check of its new process
+	// fails during the probation (Options.HealthCheck is called, and its
+	// answer replaced by a failure), so that the old process kills the
+	// new one and takes the service back. It names the old process's
+	// generation and attempt, like OldKill.
+	HealthCheckFails Step = "health-check-fails"
 	// OldKillAfterFreeze: the old process kills itself (SIGKILL) once it
 	// has frozen its participants, before it sends anything of the state.
 	OldKillAfterFreeze Step = "old-kill-after-freeze"

@@ -51,3 +51,9 @@ func Inject(step Step, gen, attempt int) {
 func Rejects(gen, attempt int) bool {
 	return Has(os.Getenv(EnvVar), NewReject, gen, attempt)
 }
+
+// HealthFails reports whether the health checks of the old process of
+// generation gen must fail during the probation of attempt (HealthCheckFails).
+func HealthFails(gen, attempt int) bool {
+	return Has(os.Getenv(EnvVar), HealthCheckFails, gen, attempt)
+}
