@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,4 +252,67 @@ func TestProbationSecondTrigger(t *testing.T) {
 		t.Fatal(err)
 	}
 	upgradeOK(t, s)
+}
+
+// TestProbationOldProcessGoes: the old process stops (SIGTERM) or is
+// killed (SIGKILL) during the probation. A stop ends the upgrade as a stop
+// during any upgrade does: the new process is killed, the old one drains and
+// writes the state file, and a restart from it continues every task with no
+// gap and no repeat. A kill leaves the new process, which holds the whole
+// state, to commit on its own: it serves, the pid file names it, its tasks
+// continue with no gap and no repeat, and it upgrades later.
+func TestProbationOldProcessGoes(t *testing.T) {
+	t.Run("sigterm", func(t *testing.T) {
+		dir := t.TempDir()
+		args := []string{"-probation", "3s", "-state-file", filepath.Join(dir, "demo.state")}
+		s := startServiceIn(t, dir, demoFault, nil, args...)
+		old := s.Pid(t)
+		waitTaskRuns(t, s, 2)
+		mark := hup(t, s, old)
+		line := waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "probation started: this process stopped accepting and stands by", Pid: old})
+		child, _ := strconv.Atoi(line.Fields["child_pid"])
+		if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range []int{child, old} {
+			if err := upgradertest.WaitExit(pid, 15*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitLine(t, s, mark, 5*time.Second, upgradertest.Match{Msg: "state file written", Pid: old})
+		assertOnlyAlive(t, s)
+		q := startServiceIn(t, dir, demoFault, nil, args...)
+		waitLine(t, q, 0, 5*time.Second, upgradertest.Match{Msg: "state restored from file"})
+		waitTaskRuns(t, q, 2)
+		stopAndWait(t, q.Proc)
+		c := checkTaskLog(t, s.taskLog)
+		assertTasksExact(t, relTasks, c, old)
+		if c.byPid[child] != 0 {
+			t.Errorf("the new process ran %d task runs on probation", c.byPid[child])
+		}
+	})
+	t.Run("sigkill", func(t *testing.T) {
+		s := startService(t, demoFault, nil, "-probation", "3s")
+		old := s.Pid(t)
+		waitTaskRuns(t, s, 2)
+		mark := hup(t, s, old)
+		line := waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "probation started: this process stopped accepting and stands by", Pid: old})
+		child, _ := strconv.Atoi(line.Fields["child_pid"])
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "ready", Pid: child})
+		if pid := s.Pid(t); pid != child {
+			t.Errorf("the pid file names %d, want the new process %d", pid, child)
+		}
+		if root := s.Root(t); root.Pid != child {
+			t.Errorf("GET / answered by %d, want %d", root.Pid, child)
+		}
+		waitTaskRuns(t, s, 2)
+		next := upgradeOK(t, s)
+		waitTaskRuns(t, s, 2)
+		stopAndWait(t, s.Proc)
+		assertTasksExact(t, relTasks, checkTaskLog(t, s.taskLog), old, child, next)
+		assertOnlyAlive(t, s)
+	})
 }
