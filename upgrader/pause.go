@@ -24,8 +24,13 @@ type pausableListener struct {
 	mu      sync.Mutex
 	paused  bool
 	resumed chan struct{} // closed by resume; replaced by pause
-	closed  chan struct{}
-	once    sync.Once
+	// inAccept counts the Accepts inside the listener's own Accept; idle,
+	// if not nil, is closed when that count falls to zero (pause waits
+	// for it).
+	inAccept int
+	idle     chan struct{}
+	closed   chan struct{}
+	once     sync.Once
 }
 
 func newPausableListener(ln net.Listener) *pausableListener {
@@ -38,21 +43,34 @@ func newPausableListener(ln net.Listener) *pausableListener {
 // interrupts an Accept in progress.
 type deadliner interface{ SetDeadline(time.Time) error }
 
-// Accept accepts the next connection once the listener is not paused. An
-// Accept in progress when the pause begins is interrupted through the
-// listener's deadline (a connection it got first is served here: nothing
-// is lost either way).
+// pauseBarrier bounds pause's wait for the Accepts in progress to return.
+const pauseBarrier = time.Second
+
+// Accept accepts the next connection once the listener is not paused.
 func (l *pausableListener) Accept() (net.Conn, error) {
 	for {
 		l.mu.Lock()
-		resumed := l.resumed
+		paused, resumed := l.paused, l.resumed
+		if !paused {
+			l.inAccept++
+		}
 		l.mu.Unlock()
-		select {
-		case <-resumed:
-		case <-l.closed:
-			return nil, net.ErrClosed
+		if paused {
+			select {
+			case <-resumed:
+				continue
+			case <-l.closed:
+				return nil, net.ErrClosed
+			}
 		}
 		c, err := l.Listener.Accept()
+		l.mu.Lock()
+		l.inAccept--
+		if l.inAccept == 0 && l.idle != nil {
+			close(l.idle)
+			l.idle = nil
+		}
+		l.mu.Unlock()
 		if err == nil {
 			return c, nil
 		}
@@ -64,17 +82,34 @@ func (l *pausableListener) Accept() (net.Conn, error) {
 	}
 }
 
-// pause stops accepting; the socket stays open.
+// pause stops accepting; the socket stays open. It is a barrier: an Accept
+// in progress is interrupted through the listener's deadline, and pause
+// returns once it has returned (bounded by pauseBarrier). A connection
+// that Accept got first (the deadline's wake-up can lose to a connection
+// arriving at the same moment) is this process's to serve; none is
+// accepted after pause returns.
 func (l *pausableListener) pause() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.paused {
+		l.mu.Unlock()
 		return
 	}
 	l.paused = true
 	l.resumed = make(chan struct{})
+	var idle chan struct{}
+	if l.inAccept > 0 {
+		idle = make(chan struct{})
+		l.idle = idle
+	}
 	if d, ok := l.Listener.(deadliner); ok {
 		d.SetDeadline(time.Unix(1, 0))
+	}
+	l.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-time.After(pauseBarrier):
+		}
 	}
 }
 
