@@ -3,7 +3,6 @@ package tests
 import (
 	"encoding/json"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/tests/demotest"
-	"github.com/batonhq/baton/upgrader"
 	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
@@ -82,14 +80,7 @@ func BenchmarkProbationCost(b *testing.B) {
 // the worker knows it.
 func taskPause(b *testing.B, ctl string) (time.Duration, bool) {
 	b.Helper()
-	out, err := exec.Command(batonCLI, "status", "--socket", ctl, "--json").Output()
-	if err != nil {
-		b.Fatalf("baton status: %v", err)
-	}
-	var st upgrader.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		b.Fatal(err)
-	}
+	st := statusOf(b, ctl)
 	var w struct {
 		Handoff struct {
 			Last  time.Time `json:"last_run_before_freeze"`

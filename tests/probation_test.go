@@ -203,7 +203,7 @@ func lastReply(t *testing.T, out string) upgrader.ControlReply {
 }
 
 // statusOf asks `baton status --json`.
-func statusOf(t *testing.T, sock string) upgrader.Status {
+func statusOf(t testing.TB, sock string) upgrader.Status {
 	t.Helper()
 	out, err := exec.Command(batonCLI, "status", "--socket", sock, "--json").Output()
 	if err != nil {
@@ -254,6 +254,19 @@ func TestProbationSecondTrigger(t *testing.T) {
 	upgradeOK(t, s)
 }
 
+// onProbation triggers an upgrade of s once its tasks ran and waits until
+// the new process is on probation; it returns the old and new pids and the
+// log index of the trigger.
+func onProbation(t *testing.T, s *service) (old, child, mark int) {
+	t.Helper()
+	old = s.Pid(t)
+	waitTaskRuns(t, s, 2)
+	mark = hup(t, s, old)
+	line := waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "probation started: this process stopped accepting and stands by", Pid: old})
+	child, _ = strconv.Atoi(line.Fields["child_pid"])
+	return old, child, mark
+}
+
 // TestProbationOldProcessGoes: the old process stops (SIGTERM) or is
 // killed (SIGKILL) during the probation. A stop ends the upgrade as a stop
 // during any upgrade does: the new process is killed, the old one drains and
@@ -266,11 +279,7 @@ func TestProbationOldProcessGoes(t *testing.T) {
 		dir := t.TempDir()
 		args := []string{"-probation", "3s", "-state-file", filepath.Join(dir, "demo.state")}
 		s := startServiceIn(t, dir, demoFault, nil, args...)
-		old := s.Pid(t)
-		waitTaskRuns(t, s, 2)
-		mark := hup(t, s, old)
-		line := waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "probation started: this process stopped accepting and stands by", Pid: old})
-		child, _ := strconv.Atoi(line.Fields["child_pid"])
+		old, child, mark := onProbation(t, s)
 		if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -293,11 +302,7 @@ func TestProbationOldProcessGoes(t *testing.T) {
 	})
 	t.Run("sigkill", func(t *testing.T) {
 		s := startService(t, demoFault, nil, "-probation", "3s")
-		old := s.Pid(t)
-		waitTaskRuns(t, s, 2)
-		mark := hup(t, s, old)
-		line := waitLine(t, s, mark, 10*time.Second, upgradertest.Match{Msg: "probation started: this process stopped accepting and stands by", Pid: old})
-		child, _ := strconv.Atoi(line.Fields["child_pid"])
+		old, child, mark := onProbation(t, s)
 		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}

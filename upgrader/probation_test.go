@@ -77,13 +77,8 @@ func testProbation(t *testing.T, dies, unhealthy bool) {
 		t.Fatal(err)
 	}
 	defer child.Close()
-	proc := exec.Command("sleep", "60")
-	if err := proc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { proc.Wait(); close(exited) }()
-	defer func() { proc.Process.Kill(); <-exited }()
+	proc, exited, stop := sleeper(t)
+	defer stop()
 
 	type outcome struct {
 		res Result
@@ -97,42 +92,11 @@ func testProbation(t *testing.T, dies, unhealthy bool) {
 	<-ff.started
 
 	// The new process: hello, state, restored, ready-request.
-	reg, err := state.NewRegistry(state.Options{})
-	if err != nil {
+	playRestore(t, child, proc.Process.Pid, state.Participant{Name: "probe", Version: 1,
+		Freeze: func(context.Context) error { return nil }, Thaw: func() {},
+		Capture: func(io.Writer) error { return nil }, Restore: func(io.Reader) error { return nil }})
+	if err := child.send(message{Type: msgReadyRequest, Attempt: 1}, nil); err != nil {
 		t.Fatal(err)
-	}
-	for _, p := range []state.Participant{newCounters().participant(), (&history{}).participant(),
-		{Name: "probe", Version: 1, Freeze: func(context.Context) error { return nil }, Thaw: func() {},
-			Capture: func(io.Writer) error { return nil }, Restore: func(io.Reader) error { return nil }}} {
-		if err := reg.Register(p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	accepts := reg.Accepts()
-	child.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for _, m := range []message{{Type: msgHello, Pid: proc.Process.Pid, Attempt: 1}, {Type: msgStateRequest, Accepts: &accepts}} {
-		if err := child.send(m, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	oob := make([]byte, unix.CmsgSpace(4))
-	m, oobn, err := child.recv(oob)
-	files := rights(oob[:oobn])
-	if err != nil || m.Type != msgState || len(files) != 1 {
-		t.Fatalf("state message: %+v, %d files, %v", m, len(files), err)
-	}
-	sc, err := fileUnixConn(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := state.Receive(context.Background(), sc, reg); err != nil {
-		t.Fatal(err)
-	}
-	sc.Close()
-	for _, m := range []message{{Type: msgRestored, Attempt: 1}, {Type: msgReadyRequest, Attempt: 1}} {
-		if err := child.send(m, nil); err != nil {
-			t.Fatal(err)
-		}
 	}
 	reply, _, err := child.recv(nil)
 	if err != nil || reply.Type != msgReadyGo || reply.ProbationMillis != probation.Milliseconds() {
@@ -227,4 +191,59 @@ func testProbation(t *testing.T, dies, unhealthy bool) {
 	}
 	u.Close()
 	<-answered // the listener closed under the queued request
+}
+
+// playRestore plays a new process of attempt 1 whose pid is pid on the
+// handoff socket child: it says hello, asks for the state (the upgrader's
+// own sections and ps), receives and restores it, and says "restored". The
+// reads have 10 s.
+func playRestore(t *testing.T, child handoffConn, pid int, ps ...state.Participant) {
+	t.Helper()
+	reg, err := state.NewRegistry(state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append([]state.Participant{newCounters().participant(), (&history{}).participant()}, ps...) {
+		if err := reg.Register(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	accepts := reg.Accepts()
+	child.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, m := range []message{{Type: msgHello, Pid: pid, Attempt: 1}, {Type: msgStateRequest, Accepts: &accepts}} {
+		if err := child.send(m, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oob := make([]byte, unix.CmsgSpace(4))
+	m, oobn, err := child.recv(oob)
+	files := rights(oob[:oobn])
+	if err != nil || m.Type != msgState || len(files) != 1 {
+		t.Fatalf("state message: %+v, %d files, %v", m, len(files), err)
+	}
+	sc, err := fileUnixConn(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if _, err := state.Receive(context.Background(), sc, reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := child.send(message{Type: msgRestored, Attempt: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sleeper starts a real process to stand for the new one: its pid is what
+// the upgrader watches and kills. exited closes once it has exited and been
+// reaped; stop kills and reaps it.
+func sleeper(t *testing.T) (proc *exec.Cmd, exited <-chan struct{}, stop func()) {
+	t.Helper()
+	proc = exec.Command("sleep", "60")
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { proc.Wait(); close(done) }()
+	return proc, done, func() { proc.Process.Kill(); <-done }
 }
