@@ -122,7 +122,8 @@ type Options struct {
 	// bounded by a quarter of the probation. An error rolls the upgrade
 	// back: the new process is killed. It runs in the old process, which
 	// no longer accepts, so a check of the service's own address (GET
-	// /healthz on its listener) reaches the new process.
+	// /healthz on its listener) reaches the new process. It must return
+	// when its context is done: the upgrade waits for it.
 	HealthCheck func(ctx context.Context) error
 
 	// ListenConfig creates listeners that are not inherited. Nil means the

@@ -18,7 +18,8 @@ type Result struct {
 	Pid int
 	// Generation is the new process's generation.
 	Generation int
-	// Duration is the time from the trigger to the new process being ready.
+	// Duration is the time from the trigger to the new process being ready:
+	// with Options.Probation, to the end of the probation.
 	Duration time.Duration
 	// StateBytes is the size of the snapshot handed over.
 	StateBytes int64
@@ -29,12 +30,18 @@ type Result struct {
 // runs at a time. On success the Exit channel is closed and the caller
 // should Shutdown; on failure nothing has changed hands and the error, an
 // *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
-// ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
-// process and fails the upgrade, unless the new process has already been
-// allowed to become ready (see upgrader/PROTOCOL.md, the ready gate): then
-// the upgrade completes, bounded by UpgradeTimeout. There is exactly one
-// outcome: a new process that won is never killed, one that lost never
-// becomes ready.
+// ErrParentRunning, ErrProbation and ErrClosed, says why. Cancelling ctx
+// kills the new process and fails the upgrade, unless the new process has
+// already been allowed to become ready (see upgrader/PROTOCOL.md, the ready
+// gate): then the upgrade completes, bounded by UpgradeTimeout. There is
+// exactly one outcome: a new process that won is never killed, one that
+// lost never becomes ready.
+//
+// With Options.Probation, Upgrade returns at the end of the probation, and
+// ctx no longer matters once the new process was allowed to become ready:
+// it returns an *UpgradeError wrapping ErrRolledBack if the new process
+// failed the probation (this process serves on), and succeeds only once it
+// passed.
 //
 // For the attempt, Upgrade sets BATON_HANDOFF (this process's pid, the new
 // generation and the attempt number) in this process's own environment,
