@@ -220,7 +220,7 @@ func (u *Upgrader) handleControl(c net.Conn, reading *controlReads, wg *sync.Wai
 func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) error, fail func(code, format string, args ...any), wg *sync.WaitGroup) {
 	timeout := time.Duration(req.TimeoutMillis) * time.Millisecond
 	if timeout <= 0 {
-		timeout = u.opts.UpgradeTimeout + u.opts.DrainTimeout
+		timeout = u.opts.UpgradeTimeout + u.opts.Probation + u.opts.DrainTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -266,12 +266,15 @@ func (u *Upgrader) controlUpgrade(req ControlRequest, reply func(ControlReply) e
 
 // codeOf classifies an upgrade's error for the reply: CodeBusy when the
 // upgrade was refused for what the process is doing now (a later trigger
-// may succeed), CodeUpgradeFailed when it was tried and failed.
+// may succeed), CodeRolledBack when the new process failed its probation,
+// CodeUpgradeFailed when it was tried and failed otherwise.
 func codeOf(err error) string {
 	switch {
 	case errors.Is(err, ErrUpgradeInProgress), errors.Is(err, ErrParentRunning),
-		errors.Is(err, ErrNotReady), errors.Is(err, ErrUpgraded):
+		errors.Is(err, ErrNotReady), errors.Is(err, ErrUpgraded), errors.Is(err, ErrProbation):
 		return CodeBusy
+	case errors.Is(err, ErrRolledBack):
+		return CodeRolledBack
 	}
 	return CodeUpgradeFailed
 }

@@ -44,8 +44,9 @@ const (
 	CodeBadRequest    = "bad_request"    // the request is not one this service accepts
 	CodeVersion       = "version"        // the request speaks another ControlVersion
 	CodeForbidden     = "forbidden"      // the client's user may not control this service
-	CodeBusy          = "busy"           // not now: not ready, upgrading, upgraded, or the previous generation still drains
+	CodeBusy          = "busy"           // not now: not ready, upgrading, on probation, upgraded, or the previous generation still drains
 	CodeUpgradeFailed = "upgrade_failed" // the upgrade was tried and failed; the old process serves on
+	CodeRolledBack    = "rolled_back"    // the new process was ready but died or failed its health check during the probation; the old process took the service back
 )
 
 // ControlRequest is a request on the control socket.
@@ -56,7 +57,7 @@ type ControlRequest struct {
 	// succeeded (the old process drained) or failed.
 	Wait bool `json:"wait,omitempty"`
 	// TimeoutMillis bounds the upgrade; zero means the upgrader's
-	// UpgradeTimeout plus DrainTimeout.
+	// UpgradeTimeout plus Probation plus DrainTimeout.
 	TimeoutMillis int64 `json:"timeout_ms,omitempty"`
 }
 

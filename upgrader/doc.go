@@ -17,6 +17,14 @@
 // servers given to Serve accept only once it is ready; in the old one the
 // listeners close when Shutdown starts.
 //
+// With Options.Probation the upgrade becomes final only at the end of the
+// probation, OTP's point of no return: the new process serves but keeps its
+// participants frozen, and the old one stops accepting but keeps its
+// sockets open, its frozen state and the snapshot, and watches the new
+// process. Ownership of the state moves at the commit; until then a new
+// process that dies or fails Options.HealthCheck is rolled back and the old
+// process serves again with everything it had (ErrRolledBack).
+//
 // # Lifecycle
 //
 // One Upgrader exists per process (tableflip allows no second one):

@@ -21,6 +21,12 @@ var (
 	// ErrParentRunning means the previous generation has not exited yet, so
 	// a third process cannot be started. Retry once it has drained.
 	ErrParentRunning = errors.New("upgrader: previous generation is still draining")
+	// ErrProbation means a trigger came while the previous upgrade is on
+	// probation (Options.Probation): the old process may still take the
+	// service back, so no third process is started. Retry once the
+	// probation has ended (the old process has exited) or the upgrade was
+	// rolled back.
+	ErrProbation = errors.New("upgrader: the previous upgrade is on probation: retry when it has ended")
 	// ErrClosed means the upgrader was shut down or closed.
 	ErrClosed = errors.New("upgrader: closed")
 	// ErrControlSocket means the control socket cannot be created at
@@ -50,6 +56,15 @@ var (
 	// ErrStateRejected means the new process could not read the state this
 	// one would hand over, or failed to restore it.
 	ErrStateRejected = errors.New("upgrader: new process rejected the state")
+	// ErrRolledBack means the new process reported ready but exited, was
+	// killed or failed Options.HealthCheck before its probation ended: this
+	// process took the service back (it accepts again, its participants
+	// thawed). The UpgradeError's Step is "probation"; its ExitStatus says
+	// how the new process ended.
+	ErrRolledBack = errors.New("upgrader: rolled back during the probation")
+	// ErrHealthCheck means Options.HealthCheck failed during a probation;
+	// the new process was killed. It comes wrapped with ErrRolledBack.
+	ErrHealthCheck = errors.New("upgrader: health check failed")
 	// ErrHandshake means the new process spoke a handshake this one does not
 	// understand.
 	ErrHandshake = errors.New("upgrader: handshake failed")
@@ -61,10 +76,10 @@ type UpgradeError struct {
 	// Pid is the new process's pid, or 0 if it never said hello.
 	Pid int
 	// Step is the last step the upgrade reached: "start", "hello",
-	// "state", or "ready".
+	// "state", "ready", or "probation" (rolled back, ErrRolledBack).
 	Step string
-	// ExitStatus is how the new process ended when Err is ErrChildExited:
-	// "exit status 3", "signal: killed". Empty otherwise.
+	// ExitStatus is how the new process ended when Err is ErrChildExited
+	// or ErrRolledBack: "exit status 3", "signal: killed". Empty otherwise.
 	ExitStatus string
 	// Elapsed is the time from the trigger to the failure.
 	Elapsed time.Duration

@@ -7,7 +7,8 @@ type Step string
 
 // The steps, in the order one process emits them. An upgrade emits
 // StepStarted, then StepChildStarted, StepStateSent and StepChildReady as it
-// gets there, or StepFailed; Shutdown emits StepDraining (after a successful
+// gets there (with Options.Probation, StepProbation between StepStateSent
+// and StepChildReady, or StepRolledBack before StepFailed), or StepFailed; Shutdown emits StepDraining (after a successful
 // upgrade) or StepStopping (otherwise). StepDone is sent by the control
 // socket only, once the old process has drained. OnEvent says on which
 // goroutine each is delivered and what a hook that blocks holds up.
@@ -16,7 +17,9 @@ const (
 	StepStarted      Step = "started"       // Upgrade began; the new process is not started yet
 	StepChildStarted Step = "child-started" // the new process said hello (Event.Pid)
 	StepStateSent    Step = "state-sent"    // the snapshot was sent (Event.Bytes)
-	StepChildReady   Step = "child-ready"   // the new process is ready (Event.Pid)
+	StepProbation    Step = "probation"     // the new process serves on probation (Event.Pid); the old one stands by
+	StepRolledBack   Step = "rolled-back"   // the probation failed: the old process took the service back (Event.Pid, Event.Error); StepFailed follows
+	StepChildReady   Step = "child-ready"   // the new process is ready (Event.Pid); with a probation, at its end
 	StepFailed       Step = "failed"        // the upgrade failed (Event.Error)
 	StepDraining     Step = "draining"      // Shutdown after an upgrade: draining for the new process
 	StepStopping     Step = "stopping"      // Shutdown without an upgrade: the service stops
@@ -60,7 +63,10 @@ type Event struct {
 //     died is delivered on Upgrade's goroutine). Blocking delays the next
 //     handoff message, so the freeze and the state transfer, while
 //     UpgradeTimeout runs: a long block can make the upgrade time out.
-//   - StepChildReady, StepFailed: on the goroutine that called Upgrade, once
+//   - StepProbation: on the goroutine that watches the probation, once the
+//     old process stopped accepting. Blocking delays the watch (a crash is
+//     seen, and the service taken back, only after the hook returns).
+//   - StepChildReady, StepRolledBack, StepFailed: on the goroutine that called Upgrade, once
 //     the attempt has ended and before Upgrade returns. Upgrade still counts
 //     as in progress: blocking delays its return, the closing of Exit (so
 //     the old process's drain) after StepChildReady, and any Shutdown,

@@ -9,13 +9,14 @@ import faults "github.com/batonhq/baton/internal/fault"
 // with the batonfault tag only, makes the process fail there. Ordinary
 // builds compile every call to nothing.
 const (
-	faultNewStart     = faults.NewStart
-	faultNewListening = faults.NewListening
-	faultNewRestoring = faults.NewRestoring
-	faultNewReject    = faults.NewReject
-	faultNewHang      = faults.NewHang
-	faultNewCrashLate = faults.NewCrashLate
-	faultOldKill      = faults.OldKill
+	faultNewStart        = faults.NewStart
+	faultNewListening    = faults.NewListening
+	faultNewRestoring    = faults.NewRestoring
+	faultNewReject       = faults.NewReject
+	faultNewHang         = faults.NewHang
+	faultNewCrashLate    = faults.NewCrashLate
+	faultNewCrashServing = faults.NewCrashServing
+	faultOldKill         = faults.OldKill
 
 	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
 	faultNewSlowReady       = faults.NewSlowReady
@@ -26,6 +27,9 @@ const (
 // fault fails the process at step if BATON_FAULT names it for this
 // generation and attempt.
 func fault(step faults.Step, gen, attempt int) { faults.Inject(step, gen, attempt) }
+
+// faultHealthFails reports whether the probation's health checks must fail.
+func faultHealthFails(gen, attempt int) bool { return faults.HealthFails(gen, attempt) }
 
 // faultRejects reports whether the state must be rejected.
 func faultRejects(gen, attempt int) bool { return faults.Rejects(gen, attempt) }

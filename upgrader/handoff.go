@@ -105,6 +105,18 @@ const (
 	msgReadyAbort   = "ready-abort"   // old -> new: no; the upgrade was called off
 )
 
+// The probation (Options.Probation): a ready-go with probation_ms tells the
+// new process to serve but hold its participants frozen and not write
+// tableflip's ready byte yet. It says "serving" once its servers accept;
+// the old process then stops accepting and watches it, and at the end of a
+// probation it passed sends "commit": only then does the new process write
+// the ready byte and thaw. A new process that dies or fails the health
+// check before is rolled back: the old one takes the service back.
+const (
+	msgServing = "serving" // new -> old: on probation, my servers accept
+	msgCommit  = "commit"  // old -> new: the probation passed; become ready for good
+)
+
 // message is one datagram of the handoff protocol.
 type message struct {
 	Version int    `json:"v"`
@@ -121,6 +133,10 @@ type message struct {
 	// ReadyGate, on msgState and msgNoState, says that the old process
 	// answers msgReadyRequest.
 	ReadyGate bool `json:"ready_gate,omitempty"`
+	// ProbationMillis, on msgReadyGo, is the old process's probation: the
+	// new process serves on probation, and writes tableflip's ready byte
+	// only at msgCommit.
+	ProbationMillis int64 `json:"probation_ms,omitempty"`
 }
 
 func encodeMessage(m message) ([]byte, error) {

@@ -343,6 +343,7 @@ func (u *Upgrader) askReady() error {
 			err = nil
 		case err != nil:
 		case m.Type == msgReadyGo:
+			u.probation = time.Duration(m.ProbationMillis) * time.Millisecond
 			return nil
 		case m.Type == msgReadyAbort:
 			return fmt.Errorf("%w: the previous generation's deadline passed before this process was ready", ErrUpgradeCalledOff)

@@ -36,6 +36,51 @@ type session struct {
 	frozen     bool
 	frozenAt   time.Time
 	stateBytes int64
+
+	// The probation: serving closes when the new process says it serves
+	// on probation; rollback says why it failed (nil: it did not);
+	// timedOut, that the session's deadline killed the new process before
+	// it served.
+	serving     chan struct{}
+	servingOnce sync.Once
+	rollback    error
+	timedOut    bool
+}
+
+// setRollback records why the probation failed, and reports whether it
+// was the first reason.
+func (s *session) setRollback(reason error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rollback != nil {
+		return false
+	}
+	s.rollback = reason
+	return true
+}
+
+func (s *session) rolledBack() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rollback
+}
+
+// granted reports whether the new process was allowed to become ready on
+// probation: from then on a failure is a rollback.
+func (s *session) granted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.committed && s.u.opts.Probation > 0
+}
+
+// onProbation reports whether the new process said it serves on probation.
+func (s *session) onProbation() bool {
+	select {
+	case <-s.serving:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *session) childPid() int {
@@ -143,6 +188,9 @@ func (s *session) handle(m message) {
 			s.setStep("ready")
 		case msgReadyRequest:
 			s.answerReady()
+		case msgServing:
+			s.setStep("probation")
+			s.servingOnce.Do(func() { close(s.serving) })
 		case msgRejected:
 			s.setReject(m.Reason)
 			s.log.Warn("new process rejected the state", "reason", m.Reason)
@@ -169,8 +217,15 @@ func (s *session) answerReady() {
 		reply = msgReadyAbort
 	}
 	s.mu.Unlock()
+	m := message{Type: reply, Attempt: s.attempt}
+	if reply == msgReadyGo && s.u.opts.Probation > 0 {
+		// From here on the upgrade is on probation: whatever ends it
+		// before the commit is a rollback.
+		m.ProbationMillis = max(s.u.opts.Probation.Milliseconds(), 1)
+		s.setStep("probation")
+	}
 	s.log.Info("new process asks to become ready", "answer", reply)
-	if err := s.conn.send(message{Type: reply, Attempt: s.attempt}, nil); err != nil {
+	if err := s.conn.send(m, nil); err != nil {
 		s.log.Warn("handoff: answering the ready request failed", "err", err)
 	}
 }

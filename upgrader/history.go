@@ -22,7 +22,7 @@ type Record struct {
 	ID         string        `json:"id"`
 	Started    time.Time     `json:"started"`
 	Duration   time.Duration `json:"duration_ns"`
-	Result     string        `json:"result"` // "success" or "failure"
+	Result     string        `json:"result"` // "success", "failure" or "rolled_back"
 	Step       string        `json:"step,omitempty"`
 	Reason     string        `json:"reason,omitempty"`
 	FromPid    int           `json:"from_pid"`
@@ -108,4 +108,7 @@ func (h *history) completePending(pid int, now time.Time) {
 const (
 	resultSuccess = "success"
 	resultFailure = "failure"
+	// resultRolledBack: the new process failed its probation and this
+	// process took the service back (ErrRolledBack).
+	resultRolledBack = "rolled_back"
 )

@@ -10,14 +10,12 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/state"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
@@ -74,13 +72,8 @@ func TestUpgradeDeadlineRacesReady(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer child.Close()
-			proc := exec.Command("sleep", "60")
-			if err := proc.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan struct{})
-			go func() { proc.Wait(); close(exited) }()
-			defer func() { proc.Process.Kill(); <-exited }()
+			proc, exited, stop := sleeper(t)
+			defer stop()
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -97,41 +90,7 @@ func TestUpgradeDeadlineRacesReady(t *testing.T) {
 
 			// The new process says hello, asks for the state and
 			// restores it.
-			reg, err := state.NewRegistry(state.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := reg.Register(newCounters().participant()); err != nil {
-				t.Fatal(err)
-			}
-			if err := reg.Register((&history{}).participant()); err != nil {
-				t.Fatal(err)
-			}
-			accepts := reg.Accepts()
-			child.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if err := child.send(message{Type: msgHello, Pid: proc.Process.Pid, Attempt: 1}, nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := child.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
-				t.Fatal(err)
-			}
-			oob := make([]byte, unix.CmsgSpace(4))
-			m, oobn, err := child.recv(oob)
-			files := rights(oob[:oobn])
-			if err != nil || m.Type != msgState || len(files) != 1 {
-				t.Fatalf("state message: %+v, %d files, %v", m, len(files), err)
-			}
-			sc, err := fileUnixConn(files[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := state.Receive(context.Background(), sc, reg); err != nil {
-				t.Fatal(err)
-			}
-			sc.Close()
-			if err := child.send(message{Type: msgRestored, Attempt: 1}, nil); err != nil {
-				t.Fatal(err)
-			}
+			playRestore(t, child, proc.Process.Pid)
 
 			// Becoming ready, at the deadline.
 			if tt.cancelFirst {

@@ -44,6 +44,8 @@ func (l ListenerInfo) Serves(got net.Addr) bool {
 // generation handed over, or creates it. Use it for every listener: one
 // opened elsewhere is not handed on, and the new process then fails with
 // "address already in use". The listener is closed when Shutdown starts.
+// With Options.Probation a TCP listener is a wrapper (not a
+// *net.TCPListener) that the probation can pause.
 func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 	if isUnixNetwork(network) {
 		c, err := u.takeUnix("listener", network, addr)
@@ -63,6 +65,10 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 	}
 	if err != nil {
 		return nil, u.listenError(network, addr, err)
+	}
+	if u.opts.Probation > 0 {
+		// Stops accepting during a probation, its socket open.
+		ln = newPausableListener(ln)
 	}
 	u.addCloser(ln, ListenerInfo{Kind: "listener", Network: network, Addr: addr, Inherited: inherited})
 	return ln, nil

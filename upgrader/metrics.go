@@ -11,8 +11,11 @@ import (
 const (
 	counterUpgradeSuccess = "baton.upgrades.success"
 	counterUpgradeFailure = "baton.upgrades.failure"
-	counterFailureStep    = "baton.upgrades.failure.step."
-	counterDrainForced    = "baton.drain.forced_connections"
+	// counterUpgradeRolledBack counts upgrades rolled back during their
+	// probation (not also counted as failures).
+	counterUpgradeRolledBack = "baton.upgrades.rolled_back"
+	counterFailureStep       = "baton.upgrades.failure.step."
+	counterDrainForced       = "baton.drain.forced_connections"
 )
 
 // metrics are the upgrader's Prometheus metrics. The counters are read from
@@ -96,6 +99,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	vals := m.counters.Values()
 	ch <- prometheus.MustNewConstMetric(m.upgradesDesc, prometheus.CounterValue, float64(vals[counterUpgradeSuccess]), "success")
 	ch <- prometheus.MustNewConstMetric(m.upgradesDesc, prometheus.CounterValue, float64(vals[counterUpgradeFailure]), "failure")
+	ch <- prometheus.MustNewConstMetric(m.upgradesDesc, prometheus.CounterValue, float64(vals[counterUpgradeRolledBack]), "rolled_back")
 	ch <- prometheus.MustNewConstMetric(m.drainForcedDesc, prometheus.CounterValue, float64(vals[counterDrainForced]))
 	for name, v := range vals {
 		if step, ok := strings.CutPrefix(name, counterFailureStep); ok {

@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"time"
@@ -25,6 +26,10 @@ const (
 	// DefaultStateFileTimeout bounds freezing the participants for the
 	// state file written when the process stops.
 	DefaultStateFileTimeout = 10 * time.Second
+	// ProbationChecks is how many times Options.HealthCheck is called
+	// during a probation: at every ProbationChecks-th of it, the last one
+	// as it ends.
+	ProbationChecks = 4
 )
 
 // Options control an Upgrader. The zero value works.
@@ -91,6 +96,35 @@ type Options struct {
 	// that died is replaced, anything else at the path is refused with
 	// ErrControlSocket.
 	ControlSocket string
+
+	// Probation, if positive, is how long an upgrade stays undecided
+	// after the new process reported ready. Meanwhile the new process
+	// serves, and this (old) process stands by: it stops accepting but
+	// keeps its listening sockets open (the kernel's queue survives), its
+	// participants frozen and the snapshot it sent, and it watches the new
+	// process through a pidfd. If the new process exits, is killed or
+	// fails HealthCheck before the probation ends, the upgrade is rolled
+	// back: this process accepts again at once, thaws its participants,
+	// rewrites the pid file and serves on; Upgrade returns an
+	// *UpgradeError at step "probation" wrapping ErrRolledBack. Only at
+	// the end of the probation does the new process write tableflip's
+	// ready byte, Upgrade return and Exit close. The new process keeps its
+	// own participants frozen until then (its background tasks wait: a
+	// rollback repeats and loses no task run); see upgrader/PROTOCOL.md
+	// for what of the new process's work a rollback loses. Zero means no
+	// probation: the upgrade is final at the ready byte. Set in the old
+	// process; a new process of a release without probation makes the
+	// upgrade final at once.
+	Probation time.Duration
+
+	// HealthCheck, if set, is called during a probation, ProbationChecks
+	// times (at every quarter, the last as it ends), each with a context
+	// bounded by a quarter of the probation. An error rolls the upgrade
+	// back: the new process is killed. It runs in the old process, which
+	// no longer accepts, so a check of the service's own address (GET
+	// /healthz on its listener) reaches the new process. It must return
+	// when its context is done: the upgrade waits for it.
+	HealthCheck func(ctx context.Context) error
 
 	// ListenConfig creates listeners that are not inherited. Nil means the
 	// zero net.ListenConfig. Its Control function is kept.

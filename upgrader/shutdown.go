@@ -19,6 +19,12 @@ import (
 // ctx.Err(). After a successful upgrade the listeners live on in the new
 // process; otherwise Unix socket files are removed.
 //
+// A stop during a probation (Options.Probation) in the old process ends the
+// upgrade as a stop during any upgrade does: the new process is killed and
+// this one drains and writes the state file. A new process stopped while on
+// probation writes no state file: its previous generation still owns the
+// state (and takes the service back).
+//
 // A stop that is not an upgrade then writes Options.StateFile, whatever the
 // drain did: freezing has its own Options.StateFileTimeout. If the file
 // cannot be written the error wraps ErrStateFile (joined with ctx.Err() if
@@ -65,6 +71,10 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	var stateErr error
 	if u.isUpgraded() {
 		u.sendFinal()
+	} else if u.isOnProbation() {
+		// A new process stopped on probation: the previous generation
+		// owns the state, and takes the service back.
+		u.log.Warn("stopped on probation: the state file is the previous generation's to write")
 	} else if stateErr = u.writeFinalStateFile(ctx); stateErr != nil {
 		u.log.Error("state file not written", "path", u.opts.StateFile, "err", stateErr)
 		errs = append(errs, stateErr)

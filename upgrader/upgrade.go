@@ -18,7 +18,8 @@ type Result struct {
 	Pid int
 	// Generation is the new process's generation.
 	Generation int
-	// Duration is the time from the trigger to the new process being ready.
+	// Duration is the time from the trigger to the new process being ready:
+	// with Options.Probation, to the end of the probation.
 	Duration time.Duration
 	// StateBytes is the size of the snapshot handed over.
 	StateBytes int64
@@ -29,12 +30,18 @@ type Result struct {
 // runs at a time. On success the Exit channel is closed and the caller
 // should Shutdown; on failure nothing has changed hands and the error, an
 // *UpgradeError or one of ErrNotReady, ErrUpgradeInProgress, ErrUpgraded,
-// ErrParentRunning and ErrClosed, says why. Cancelling ctx kills the new
-// process and fails the upgrade, unless the new process has already been
-// allowed to become ready (see upgrader/PROTOCOL.md, the ready gate): then
-// the upgrade completes, bounded by UpgradeTimeout. There is exactly one
-// outcome: a new process that won is never killed, one that lost never
-// becomes ready.
+// ErrParentRunning, ErrProbation and ErrClosed, says why. Cancelling ctx
+// kills the new process and fails the upgrade, unless the new process has
+// already been allowed to become ready (see upgrader/PROTOCOL.md, the ready
+// gate): then the upgrade completes, bounded by UpgradeTimeout. There is
+// exactly one outcome: a new process that won is never killed, one that
+// lost never becomes ready.
+//
+// With Options.Probation, Upgrade returns at the end of the probation, and
+// ctx no longer matters once the new process was allowed to become ready:
+// it returns an *UpgradeError wrapping ErrRolledBack if the new process
+// failed the probation (this process serves on), and succeeds only once it
+// passed.
 //
 // For the attempt, Upgrade sets BATON_HANDOFF (this process's pid, the new
 // generation and the attempt number) in this process's own environment,
@@ -64,12 +71,17 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 	events(Event{Step: StepStarted})
 	res, err := u.upgrade(ctx, attempt, id, events)
 	u.history.setPending(nil)
+	rolledBack := errors.Is(err, ErrRolledBack)
 	if err != nil {
 		rec := Record{ID: id, Started: started, Duration: time.Since(started), Result: resultFailure,
 			Reason: err.Error(), FromPid: os.Getpid(), Generation: u.gen}
 		var ue *UpgradeError
 		if errors.As(err, &ue) {
 			rec.Step, rec.ToPid = ue.Step, ue.Pid
+		}
+		if rolledBack {
+			rec.Result = resultRolledBack
+			events(Event{Step: StepRolledBack, Pid: rec.ToPid, Error: err.Error()})
 		}
 		u.history.add(rec)
 		events(Event{Step: StepFailed, Error: err.Error()})
@@ -92,7 +104,11 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 		// finalizers. A collection now keeps a run of failed attempts
 		// from holding two fds each until the next GC.
 		runtime.GC()
-		u.counters.Counter(counterUpgradeFailure).Inc()
+		if rolledBack {
+			u.counters.Counter(counterUpgradeRolledBack).Inc()
+		} else {
+			u.counters.Counter(counterUpgradeFailure).Inc()
+		}
 		var ue *UpgradeError
 		if errors.As(err, &ue) {
 			u.counters.Counter(counterFailureStep + ue.Step).Inc()
@@ -111,6 +127,8 @@ func (u *Upgrader) beginUpgrade() (int, error) {
 		return 0, ErrClosed
 	case u.upgraded:
 		return 0, ErrUpgraded
+	case u.onProbation:
+		return 0, ErrProbation
 	case u.upgrading:
 		return 0, ErrUpgradeInProgress
 	case !u.ready:
@@ -172,7 +190,7 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 
 	sctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
-	s := &session{u: u, ctx: sctx, conn: u.own, attempt: attempt, log: log, events: events}
+	s := &session{u: u, ctx: sctx, conn: u.own, attempt: attempt, log: log, events: events, serving: make(chan struct{})}
 	s.drainStale()
 	if err := u.own.SetReadDeadline(time.Time{}); err != nil {
 		return fail("start", 0, fmt.Errorf("%w: %v", ErrStartFailed, err), "")
@@ -198,8 +216,11 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 
 // runAttempt starts the new process through tableflip and serves the
 // session until tableflip's Upgrade returns: the new process is ready, or
-// it failed, or ctx was cancelled and it was killed. It returns Upgrade's
-// error, and joins both goroutines it starts.
+// it failed, or ctx was cancelled and it was killed. With a probation, the
+// probation runs in between (watchProbation), from the new process's
+// "serving" to the ready byte it writes at the commit; the part before
+// "serving" is bounded by the session's UpgradeTimeout. It returns
+// Upgrade's error, and joins every goroutine it starts.
 func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger) error {
 	flipped := make(chan error, 1)
 	go func() { flipped <- u.tf.Upgrade() }()
@@ -209,27 +230,69 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 		s.serve()
 	}()
 
+	var readyDeadline <-chan struct{}
+	if u.opts.Probation > 0 {
+		// tableflip's timeout covers the probation too.
+		readyDeadline = s.ctx.Done()
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	var watched chan struct{}
+	serving, ctxDone := s.serving, ctx.Done()
 	var err error
-	select {
-	case err = <-flipped:
-	case <-ctx.Done():
-		if !s.callOff() {
-			// The new process was told it may become ready: it has
-			// won, and killing it now would leave nobody serving.
-			// tableflip's own timeout still bounds the wait.
-			log.Warn("upgrade deadline passed after the new process was allowed to become ready: waiting for it",
-				"child_pid", s.childPid())
-			err = <-flipped
-			break
+	cancelled := false
+	for done := false; !done; {
+		select {
+		case err = <-flipped:
+			done = true
+		case <-serving:
+			serving, readyDeadline = nil, nil
+			watched = make(chan struct{})
+			go func() {
+				defer close(watched)
+				u.watchProbation(watchCtx, s, log)
+			}()
+		case <-readyDeadline:
+			readyDeadline = nil
+			if s.callOff() {
+				s.mu.Lock()
+				s.timedOut = true
+				s.mu.Unlock()
+				u.killChild(s, log, "new process not serving in time: killing it")
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			if !s.callOff() {
+				// The new process was told it may become ready: it has
+				// won, and killing it now would leave nobody serving.
+				// tableflip's own timeout still bounds the wait.
+				log.Warn("upgrade deadline passed after the new process was allowed to become ready: waiting for it",
+					"child_pid", s.childPid())
+				continue
+			}
+			cancelled = true
+			u.killChild(s, log, "upgrade cancelled: killing new process")
 		}
-		if pid := s.childPid(); pid > 0 {
-			log.Warn("upgrade cancelled: killing new process", "child_pid", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if cancelled && err != nil {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
+	stopWatch()
+	if watched != nil {
+		<-watched
+	}
+	if err != nil && s.granted() {
+		// Whatever ended the attempt on probation (the new process died
+		// before it served, tableflip saw the exit before the pidfd
+		// watch did, or this process stops), this process serves on:
+		// it accepts again.
+		if reason, _ := classify(err); !errors.Is(reason, ErrClosed) {
+			u.rollBack(s, fmt.Errorf("%w: the new process exited", ErrRolledBack), log)
 		}
-		err = <-flipped
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ctx.Err(), err)
-		}
+		u.resumeListeners()
+		u.setDraining(false)
+	}
+	if err == nil && u.opts.Probation > 0 && !s.onProbation() {
+		log.Warn("the new process does not support the probation (an older release): the upgrade is final at its ready")
 	}
 	// Stop the session: any read in flight returns at once.
 	u.own.SetReadDeadline(time.Unix(1, 0))
@@ -238,6 +301,14 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 		s.drainQueued()
 	}
 	return err
+}
+
+// killChild kills the new process of s, if it said hello, and logs why.
+func (u *Upgrader) killChild(s *session, log *slog.Logger, why string) {
+	if pid := s.childPid(); pid > 0 {
+		log.Warn(why, "child_pid", pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // endFreeze ends the freeze the session began, if it did: after a failed
@@ -272,8 +343,16 @@ func attemptFailure(ctx context.Context, s *session, err error) (reason error, e
 		return fmt.Errorf("%w: %s", ErrStateRejected, reason), ""
 	}
 	reason, status := classify(err)
+	if rb := s.rolledBack(); rb != nil {
+		return rb, status
+	}
+	s.mu.Lock()
+	timedOut := s.timedOut
+	s.mu.Unlock()
 	if ctx.Err() != nil {
 		reason = fmt.Errorf("%w: %w", ErrReadyTimeout, ctx.Err())
+	} else if timedOut {
+		reason = ErrReadyTimeout
 	}
 	return reason, status
 }

@@ -44,6 +44,9 @@ type Upgrader struct {
 	readyGate bool
 	askOnce   sync.Once
 	askErr    error
+	// probation is the previous generation's Options.Probation, from its
+	// ready-go: this process serves on probation until the commit.
+	probation time.Duration
 	own       handoffConn // to the next generation, across attempts
 	// handoffErr says why a process started by a baton upgrade has no
 	// parent connection; Restore returns it.
@@ -79,6 +82,10 @@ type Upgrader struct {
 	upgradeDone chan struct{} // closed when the upgrade in progress ends
 	upgraded    bool
 	closed      bool
+	// onProbation: in the old process, its upgrade's new process is on
+	// probation; in the new one, this process is (until the commit).
+	// Either refuses a trigger with ErrProbation.
+	onProbation bool
 	attempt     int
 	statusFuncs map[string]func() any
 	started     time.Time
@@ -105,7 +112,7 @@ type Upgrader struct {
 // Ready on.
 func New(opts Options) (*Upgrader, error) {
 	tf, err := tableflip.New(tableflip.Options{
-		UpgradeTimeout: opts.UpgradeTimeout,
+		UpgradeTimeout: tableflipTimeout(opts),
 		PIDFile:        opts.PIDFile,
 		ListenConfig:   opts.ListenConfig,
 	})
@@ -291,6 +298,12 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.exitC }
 // ErrUpgradeCalledOff, returned when the previous generation's caller gave
 // up on the upgrade (its deadline passed) before this process was ready.
 // Ready is idempotent.
+//
+// If the previous generation runs a probation (its Options.Probation),
+// Ready returns once this process serves on probation: its participants
+// stay frozen (background work waits) and the pid file, the ready byte,
+// the control socket, the periodic state file and StepReady all wait for
+// the previous generation's commit at the end of the probation.
 func (u *Upgrader) Ready() error {
 	u.mu.Lock()
 	if u.closed {
@@ -311,6 +324,9 @@ func (u *Upgrader) Ready() error {
 	if u.askErr != nil {
 		return u.askErr
 	}
+	if u.probation > 0 {
+		return u.readyOnProbation()
+	}
 	if err := u.tf.Ready(); err != nil {
 		// The previous generation died after handing over (it froze its
 		// participants for good when it sent the snapshot, so what this
@@ -326,6 +342,15 @@ func (u *Upgrader) Ready() error {
 	u.ready = true
 	u.mu.Unlock()
 	u.readyOnce.Do(func() { close(u.readyC) })
+	u.completeReady()
+	return nil
+}
+
+// completeReady is what Ready does once the ready byte is written (after a
+// probation, at the commit): the upgrade that made this process is counted
+// and recorded, the background goroutines start, this process owns its
+// Unix sockets, and StepReady is emitted.
+func (u *Upgrader) completeReady() {
 	if u.tf.HasParent() {
 		// The new process counts the upgrade that made it: the old one
 		// may be gone before a scrape could see it there.
@@ -344,7 +369,6 @@ func (u *Upgrader) Ready() error {
 		u.log.Info("ready", "listeners", len(u.Listeners()))
 	}
 	u.emit(Event{Step: StepReady, Pid: os.Getpid()})
-	return nil
 }
 
 // startBackground starts what runs once the process is ready, each in a

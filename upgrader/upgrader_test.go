@@ -85,6 +85,7 @@ func TestUpgradeLifecycle(t *testing.T) {
 # HELP baton_upgrades_total Upgrades of this service, by result; carried over across upgrades.
 # TYPE baton_upgrades_total counter
 baton_upgrades_total{result="failure"} 1
+baton_upgrades_total{result="rolled_back"} 0
 baton_upgrades_total{result="success"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "baton_upgrades_total"); err != nil {

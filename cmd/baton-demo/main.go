@@ -67,6 +67,7 @@ type config struct {
 	taskLog        string
 	web            webConfig // web.go: HTTPS, h2c, server-sent events
 	data           dataConfig
+	probation      time.Duration
 }
 
 func parseFlags(args []string) (config, error) {
@@ -76,6 +77,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the pid of the serving process to this `file`")
 	fs.DurationVar(&c.drain, "drain", upgrader.DefaultDrainTimeout, "how long the old process may drain after an upgrade")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new process may take to become ready")
+	fs.DurationVar(&c.probation, "probation", 0, "after an upgrade, how long the old process stands by to take the service back if the new one dies or fails GET /healthz (0: none)")
 	fs.StringVar(&c.version, "version", version, "version string this process reports")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
@@ -164,6 +166,9 @@ type service struct {
 	tlog   *taskLog
 	u      *upgrader.Upgrader
 	sd     *sdHook
+	// healthURL is GET /healthz on the service's own listener, set once it
+	// listens: the probation's health check (a *string).
+	healthURL atomic.Pointer[string]
 }
 
 // newService builds the service's parts; close releases them.
@@ -195,6 +200,8 @@ func newService(cfg config, log *slog.Logger) (*service, error) {
 		PIDFile:           cfg.pidFile,
 		Logger:            log,
 		Registerer:        svc.reg,
+		Probation:         cfg.probation,
+		HealthCheck:       svc.healthCheck,
 	})
 	if err != nil {
 		return nil, err
@@ -217,6 +224,31 @@ func (svc *service) close() {
 	svc.u.Close()
 }
 
+// healthCheck is the probation's check: GET /healthz on the service's own
+// address, on a fresh connection, which the new process accepts (the old one
+// no longer does during a probation).
+func (svc *service) healthCheck(ctx context.Context) error {
+	url := svc.healthURL.Load()
+	if url == nil {
+		return errors.New("not listening yet")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /healthz answered %s by pid %s", resp.Status, resp.Header.Get("X-Pid"))
+	}
+	return nil
+}
+
 // listenAndRestore opens the HTTP listener and restores the state, then
 // puts this generation's entries in the map. The state comes over before
 // anything is served, so that no request sees it half restored.
@@ -226,6 +258,8 @@ func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	health := "http://" + ln.Addr().String() + "/healthz"
+	svc.healthURL.Store(&health)
 	if _, err := u.Restore(context.Background()); err != nil {
 		return nil, err
 	}

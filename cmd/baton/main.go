@@ -6,7 +6,8 @@
 //
 // Exit status: 0 success, 1 the upgrade failed, 2 usage error, 3 the
 // service cannot be reached (or its control socket is served by another
-// user, to whom baton sends nothing).
+// user, to whom baton sends nothing), 4 the upgrade was rolled back during
+// its probation (the old process serves).
 package main
 
 import (
@@ -35,6 +36,10 @@ const (
 	exitFailed      = 1
 	exitUsage       = 2
 	exitUnreachable = 3
+	// exitRolledBack: the new process was ready but failed its probation;
+	// the old one took the service back (the message names the step and
+	// how the new process ended).
+	exitRolledBack = 4
 )
 
 const usage = `baton operates services that embed baton's upgrader.
@@ -51,7 +56,9 @@ BATON_SOCKET environment variable), or, with less detail, through its pid file.
 
 Exit status: 0 success, 1 the upgrade failed, 2 usage error,
 3 the service cannot be reached (or its control socket is served by
-another user than you or root: baton sends it nothing).
+another user than you or root: baton sends it nothing), 4 the upgrade
+was rolled back: the new process died or failed its health check during
+its probation, and the old process serves on.
 `
 
 func main() {
@@ -169,6 +176,11 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 			if r.Code == upgrader.CodeForbidden {
 				code = exitUnreachable
 			}
+			if r.Code == upgrader.CodeRolledBack {
+				code = exitRolledBack
+				fmt.Fprintf(stderr, "baton upgrade: rolled back, the old process (pid %d) serves on: %s\n", r.Pid, r.Error)
+				break
+			}
 			fmt.Fprintf(stderr, "baton upgrade: %s\n", r.Error)
 		}
 	})
@@ -212,6 +224,10 @@ func describeEvent(e upgrader.Event) string {
 		return fmt.Sprintf("new process started: pid %d", e.Pid)
 	case upgrader.StepStateSent:
 		return fmt.Sprintf("state sent: %s", bytesString(e.Bytes))
+	case upgrader.StepProbation:
+		return fmt.Sprintf("new process serving on probation: pid %d; the old process stands by", e.Pid)
+	case upgrader.StepRolledBack:
+		return fmt.Sprintf("rolled back: new process %d failed its probation; the old process serves", e.Pid)
 	case upgrader.StepChildReady:
 		return fmt.Sprintf("new process ready: pid %d", e.Pid)
 	case upgrader.StepDraining:

@@ -14,6 +14,7 @@ package fault
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Step is a point at which a process can be made to fail.
@@ -39,6 +40,17 @@ const (
 	// NewCrashLate: the new process becomes ready, then crashes (status
 	// 7) during the old one's drain.
 	NewCrashLate Step = "new-crash-late"
+	// NewCrashServing: the new process becomes ready and serves, then
+	// crashes (status 7) DelayEnv after it opened its servers (default
+	// 20 ms), whatever it is doing: the release that dies under load
+	// during the old process's probation.
+	NewCrashServing Step = "new-crash-serving"
+	// HealthCheckFails: the old process's health check of its new process
+	// fails during the probation (Options.HealthCheck is called, and its
+	// answer replaced by a failure), so that the old process kills the
+	// new one and takes the service back. It names the old process's
+	// generation and attempt, like OldKill.
+	HealthCheckFails Step = "health-check-fails"
 	// OldKillAfterFreeze: the old process kills itself (SIGKILL) once it
 	// has frozen its participants, before it sends anything of the state.
 	OldKillAfterFreeze Step = "old-kill-after-freeze"
@@ -70,6 +82,22 @@ const (
 
 // EnvVar is the environment variable that names the faults to inject.
 const EnvVar = "BATON_FAULT"
+
+// DelayEnv is the environment variable that sets the delay of
+// NewCrashServing, as a time.ParseDuration string ("300ms").
+const DelayEnv = "BATON_FAULT_DELAY"
+
+// DefaultDelay is NewCrashServing's delay when DelayEnv is unset or bad.
+const DefaultDelay = 20 * time.Millisecond
+
+// Delay returns NewCrashServing's delay: DelayEnv's value as it is passed
+// in env (os.Getenv(DelayEnv)), else DefaultDelay.
+func Delay(env string) time.Duration {
+	if d, err := time.ParseDuration(env); err == nil && d >= 0 {
+		return d
+	}
+	return DefaultDelay
+}
 
 // Env returns the environment entry that makes generation gen fail at step
 // during attempt, such as "BATON_FAULT=new-reject@1.1".

@@ -35,6 +35,14 @@
 // systemd takes to answer BARRIER=1 (at most AttachOptions.HandoverTimeout):
 // the old process must not stop serving before MAINPID= has taken effect.
 //
+// With upgrader.Options.Probation nothing changes here, and that is the
+// point: the old process emits StepChildReady, and the new one StepReady,
+// only at the end of the probation, so MAINPID= moves (and the watchdog
+// pings change hands) only then. A release rolled back during its probation
+// is a StepFailed: READY=1 from the old process, which never stopped being
+// the main one, so `systemctl reload` running `baton upgrade --wait` fails
+// and systemd restarts nothing (NRestarts stays 0).
+//
 // # Not under systemd
 //
 // Without NOTIFY_SOCKET nothing is sent and nothing waits for systemd: Main

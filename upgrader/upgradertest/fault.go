@@ -1,6 +1,10 @@
 package upgradertest
 
-import "github.com/batonhq/baton/internal/fault"
+import (
+	"time"
+
+	"github.com/batonhq/baton/internal/fault"
+)
 
 // FaultStep is a step of the handoff at which a process built with -tags
 // batonfault can be made to fail, for Fault.
@@ -9,13 +13,15 @@ type FaultStep = fault.Step
 // Fault injection steps, for Fault, in the order an upgrade reaches them.
 // They are the upgrader's own (internal/fault), not copies.
 const (
-	FaultNewStart     = fault.NewStart     // the new process exits (status 7) before it says hello
-	FaultNewListening = fault.NewListening // the new process exits after taking its listeners
-	FaultNewRestoring = fault.NewRestoring // the new process exits while it receives the state
-	FaultNewReject    = fault.NewReject    // the new process rejects the state it received
-	FaultNewHang      = fault.NewHang      // the new process restores the state, then hangs before it is ready
-	FaultNewCrashLate = fault.NewCrashLate // the new process becomes ready, then crashes during the old one's drain
-	FaultOldKill      = fault.OldKill      // the old process kills itself right after sending the state, before the new one is ready
+	FaultNewStart         = fault.NewStart         // the new process exits (status 7) before it says hello
+	FaultNewListening     = fault.NewListening     // the new process exits after taking its listeners
+	FaultNewRestoring     = fault.NewRestoring     // the new process exits while it receives the state
+	FaultNewReject        = fault.NewReject        // the new process rejects the state it received
+	FaultNewHang          = fault.NewHang          // the new process restores the state, then hangs before it is ready
+	FaultNewCrashLate     = fault.NewCrashLate     // the new process becomes ready, then crashes during the old one's drain
+	FaultNewCrashServing  = fault.NewCrashServing  // the new process serves, then crashes FaultDelayEnv after its ready (default 20 ms)
+	FaultHealthCheckFails = fault.HealthCheckFails // the old process's health checks fail during the probation: it kills the new process and takes the service back
+	FaultOldKill          = fault.OldKill          // the old process kills itself right after sending the state, before the new one is ready
 
 	FaultOldKillAfterFreeze = fault.OldKillAfterFreeze // the old process kills itself once frozen, before it sends the state
 	FaultNewSlowReady       = fault.NewSlowReady       // the new process waits 1 s before it asks to become ready
@@ -31,6 +37,14 @@ const (
 	FaultPanicCapture = fault.PanicCapture
 	FaultPanicRestore = fault.PanicRestore
 )
+
+// FaultDelayEnv is the environment variable that sets how long after its
+// ready a process with FaultNewCrashServing crashes: FaultDelay's entry.
+const FaultDelayEnv = fault.DelayEnv
+
+// FaultDelay returns the environment entry that makes FaultNewCrashServing
+// crash d after the new process's ready, such as "BATON_FAULT_DELAY=300ms".
+func FaultDelay(d time.Duration) string { return FaultDelayEnv + "=" + d.String() }
 
 // Fault returns the environment entry that makes generation gen fail at
 // step during attempt (the attempt of the old process that started it, or
