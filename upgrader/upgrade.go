@@ -230,20 +230,44 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 		s.serve()
 	}()
 
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched, err := u.awaitFlip(ctx, watchCtx, s, log, flipped)
+	stopWatch()
+	if watched != nil {
+		<-watched
+	}
+	u.endProbation(s, err, log)
+	// Stop the session: any read in flight returns at once.
+	u.own.SetReadDeadline(time.Unix(1, 0))
+	<-served
+	if err != nil {
+		s.drainQueued()
+	}
+	return err
+}
+
+// awaitFlip waits for tableflip's Upgrade to return (flipped), starting the
+// probation's watch (bounded by watchCtx) when the new process serves, and
+// killing the new process when it is not serving in time or ctx is done
+// before it was allowed to become ready. It returns the watch's done channel
+// if one was started, and Upgrade's error, wrapped in ctx's if the caller
+// called the attempt off.
+func (u *Upgrader) awaitFlip(ctx, watchCtx context.Context, s *session, log *slog.Logger, flipped <-chan error) (chan struct{}, error) {
 	var readyDeadline <-chan struct{}
 	if u.opts.Probation > 0 {
 		// tableflip's timeout covers the probation too.
 		readyDeadline = s.ctx.Done()
 	}
-	watchCtx, stopWatch := context.WithCancel(context.Background())
 	var watched chan struct{}
 	serving, ctxDone := s.serving, ctx.Done()
-	var err error
 	cancelled := false
-	for done := false; !done; {
+	for {
 		select {
-		case err = <-flipped:
-			done = true
+		case err := <-flipped:
+			if cancelled && err != nil {
+				err = fmt.Errorf("%w: %w", ctx.Err(), err)
+			}
+			return watched, err
 		case <-serving:
 			serving, readyDeadline = nil, nil
 			watched = make(chan struct{})
@@ -273,13 +297,13 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 			u.killChild(s, log, "upgrade cancelled: killing new process")
 		}
 	}
-	if cancelled && err != nil {
-		err = fmt.Errorf("%w: %w", ctx.Err(), err)
-	}
-	stopWatch()
-	if watched != nil {
-		<-watched
-	}
+}
+
+// endProbation settles an attempt that reached its probation: one that
+// failed after the new process was allowed to serve is rolled back (this
+// process accepts again), and a new process too old for a probation is
+// logged.
+func (u *Upgrader) endProbation(s *session, err error, log *slog.Logger) {
 	if err != nil && s.granted() {
 		// Whatever ended the attempt on probation (the new process died
 		// before it served, tableflip saw the exit before the pidfd
@@ -294,13 +318,6 @@ func (u *Upgrader) runAttempt(ctx context.Context, s *session, log *slog.Logger)
 	if err == nil && u.opts.Probation > 0 && !s.onProbation() {
 		log.Warn("the new process does not support the probation (an older release): the upgrade is final at its ready")
 	}
-	// Stop the session: any read in flight returns at once.
-	u.own.SetReadDeadline(time.Unix(1, 0))
-	<-served
-	if err != nil {
-		s.drainQueued()
-	}
-	return err
 }
 
 // killChild kills the new process of s, if it said hello, and logs why.

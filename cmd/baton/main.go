@@ -154,34 +154,8 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 		if t.json {
 			json.NewEncoder(stdout).Encode(r)
 		}
-		switch r.Type {
-		case upgrader.ReplyEvent:
-			if !t.json {
-				fmt.Fprintln(stdout, describeEvent(*r.Event))
-			}
-		case upgrader.ReplyResult:
-			code = exitOK
-			if !t.json {
-				if *wait {
-					fmt.Fprintf(stdout, "upgraded: pid %d, generation %d, in %v\n", r.Result.Pid, r.Result.Generation, r.Result.Duration.Round(time.Millisecond))
-				} else {
-					fmt.Fprintln(stdout, "upgrade started")
-				}
-			}
-		case upgrader.ReplyError:
-			code = exitFailed
-			if r.Code == upgrader.CodeBadRequest || r.Code == upgrader.CodeVersion {
-				code = exitUsage
-			}
-			if r.Code == upgrader.CodeForbidden {
-				code = exitUnreachable
-			}
-			if r.Code == upgrader.CodeRolledBack {
-				code = exitRolledBack
-				fmt.Fprintf(stderr, "baton upgrade: rolled back, the old process (pid %d) serves on: %s\n", r.Pid, r.Error)
-				break
-			}
-			fmt.Fprintf(stderr, "baton upgrade: %s\n", r.Error)
+		if c, ok := upgradeReply(r, t.json, *wait, stdout, stderr); ok {
+			code = c
 		}
 	})
 	if err != nil {
@@ -202,6 +176,42 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+// upgradeReply prints one reply of an upgrade (unless quiet, for --json)
+// and returns the exit status it decides, if it decides one: a result is
+// success, an error says which failure.
+func upgradeReply(r upgrader.ControlReply, quiet, wait bool, stdout, stderr io.Writer) (int, bool) {
+	switch r.Type {
+	case upgrader.ReplyEvent:
+		if !quiet {
+			fmt.Fprintln(stdout, describeEvent(*r.Event))
+		}
+	case upgrader.ReplyResult:
+		if !quiet {
+			if wait {
+				fmt.Fprintf(stdout, "upgraded: pid %d, generation %d, in %v\n", r.Result.Pid, r.Result.Generation, r.Result.Duration.Round(time.Millisecond))
+			} else {
+				fmt.Fprintln(stdout, "upgrade started")
+			}
+		}
+		return exitOK, true
+	case upgrader.ReplyError:
+		switch r.Code {
+		case upgrader.CodeRolledBack:
+			fmt.Fprintf(stderr, "baton upgrade: rolled back, the old process (pid %d) serves on: %s\n", r.Pid, r.Error)
+			return exitRolledBack, true
+		case upgrader.CodeBadRequest, upgrader.CodeVersion:
+			fmt.Fprintf(stderr, "baton upgrade: %s\n", r.Error)
+			return exitUsage, true
+		case upgrader.CodeForbidden:
+			fmt.Fprintf(stderr, "baton upgrade: %s\n", r.Error)
+			return exitUnreachable, true
+		}
+		fmt.Fprintf(stderr, "baton upgrade: %s\n", r.Error)
+		return exitFailed, true
+	}
+	return 0, false
 }
 
 // waitExit waits for pid to exit, through a pidfd.

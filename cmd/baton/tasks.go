@@ -90,6 +90,12 @@ func cmdTasks(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "baton tasks: %v\n", err)
 		return exitUnreachable
 	}
+	return printTasksReply(verb, r, *asJSON, stdout, stderr)
+}
+
+// printTasksReply prints the service's answer to a tasks command and
+// returns the exit status.
+func printTasksReply(verb string, r upgrader.ControlDataReply, asJSON bool, stdout, stderr io.Writer) int {
 	if r.Type == upgrader.ReplyError {
 		fmt.Fprintf(stderr, "baton tasks %s: %s\n", verb, r.Error)
 		switch r.Code {
@@ -103,7 +109,7 @@ func cmdTasks(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailed
 	}
-	if *asJSON {
+	if asJSON {
 		stdout.Write(r.Data)
 		fmt.Fprintln(stdout)
 		return exitOK
