@@ -32,7 +32,7 @@ func TestZeroCounters(t *testing.T) {
 func TestListenersMetricByNetwork(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	u, _ := newTestUpgrader(t, Options{Registerer: reg})
-	for _, addr := range []string{"127.0.0.1:0", "127.0.0.1:0"} {
+	for _, addr := range []string{"127.0.0.1:0", "127.0.0.2:0"} { // two addresses: the same one twice is refused
 		if _, err := u.Listen("tcp", addr); err != nil {
 			t.Fatal(err)
 		}

@@ -113,3 +113,10 @@ var ErrStateFileDir = errors.New("upgrader: state file directory unusable")
 // generation called the upgrade off (its caller's deadline passed) before
 // this process was ready: it must exit; the previous generation serves.
 var ErrUpgradeCalledOff = errors.New("upgrader: the upgrade was called off before this process was ready")
+
+// ErrListenerTaken is returned by Listen and ListenPacket for a network and
+// address this process already listens on through the upgrader. A socket is
+// handed to the next process under its network and address, so two of them
+// could not be told apart (two "127.0.0.1:0" listeners would be mixed up):
+// give each listener an address of its own.
+var ErrListenerTaken = errors.New("upgrader: this network and address already have a listener; give each listener an address of its own")

@@ -52,6 +52,9 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 		ln, _ := c.(net.Listener)
 		return ln, err
 	}
+	if err := u.checkFree("listener", network, addr); err != nil {
+		return nil, err
+	}
 	ln, err := u.tf.Listener(network, addr)
 	inherited := ln != nil
 	if err == nil && ln == nil {
@@ -81,6 +84,9 @@ func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
 		pc, _ := c.(net.PacketConn)
 		return pc, err
 	}
+	if err := u.checkFree("packet", network, addr); err != nil {
+		return nil, err
+	}
 	pc, err := u.tf.PacketConn(network, addr)
 	inherited := pc != nil
 	if err == nil && pc == nil {
@@ -91,6 +97,19 @@ func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
 	}
 	u.addCloser(pc, ListenerInfo{Kind: "packet", Network: network, Addr: addr, Inherited: inherited})
 	return pc, nil
+}
+
+// checkFree refuses a second listener of the same kind, network and
+// address: the name it is handed over under would be the first one's.
+func (u *Upgrader) checkFree(kind, network, addr string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, l := range u.infos {
+		if l.Kind == kind && l.Network == network && l.Addr == addr {
+			return fmt.Errorf("listen %s %s: %w", network, addr, ErrListenerTaken)
+		}
+	}
+	return nil
 }
 
 func (u *Upgrader) listenError(network, addr string, err error) error {
