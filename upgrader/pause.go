@@ -14,10 +14,9 @@ import (
 // probation (Options.Probation). While it is paused the socket stays open,
 // so the kernel's accept queue, shared with the new process, survives
 // whatever the new process does; resuming accepts from that queue at once.
-// Listen returns one for a TCP listener when Options.Probation is set. (Unix
-// listeners are not paused: both processes accept on them during a
-// probation, and the control socket is one, which the old process serves
-// until the commit.)
+// Listen returns one for a TCP or Unix stream listener when
+// Options.Probation is set; not for the control socket, which the old
+// process answers until the commit.
 type pausableListener struct {
 	net.Listener
 

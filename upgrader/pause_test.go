@@ -3,6 +3,7 @@ package upgrader
 import (
 	"errors"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -65,5 +66,48 @@ func TestPausableListener(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not wake a paused Accept")
+	}
+}
+
+// TestProbationPausesUnixListeners: with a probation, a Unix listener the
+// service takes stops accepting like a TCP one (its connections wait in the
+// kernel's queue for the new process, or for this one after a rollback);
+// the control socket, which the old process answers until the commit, is
+// not paused.
+func TestProbationPausesUnixListeners(t *testing.T) {
+	dir := t.TempDir()
+	u, _ := newTestUpgrader(t, Options{Probation: time.Second, ControlSocket: filepath.Join(dir, "control.sock")})
+	path := filepath.Join(dir, "http.sock")
+	ln, err := u.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(u.pausables()); n != 1 {
+		t.Fatalf("%d pausable listeners, want 1: the service's Unix listener, not the control socket", n)
+	}
+	u.pauseListeners()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial while paused: %v (the socket must stay open)", err)
+	}
+	defer c.Close()
+	select {
+	case a := <-accepted:
+		a.Close()
+		t.Fatal("a paused Unix listener accepted a connection")
+	case <-time.After(200 * time.Millisecond):
+	}
+	u.resumeListeners()
+	select {
+	case a := <-accepted:
+		a.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the queued connection was not accepted after the resume")
 	}
 }

@@ -129,6 +129,12 @@ func (u *Upgrader) takeUnix(kind, network, addr string) (syscall.Conn, error) {
 	if err != nil {
 		return nil, u.listenError(network, addr, err)
 	}
+	if ln, ok := c.(net.Listener); ok && u.opts.Probation > 0 && addr != u.opts.ControlSocket {
+		// Stops accepting during a probation, its socket open, as a TCP
+		// listener does. The control socket is not paused: this process
+		// answers it until the commit.
+		c = newPausableListener(ln)
+	}
 	u.addCloser(c.(io.Closer), ListenerInfo{Kind: kind, Network: network, Addr: addr, Inherited: inherited})
 	return c, nil
 }
