@@ -40,6 +40,9 @@ var version = "dev"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, errHelp) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "baton-demo:", err)
 		os.Exit(1)
 	}
@@ -73,6 +76,11 @@ type config struct {
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("baton-demo", flag.ContinueOnError)
+	// The flag package would print a parse error and the whole usage, and
+	// run's caller prints the error again: the error alone is printed
+	// once, by main, and -h prints the help to stdout (help.go).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "TCP `address` to serve HTTP on")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the pid of the serving process to this `file`")
 	fs.DurationVar(&c.drain, "drain", upgrader.DefaultDrainTimeout, "how long the old process may drain after an upgrade")
@@ -96,7 +104,11 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&c.stateMaxBytes, "state-max-bytes", 0, "largest snapshot, in `bytes`, to hand over, receive or write (0: state.DefaultMaxSize)")
 	c.web.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(os.Stdout, fs)
+			return c, errHelp
+		}
+		return c, fmt.Errorf("%w (baton-demo -h lists the flags)", err)
 	}
 	if err := c.web.check(); err != nil {
 		return c, err
