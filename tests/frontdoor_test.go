@@ -2,10 +2,17 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/batonhq/baton/state"
+	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader"
 )
 
 // runBin runs bin and returns its output and exit status.
@@ -49,5 +56,68 @@ func TestDemoHelp(t *testing.T) {
 	out, errOut, code := runBin(t, demoV1, "-no-such-flag")
 	if code != 1 || out != "" || strings.Count(errOut, "no-such-flag") != 1 || !strings.Contains(errOut, "baton-demo -h") {
 		t.Errorf("bad flag: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// checkBuildLine checks a one-line build description (state.Build.String)
+// names the module, a revision field, this toolchain and the user version.
+func checkBuildLine(t *testing.T, what, line, user string) {
+	t.Helper()
+	for _, want := range []string{"github.com/batonhq/baton@", " rev=", " go=" + runtime.Version(), `user="` + user + `"`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("%s: %q does not show %q", what, line, want)
+		}
+	}
+}
+
+// TestVersion: baton version and baton-demo -version print the build from
+// runtime/debug.ReadBuildInfo and exit 0; -version=STRING still sets the
+// version the demo reports; baton status shows the running process's build.
+func TestVersion(t *testing.T) {
+	out, errOut, code := runBin(t, batonCLI, "version")
+	if code != 0 || !strings.HasPrefix(out, "baton ") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("baton version: exit %d, %q %q", code, out, errOut)
+	}
+	checkBuildLine(t, "baton version", out, "test")
+	out, _, code = runBin(t, batonCLI, "version", "--json")
+	var b state.Build
+	if err := json.Unmarshal([]byte(out), &b); code != 0 || err != nil {
+		t.Fatalf("baton version --json: exit %d, %v, %q", code, err, out)
+	}
+	if b.Module != "github.com/batonhq/baton" || b.GoVersion != runtime.Version() || b.Version == "" || b.User != "test" {
+		t.Errorf("baton version --json: %+v", b)
+	}
+	if _, _, code := runBin(t, batonCLI, "version", "extra"); code != 2 {
+		t.Errorf("baton version extra: exit %d, want 2", code)
+	}
+
+	out, errOut, code = runBin(t, demoV2, "-version")
+	if code != 0 || !strings.HasPrefix(out, "baton-demo ") {
+		t.Fatalf("baton-demo -version: exit %d, %q %q", code, out, errOut)
+	}
+	checkBuildLine(t, "baton-demo -version", out, "v2")
+	out, _, _ = runBin(t, demoV2, "-version=v7", "-version")
+	checkBuildLine(t, "baton-demo -version=v7 -version", out, "v7")
+
+	// The running process: -version=STRING is what it reports, and baton
+	// status shows its build.
+	dir := controlDir(t)
+	sock := filepath.Join(dir, "control.sock")
+	p := demotest.StartEnv(t, nil, demoV1, dir, "-control", sock, "-version=v1.5")
+	if got := p.Root(t); got.Version != "v1.5" {
+		t.Errorf("GET / reports version %q, want v1.5", got.Version)
+	}
+	out, _, code = baton(t, nil, "status", "--socket", sock, "--json")
+	var st upgrader.Status
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+		t.Fatalf("status --json: exit %d, %v", code, err)
+	}
+	if st.Build.User != "v1.5" || st.Build.Module != "github.com/batonhq/baton" || st.Build.GoVersion != runtime.Version() {
+		t.Errorf("status build: %+v", st.Build)
+	}
+	out, _, code = baton(t, nil, "status", "--socket", sock)
+	if code != 0 || !strings.Contains(out, "version     v1.5") ||
+		!strings.Contains(out, "build       github.com/batonhq/baton "+st.Build.Version+", "+runtime.Version()) {
+		t.Errorf("human status does not show the build: exit %d\n%s", code, out)
 	}
 }

@@ -5,11 +5,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	"github.com/batonhq/baton/state"
 )
 
-// errHelp ends the process with status 0 once -h has printed the help:
-// asking for it is no failure.
-var errHelp = errors.New("help shown")
+// errHelp and errVersion end the process with status 0 once -h or -version
+// has printed what was asked: neither is a failure.
+var (
+	errHelp    = errors.New("help shown")
+	errVersion = errors.New("version shown")
+)
 
 // helpText is the head of -h: what the demo serves and which signals it
 // answers, so that a newcomer need not read the source to try it.
@@ -51,4 +56,42 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(out)
+}
+
+// versionFlag is -version: alone (a boolean flag) it asks for the build
+// to be printed; -version=STRING sets the version this process reports,
+// as -ldflags "-X main.version=STRING" does at build time.
+type versionFlag struct {
+	version *string
+	print   bool
+}
+
+func (f *versionFlag) String() string {
+	if f.version == nil {
+		return ""
+	}
+	return *f.version
+}
+
+func (f *versionFlag) Set(s string) error {
+	if s == "true" {
+		f.print = true
+		return nil
+	}
+	*f.version = s
+	return nil
+}
+
+// IsBoolFlag lets -version stand alone.
+func (f *versionFlag) IsBoolFlag() bool { return true }
+
+// buildLine describes this binary from runtime/debug.ReadBuildInfo, as
+// the state registry records it in every snapshot: module and version,
+// VCS revision, Go version, and the version the process reports.
+func buildLine(user string) string {
+	r, err := state.NewRegistry(state.Options{UserVersion: user})
+	if err != nil {
+		return user
+	}
+	return r.Build().String()
 }

@@ -40,7 +40,7 @@ var version = "dev"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, errHelp) {
+		if errors.Is(err, errHelp) || errors.Is(err, errVersion) {
 			return
 		}
 		fmt.Fprintln(os.Stderr, "baton-demo:", err)
@@ -81,12 +81,14 @@ func parseFlags(args []string) (config, error) {
 	// once, by main, and -h prints the help to stdout (help.go).
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
+	c.version = version
+	vf := &versionFlag{version: &c.version}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "TCP `address` to serve HTTP on")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the pid of the serving process to this `file`")
 	fs.DurationVar(&c.drain, "drain", upgrader.DefaultDrainTimeout, "how long the old process may drain after an upgrade")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new process may take to become ready")
 	fs.DurationVar(&c.probation, "probation", 0, "after an upgrade, how long the old process stands by to take the service back if the new one dies or fails GET /healthz (0: none)")
-	fs.StringVar(&c.version, "version", version, "version string this process reports")
+	fs.Var(vf, "version", "print the build (module version, VCS revision, Go version) and exit; -version=STRING sets the version this process reports")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
 	fs.DurationVar(&c.stateInterval, "state-file-interval", 0, "also write the state file this often (0: only when stopping)")
@@ -109,6 +111,10 @@ func parseFlags(args []string) (config, error) {
 			return c, errHelp
 		}
 		return c, fmt.Errorf("%w (baton-demo -h lists the flags)", err)
+	}
+	if vf.print {
+		fmt.Printf("baton-demo %s\n", buildLine(c.version))
+		return c, errVersion
 	}
 	if err := c.web.check(); err != nil {
 		return c, err
