@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -119,5 +120,37 @@ func TestVersion(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "version     v1.5") ||
 		!strings.Contains(out, "build       github.com/batonhq/baton "+st.Build.Version+", "+runtime.Version()) {
 		t.Errorf("human status does not show the build: exit %d\n%s", code, out)
+	}
+}
+
+// TestBindErrorOnce: a demo started on a port that is taken exits 1 and
+// says so in one line, naming the address once, the flag that set it and
+// what to do.
+func TestBindErrorOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	for _, args := range [][]string{
+		{"-addr", addr},
+		{"-addr", "127.0.0.1:0", "-tls-cert", "x.pem", "-tls-key", "x.key", "-tls-addr", addr},
+	} {
+		out, errOut, code := runBin(t, demoV1, append(args, "-pidfile", filepath.Join(t.TempDir(), "demo.pid"))...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code != 1 || out != "" || len(lines) != 1 {
+			t.Errorf("%v: exit %d, want 1; stdout %q; stderr, %d lines, want 1:\n%s", args, code, out, len(lines), errOut)
+			continue
+		}
+		flagName := args[len(args)-2]
+		for _, want := range []string{addr + " is in use", flagName, "baton upgrade"} {
+			if !strings.Contains(errOut, want) {
+				t.Errorf("%v: %q does not say %q", args, errOut, want)
+			}
+		}
+		if n := strings.Count(errOut, addr); n != 1 {
+			t.Errorf("%v: the address is named %d times: %q", args, n, errOut)
+		}
 	}
 }

@@ -274,7 +274,7 @@ func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
 	u := svc.u
 	ln, err := u.Listen("tcp", cfg.addr)
 	if err != nil {
-		return nil, err
+		return nil, listenError("-addr", cfg.addr, err) // binderr.go
 	}
 	health := "http://" + ln.Addr().String() + "/healthz"
 	svc.healthURL.Store(&health)
