@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -151,6 +153,58 @@ func TestBindErrorOnce(t *testing.T) {
 		}
 		if n := strings.Count(errOut, addr); n != 1 {
 			t.Errorf("%v: the address is named %d times: %q", args, n, errOut)
+		}
+	}
+}
+
+// TestRootLengthStable: GET / keeps one length while the hits grow and
+// across upgrades (a new pid and generation), so that ab counts no
+// "Length" failures; the body stays the JSON object with every field.
+func TestRootLengthStable(t *testing.T) {
+	p := demotest.Start(t, demoV1, "-kv-entries", "0")
+	// A new connection each time: a kept-alive one may reach the draining
+	// generation.
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func() (int, demotest.RootReply) {
+		t.Helper()
+		resp, err := c.Get("http://" + p.Addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /: %v %s", err, resp.Status)
+		}
+		var r struct {
+			demotest.RootReply
+			Proto *string `json:"proto"`
+			TLS   *bool   `json:"tls"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			t.Fatalf("GET / is not JSON: %v: %q", err, body)
+		}
+		if r.Proto == nil || *r.Proto != "HTTP/1.1" || r.TLS == nil || *r.TLS || r.Version != "v1" || r.Pid == 0 {
+			t.Fatalf("GET / lacks a field: %q", body)
+		}
+		return len(body), r.RootReply
+	}
+	want, first := get()
+	for gen := 0; gen <= 2; gen++ {
+		if gen > 0 {
+			if u := p.Upgrade(t); u.Err != "" {
+				t.Fatalf("upgrade: %s", u.Err)
+			}
+		}
+		for i := 0; i < 12; i++ { // hits from 1 digit to 2
+			n, r := get()
+			if n != want {
+				t.Fatalf("generation %d, hits %d, pid %d: %d bytes, the first reply (hits %d, pid %d) had %d",
+					r.Generation, r.Hits, r.Pid, n, first.Hits, first.Pid, want)
+			}
+			if r.Generation != gen {
+				t.Fatalf("generation %d, want %d", r.Generation, gen)
+			}
 		}
 	}
 }

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -434,14 +433,7 @@ func (d *demo) withPid(h http.Handler) http.Handler {
 func (d *demo) root(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	proto, overTLS := connKind(r)
-	json.NewEncoder(w).Encode(map[string]any{
-		"proto":      proto,
-		"tls":        overTLS,
-		"pid":        d.pid,
-		"generation": d.generation,
-		"version":    d.version,
-		"hits":       d.hits.Inc(),
-	})
+	w.Write(rootBody(proto, overTLS, d.pid, d.generation, d.version, d.hits.Inc())) // rootbody.go
 }
 
 func (d *demo) healthz(w http.ResponseWriter, r *http.Request) {
