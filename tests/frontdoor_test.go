@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -21,18 +19,13 @@ import (
 // runBin runs bin and returns its output and exit status.
 func runBin(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	var out, errb strings.Builder
 	cmd := exec.Command(bin, args...)
-	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatal(err)
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		t.Fatal(err) // it did not start
 	}
-	return out.String(), errb.String(), code
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
 // TestDemoHelp: baton-demo -h exits 0 and names every endpoint, the
