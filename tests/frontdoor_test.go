@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/batonhq/baton/state"
 	"github.com/batonhq/baton/tests/demotest"
 	"github.com/batonhq/baton/upgrader"
 )
@@ -71,17 +70,9 @@ func checkBuildLine(t *testing.T, what, line, user string) {
 // version the demo reports; baton status shows the running process's build.
 func TestVersion(t *testing.T) {
 	out, errOut, code := runBin(t, batonCLI, "version")
-	if code != 0 || !strings.HasPrefix(out, "baton ") || strings.Count(out, "\n") != 1 {
-		t.Fatalf("baton version: exit %d, %q %q", code, out, errOut)
-	}
-	checkBuildLine(t, "baton version", out, "test")
-	out, _, code = runBin(t, batonCLI, "version", "--json")
-	var b state.Build
-	if err := json.Unmarshal([]byte(out), &b); code != 0 || err != nil {
-		t.Fatalf("baton version --json: exit %d, %v, %q", code, err, out)
-	}
-	if b.Module != "github.com/batonhq/baton" || b.GoVersion != runtime.Version() || b.Version == "" || b.User != "test" {
-		t.Errorf("baton version --json: %+v", b)
+	want := "baton test (github.com/batonhq/baton "
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.HasSuffix(out, ", "+runtime.Version()+")\n") || strings.Count(out, "\n") != 1 {
+		t.Fatalf("baton version: exit %d, %q %q; want %q...%s)", code, out, errOut, want, runtime.Version())
 	}
 	if _, _, code := runBin(t, batonCLI, "version", "extra"); code != 2 {
 		t.Errorf("baton version extra: exit %d, want 2", code)
@@ -189,14 +180,20 @@ func TestRootLengthStable(t *testing.T) {
 				t.Fatalf("upgrade: %s", u.Err)
 			}
 		}
-		for i := 0; i < 12; i++ { // hits from 1 digit to 2
+		// 12 replies from this generation (hits from 1 digit to 2); a new
+		// connection may still reach the old one for a moment, and its
+		// replies are measured too.
+		seen := 0
+		for i := 0; seen < 12; i++ {
 			n, r := get()
 			if n != want {
 				t.Fatalf("generation %d, hits %d, pid %d: %d bytes, the first reply (hits %d, pid %d) had %d",
 					r.Generation, r.Hits, r.Pid, n, first.Hits, first.Pid, want)
 			}
-			if r.Generation != gen {
-				t.Fatalf("generation %d, want %d", r.Generation, gen)
+			if r.Generation == gen {
+				seen++
+			} else if i > 1000 {
+				t.Fatalf("generation %d still answers after upgrade %d", r.Generation, gen)
 			}
 		}
 	}

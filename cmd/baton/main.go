@@ -49,7 +49,7 @@ Usage:
   baton status  [--socket PATH | --pidfile PATH] [--json]
   baton tasks   [--socket PATH] [--json] [--kind K] [--state S] [--orphans]
   baton tasks   pause|resume|run-now [--socket PATH] ID
-  baton version [--json]
+  baton version
   baton help [command]
 
 The service is reached through its control socket (--socket, or the
