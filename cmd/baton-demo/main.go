@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -40,6 +39,9 @@ var version = "dev"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, errHelp) || errors.Is(err, errVersion) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "baton-demo:", err)
 		os.Exit(1)
 	}
@@ -73,12 +75,19 @@ type config struct {
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("baton-demo", flag.ContinueOnError)
+	// The flag package would print a parse error and the whole usage, and
+	// run's caller prints the error again: the error alone is printed
+	// once, by main, and -h prints the help to stdout (help.go).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	c.version = version
+	vf := &versionFlag{version: &c.version}
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "TCP `address` to serve HTTP on")
 	fs.StringVar(&c.pidFile, "pidfile", "", "write the pid of the serving process to this `file`")
 	fs.DurationVar(&c.drain, "drain", upgrader.DefaultDrainTimeout, "how long the old process may drain after an upgrade")
 	fs.DurationVar(&c.upgradeTimeout, "upgrade-timeout", upgrader.DefaultUpgradeTimeout, "how long a new process may take to become ready")
 	fs.DurationVar(&c.probation, "probation", 0, "after an upgrade, how long the old process stands by to take the service back if the new one dies or fails GET /healthz (0: none)")
-	fs.StringVar(&c.version, "version", version, "version string this process reports")
+	fs.Var(vf, "version", "print the build (module version, VCS revision, Go version) and exit; -version=STRING sets the version this process reports")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.stateFile, "state-file", "", "keep the state in this `file` across full restarts")
 	fs.DurationVar(&c.stateInterval, "state-file-interval", 0, "also write the state file this often (0: only when stopping)")
@@ -96,7 +105,15 @@ func parseFlags(args []string) (config, error) {
 	fs.Int64Var(&c.stateMaxBytes, "state-max-bytes", 0, "largest snapshot, in `bytes`, to hand over, receive or write (0: state.DefaultMaxSize)")
 	c.web.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(os.Stdout, fs)
+			return c, errHelp
+		}
+		return c, fmt.Errorf("%w (baton-demo -h lists the flags)", err)
+	}
+	if vf.print {
+		fmt.Printf("baton-demo %s\n", buildLine(c.version))
+		return c, errVersion
 	}
 	if err := c.web.check(); err != nil {
 		return c, err
@@ -256,7 +273,7 @@ func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
 	u := svc.u
 	ln, err := u.Listen("tcp", cfg.addr)
 	if err != nil {
-		return nil, err
+		return nil, listenError("-addr", cfg.addr, err) // binderr.go
 	}
 	health := "http://" + ln.Addr().String() + "/healthz"
 	svc.healthURL.Store(&health)
@@ -416,14 +433,7 @@ func (d *demo) withPid(h http.Handler) http.Handler {
 func (d *demo) root(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	proto, overTLS := connKind(r)
-	json.NewEncoder(w).Encode(map[string]any{
-		"proto":      proto,
-		"tls":        overTLS,
-		"pid":        d.pid,
-		"generation": d.generation,
-		"version":    d.version,
-		"hits":       d.hits.Inc(),
-	})
+	w.Write(rootBody(proto, overTLS, d.pid, d.generation, d.version, d.hits.Inc())) // rootbody.go
 }
 
 func (d *demo) healthz(w http.ResponseWriter, r *http.Request) {

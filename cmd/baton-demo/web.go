@@ -55,7 +55,7 @@ func (c *webConfig) serveTLS(u *upgrader.Upgrader, h http.Handler) (string, erro
 	}
 	ln, err := u.Listen("tcp", c.tlsAddr)
 	if err != nil {
-		return "", err
+		return "", listenError("-tls-addr", c.tlsAddr, err)
 	}
 	// Session tickets the old process issued resume with the new one.
 	tickets, err := u.ShareTLSSessionTickets()

@@ -49,6 +49,7 @@ Usage:
   baton status  [--socket PATH | --pidfile PATH] [--json]
   baton tasks   [--socket PATH] [--json] [--kind K] [--state S] [--orphans]
   baton tasks   pause|resume|run-now [--socket PATH] ID
+  baton version
   baton help [command]
 
 The service is reached through its control socket (--socket, or the
@@ -77,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "tasks":
 		return cmdTasks(args[1:], stdout, stderr)
+	case "version", "--version":
+		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			return run([]string{args[1], "--help"}, stdout, stderr)
