@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os/exec"
@@ -65,18 +66,27 @@ func startHTTPS(t testing.TB, args ...string) (*demotest.Proc, string) {
 	return p, line.Fields["tls_addr"]
 }
 
-// freeTCPAddr returns a port on 127.0.0.1 that was free a moment ago.
+// freeTCPAddr returns a port on 127.0.0.1 that was free a moment ago, taken
+// below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768
+// and up here): the load of the other tests opens thousands of outgoing
+// connections, and one of them could take a freed ephemeral port before
+// the demo binds it (seen once: "is in use (-tls-addr)").
 // The HTTPS listener cannot be on port 0 as well as the clear one: the
-// upgrader names inherited listeners by their address, and two called
-// 127.0.0.1:0 would be mixed up in the new process.
+// upgrader names a handed-over listener by its address, so a second
+// 127.0.0.1:0 is refused (ErrListenerTaken).
 func freeTCPAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken: try another
+		}
+		ln.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port between 20000 and 32000 on 127.0.0.1")
+	return ""
 }
 
 // insecureTLS trusts the test's self-signed certificate. Each client
