@@ -4,9 +4,11 @@ package tests
 // whatever the drain did, and a failure to write it is an exit status.
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,6 +26,35 @@ func halfRequest(t *testing.T, addr string) {
 	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n")); err != nil {
 		t.Fatal(err)
 	}
+	waitServerRead(t, c)
+}
+
+// waitServerRead waits until the server has accepted c and read what was
+// sent on it: its end of the connection, in /proc/net/tcp, has nothing
+// left in its receive queue. A stop sent before that would find no
+// half-read request to wait for.
+func waitServerRead(t *testing.T, c net.Conn) {
+	t.Helper()
+	hexAddr := func(a net.Addr) string {
+		ta := a.(*net.TCPAddr)
+		ip := ta.IP.To4()
+		return fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ta.Port)
+	}
+	// The server's end: local is the address c dialled, remote is c's own.
+	local, remote := hexAddr(c.RemoteAddr()), hexAddr(c.LocalAddr())
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && f[1] == local && f[2] == remote && strings.HasSuffix(f[4], ":00000000") {
+				return
+			}
+		}
+	}
+	t.Fatal("the server did not read the half request within 5 s")
 }
 
 // TestStateFileWrittenAfterForcedDrain: SIGTERM with a client that sent
