@@ -26,6 +26,7 @@ type dataTask struct {
 	NextRun  time.Time `json:"next_run"`
 	Error    string    `json:"error"`
 	Reason   string    `json:"reason"`
+	InFlight int       `json:"in_flight"`
 }
 
 var dataClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}

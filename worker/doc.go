@@ -2,9 +2,10 @@
 // to the next process on an upgrade, so that an upgrade does not show in the
 // work they do.
 //
-// Invariant: each task has at most one run in flight, and a task's runs are
-// numbered consecutively across processes (Run.Seq): a run is executed once,
-// in one process, unless the freeze bound cut it off, in which case it is
+// Invariant: each task has at most one run in flight (up to
+// Task.MaxConcurrent with OverlapAllow), and a task's runs are numbered
+// consecutively across processes (Run.Seq): a run is executed once, in one
+// process, unless the freeze bound cut it off, in which case it is
 // executed again under the same number after Restore or Thaw (at least once).
 //
 // # Kinds and tasks as data
@@ -34,10 +35,29 @@
 // change, a time it repeats runs at its first occurrence. Start and End
 // bound the schedule, Jitter spreads runs, Timeout bounds each run,
 // Overlap says what becomes of points that come due while a run is in
-// flight (queued behind it, or skipped), Pause and Resume stop and restart
+// flight (queued behind it, skipped, or run alongside it, up to a bound),
+// Pause and Resume stop and restart
 // the schedule, RunNow adds one run without moving it. Next run times are
 // data: the snapshot carries them as wall-clock times, and the new
 // process runs each task when the old one would have.
+//
+// # Overlapping runs
+//
+// With OverlapAllow a periodic task starts the run of each point when it
+// comes due, while earlier runs are still in flight, up to
+// Task.MaxConcurrent runs at once; at that bound the points wait, as with
+// OverlapQueue (its Policy then says whether the late ones run once or each).
+// Each run is numbered when it starts, so runs may end out of order: Runs
+// counts the finished ones, and the next new number is one more than every
+// number given so far. The runs share the task's state: each sees
+// (Run.State, the value of Periodic) the state checkpointed when it
+// started, and the last Checkpoint wins; a task whose concurrent runs must
+// all count keeps its tally elsewhere, or uses OverlapQueue. A failed run
+// holds the next start for its backoff. Runs cut off by the freeze bound
+// are listed in the snapshot under their numbers and run again first, in
+// the next process or after Thaw, marked MaybeDuplicate. Such a snapshot is
+// written in format 3, which releases before OverlapAllow refuse with an
+// error; any other is format 2, which they read.
 //
 // A periodic task has a Policy for missed schedule points:
 // SkipLate runs once for any number of them, CatchUp runs each of them, up

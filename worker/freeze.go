@@ -10,7 +10,10 @@ import (
 )
 
 // SnapshotVersion is the version of the snapshot format that Capture writes
-// and Restore reads, the Version of the supervisor's Participant.
+// and Restore reads, the Version of the supervisor's Participant. Capture
+// writes format 3 (pending runs of OverlapAllow tasks) only when there are
+// such runs, so that a release that reads version 2 restores the rest;
+// see snapshot.go.
 const SnapshotVersion = 2
 
 // Register registers the supervisor's Participant in reg, with the step

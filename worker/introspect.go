@@ -155,8 +155,14 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 	if t.lastRun != 0 {
 		info.LastRun = time.Unix(0, t.lastRun)
 	}
+	if t.ov != nil {
+		info.InFlight, info.Pending = len(t.ov.inflight), len(t.ov.pending)
+	}
+	// An OverlapAllow task in flight may start its next run meanwhile.
+	queued := t.status == StatusIdle || t.status == StatusBackoff ||
+		t.status == StatusRunning && t.spec.Overlap == OverlapAllow && !s.pastEnd(t, t.nominal)
 	switch {
-	case t.status != StatusIdle && t.status != StatusBackoff:
+	case !queued:
 	case t.spec.cron != nil:
 		// On the clock the cron points were found on, so that a point
 		// shows as the whole second it is.

@@ -157,6 +157,7 @@ const (
 	specStart
 	specEnd
 	specArgs
+	specMaxConcurrent
 )
 
 // maxSpecField bounds a field on read: Args, and some room.
@@ -207,6 +208,7 @@ func encodeSpec(t *Task) []byte {
 	num(specStart, unixNano(t.Start))
 	num(specEnd, unixNano(t.End))
 	str(specArgs, t.Args)
+	num(specMaxConcurrent, int64(t.MaxConcurrent))
 	if b == nil {
 		b = []byte{} // a loop: no field, still a spec
 	}
@@ -226,7 +228,7 @@ func decodeSpec(b []byte) (Task, error) {
 		var n int64
 		switch tag {
 		case specEvery, specAt, specJitter, specPolicy, specCatchUpLimit, specCatchUpSpacing,
-			specOverlap, specTimeout, specStart, specEnd:
+			specOverlap, specTimeout, specStart, specEnd, specMaxConcurrent:
 			var k int
 			if n, k = binary.Varint(v); k <= 0 || k != len(v) {
 				d.err = fmt.Errorf("field %d: bad number", tag)
@@ -259,6 +261,8 @@ func decodeSpec(b []byte) (Task, error) {
 			t.End = fromUnixNano(n)
 		case specArgs:
 			t.Args = v // points into the chunk, which is never reused
+		case specMaxConcurrent:
+			t.MaxConcurrent = int(n)
 		}
 	}
 	if d.err != nil {
@@ -298,6 +302,9 @@ func (s *Supervisor) Resume(id string) error {
 	}
 	t.paused = false
 	if t.status != StatusPaused {
+		if t.ov != nil {
+			s.requeueRunsLocked(t) // below its bound, it may start another
+		}
 		return nil // in flight, or a RunNow is queued: it requeues itself
 	}
 	now := s.mono(s.opts.now())
@@ -346,11 +353,18 @@ func (s *Supervisor) RunNow(id string) error {
 		return fmt.Errorf("%w: task %q is done: it has no runs left", ErrInvalidTask, id)
 	case StatusRunning:
 		t.runNow = true
+		if t.ov != nil {
+			s.requeueRunsLocked(t) // below its bound, it starts now
+		}
 		return nil
 	}
 	t.runNow = true
 	if t.held {
 		return nil // queued when the removed instance's run ends
+	}
+	if t.multi() {
+		s.requeueRunsLocked(t) // queued for now, its schedule kept
+		return nil
 	}
 	t.due = s.mono(s.opts.now())
 	s.setStatusLocked(t, StatusIdle)

@@ -488,7 +488,7 @@ func TestFrozenRefusesChanges(t *testing.T) {
 // ErrCorrupt.
 func TestSpecRoundTrip(t *testing.T) {
 	in := Task{Every: 0, Cron: "*/5 * * * * *", TimeZone: "Asia/Tokyo", Jitter: time.Second, Policy: CatchUp,
-		CatchUpLimit: -1, CatchUpSpacing: 2 * time.Second, Overlap: OverlapSkip, Timeout: time.Minute,
+		CatchUpLimit: -1, CatchUpSpacing: 2 * time.Second, Overlap: OverlapAllow, MaxConcurrent: 7, Timeout: time.Minute,
 		Start: time.Unix(100, 5), End: time.Unix(200, 7), Args: []byte("customer-1")}
 	b := encodeSpec(&in)
 	b = binary.AppendUvarint(b, 99) // a later release's field
@@ -499,7 +499,7 @@ func TestSpecRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if out.Cron != in.Cron || out.TimeZone != in.TimeZone || out.Jitter != in.Jitter || out.Policy != in.Policy ||
-		out.CatchUpLimit != in.CatchUpLimit || out.CatchUpSpacing != in.CatchUpSpacing || out.Overlap != in.Overlap ||
+		out.CatchUpLimit != in.CatchUpLimit || out.CatchUpSpacing != in.CatchUpSpacing || out.Overlap != in.Overlap || out.MaxConcurrent != in.MaxConcurrent ||
 		out.Timeout != in.Timeout || !out.Start.Equal(in.Start) || !out.End.Equal(in.End) || string(out.Args) != "customer-1" {
 		t.Errorf("decoded %+v, want %+v", out, in)
 	}

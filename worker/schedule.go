@@ -191,9 +191,10 @@ type qent struct {
 	seq uint32 // t.qseq at the push; another value marks a stale entry
 }
 
-func (h *taskHeap) push(t *task) {
+// push queues t to be popped at due.
+func (h *taskHeap) push(t *task, due int64) {
 	t.qseq++
-	*h = append(*h, qent{due: t.due, t: t, seq: t.qseq})
+	*h = append(*h, qent{due: due, t: t, seq: t.qseq})
 	h.up(len(*h) - 1)
 }
 

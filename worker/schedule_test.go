@@ -102,7 +102,8 @@ func TestTaskHeapOrder(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 5, 17, 500} {
 		var h taskHeap
 		for range n {
-			h.push(&task{due: r.Int64N(100)})
+			t := &task{due: r.Int64N(100)}
+			h.push(t, t.due)
 		}
 		// Change due times and rebuild, as Restore does.
 		for i := range h[:n/3] {
@@ -119,7 +120,8 @@ func TestTaskHeapOrder(t *testing.T) {
 			}
 			prev = tk.due
 			if i%3 == 0 && i < n {
-				h.push(&task{due: prev + r.Int64N(50)})
+				t := &task{due: prev + r.Int64N(50)}
+				h.push(t, t.due)
 			}
 		}
 	}

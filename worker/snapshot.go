@@ -13,8 +13,11 @@ import (
 	"github.com/batonhq/baton/state"
 )
 
-// Snapshot format, version 2 (SnapshotVersion); Restore also reads
-// version 1, which has neither last_run nor spec in its records.
+// Snapshot format, version 2 (SnapshotVersion), or 3 when a record has
+// pending runs: Capture writes 3 only then, so that a release that reads
+// version 2, the participant's version, restores every other snapshot
+// (and refuses, with an error, one it would misread). Restore reads 1 to
+// 3; version 1 has neither last_run nor spec in its records.
 //
 // All integers are unsigned varints (encoding/binary Uvarint) unless marked
 // "signed" (Varint, zig-zag). Times are wall-clock Unix nanoseconds (signed),
@@ -22,7 +25,7 @@ import (
 // string is a uvarint length followed by that many bytes.
 //
 //	snapshot = magic chunk* end
-//	magic    = "BWK" version (0x02; 0x01 for version 1)
+//	magic    = "BWK" version (0x03; 0x02, 0x01 for versions 2, 1)
 //	chunk    = len (uvarint, 1..maxChunk) payload crc (4 bytes, little endian,
 //	           CRC-32C of payload)
 //	end      = 0x00 (a chunk length of zero)
@@ -42,7 +45,8 @@ import (
 //	                      16 the next run repeats one that was cut off after
 //	                      it started (a possible duplicate), 32 data: a
 //	                      task of a registered kind, restored from spec,
-//	                      64 paused; readers ignore flags they do not know
+//	                      64 paused, 128 pending runs follow (version 3);
+//	                      readers ignore flags they do not know
 //	orphan_gen            0, or how many Restores kept it without registration
 //	every         signed  interval in ns (0 for a loop), for reporting
 //	nominal       signed  schedule point the next run serves
@@ -56,12 +60,25 @@ import (
 //	                      tag, length, value, the unknown ones skipped (see
 //	                      encodeSpec); empty for a task registered by ID
 //	                      (version 2)
+//	pending               with flag 128 (version 3): a count (1 to
+//	                      MaxConcurrentLimit), then that many sequence
+//	                      numbers, ascending, each as seq<<1 | dup: runs of
+//	                      an OverlapAllow task that were in flight or cut
+//	                      off, to run again under their numbers; dup says
+//	                      the run had started (Run.MaybeDuplicate). A
+//	                      pending number is distinct and at most runs +
+//	                      count; the task's next new number is runs +
+//	                      count + 1.
 //
 // The format is self-delimiting, so Restore reads exactly the bytes that
 // Capture wrote and nothing after them, and every payload is checked before
 // it is parsed.
 
 var snapshotMagic = [4]byte{'B', 'W', 'K', SnapshotVersion}
+
+// formatPending is the format version of a snapshot with pending runs, the
+// newest Restore reads.
+const formatPending = 3
 
 // maxSpecSize bounds a record's spec on read: the largest Args in base64,
 // and the rest.
@@ -82,6 +99,7 @@ const (
 	flagMaybeDup
 	flagData
 	flagPaused
+	flagPending
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -104,6 +122,8 @@ type record struct {
 	state                       []byte
 	lastRun                     int64
 	spec                        []byte
+	// pending are the runs to run again, as seq<<1 | dup (version 3).
+	pending []uint64
 	// reason says why an orphan is not run, when it is not the plain
 	// absence of its kind or registration; not written.
 	reason string
@@ -122,7 +142,11 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	wall := func(mono int64) int64 { return nowWall + (mono - nowMono) }
 
 	cw := chunkWriter{w: w, buf: make([]byte, 0, chunkTarget+4096)}
-	if _, err := w.Write(snapshotMagic[:]); err != nil {
+	magic := snapshotMagic
+	if s.hasPendingLocked() {
+		magic[3] = formatPending
+	}
+	if _, err := w.Write(magic[:]); err != nil {
 		return fmt.Errorf("worker: capture: %w", err)
 	}
 	b := binary.AppendVarint(cw.buf, nowWall)
@@ -195,6 +219,10 @@ func recordOf(t *task, wall func(int64) int64) record {
 	if t.maybeDup {
 		r.flags |= flagMaybeDup
 	}
+	if r.pending = t.pendingSeqs(); r.pending != nil {
+		r.flags |= flagPending
+		r.flags &^= flagInFlight // its runs are listed: the schedule is not in flight
+	}
 	return r
 }
 
@@ -215,7 +243,14 @@ func appendRecord(b []byte, r *record) []byte {
 	b = append(b, r.state...)
 	b = binary.AppendVarint(b, r.lastRun)
 	b = binary.AppendUvarint(b, uint64(len(r.spec)))
-	return append(b, r.spec...)
+	b = append(b, r.spec...)
+	if r.flags&flagPending != 0 {
+		b = binary.AppendUvarint(b, uint64(len(r.pending)))
+		for _, v := range r.pending {
+			b = binary.AppendUvarint(b, v)
+		}
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -254,8 +289,8 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		return nil, corrupt("magic", err)
 	}
 	version := magic[3]
-	if [3]byte(magic[:3]) != [3]byte(snapshotMagic[:3]) || version < 1 || version > SnapshotVersion {
-		return nil, fmt.Errorf("%w: magic % x, want % x (or version 1)", ErrCorrupt, magic, snapshotMagic)
+	if [3]byte(magic[:3]) != [3]byte(snapshotMagic[:3]) || version < 1 || version > formatPending {
+		return nil, fmt.Errorf("%w: magic % x, want % x (or an earlier version)", ErrCorrupt, magic, snapshotMagic)
 	}
 	cr := chunkReader{r: r}
 	payload, err := cr.next()
@@ -457,10 +492,42 @@ func (d *decoder) record(kinds map[string]string, version byte) record {
 			r.spec = sp
 		}
 	}
+	if version >= 3 && r.flags&flagPending != 0 {
+		r.pending = d.pending(r.runs)
+	}
 	if d.err == nil && len(r.idb) == 0 {
 		d.err = errors.New("empty task id")
 	}
 	return r
+}
+
+// pending reads a record's pending runs, checking that their numbers are
+// ascending, distinct and at most runs + count, as Capture writes them.
+func (d *decoder) pending(runs uint64) []uint64 {
+	n := d.uvarint()
+	if d.err == nil && (n == 0 || n > MaxConcurrentLimit) {
+		d.err = fmt.Errorf("%d pending runs, want 1 to %d", n, MaxConcurrentLimit)
+	}
+	if d.err != nil {
+		return nil
+	}
+	out := make([]uint64, 0, n)
+	for range n {
+		v := d.uvarint()
+		seq := v >> 1
+		switch {
+		case d.err != nil:
+			return nil
+		case seq == 0 || seq > runs+n || runs+n < runs:
+			d.err = fmt.Errorf("pending run %d out of range (runs %d)", seq, runs)
+			return nil
+		case len(out) > 0 && seq <= out[len(out)-1]>>1:
+			d.err = fmt.Errorf("pending run %d not ascending", seq)
+			return nil
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // Restore loads a snapshot written by Capture, in this process or the one
@@ -648,10 +715,15 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	// not done or held is queued.
 	clear(s.q)
 	s.q = s.q[:0]
+	nowMono := s.mono(now)
 	for _, t := range s.all {
 		if t.status != StatusDone && t.status != StatusPaused && !t.held {
 			t.qseq++
-			s.q = append(s.q, qent{due: t.due, t: t, seq: t.qseq})
+			due := t.due
+			if t.ov != nil && len(t.ov.pending) > 0 {
+				due = min(due, nowMono) // its cut-off runs, at once
+			}
+			s.q = append(s.q, qent{due: due, t: t, seq: t.qseq})
 		}
 	}
 	s.q.init()
@@ -785,6 +857,7 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	t.local, t.localGen = p.local, t.stateGen
 	t.jit = 0
 	s.setMaybeDupLocked(t, rec.flags&flagMaybeDup != 0)
+	s.restorePendingLocked(t, rec.pending)
 	switch {
 	case rec.flags&flagDone != 0 && !t.oneOff():
 		t.status = StatusDone

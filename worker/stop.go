@@ -88,8 +88,8 @@ func (s *Supervisor) setMaybeDupLocked(t *task, v bool) {
 		return
 	}
 	t.maybeDup = v
-	if t.removed {
-		return
+	if t.removed || t.isRecord() {
+		return // not counted: a record's parent is
 	}
 	if v {
 		s.dupCount++
@@ -167,10 +167,10 @@ func (s *Supervisor) abandonOverdueLocked() (time.Duration, []AbandonedRun) {
 		out = append(out, AbandonedRun{ID: t.spec.ID, Seq: t.runs + 1, Cancelled: cancelled, Abandoned: wallNow})
 	}
 	for _, t := range s.all {
-		visit(t)
+		s.eachRunLocked(t, visit)
 	}
 	for _, t := range s.removing {
-		visit(t)
+		s.eachRunLocked(t, visit)
 	}
 	for _, a := range out {
 		if len(s.abandoned) == maxAbandonedListed {

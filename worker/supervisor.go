@@ -105,6 +105,9 @@ type Supervisor struct {
 	// dupCount counts the registered tasks whose next run may be a
 	// duplicate (task.maybeDup).
 	dupCount int
+	// multis are the tasks with run state (task.ov): OverlapAllow tasks
+	// that ran, and tasks restored with pending runs.
+	multis map[*task]struct{}
 }
 
 // totals are the supervisor-wide counters. They travel in the snapshot so
@@ -329,6 +332,7 @@ func (s *Supervisor) dropLocked(t *task) {
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
 	t.removed = true
+	delete(s.multis, t) // its run records keep t.ov until they end
 }
 
 // Run starts the scheduler and the runners and blocks until the
@@ -447,24 +451,30 @@ func (s *Supervisor) hardStopLocked() {
 // Thaw or Restore. Their stop bounds start. It returns how many.
 func (s *Supervisor) cutOffLocked(cause error) int {
 	n := 0
-	for _, t := range s.all {
-		if t.status == StatusRunning && !t.cutOff {
-			t.cutOff = true
-			n++
-			if t.cancel != nil {
-				t.cancel(cause)
-			}
-			// The run may have done some or all of its work, or go on
-			// doing it: the run again under its number may repeat it.
-			s.setMaybeDupLocked(t, true)
-			s.startStopClockLocked(t)
+	cut := func(r *task) {
+		if r.cutOff {
+			return
 		}
+		r.cutOff = true
+		n++
+		if r.cancel != nil {
+			r.cancel(cause)
+		}
+		// The run may have done some or all of its work, or go on
+		// doing it: the run again under its number may repeat it.
+		s.setMaybeDupLocked(r, true)
+		s.startStopClockLocked(r)
+	}
+	for _, t := range s.all {
+		s.eachRunLocked(t, cut)
 	}
 	for _, t := range s.removing {
-		if t.cancel != nil {
-			t.cancel(cause)
-		}
-		s.startStopClockLocked(t)
+		s.eachRunLocked(t, func(r *task) {
+			if r.cancel != nil {
+				r.cancel(cause)
+			}
+			s.startStopClockLocked(r)
+		})
 	}
 	s.genCancel(cause)
 	s.genCtx, s.genCancel = context.WithCancelCause(s.baseCtx)
@@ -498,9 +508,15 @@ func (s *Supervisor) pushLocked(t *task) {
 		// under churn, drop them now. O(n), once per n pushes.
 		s.q.compact()
 	}
-	s.q.push(t)
-	if t.due < s.sleepUntil {
-		s.sleepUntil = t.due
+	due := t.due
+	if t.multi() && (t.runNow || t.ov != nil && len(t.ov.pending) > 0) {
+		// A pending or asked-for run of a multi task does not move its
+		// schedule: it is queued for now, its due time kept.
+		due = min(due, s.mono(s.opts.now()))
+	}
+	s.q.push(t, due)
+	if due < s.sleepUntil {
+		s.sleepUntil = due
 		s.signal()
 	}
 }
@@ -508,6 +524,9 @@ func (s *Supervisor) pushLocked(t *task) {
 // dispatchLocked marks t, just popped from the queue, as running and
 // returns its job.
 func (s *Supervisor) dispatchLocked(t *task) job {
+	if t.multi() {
+		return s.dispatchRunLocked(t)
+	}
 	s.inflight++
 	s.setStatusLocked(t, StatusRunning)
 	t.rerun = t.maybeDup
@@ -569,7 +588,7 @@ func (s *Supervisor) dispatchDueLocked() time.Duration {
 			return -1
 		}
 		t := s.q.pop()
-		if t == nil || t.removed {
+		if t == nil || t.removed || t.multi() && !s.canStartLocked(t) {
 			continue
 		}
 		j := s.dispatchLocked(t)
@@ -684,7 +703,7 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 	s.mu.Lock()
 	seq := t.runs + 1
 	next, ok, retry := s.finishLocked(j, err, panicked, start, end, runner, runner)
-	consecutive := t.consecutive
+	consecutive := t.owner().consecutive
 	s.mu.Unlock()
 	if retry >= 0 {
 		s.logFailure(t.spec.ID, seq, err, consecutive, retry)
@@ -740,6 +759,9 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 // interrupted loop, otherwise the run is counted. It returns the backoff
 // of a counted failure, or -1.
 func (s *Supervisor) settleLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
+	if t.isRecord() {
+		return s.settleRecordLocked(t, err, panicked, end)
+	}
 	switch {
 	case t.removed:
 		s.releaseRemovedLocked(t)
@@ -853,7 +875,7 @@ func (s *Supervisor) requeueLocked(t *task, st Status) {
 func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
 	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
 		nt := s.q.pop()
-		if nt == nil || nt.removed {
+		if nt == nil || nt.removed || nt.multi() && !s.canStartLocked(nt) {
 			continue
 		}
 		nj := s.dispatchLocked(nt)

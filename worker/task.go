@@ -151,6 +151,11 @@ type Task struct {
 	// come due while its run is still in flight. Zero is OverlapQueue.
 	Overlap Overlap
 
+	// MaxConcurrent is, for an OverlapAllow task, the most runs it has in
+	// flight at once, 2 to MaxConcurrentLimit; zero means
+	// DefaultMaxConcurrent. It must be zero for the other policies.
+	MaxConcurrent int
+
 	// Timeout bounds each run: its context is cancelled with ErrTimeout
 	// that long after it starts, and a run that returns then counts as a
 	// failure. Zero means no bound.
@@ -184,7 +189,8 @@ type Task struct {
 }
 
 // A Overlap says what a periodic task does with schedule points that come
-// due while its run is in flight; a task never has two runs in flight.
+// due while its run is in flight. Only OverlapAllow lets a task have more
+// than one run in flight.
 type Overlap uint8
 
 const (
@@ -195,15 +201,34 @@ const (
 	// OverlapSkip drops the points that came due during a run, counted as
 	// skipped; the next run is at the first point after the run ended.
 	OverlapSkip
+	// OverlapAllow starts a point's run when it comes due even while
+	// earlier runs are in flight, up to Task.MaxConcurrent of them; at
+	// that bound the points wait, as with OverlapQueue, for a run to end.
+	// Each run gets its sequence number when it starts, so runs may end
+	// out of order; they share the task's state: each sees the state
+	// checkpointed when it started, and the last Checkpoint wins. See
+	// the package doc.
+	OverlapAllow
 )
 
-// String returns "queue" or "skip".
+// Bounds of Task.MaxConcurrent.
+const (
+	// DefaultMaxConcurrent is the bound of an OverlapAllow task whose
+	// MaxConcurrent is zero.
+	DefaultMaxConcurrent = 4
+	// MaxConcurrentLimit is the largest MaxConcurrent.
+	MaxConcurrentLimit = 1024
+)
+
+// String returns "queue", "skip" or "allow".
 func (o Overlap) String() string {
 	switch o {
 	case OverlapQueue:
 		return "queue"
 	case OverlapSkip:
 		return "skip"
+	case OverlapAllow:
+		return "allow"
 	}
 	return fmt.Sprintf("Overlap(%d)", uint8(o))
 }
@@ -226,8 +251,14 @@ func (t *Task) validate() error {
 		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Policy)
 	case t.CatchUpSpacing < 0 || t.CatchUpSpacing > t.Every && t.Cron == "":
 		return fmt.Errorf("%w: task %q: CatchUpSpacing %v is not within [0, Every %v]", ErrInvalidTask, t.ID, t.CatchUpSpacing, t.Every)
-	case t.Overlap > OverlapSkip:
+	case t.Overlap > OverlapAllow:
 		return fmt.Errorf("%w: task %q: unknown %v", ErrInvalidTask, t.ID, t.Overlap)
+	case t.Overlap == OverlapAllow && t.Every == 0 && t.Cron == "":
+		return fmt.Errorf("%w: task %q: overlap allow needs a periodic schedule (Every or Cron)", ErrInvalidTask, t.ID)
+	case t.Overlap != OverlapAllow && t.MaxConcurrent != 0:
+		return fmt.Errorf("%w: task %q: MaxConcurrent is for overlap allow", ErrInvalidTask, t.ID)
+	case t.MaxConcurrent != 0 && (t.MaxConcurrent < 2 || t.MaxConcurrent > MaxConcurrentLimit):
+		return fmt.Errorf("%w: task %q: MaxConcurrent %d is not within [2, %d]", ErrInvalidTask, t.ID, t.MaxConcurrent, MaxConcurrentLimit)
 	case t.Timeout < 0:
 		return fmt.Errorf("%w: task %q: negative Timeout", ErrInvalidTask, t.ID)
 	case len(t.Args) > MaxArgsSize:
@@ -275,6 +306,9 @@ func (t Task) withDefaults() Task {
 	if t.CatchUpSpacing == 0 && t.Cron == "" {
 		t.CatchUpSpacing = t.Every / DefaultCatchUpRate
 	}
+	if t.Overlap == OverlapAllow && t.MaxConcurrent == 0 {
+		t.MaxConcurrent = DefaultMaxConcurrent
+	}
 	return t
 }
 
@@ -292,10 +326,12 @@ func (r *Run) ID() string { return r.t.spec.ID }
 func (r *Run) Args() []byte { return r.t.spec.Args }
 
 // Seq returns the run's sequence number: 1 for a task's first run, one more
-// for each finished run after, across processes. A run cut off by a freeze
-// and run again keeps its number.
+// for each run after, across processes. A run cut off by a freeze and run
+// again keeps its number. The runs of an OverlapAllow task are numbered
+// when they start, and may end out of order.
 func (r *Run) Seq() uint64 {
-	// runs only changes when a run finishes, and this run has not.
+	// runs only changes when a run finishes, and this run has not; a run
+	// record of an OverlapAllow task holds its seq - 1 there.
 	return r.t.runs + 1
 }
 
@@ -308,7 +344,8 @@ func (r *Run) Seq() uint64 {
 func (r *Run) MaybeDuplicate() bool { return r.t.rerun }
 
 // State returns the task's last checkpointed state, at the task's Version,
-// or nil when there is none. The caller must not modify it.
+// or nil when there is none; for a run of an OverlapAllow task, the state
+// when the run started. The caller must not modify it.
 func (r *Run) State() []byte { return r.t.state }
 
 // Checkpoint makes b the task's state, at the task's Version: what Capture
@@ -323,14 +360,15 @@ func (r *Run) Checkpoint(b []byte) error {
 	s, t := r.s, r.t
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	owner := t.owner()
 	switch {
-	case t.removed:
+	case owner.removed:
 		return ErrRemoved
 	case t.cutOff:
 		return ErrCutOff
 	}
-	t.state = b
-	t.stateGen++
+	owner.state = b
+	owner.stateGen++
 	return nil
 }
 
@@ -404,6 +442,11 @@ type TaskInfo struct {
 	// LastRun is when the last counted run finished; zero if none in
 	// this process or the snapshot's.
 	LastRun time.Time `json:"last_run,omitzero"`
+	// InFlight counts the runs in flight of an OverlapAllow task, and
+	// Pending those cut off by a freeze that will run again (keeping
+	// their numbers).
+	InFlight int `json:"in_flight,omitempty"`
+	Pending  int `json:"pending,omitempty"`
 }
 
 // task is the supervisor's record of a registered task. Fields are guarded
@@ -462,6 +505,10 @@ type task struct {
 	// earlier process; rerun is its value when the run in flight was
 	// dispatched, which Run.MaybeDuplicate reports.
 	maybeDup, rerun bool
+	// ov holds the runs of a task that may have several: an OverlapAllow
+	// task, or one restored with cut-off runs of one; nil for the others.
+	// A run record (ov.parent != t) is a task of its own for one run.
+	ov *overlapRuns
 }
 
 // loop reports whether t is a loop: no Every, Cron or At.

@@ -34,6 +34,10 @@ const (
 	kindCount = "demo.count"
 	// kindEcho only logs its runs, with its Args.
 	kindEcho = "demo.echo"
+	// kindSleep takes as long as its Args say (a Go duration, such as
+	// "300ms"), then logs its run: a slow task, to try overlap policies.
+	// A run cut off by its context logs nothing: it runs again.
+	kindSleep = "demo.sleep"
 )
 
 // withoutKinds lists, comma-separated, kinds a build leaves out, as a
@@ -76,6 +80,21 @@ func registerKinds(sup *worker.Supervisor, c dataConfig, log *taskLog) error {
 			}
 			return nil
 		}},
+		{Name: kindSleep, Version: 1, Run: func(ctx context.Context, r *worker.Run) error {
+			d, err := time.ParseDuration(string(r.Args()))
+			if err != nil {
+				return fmt.Errorf("args %q: want a duration: %w", r.Args(), err)
+			}
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			if log != nil {
+				log.record(r.ID(), r.Seq(), pid, time.Now())
+			}
+			return nil
+		}},
 	}
 	for _, k := range kinds {
 		if slices.Contains(without, k.Name) {
@@ -100,12 +119,14 @@ type taskRequest struct {
 	After   string `json:"after,omitempty"` // a duration from now: a one-off run
 	Jitter  string `json:"jitter,omitempty"`
 	Timeout string `json:"timeout,omitempty"`
-	Overlap string `json:"overlap,omitempty"` // queue (default) or skip
-	CatchUp int    `json:"catch_up,omitempty"`
-	Start   string `json:"start,omitempty"` // RFC 3339
-	End     string `json:"end,omitempty"`   // RFC 3339
-	Paused  bool   `json:"paused,omitempty"`
-	Args    string `json:"args,omitempty"`
+	Overlap string `json:"overlap,omitempty"` // queue (default), skip or allow
+	// MaxConcurrent bounds the runs in flight of an overlap allow task.
+	MaxConcurrent int    `json:"max_concurrent,omitempty"`
+	CatchUp       int    `json:"catch_up,omitempty"`
+	Start         string `json:"start,omitempty"` // RFC 3339
+	End           string `json:"end,omitempty"`   // RFC 3339
+	Paused        bool   `json:"paused,omitempty"`
+	Args          string `json:"args,omitempty"`
 }
 
 // errBadRequest marks a request the client must fix.
@@ -155,9 +176,12 @@ func (q *taskRequest) task(now time.Time) (worker.Task, error) {
 	case "", "queue":
 	case "skip":
 		t.Overlap = worker.OverlapSkip
+	case "allow":
+		t.Overlap = worker.OverlapAllow
 	default:
-		return t, fmt.Errorf("%w: overlap %q: want queue or skip", errBadRequest, q.Overlap)
+		return t, fmt.Errorf("%w: overlap %q: want queue, skip or allow", errBadRequest, q.Overlap)
 	}
+	t.MaxConcurrent = q.MaxConcurrent
 	switch {
 	case q.CatchUp < 0:
 		t.Policy = worker.SkipMissed
@@ -183,13 +207,16 @@ type taskReply struct {
 	NextRun   time.Time `json:"next_run,omitzero"`
 	LastRun   time.Time `json:"last_run,omitzero"`
 	Paused    bool      `json:"paused,omitempty"`
+	// InFlight counts the runs in flight of an overlap allow task.
+	InFlight int `json:"in_flight,omitempty"`
 	// Reason says why an orphaned task does not run.
 	Reason string `json:"reason,omitempty"`
 }
 
 func replyOf(ti worker.TaskInfo) taskReply {
 	return taskReply{ID: ti.ID, Kind: ti.Kind, Schedule: ti.Schedule, Status: ti.Status.String(), Runs: ti.Runs,
-		LastSeq: ti.Runs, Failures: ti.Failures, LastError: ti.LastError, NextRun: ti.Next, LastRun: ti.LastRun, Paused: ti.Paused}
+		LastSeq: ti.Runs, Failures: ti.Failures, LastError: ti.LastError, NextRun: ti.Next, LastRun: ti.LastRun, Paused: ti.Paused,
+		InFlight: ti.InFlight}
 }
 
 // routeDataTasks adds POST /tasks, GET /tasks/{id} and DELETE /tasks/{id}.
