@@ -231,22 +231,10 @@ func (s *Supervisor) settleRecordLocked(r *task, err error, panicked bool, end t
 // countRecordLocked counts a finished run of multi task t. A failure
 // holds t's next start for the backoff.
 func (s *Supervisor) countRecordLocked(t *task, err error, panicked bool, end time.Time) time.Duration {
-	s.lastFinish = end.UnixNano()
-	t.lastRun = s.lastFinish
-	t.runs++
-	s.totals.runs++
-	if err == nil {
-		t.consecutive = 0
+	retry := s.tallyLocked(t, err, panicked, end)
+	if retry < 0 {
 		return -1
 	}
-	t.failures++
-	t.consecutive++
-	s.totals.failures++
-	if panicked {
-		s.totals.panics++
-	}
-	t.lastErr = truncateError(err.Error())
-	retry := backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
 	if due := s.mono(end) + int64(retry); due > t.due {
 		t.due, t.jit = due, 0
 	}

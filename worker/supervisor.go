@@ -803,27 +803,15 @@ func (s *Supervisor) releaseRemovedLocked(t *task) {
 // is removed, a periodic task past its End is done. It returns the retry
 // backoff, or -1.
 func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, end time.Time) time.Duration {
-	s.lastFinish = end.UnixNano()
-	t.lastRun = s.lastFinish
-	t.runs++
-	s.totals.runs++
+	retry := s.tallyLocked(t, err, panicked, end)
 	s.setMaybeDupLocked(t, false) // the next run has a new number
-	if err != nil {
-		t.failures++
-		t.consecutive++
-		s.totals.failures++
-		if panicked {
-			s.totals.panics++
-		}
-		t.lastErr = truncateError(err.Error())
-		retry := backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
+	if retry >= 0 {
 		t.due = s.mono(end) + int64(retry)
 		t.jit = 0
 		t.retryExtra = t.extra // a failed RunNow's retry is still one
 		s.requeueLocked(t, StatusBackoff)
 		return retry
 	}
-	t.consecutive = 0
 	switch {
 	case t.loop():
 		s.setStatusLocked(t, StatusDone)
@@ -853,6 +841,27 @@ func (s *Supervisor) countRunLocked(t *task, err error, panicked bool, start, en
 	}
 	s.requeueLocked(t, StatusIdle)
 	return -1
+}
+
+// tallyLocked counts t's run that ended at end, with its error, and
+// returns the backoff before the next start after a failure, or -1.
+func (s *Supervisor) tallyLocked(t *task, err error, panicked bool, end time.Time) time.Duration {
+	s.lastFinish = end.UnixNano()
+	t.lastRun = s.lastFinish
+	t.runs++
+	s.totals.runs++
+	if err == nil {
+		t.consecutive = 0
+		return -1
+	}
+	t.failures++
+	t.consecutive++
+	s.totals.failures++
+	if panicked {
+		s.totals.panics++
+	}
+	t.lastErr = truncateError(err.Error())
+	return backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
 }
 
 // requeueLocked moves t, whose run ended, to st and queues it, unless it
