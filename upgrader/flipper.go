@@ -14,12 +14,11 @@ import (
 // through which unit tests drive the lifecycle without starting processes.
 type flipper interface {
 	Listener(network, addr string) (net.Listener, error)
-	Listen(network, addr string) (net.Listener, error)
 	PacketConn(network, addr string) (net.PacketConn, error)
-	ListenPacket(network, addr string) (net.PacketConn, error)
 	File(name string) (*os.File, error)
 	AddFile(name string, f *os.File) error
 	AddListener(network, addr string, ln tableflip.Listener) error
+	AddPacketConn(network, addr string, pc tableflip.PacketConn) error
 	Ready() error
 	Upgrade() error
 	Stop()

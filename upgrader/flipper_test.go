@@ -69,17 +69,14 @@ func (f *fakeFlip) stopInterruptsUpgrade(after func()) {
 	}
 }
 
-func (f *fakeFlip) Listener(network, addr string) (net.Listener, error) { return nil, nil }
-func (f *fakeFlip) Listen(network, addr string) (net.Listener, error) {
-	return net.Listen(network, addr)
-}
-func (f *fakeFlip) PacketConn(network, addr string) (net.PacketConn, error) { return nil, nil }
-func (f *fakeFlip) ListenPacket(network, addr string) (net.PacketConn, error) {
-	return net.ListenPacket(network, addr)
-}
+func (f *fakeFlip) Listener(network, addr string) (net.Listener, error)           { return nil, nil }
+func (f *fakeFlip) PacketConn(network, addr string) (net.PacketConn, error)       { return nil, nil }
 func (f *fakeFlip) AddFile(name string, file *os.File) error                      { return nil }
 func (f *fakeFlip) AddListener(network, addr string, ln tableflip.Listener) error { return nil }
-func (f *fakeFlip) Ready() error                                                  { return nil }
+func (f *fakeFlip) AddPacketConn(network, addr string, pc tableflip.PacketConn) error {
+	return nil
+}
+func (f *fakeFlip) Ready() error { return nil }
 
 func (f *fakeFlip) File(name string) (*os.File, error) {
 	if f.file != nil {

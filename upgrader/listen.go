@@ -1,6 +1,7 @@
 package upgrader
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -64,7 +65,7 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, error) {
 		}
 	}
 	if err == nil && ln == nil {
-		ln, err = u.tf.Listen(network, addr)
+		ln, err = u.listenNew(network, addr)
 	}
 	if err != nil {
 		return nil, u.listenError(network, addr, err)
@@ -90,13 +91,60 @@ func (u *Upgrader) ListenPacket(network, addr string) (net.PacketConn, error) {
 	pc, err := u.tf.PacketConn(network, addr)
 	inherited := pc != nil
 	if err == nil && pc == nil {
-		pc, err = u.tf.ListenPacket(network, addr)
+		pc, err = u.listenPacketNew(network, addr)
 	}
 	if err != nil {
 		return nil, u.listenError(network, addr, err)
 	}
 	u.addCloser(pc, ListenerInfo{Kind: "packet", Network: network, Addr: addr, Inherited: inherited})
 	return pc, nil
+}
+
+// listenNew opens a listener that was not inherited and adds it to what is
+// handed over. It listens itself rather than through tableflip's Listen,
+// which formats net's error with %s: the error here keeps its cause, so
+// that errors.Is(err, syscall.EADDRINUSE) holds for a taken address.
+func (u *Upgrader) listenNew(network, addr string) (net.Listener, error) {
+	ln, err := u.listenConfig().Listen(context.Background(), network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := ln.(tableflip.Listener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("%T cannot be handed over (no File method)", ln)
+	}
+	if err := u.tf.AddListener(network, addr, tl); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// listenPacketNew is listenNew for packet sockets.
+func (u *Upgrader) listenPacketNew(network, addr string) (net.PacketConn, error) {
+	pc, err := u.listenConfig().ListenPacket(context.Background(), network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tp, ok := pc.(tableflip.PacketConn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("%T cannot be handed over (no SyscallConn method)", pc)
+	}
+	if err := u.tf.AddPacketConn(network, addr, tp); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return pc, nil
+}
+
+// listenConfig is Options.ListenConfig, or the zero one.
+func (u *Upgrader) listenConfig() *net.ListenConfig {
+	if lc := u.opts.ListenConfig; lc != nil {
+		return lc
+	}
+	return &net.ListenConfig{}
 }
 
 // checkFree refuses a second listener of the same kind, network and

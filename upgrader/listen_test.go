@@ -2,6 +2,12 @@ package upgrader
 
 import (
 	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -35,4 +41,51 @@ func TestListenSameAddressTwice(t *testing.T) {
 	if n := len(u.Listeners()); n != 2 {
 		t.Errorf("%d listeners recorded, want the 2 first ones", n)
 	}
+}
+
+// TestListenAddrInUseKeepsErrno: a listen on a taken address fails with an
+// error that errors.Is matches to syscall.EADDRINUSE, for TCP and UDP, so
+// that a caller can tell "in use" from other failures. (tableflip's own
+// Listen formats net's error with %s, which loses the errno.) tableflip
+// allows one Upgrader per process, so the check runs in a child: this test
+// binary again.
+func TestListenAddrInUseKeepsErrno(t *testing.T) {
+	if addr := os.Getenv("BATON_TEST_LISTEN_INUSE"); addr != "" {
+		listenInUseChild(addr)
+		return
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestListenAddrInUseKeepsErrno$")
+	cmd.Env = append(os.Environ(), "BATON_TEST_LISTEN_INUSE="+ln.Addr().String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	for _, want := range []string{"tcp: EADDRINUSE true", "udp: EADDRINUSE true"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("child said:\n%s\nwant %q", out, want)
+		}
+	}
+}
+
+func listenInUseChild(addr string) {
+	u, err := New(Options{})
+	if err != nil {
+		fmt.Println("New:", err)
+		return
+	}
+	defer u.Close()
+	_, err = u.Listen("tcp", addr)
+	fmt.Printf("tcp: EADDRINUSE %v: %v\n", errors.Is(err, syscall.EADDRINUSE), err)
+	_, err = u.ListenPacket("udp", addr)
+	fmt.Printf("udp: EADDRINUSE %v: %v\n", errors.Is(err, syscall.EADDRINUSE), err)
 }

@@ -178,10 +178,7 @@ func (u *Upgrader) listenUnix(network, addr string, packet bool) (c syscall.Conn
 			return ln.(syscall.Conn), true, nil
 		}
 	}
-	lc := u.opts.ListenConfig
-	if lc == nil {
-		lc = &net.ListenConfig{}
-	}
+	lc := u.listenConfig()
 	if packet {
 		c, err = listenPacketConn(lc, network, addr)
 	} else {

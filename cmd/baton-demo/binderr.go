@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
 	"syscall"
 )
 
@@ -26,23 +25,9 @@ func (e *bindError) Unwrap() error { return e.err }
 
 // listenError explains a listen on addr, set by flag, that failed because
 // the address is in use; other errors are returned as they are.
-//
-// tableflip formats the bind error with %s, so EADDRINUSE is lost from the
-// chain: the address is tried again here, and a second EADDRINUSE is the
-// answer.
 func listenError(flag, addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) || addrInUse(addr) {
+	if errors.Is(err, syscall.EADDRINUSE) {
 		return &bindError{flag: flag, addr: addr, err: err}
 	}
 	return err
-}
-
-// addrInUse reports whether a TCP listen on addr fails with EADDRINUSE.
-func addrInUse(addr string) bool {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return errors.Is(err, syscall.EADDRINUSE)
-	}
-	ln.Close()
-	return false
 }
