@@ -27,6 +27,10 @@ import (
 // modules inside that host's namespaces; the inventory's ProxyCommand is
 // "nc -U <that socket>", the way a bastion would be named. Nothing enters
 // the namespaces but the SSH connection, and the play is the one users run.
+// On the machine itself Ansible keeps its files in the test's directory
+// (ANSIBLE_HOME, the SSH control sockets); the one file it writes outside
+// is libuuid's clock (/var/lib/libuuid/clock.txt, from Python's uuid1),
+// which tests/sdns/hostcheck.sh lists as a system file changed.
 
 // fleetPort is the port baton-demo.socket listens on in every host's own
 // network namespace.
