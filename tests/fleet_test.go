@@ -395,6 +395,9 @@ func TestAnsibleRollingUpgrade(t *testing.T) {
 		if !h2.binaryIs(t, h2.v2) {
 			t.Errorf("host2: the binary on disk is not v2 again")
 		}
+		if b := h2.backups(t); len(b) != 0 {
+			t.Errorf("host2: backups left: %v", b)
+		}
 		if got := h2.root(t, fleetPort); got.Version != "v2" || got.Pid != before[1].Pid {
 			t.Errorf("host2: GET / %+v", got)
 		}
@@ -419,6 +422,9 @@ func TestAnsibleRollingUpgrade(t *testing.T) {
 			// host2's failed attempt made no generation
 			if s := h.status(t); s.Build.User != "v3" || s.Generation != 2 || !h.binaryIs(t, v3) {
 				t.Errorf("%s: %+v, want v3 at generation 2", h.name, s)
+			}
+			if b := h.backups(t); len(b) != 0 {
+				t.Errorf("%s: backups left: %v", h.name, b)
 			}
 		}
 	})
