@@ -134,7 +134,7 @@ func TestContribDashboardAndAlerts(t *testing.T) {
 		checkExpr(t, "annotation", a.Expr, names, string(src))
 	}
 	for _, want := range []string{"Upgrades by result", "Failures by step", "Switch time: trigger to new process ready",
-		"Work pause", "Drain duration", "Forced closes", "Rolled back"} {
+		"Work pause", "Drain duration", "Forced closes", "Rolled back", "In-flight requests across generations"} {
 		if !titles[want] {
 			t.Errorf("baton.json has no panel %q", want)
 		}

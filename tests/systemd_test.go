@@ -201,10 +201,12 @@ type guestLoad struct {
 
 // startLoad starts the standard load on port and returns once it runs (its
 // first request answered, which may be the one that starts the service).
-func (e *sdEnv) startLoad(t *testing.T, port int) *guestLoad {
+// Extra arguments go to loadcmd (-rate, -clients).
+func (e *sdEnv) startLoad(t *testing.T, port int, extra ...string) *guestLoad {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	cmd := e.in.Command(ctx, e.load, "-url", fmt.Sprintf("http://127.0.0.1:%d", port))
+	args := append([]string{"-url", fmt.Sprintf("http://127.0.0.1:%d", port)}, extra...)
+	cmd := e.in.Command(ctx, e.load, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Serve serves srv on ln, which should come from Listen, in a goroutine the
@@ -47,6 +49,9 @@ func (u *Upgrader) Serve(srv *http.Server, ln net.Listener) {
 func (u *Upgrader) serve(srv *http.Server, tl net.Listener, ln net.Listener, goAway func()) {
 	s := newHTTPServer(srv, ln, u.opts.IdleGrace, u.log)
 	s.goAway = goAway
+	if u.metrics != nil {
+		s.inFlight = u.metrics.inFlight
+	}
 	gate := u.tf.HasParent()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -106,6 +111,9 @@ type httpServer struct {
 	goAwayAt atomic.Int64
 	// blind is set once a connection hid its socket: logged once.
 	blind atomic.Bool
+	// inFlight counts the requests in the handler; nil without metrics.
+	// Set before serve starts the server.
+	inFlight prometheus.Gauge
 
 	mu    sync.Mutex
 	conns map[*trackedConn]http.ConnState
@@ -142,6 +150,10 @@ func newHTTPServer(srv *http.Server, ln net.Listener, grace time.Duration, log *
 		handler = http.DefaultServeMux
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.inFlight != nil {
+			s.inFlight.Inc()
+			defer s.inFlight.Dec()
+		}
 		if s.draining.Load() {
 			s.closeAfter(w, r)
 		}

@@ -34,6 +34,7 @@ type metrics struct {
 	listeners     *prometheus.GaugeVec
 	stateBytes    prometheus.Gauge
 	handoffPause  prometheus.Histogram
+	inFlight      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -74,9 +75,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time the participants were frozen in a handoff: from the freeze to the new process being ready, or to the thaw.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_http_requests_in_flight",
+			Help: "HTTP requests this process's servers (Serve, ServeTLS) are handling now, draining ones included.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m, m.duration, m.generation, m.drainDuration,
-		m.listeners, m.stateBytes, m.handoffPause} {
+		m.listeners, m.stateBytes, m.handoffPause, m.inFlight} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
