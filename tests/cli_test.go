@@ -236,3 +236,33 @@ func scrape(t *testing.T, url string) map[string]string {
 	}
 	return m
 }
+
+// TestSwitchAndDrainObservedByNewProcess: after an upgrade the process
+// that is scraped, the new one, has the upgrade's switch time and the old
+// process's drain in its histograms (before, the old process observed
+// them and nobody scraped it: the dashboard's panels stayed empty).
+func TestSwitchAndDrainObservedByNewProcess(t *testing.T) {
+	p := demotest.Start(t, demoV1, "-tasks", "10")
+	for i := range 2 {
+		u := nextGeneration(t, p, i, nil)
+		var m map[string]string
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			m = scrape(t, p.URL)
+			if m["baton_generation"] == strconv.Itoa(i+1) && m["baton_drain_duration_seconds_count"] == "1" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("upgrade %d (pid %d): generation %q, drain count %q, want %d and 1", i, u.NewPid,
+					m["baton_generation"], m["baton_drain_duration_seconds_count"], i+1)
+			}
+		}
+		if got := m["baton_upgrade_duration_seconds_count"]; got != "1" {
+			t.Errorf("upgrade %d: baton_upgrade_duration_seconds_count = %q on the new process, want 1", i, got)
+		}
+		for _, name := range []string{"baton_upgrade_duration_seconds_sum", "baton_drain_duration_seconds_sum"} {
+			if v, err := strconv.ParseFloat(m[name], 64); err != nil || v <= 0 || v > 30 {
+				t.Errorf("upgrade %d: %s = %q", i, name, m[name])
+			}
+		}
+	}
+}

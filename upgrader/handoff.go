@@ -130,6 +130,11 @@ type message struct {
 	// Counters, on msgFinal, is what the old process counted after the
 	// capture, to be added by the new one.
 	Counters map[string]uint64 `json:"counters,omitempty"`
+	// UpgradeNanos and DrainNanos, on msgFinal, are how long the upgrade
+	// took (trigger to ready) and the old process's drain: the new
+	// process observes them, as it is the one scraped afterwards.
+	UpgradeNanos int64 `json:"upgrade_ns,omitempty"`
+	DrainNanos   int64 `json:"drain_ns,omitempty"`
 	// ReadyGate, on msgState and msgNoState, says that the old process
 	// answers msgReadyRequest.
 	ReadyGate bool `json:"ready_gate,omitempty"`

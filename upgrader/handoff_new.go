@@ -317,9 +317,25 @@ func (u *Upgrader) awaitFinal(c handoffConn) {
 		}
 		if m.Type == msgFinal {
 			u.counters.add(m.Counters)
+			u.observeFinal(m)
 			u.log.Info("final counts received from the previous generation", "counters", len(m.Counters))
 			return
 		}
+	}
+}
+
+// observeFinal records in this process's histograms the upgrade that
+// started it and the previous generation's drain, as the final message
+// says.
+func (u *Upgrader) observeFinal(m message) {
+	if u.metrics == nil {
+		return
+	}
+	if m.UpgradeNanos > 0 {
+		u.metrics.duration.Observe(time.Duration(m.UpgradeNanos).Seconds())
+	}
+	if m.DrainNanos > 0 {
+		u.metrics.drainDuration.Observe(time.Duration(m.DrainNanos).Seconds())
 	}
 }
 

@@ -339,15 +339,20 @@ const finalTimeout = 5 * time.Second
 // sendFinal sends the new process what the counters counted after the
 // capture: the old process calls it once it has drained. The counts are
 // state, whatever their size: those that do not fit one datagram go on a
-// stream socket of their own, as the snapshot does.
-func (u *Upgrader) sendFinal() {
+// stream socket of their own, as the snapshot does. With them go how long
+// the upgrade and the drain took, for the new process's histograms.
+func (u *Upgrader) sendFinal(drain time.Duration) {
 	counts := u.counters.sinceCapture()
-	m := message{Type: msgFinal, Counters: counts}
+	u.mu.Lock()
+	took := u.upgradeTook
+	u.mu.Unlock()
+	m := message{Type: msgFinal, Counters: counts, UpgradeNanos: int64(took), DrainNanos: int64(drain)}
 	var err error
 	if _, encErr := encodeMessage(m); encErr == nil {
 		err = u.own.send(m, nil)
 	} else {
-		err = u.sendFinalStream(counts)
+		m.Counters = nil
+		err = u.sendFinalStream(m, counts)
 	}
 	if err != nil {
 		u.log.Warn("handoff: sending the final counts failed", "err", err)
@@ -358,7 +363,7 @@ func (u *Upgrader) sendFinal() {
 
 // sendFinalStream sends a "final" message whose size field gives the length
 // of the counts' JSON, which follows on a stream socket passed with it.
-func (u *Upgrader) sendFinalStream(counts map[string]uint64) error {
+func (u *Upgrader) sendFinalStream(m message, counts map[string]uint64) error {
 	b, err := json.Marshal(counts)
 	if err != nil {
 		return err
@@ -368,7 +373,8 @@ func (u *Upgrader) sendFinalStream(counts map[string]uint64) error {
 		return err
 	}
 	defer mine.Close()
-	err = u.own.send(message{Type: msgFinal, Size: int64(len(b))}, unix.UnixRights(int(theirs.Fd())))
+	m.Size = int64(len(b))
+	err = u.own.send(m, unix.UnixRights(int(theirs.Fd())))
 	theirs.Close()
 	if err != nil {
 		return err

@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"Connections still open at a drain deadline and closed by force; carried over across upgrades.", nil, nil),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_upgrade_duration_seconds",
-			Help:    "Time from the trigger to the new process being ready, for upgrades this process started.",
+			Help:    "Time from the trigger to the new process being ready, observed by the new process for the upgrade that started it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		drainDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_drain_duration_seconds",
-			Help:    "Time this process took to drain its connections.",
+			Help:    "Time the previous generation took to drain its connections after the upgrade that started this process (or this process, stopping without an upgrade).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
 		listeners: prometheus.NewGaugeVec(prometheus.GaugeOpts{

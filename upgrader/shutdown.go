@@ -65,12 +65,14 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 	close(u.drained)
 	d := time.Since(start)
 	u.counters.Counter(counterDrainForced).Add(uint64(forced))
-	if u.metrics != nil {
+	if u.metrics != nil && !u.isUpgraded() {
+		// After an upgrade the new process observes it (sendFinal): it
+		// is the one scraped now.
 		u.metrics.drainDuration.Observe(d.Seconds())
 	}
 	var stateErr error
 	if u.isUpgraded() {
-		u.sendFinal()
+		u.sendFinal(d)
 	} else if u.isOnProbation() {
 		// A new process stopped on probation: the previous generation
 		// owns the state, and takes the service back.

@@ -113,8 +113,12 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 		if errors.As(err, &ue) {
 			u.counters.Counter(counterFailureStep + ue.Step).Inc()
 		}
-	} else if u.metrics != nil {
-		u.metrics.duration.Observe(res.Duration.Seconds())
+	} else {
+		// The new process observes it when the final message comes: a
+		// scrape after the switch reaches it, not this one.
+		u.mu.Lock()
+		u.upgradeTook = res.Duration
+		u.mu.Unlock()
 	}
 	return res, err
 }

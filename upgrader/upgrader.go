@@ -81,6 +81,9 @@ type Upgrader struct {
 	upgrading   bool
 	upgradeDone chan struct{} // closed when the upgrade in progress ends
 	upgraded    bool
+	// upgradeTook is the successful upgrade's trigger-to-ready time,
+	// sent to the new process with the final counts.
+	upgradeTook time.Duration
 	closed      bool
 	// onProbation: in the old process, its upgrade's new process is on
 	// probation; in the new one, this process is (until the commit).
