@@ -73,7 +73,7 @@ func parseFlags() flags {
 	var f flags
 	flag.StringVar(&f.out, "out", filepath.Join(demotest.Root(), "tests", "bench", "out"),
 		"`directory` for results.json, table.txt and upgrade-latency.png")
-	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades or overhead")
+	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades, overhead or tools (wrk, h2load and ab through upgrades: tools.go)")
 	flag.StringVar(&f.services, "services", "baton,baton-nokv,baton-min,tableflip,restart,baton-state",
 		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), "+
 			"baton-min (tests/tfbaseline -server=baton), tableflip, restart, baton-state (-state-args)")
@@ -126,8 +126,8 @@ type loadJSON struct {
 }
 
 func run(f flags) error {
-	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" {
-		return fmt.Errorf("-mode must be all, upgrades or overhead, not %q", f.mode)
+	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" && f.mode != "tools" {
+		return fmt.Errorf("-mode must be all, upgrades, overhead or tools, not %q", f.mode)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -148,6 +148,9 @@ func run(f flags) error {
 	bins, err := buildPrograms(tmp, strings.Fields(f.demoArgs))
 	if err != nil {
 		return err
+	}
+	if f.mode == "tools" {
+		return measureTools(ctx, f, bins, tmp) // tools.go
 	}
 
 	res := results{Machine: describeMachine(), Started: time.Now().UTC(),
