@@ -113,6 +113,11 @@ func TestPlotAndTables(t *testing.T) {
 	if r.Upgrades != 2 || r.Failed != 4 || r.Serving.Median != 20 || r.Serving.Max != 30 {
 		t.Errorf("summary: %d upgrades, %d failed, serving %+v", r.Upgrades, r.Failed, r.Serving)
 	}
+	times := filepath.Join(dir, "upgrade-times.svg")
+	if err := writeUpgradeTimes(times, []runResult{r}); err != nil {
+		t.Fatal(err)
+	}
+	assertSVGText(t, times, "upgrade (in the order of the run)", "time after the trigger (ms, log scale)", "baton")
 	table := formatTables(results{Runs: []runResult{r}, Checks: checkTargets([]runResult{r})})
 	for _, want := range []string{"baton", "FAIL  baton: no failed"} {
 		if !strings.Contains(table, want) {

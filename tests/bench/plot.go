@@ -5,6 +5,7 @@ package main
 // then the latency-over-time figure of the upgrade runs.
 
 import (
+	"encoding/json"
 	"fmt"
 	"image/color"
 	"math"
@@ -26,7 +27,7 @@ import (
 
 // Sizes of a single chart and of the latency figure.
 const (
-	chartW      = 9 * vg.Inch
+	chartW      = 11 * vg.Inch
 	chartH      = 5 * vg.Inch
 	latencyW    = 14 * vg.Inch
 	latencyRowH = 2.6 * vg.Inch
@@ -39,10 +40,14 @@ const (
 type chart struct {
 	Title string
 	X, Y  string
-	// LogY puts the y axis on a log scale (the values must be positive).
-	LogY bool
+	// LogX and LogY put an axis on a log scale (the values must be
+	// positive), from a power of ten to a power of ten.
+	LogX, LogY bool
 	// YMin and YMax bound the y axis when YMax > YMin.
 	YMin, YMax float64
+	// XStep, when not 0, labels the x axis at every multiple of it (1
+	// for counts such as the upgrade's number).
+	XStep float64
 }
 
 // series is one named line of a line chart.
@@ -51,10 +56,13 @@ type series struct {
 	XY   plotter.XYs
 }
 
-// barSeries is one named set of bars of a bar chart: a value per group.
+// barSeries is one named set of bars of a bar chart: a value per group,
+// written above its bar (Labels, when given, instead of the values; ""
+// for none).
 type barSeries struct {
 	Name   string
 	Values []float64
+	Labels []string
 }
 
 // newPlot is an empty plot in c's frame, with a grid and the legend at the
@@ -72,33 +80,117 @@ func newPlot(c chart) *plot.Plot {
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Legend.TextStyle.Font.Size = vg.Points(10)
 	p.Add(plotter.NewGrid())
+	if c.LogX {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = decadeTicks{}
+	}
+	p.Y.Tick.Marker = niceTicks{}
 	if c.LogY {
 		p.Y.Scale = plot.LogScale{}
 		p.Y.Tick.Marker = decadeTicks{}
 	}
-	if c.YMax > c.YMin {
-		p.Y.Min, p.Y.Max = c.YMin, c.YMax
+	if c.XStep > 0 {
+		p.X.Tick.Marker = stepTicks(c.XStep)
 	}
 	return p
+}
+
+// fitAxes sets the axes' bounds once the data is added: c's y bounds if
+// it has them, and whole decades on log axes, so that each has labels.
+func fitAxes(p *plot.Plot, c chart) {
+	decades := func(a *plot.Axis) {
+		if a.Min > 0 && a.Max > 0 {
+			a.Min = math.Pow(10, math.Floor(math.Log10(a.Min)))
+			a.Max = math.Pow(10, math.Ceil(math.Log10(a.Max)))
+		}
+	}
+	if c.LogX {
+		decades(&p.X)
+	}
+	switch {
+	case c.YMax > c.YMin:
+		p.Y.Min, p.Y.Max = c.YMin, c.YMax
+	case c.LogY:
+		decades(&p.Y)
+	}
 }
 
 // lineChart writes a line with its points marked for each series to path:
 // an SVG or a PNG, by path's extension.
 func lineChart(path string, c chart, lines []series) error {
-	p := newPlot(c)
-	for i, s := range lines {
-		l, pts, err := plotter.NewLinePoints(s.XY)
-		if err != nil {
-			return fmt.Errorf("%s: series %q: %w", path, s.Name, err)
+	return lineCharts(path, []panel{{Chart: c, Lines: lines}})
+}
+
+// panel is one plot of a figure of several: its frame and its lines.
+type panel struct {
+	Chart chart
+	Lines []series
+}
+
+// lineCharts writes the panels one under the other, each the size of a
+// chart, aligned, to path (SVG or PNG by its extension).
+func lineCharts(path string, panels []panel) error {
+	var plots []*plot.Plot
+	for _, pn := range panels {
+		p := newPlot(pn.Chart)
+		for j, s := range pn.Lines {
+			l, pts, err := plotter.NewLinePoints(s.XY)
+			if err != nil {
+				return fmt.Errorf("%s: series %q: %w", path, s.Name, err)
+			}
+			l.Color = plotutil.Color(j)
+			l.Width = vg.Points(1.5)
+			pts.Color = plotutil.Color(j)
+			pts.Shape = plotutil.Shape(j)
+			p.Add(l, pts)
+			p.Legend.Add(s.Name, l, pts)
 		}
-		l.Color = plotutil.Color(i)
-		l.Width = vg.Points(1.5)
-		pts.Color = plotutil.Color(i)
-		pts.Shape = plotutil.Shape(i)
-		p.Add(l, pts)
-		p.Legend.Add(s.Name, l, pts)
+		fitAxes(p, pn.Chart)
+		plots = append(plots, p)
 	}
-	return savePlot(p, path)
+	return drawColumn(path, plots)
+}
+
+// drawColumn draws plots one under the other, aligned, each the size of a
+// chart, with each plot's legend to the right of it rather than over the
+// data, and writes the figure to path.
+func drawColumn(path string, plots []*plot.Plot) error {
+	if len(plots) == 0 {
+		return fmt.Errorf("%s: no plots", path)
+	}
+	c, err := newCanvas(path, chartW, chartH*vg.Length(len(plots)))
+	if err != nil {
+		return err
+	}
+	dc := draw.New(c)
+	legends := make([]plot.Legend, len(plots))
+	var legendW vg.Length
+	for i, p := range plots {
+		legends[i] = p.Legend
+		legendW = max(legendW, legends[i].Rectangle(dc).Size().X)
+		p.Legend = plot.NewLegend() // drawn beside the plot instead
+	}
+	const gap = 10
+	area := draw.Crop(dc, 0, -(legendW + gap*2), 0, 0)
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadY: vg.Points(14), PadTop: vg.Points(4),
+		PadBottom: vg.Points(4), PadLeft: vg.Points(4), PadRight: vg.Points(gap)}
+	for i, cv := range plot.Align(column(plots), tiles, area) {
+		plots[i].Draw(cv[0])
+		box := dc
+		box.Rectangle = vg.Rectangle{Min: vg.Point{X: area.Max.X + gap, Y: cv[0].Min.Y},
+			Max: vg.Point{X: dc.Max.X, Y: cv[0].Max.Y}}
+		legends[i].Top, legends[i].Left = true, true
+		legends[i].Draw(box)
+	}
+	return writeCanvas(path, c)
+}
+
+func column(plots []*plot.Plot) [][]*plot.Plot {
+	out := make([][]*plot.Plot, len(plots))
+	for i, p := range plots {
+		out[i] = []*plot.Plot{p}
+	}
+	return out
 }
 
 // barChart writes grouped bars to path: a group per name of groups on the
@@ -117,19 +209,49 @@ func barChart(path string, c chart, groups []string, bars []barSeries) error {
 		bc.Color = plotutil.Color(i)
 		bc.LineStyle.Width = 0
 		bc.Offset = w * vg.Length(float64(i)-float64(len(bars)-1)/2)
-		p.Add(bc)
+		labels, err := barLabels(b, bc.Offset)
+		if err != nil {
+			return fmt.Errorf("%s: series %q: %w", path, b.Name, err)
+		}
+		p.Add(bc, labels)
 		p.Legend.Add(b.Name, bc)
 	}
 	p.NominalX(groups...)
-	// Room for the outer bars of the first and last groups, and for the
-	// legend above the highest bar.
+	// Room for the outer bars of the first and last groups.
 	p.X.Min, p.X.Max = -0.5, float64(len(groups))-0.5
-	p.Legend.Left = false
-	if c.YMax <= c.YMin {
-		p.Y.Min = 0
-		p.Y.Max = max(1, maxValue(bars)*1.25)
+	p.Y.Min = 0
+	p.Y.Max = max(1, maxValue(bars)*1.15) // room for the labels
+	fitAxes(p, c)
+	return drawColumn(path, []*plot.Plot{p})
+}
+
+// barLabels writes each value of b above its bar, small and turned a
+// quarter, so that a bar too short to see still reads.
+func barLabels(b barSeries, offset vg.Length) (*plotter.Labels, error) {
+	xyl := plotter.XYLabels{XYs: make(plotter.XYs, len(b.Values)), Labels: make([]string, len(b.Values))}
+	for i, v := range b.Values {
+		xyl.XYs[i] = plotter.XY{X: float64(i), Y: v}
+		switch {
+		case b.Labels != nil:
+			xyl.Labels[i] = b.Labels[i]
+		case v == math.Trunc(v):
+			xyl.Labels[i] = strconv.FormatFloat(v, 'f', 0, 64)
+		default:
+			xyl.Labels[i] = strconv.FormatFloat(v, 'g', 3, 64)
+		}
 	}
-	return savePlot(p, path)
+	l, err := plotter.NewLabels(xyl)
+	if err != nil {
+		return nil, err
+	}
+	for i := range l.TextStyle {
+		l.TextStyle[i].Font.Size = vg.Points(8)
+		l.TextStyle[i].Rotation = math.Pi / 2
+		l.TextStyle[i].XAlign = draw.XLeft
+		l.TextStyle[i].YAlign = draw.YCenter
+	}
+	l.Offset = vg.Point{X: offset, Y: vg.Points(3)}
+	return l, nil
 }
 
 func maxValue(bars []barSeries) float64 {
@@ -165,26 +287,43 @@ func (decadeTicks) Ticks(lo, hi float64) []plot.Tick {
 	return ticks
 }
 
+// niceTicks labels a linear axis at about five round steps (1, 2 or 5
+// times a power of ten), without trailing decimals.
+type niceTicks struct{}
+
+func (niceTicks) Ticks(lo, hi float64) []plot.Tick {
+	raw := (hi - lo) / 5
+	if !(raw > 0) {
+		return []plot.Tick{{Value: lo, Label: strconv.FormatFloat(lo, 'f', -1, 64)}}
+	}
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := 10 * mag
+	for _, m := range []float64{1, 2, 5} {
+		if raw <= m*mag {
+			step = m * mag
+			break
+		}
+	}
+	return stepTicks(step).Ticks(lo, hi)
+}
+
 // stepTicks labels every step of a linear axis from 0.
 type stepTicks float64
 
 func (s stepTicks) Ticks(lo, hi float64) []plot.Tick {
 	var ticks []plot.Tick
-	for v := math.Ceil(lo/float64(s)) * float64(s); v <= hi+1e-9; v += float64(s) {
-		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', -1, 64)})
+	step := float64(s)
+	for k := math.Ceil(lo / step); k*step <= hi+step*1e-9; k++ {
+		v := k * step
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 12, 64)})
 	}
 	return ticks
 }
 
 // savePlot writes p to path at the chart size, in the format of path's
-// extension (.svg or .png).
+// extension (.svg or .png), its legend beside it.
 func savePlot(p *plot.Plot, path string) error {
-	c, err := newCanvas(path, chartW, chartH)
-	if err != nil {
-		return err
-	}
-	p.Draw(draw.New(c))
-	return writeCanvas(path, c)
+	return drawColumn(path, []*plot.Plot{p})
 }
 
 // newCanvas is a canvas of w x h for path's format.
@@ -328,6 +467,7 @@ func latencyPanel(d *runData, yLo, yHi float64) (*plot.Plot, plot.Legend, error)
 		p.Add(t)
 	}
 	p.Add(serving)
+	p.Y.Min, p.Y.Max = yLo, yHi
 
 	legend.Add("request (start, latency)", legendDot(dotBlue, draw.CircleGlyph{}, 3))
 	legend.Add("failed request", legendDot(failRed, draw.BoxGlyph{}, 3))
@@ -473,4 +613,70 @@ func panelTitle(d *runData) string {
 	slices.Sort(serving)
 	return fmt.Sprintf("%s: %d upgrades, %d of %d requests failed, %d re-sent, new pid serving %.1f ms after the trigger (median)",
 		name, len(d.events), d.report.Failed(), d.report.Requests, d.report.Retried, ms(quantile(serving, 0.5)))
+}
+
+// writeUpgradeTimes draws, per upgrade, the trigger to the new pid serving
+// and the trigger to the old pid gone, a line per service, from what
+// results.json holds (so a committed run can be drawn again: -mode
+// replot).
+func writeUpgradeTimes(path string, runs []runResult) error {
+	var serving, gone []series
+	for _, r := range runs {
+		var sv, gn plotter.XYs
+		for i, e := range r.Events {
+			sv = append(sv, plotter.XY{X: float64(i + 1), Y: max(e.Serving, 0.1)})
+			gn = append(gn, plotter.XY{X: float64(i + 1), Y: max(e.Gone, 0.1)})
+		}
+		if len(sv) == 0 {
+			continue
+		}
+		name := r.Service
+		if len(r.Args) > 0 && r.Service != "restart" {
+			name += " (" + strings.Join(r.Args, " ") + ")"
+		}
+		serving = append(serving, series{Name: name, XY: sv})
+		gone = append(gone, series{Name: name, XY: gn})
+	}
+	if len(serving) == 0 {
+		return fmt.Errorf("%s: no upgrades to draw", path)
+	}
+	return lineCharts(path, []panel{
+		{Chart: chart{Title: "Trigger to the first reply from the new pid, each upgrade", X: "upgrade (in the order of the run)",
+			Y: "time after the trigger (ms, log scale)", LogY: true, XStep: 1}, Lines: serving},
+		{Chart: chart{Title: "Trigger to the old pid gone (its exit, seen through its pidfd), each upgrade", X: "upgrade (in the order of the run)",
+			Y: "time after the trigger (ms, log scale)", LogY: true, XStep: 1}, Lines: gone},
+	})
+}
+
+// replot draws again what can be drawn from a run's files in dir:
+// upgrade-times.svg from results.json, and tools.md and the tools-*.svg
+// figures from tools.json. The latency figure needs every request, which
+// results.json does not keep.
+func replot(dir string) error {
+	drawn := 0
+	if b, err := os.ReadFile(filepath.Join(dir, "results.json")); err == nil {
+		var res results
+		if err := json.Unmarshal(b, &res); err != nil {
+			return fmt.Errorf("replot: %s/results.json: %w", dir, err)
+		}
+		if err := writeUpgradeTimes(filepath.Join(dir, "upgrade-times.svg"), res.Runs); err != nil {
+			return err
+		}
+		drawn++
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "tools.json")); err == nil {
+		var rep toolReport
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return fmt.Errorf("replot: %s/tools.json: %w", dir, err)
+		}
+		if err := writeToolReport(dir, rep); err != nil {
+			return err
+		}
+		drawn++
+	}
+	if drawn == 0 {
+		return fmt.Errorf("replot: neither results.json nor tools.json in %s", dir)
+	}
+	fmt.Println("drew", dir, "again")
+	return nil
 }

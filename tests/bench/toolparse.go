@@ -199,7 +199,9 @@ var (
 	abNon2xx   = regexp.MustCompile(`(?m)^Non-2xx responses:\s+(\d+)`)
 	abRPS      = regexp.MustCompile(`(?m)^Requests per second:\s+([\d.]+)`)
 	abPct      = regexp.MustCompile(`(?m)^\s+(50|99)%\s+(\d+)`)
-	abAborted  = regexp.MustCompile(`(?m)^(Test aborted after \d+ failures|apr_\w+\(\): .*|apr_\w+: .*)$`)
+	abAborted  = regexp.MustCompile(`(?m)^Test aborted after (\d+) failures`)
+	abAPR      = regexp.MustCompile(`(?m)^(apr_\w+(\(\))?: .*)$`)
+	abTotal    = regexp.MustCompile(`(?m)^Total of (\d+) requests completed`)
 )
 
 // parseAB reads ab's report. Failed requests are broken down by ab into
@@ -208,18 +210,30 @@ var (
 // -e CSV (parseABCSV) has them to the µs and replaces these when given.
 func parseAB(out string) (toolOutput, error) {
 	var o toolOutput
+	n := func(x string) int64 { v, _ := strconv.ParseInt(x, 10, 64); return v }
 	if a := abAborted.FindStringSubmatch(out); a != nil {
-		o.Aborted = strings.TrimSpace(a[1])
+		// ab gives up after more than 10 failed connects, with no
+		// report but a count of what completed.
+		o.Aborted = a[0]
+		if e := abAPR.FindStringSubmatch(out); e != nil {
+			o.Aborted += ": " + strings.TrimSpace(e[1])
+		}
+		o.addError("connect, then ab gave up", n(a[1]))
+		o.ErrorTotal = n(a[1])
+		if t := abTotal.FindStringSubmatch(out); t != nil {
+			o.Requests = n(t[1])
+		}
+		return o, nil
 	}
 	c := abComplete.FindStringSubmatch(out)
 	r := abRPS.FindStringSubmatch(out)
 	if c == nil || r == nil {
-		if o.Aborted != "" {
-			return o, nil // nothing else to read: ab printed no report
+		if e := abAPR.FindStringSubmatch(out); e != nil {
+			o.Aborted = strings.TrimSpace(e[1])
+			return o, nil // ab stopped on an error it does not count
 		}
 		return o, fmt.Errorf("ab: no \"Complete requests\" or \"Requests per second\" line in its output:\n%s", tail(out, 20))
 	}
-	n := func(x string) int64 { v, _ := strconv.ParseInt(x, 10, 64); return v }
 	o.Requests = n(c[1])
 	o.RPS, _ = strconv.ParseFloat(r[1], 64)
 	if f := abFailed.FindStringSubmatch(out); f != nil {

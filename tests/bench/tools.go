@@ -527,8 +527,12 @@ func formatToolTable(rep toolReport) string {
 			continue
 		}
 		o := r.Output
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %.0f | %s | %s | %s |\n", r.Label, r.Service, r.Upgrades,
-			o.Requests, o.errorCell(), o.RPS, fmtMS(o.P50MS), fmtMS(o.P99MS), toolNote(r))
+		rps, p50, p99 := strconv.FormatFloat(o.RPS, 'f', 0, 64), fmtMS(o.P50MS), fmtMS(o.P99MS)
+		if o.RPS == 0 {
+			rps, p50, p99 = "-", "-", "-" // the tool printed no report
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %s | %s |\n", r.Label, r.Service, r.Upgrades,
+			o.Requests, o.errorCell(), rps, p50, p99, toolNote(r))
 	}
 	return b.String()
 }
@@ -568,9 +572,38 @@ func toolNote(r toolResult) string {
 	return strings.ReplaceAll(strings.Join(notes, "; "), "|", "/")
 }
 
+// barValue is r's bar in a figure of the tool benchmark and its label: a
+// cell that cannot exist is n/a, and a tool that gave up says so.
+func barValue(r toolResult, value func(toolOutput) float64) (float64, string) {
+	if r.Skipped != "" {
+		return 0, "n/a"
+	}
+	v := value(r.Output)
+	label := strconv.FormatFloat(v, 'f', -1, 64)
+	switch {
+	case v >= 100:
+		label = strconv.FormatFloat(v, 'f', 0, 64)
+	case v != math.Trunc(v):
+		label = strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	if r.Output.Aborted != "" {
+		if v == 0 {
+			return 0, "gave up"
+		}
+		label += " (gave up)"
+	}
+	return v, label
+}
+
 // writeToolFigures draws errors, requests/s and p99 per row, a bar per
 // service; a cell that cannot exist has no bar.
 func writeToolFigures(dir string, rep toolReport) error {
+	return writeToolFiguresExt(dir, rep, ".svg")
+}
+
+// writeToolFiguresExt is writeToolFigures in the format of ext (".svg",
+// ".png").
+func writeToolFiguresExt(dir string, rep toolReport, ext string) error {
 	var groups, services []string
 	for _, r := range rep.Results {
 		if !slices.Contains(groups, r.Row) {
@@ -588,25 +621,27 @@ func writeToolFigures(dir string, rep toolReport) error {
 		file, title, y string
 		value          func(toolOutput) float64
 	}{
-		{"tools-errors.svg", "Errors the tools counted through the upgrades (" + sub + ")", "errors (requests)",
+		{"tools-errors", "Errors the tools counted through the upgrades (" + sub + ")", "errors (requests)",
 			func(o toolOutput) float64 { return float64(o.ErrorTotal) }},
-		{"tools-rps.svg", "Requests per second as the tools report them (" + sub + ")", "requests/s",
+		{"tools-rps", "Requests per second as the tools report them (" + sub + ")", "requests/s",
 			func(o toolOutput) float64 { return o.RPS }},
-		{"tools-p99.svg", "p99 latency as the tools report it (" + sub + ")", "p99 latency (ms)",
+		{"tools-p99", "p99 latency as the tools report it (" + sub + ")", "p99 latency (ms)",
 			func(o toolOutput) float64 { return o.P99MS }},
 	} {
 		var bars []barSeries
 		for _, svc := range services {
-			bs := barSeries{Name: svc, Values: make([]float64, len(groups))}
+			bs := barSeries{Name: svc, Values: make([]float64, len(groups)), Labels: make([]string, len(groups))}
 			for _, r := range rep.Results {
-				if r.Service == svc && r.Skipped == "" {
-					bs.Values[slices.Index(groups, r.Row)] = fig.value(r.Output)
+				if r.Service != svc {
+					continue
 				}
+				i := slices.Index(groups, r.Row)
+				bs.Values[i], bs.Labels[i] = barValue(r, fig.value)
 			}
 			bars = append(bars, bs)
 		}
 		c := chart{Title: fig.title, X: "client (tableflip: HTTP/1.1 rows only)", Y: fig.y}
-		if err := barChart(filepath.Join(dir, fig.file), c, groups, bars); err != nil {
+		if err := barChart(filepath.Join(dir, fig.file+ext), c, groups, bars); err != nil {
 			return err
 		}
 	}

@@ -69,8 +69,9 @@ func TestParseToolOddities(t *testing.T) {
 	if o, err := parseH2load(h2); err != nil || o.ErrorTotal != 3 || o.errorCell() != "3 (4xx 1, errored 1, timeout 1)" {
 		t.Errorf("h2load failures: %+v, %v", o, err)
 	}
-	aborted := "Benchmarking 127.0.0.1 (be patient)\nTest aborted after 10 failures\n\napr_socket_connect(): Connection refused (111)\n"
-	if o, err := parseAB(aborted); err != nil || o.Aborted != "Test aborted after 10 failures" {
+	o, err = parseAB(readFixture(t, "ab-k-restart.txt"))
+	if err != nil || o.Aborted != "Test aborted after 10 failures: apr_socket_connect(): Connection reset by peer (104)" ||
+		o.Requests != 31987 || o.ErrorTotal != 10 || o.RPS != 0 {
 		t.Errorf("ab aborted: %+v, %v", o, err)
 	}
 	l, err := parseH2loadLog("1000000\t200\t1000\n2000000\t200\t3000\n3000000\t503\t9000\n")
@@ -162,5 +163,12 @@ func TestToolsThroughUpgrades(t *testing.T) {
 			t.Errorf("tools.md lacks %q:\n%s", want, table)
 		}
 	}
-	assertSVGText(t, filepath.Join(dir, "tools-errors.svg"), "errors (requests)", "wrk-get", "baton", "restart")
+	assertSVGText(t, filepath.Join(dir, "tools-errors.svg"), "errors (requests)", "wrk-get", "baton", "restart", "n/a")
+	os.Remove(filepath.Join(dir, "tools.md"))
+	if err := replot(dir); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := os.ReadFile(filepath.Join(dir, "tools.md")); err != nil || string(again) != string(table) {
+		t.Errorf("replot's tools.md differs (%v):\n%s", err, again)
+	}
 }
