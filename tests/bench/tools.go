@@ -176,8 +176,8 @@ func readH2loadLog(dir string) (h2loadLog, error) {
 // parseABRow reads ab's report, with the percentiles of its -e file.
 func parseABRow(out string, t toolTarget) (toolOutput, error) {
 	o, err := parseAB(out)
-	if err != nil || o.Requests == 0 {
-		return o, err
+	if err != nil || o.Aborted != "" {
+		return o, err // an ab that gave up wrote no CSV
 	}
 	b, err := os.ReadFile(filepath.Join(t.dir, "ab.csv"))
 	if err != nil {
