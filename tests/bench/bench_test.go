@@ -103,8 +103,12 @@ func TestPlotAndTables(t *testing.T) {
 	if b := img.Bounds(); b.Dx() < 1000 || b.Dy() < 300 {
 		t.Errorf("plot is %v", b)
 	}
+	// A run with no failure and no upgrade draws too: gonum refuses
+	// empty data.
+	calm := &runData{spec: serviceSpec{Name: "tableflip"}, loadStart: start,
+		report: &upgradertest.LoadReport{Requests: 1, OK: 1, Samples: samples[1:2]}}
 	svg := filepath.Join(dir, "plot.svg")
-	if err := writePlot(svg, []*runData{d}); err != nil {
+	if err := writePlot(svg, []*runData{d, calm}); err != nil {
 		t.Fatal(err)
 	}
 	assertSVGText(t, svg, "latency (ms)", "time since the load started (s)", "failed request", "re-sent")

@@ -27,6 +27,10 @@
 // It prints the tables and writes table.txt, results.json,
 // upgrade-latency.png and upgrade-times.svg to -out (tests/bench/out, ignored by git, unless
 // told). BENCHMARKS.md at the module root explains the numbers.
+//
+// -mode tools puts the load of wrk, h2load and ab on baton-demo, the
+// tableflip recipe and a plain restart through the same upgrades instead
+// (tools.go); -mode replot draws the figures of a committed run again.
 package main
 
 import (

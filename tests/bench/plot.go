@@ -7,7 +7,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"image"
 	"image/color"
+	imgdraw "image/draw"
+	"image/png"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -344,11 +348,52 @@ func writeCanvas(path string, c vg.CanvasWriterTo) error {
 	if err != nil {
 		return fmt.Errorf("figure: %w", err)
 	}
-	if _, err := c.WriteTo(f); err != nil {
+	if p, ok := c.(vgimg.PngCanvas); ok {
+		err = writeSmallPNG(f, p.Image())
+	} else {
+		_, err = c.WriteTo(f)
+	}
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// writeSmallPNG encodes img in 256 colours at the best compression:
+// thousands of antialiased, half-transparent dots make a true-colour PNG
+// of a megabyte or more, which a repository carries for every committed
+// run. The palette is the figures' own colours blended over white and
+// over the window's shade (which is what overlapping dots and
+// antialiased edges make), with greys for the text.
+func writeSmallPNG(w io.Writer, img image.Image) error {
+	pal := image.NewPaletted(img.Bounds(), figurePalette())
+	imgdraw.Draw(pal, img.Bounds(), img, img.Bounds().Min, imgdraw.Src)
+	return (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(w, pal)
+}
+
+func figurePalette() color.Palette {
+	mix := func(a, b color.NRGBA, t float64) color.Color {
+		m := func(x, y uint8) uint8 { return uint8(float64(x)*(1-t) + float64(y)*t + 0.5) }
+		return color.NRGBA{m(a.R, b.R), m(a.G, b.G), m(a.B, b.B), 255}
+	}
+	white, black := color.NRGBA{255, 255, 255, 255}, color.NRGBA{0, 0, 0, 255}
+	shade := mix(white, color.NRGBA{windowFill.R, windowFill.G, windowFill.B, 255}, float64(windowFill.A)/255).(color.NRGBA)
+	var pal color.Palette
+	const steps = 16
+	for i := range 24 {
+		pal = append(pal, mix(white, black, float64(i)/23))
+	}
+	for i := 1; i <= steps; i++ {
+		pal = append(pal, mix(white, shade, float64(i)/steps), mix(shade, black, float64(i)/steps))
+	}
+	for _, c := range []color.NRGBA{dotBlue, failRed, trigRed, serveGreen} {
+		c.A = 255
+		for i := 1; i <= steps; i++ {
+			pal = append(pal, mix(white, c, float64(i)/steps), mix(shade, c, float64(i)/steps))
+		}
+	}
+	return pal
 }
 
 // Colours of the latency figure.
@@ -462,18 +507,18 @@ func latencyPanel(d *runData, yLo, yHi float64) (*plot.Plot, plot.Legend, error)
 		return nil, legend, err
 	}
 	p.Add(windows)
-	p.Add(dots, p99, fails)
+	addSome(p, dots, p99, fails)
 	for _, t := range triggers {
 		p.Add(t)
 	}
-	p.Add(serving)
+	addSome(p, serving)
 	p.Y.Min, p.Y.Max = yLo, yHi
 
 	legend.Add("request (start, latency)", legendDot(dotBlue, draw.CircleGlyph{}, 3))
 	legend.Add("failed request", legendDot(failRed, draw.BoxGlyph{}, 3))
-	legend.Add("p99 of the requests started in each 100 ms", p99)
+	legend.Add("p99 of the requests started in each 100 ms", p99Style(nil))
 	legend.Add("upgrade trigger (SIGHUP, or SIGTERM for the restart)", triggerLine(nil))
-	legend.Add("first reply from the new pid", serving)
+	legend.Add("first reply from the new pid", legendDot(serveGreen, draw.TriangleGlyph{}, 3))
 	legend.Add("upgrade window: trigger to old pid gone (or to new pid serving, if later)", windows)
 	return p, legend, nil
 }
@@ -488,11 +533,28 @@ func runSeconds(d *runData) float64 {
 	return end.Seconds()
 }
 
+// addSome adds the plotters that are not nil: a scatter or a line with no
+// point is nil (gonum refuses empty data).
+func addSome(p *plot.Plot, ps ...plot.Plotter) {
+	for _, x := range ps {
+		switch v := x.(type) {
+		case *plotter.Scatter:
+			if v == nil {
+				continue
+			}
+		case *plotter.Line:
+			if v == nil {
+				continue
+			}
+		}
+		p.Add(x)
+	}
+}
+
+// scatter draws xy with the glyph; nil if xy is empty.
 func scatter(xy plotter.XYs, c color.Color, shape draw.GlyphDrawer, radius float64) (*plotter.Scatter, error) {
 	if len(xy) == 0 {
-		// An empty scatter still needs a point for its range; one at
-		// the origin is off the log axis and not drawn.
-		xy = plotter.XYs{{X: 0, Y: math.NaN()}}
+		return nil, nil
 	}
 	s, err := plotter.NewScatter(xy)
 	if err != nil {
@@ -582,14 +644,16 @@ func p99Line(d *runData, clamp func(time.Duration) float64) (*plotter.Line, erro
 	}
 	flush()
 	if len(pts) == 0 {
-		pts = plotter.XYs{{X: 0, Y: math.NaN()}}
+		return nil, nil
 	}
-	l, err := plotter.NewLine(pts)
-	if err != nil {
-		return nil, fmt.Errorf("plot: p99: %w", err)
-	}
+	return p99Style(pts), nil
+}
+
+// p99Style is the p99 line through xy.
+func p99Style(xy plotter.XYs) *plotter.Line {
+	l := &plotter.Line{XYs: xy}
 	l.LineStyle = draw.LineStyle{Color: color.Black, Width: vg.Points(1.5)}
-	return l, nil
+	return l
 }
 
 func panelTitle(d *runData) string {

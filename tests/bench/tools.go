@@ -519,11 +519,11 @@ func formatToolTable(rep toolReport) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d connections per tool, %.0f s per run, up to %d upgrades per run (the next once the old process is gone, at least %s after the previous trigger)\n\n",
 		rep.Conns, firstSeconds(rep), rep.Upgrades, rep.Interval)
-	b.WriteString("| client | service | upgrades | requests | errors (the tool's counters) | requests/s | p50 ms | p99 ms | note |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| client | service | upgrades | requests | errors (the tool's counters) | requests/s | p50 ms | p99 ms | new pid serving / old pid gone, median ms | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Results {
 		if r.Skipped != "" {
-			fmt.Fprintf(&b, "| %s | %s | | | n/a | | | | %s |\n", r.Label, r.Service, r.Skipped)
+			fmt.Fprintf(&b, "| %s | %s | | | n/a | | | | | %s |\n", r.Label, r.Service, r.Skipped)
 			continue
 		}
 		o := r.Output
@@ -531,8 +531,12 @@ func formatToolTable(rep toolReport) string {
 		if o.RPS == 0 {
 			rps, p50, p99 = "-", "-", "-" // the tool printed no report
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %s | %s |\n", r.Label, r.Service, r.Upgrades,
-			o.Requests, o.errorCell(), rps, p50, p99, toolNote(r))
+		times := ""
+		if r.Upgrades > 0 {
+			times = fmt.Sprintf("%.1f / %.1f", r.Serving.Median, r.Gone.Median)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", r.Label, r.Service, r.Upgrades,
+			o.Requests, o.errorCell(), rps, p50, p99, times, toolNote(r))
 	}
 	return b.String()
 }
