@@ -166,6 +166,13 @@ func (s *service) upgrade(ctx context.Context, old int, known map[int]bool, cfg 
 	p := <-probe
 	cancel()
 	<-failed.done
+	if p.err == nil && fork.err == nil && p.pid != fork.pid && s.tr.exited(fork.pid) && s.tr.add(p.pid) {
+		// The child seen was another, short-lived one of the old
+		// process running its binary (a fork that exited without an
+		// exec; seen once: pid N+1 taken for the new process N), and
+		// the process that answered is the new one.
+		fork.pid = p.pid
+	}
 	if err := upgradeOutcome(failed.err, err, fork, p); err != nil {
 		return ev, err
 	}
