@@ -24,9 +24,13 @@
 // through baton-demo, through the upgrader alone and on a plain
 // http.Server, alternating, at saturation.
 //
-// It prints the tables and writes table.txt, results.json and
-// upgrade-latency.png to -out (tests/bench/out, ignored by git, unless
+// It prints the tables and writes table.txt, results.json,
+// upgrade-latency.png and upgrade-times.svg to -out (tests/bench/out, ignored by git, unless
 // told). BENCHMARKS.md at the module root explains the numbers.
+//
+// -mode tools puts the load of wrk, h2load and ab on baton-demo, the
+// tableflip recipe and a plain restart through the same upgrades instead
+// (tools.go); -mode replot draws the figures of a committed run again.
 package main
 
 import (
@@ -73,7 +77,7 @@ func parseFlags() flags {
 	var f flags
 	flag.StringVar(&f.out, "out", filepath.Join(demotest.Root(), "tests", "bench", "out"),
 		"`directory` for results.json, table.txt and upgrade-latency.png")
-	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades or overhead")
+	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades, overhead or tools (wrk, h2load and ab through upgrades: tools.go); replot draws -out's results.json again")
 	flag.StringVar(&f.services, "services", "baton,baton-nokv,baton-min,tableflip,restart,baton-state",
 		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), "+
 			"baton-min (tests/tfbaseline -server=baton), tableflip, restart, baton-state (-state-args)")
@@ -126,8 +130,11 @@ type loadJSON struct {
 }
 
 func run(f flags) error {
-	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" {
-		return fmt.Errorf("-mode must be all, upgrades or overhead, not %q", f.mode)
+	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" && f.mode != "tools" && f.mode != "replot" {
+		return fmt.Errorf("-mode must be all, upgrades, overhead, tools or replot, not %q", f.mode)
+	}
+	if f.mode == "replot" {
+		return replot(f.out) // plot.go
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -148,6 +155,9 @@ func run(f flags) error {
 	bins, err := buildPrograms(tmp, strings.Fields(f.demoArgs))
 	if err != nil {
 		return err
+	}
+	if f.mode == "tools" {
+		return measureTools(ctx, f, bins, tmp) // tools.go
 	}
 
 	res := results{Machine: describeMachine(), Started: time.Now().UTC(),
@@ -296,7 +306,7 @@ func measureOverhead(ctx context.Context, f flags, p programs, root string) (*ov
 }
 
 // writeResults prints the tables and writes table.txt, results.json and,
-// if there are runs, upgrade-latency.png to dir.
+// if there are runs, upgrade-latency.png and upgrade-times.svg to dir.
 func writeResults(dir string, res results, data []*runData) error {
 	table := formatTables(res)
 	fmt.Print("\n" + table)
@@ -312,6 +322,9 @@ func writeResults(dir string, res results, data []*runData) error {
 	}
 	if len(data) > 0 {
 		if err := writePlot(filepath.Join(dir, "upgrade-latency.png"), data); err != nil {
+			return err
+		}
+		if err := writeUpgradeTimes(filepath.Join(dir, "upgrade-times.svg"), res.Runs); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -163,12 +166,22 @@ func (s *service) upgrade(ctx context.Context, old int, known map[int]bool, cfg 
 	p := <-probe
 	cancel()
 	<-failed.done
+	if p.err == nil && fork.err == nil && p.pid != fork.pid && s.tr.exited(fork.pid) && s.tr.add(p.pid) {
+		// The child seen was another, short-lived one of the old
+		// process running its binary (a fork that exited without an
+		// exec; seen once: pid N+1 taken for the new process N), and
+		// the process that answered is the new one.
+		fork.pid = p.pid
+	}
 	if err := upgradeOutcome(failed.err, err, fork, p); err != nil {
 		return ev, err
 	}
 	ev.NewPid = p.pid
 	ev.Serving = p.at.Sub(ev.trigger)
 	ev.Gone = ev.gone.Sub(ev.trigger)
+	if fork.at.IsZero() {
+		fork.at = ev.trigger // the fork was not seen (watchFork)
+	}
 	ev.Overlap = max(0, ev.gone.Sub(fork.at))
 	return ev, nil
 }
@@ -259,6 +272,14 @@ func (s *service) watchFork(ctx context.Context, old int) (int, time.Time, error
 			}
 		}
 		if s.tr.exited(old) {
+			// Under saturation (the tool mode) the driver can miss a
+			// whole fast upgrade between two polls: the child forked,
+			// got ready and its parent exited, and the child is no
+			// longer old's. Its pid file names it; the fork time is
+			// then unknown and the overlap counts from the trigger.
+			if pid, ok := s.pidFromFile(old); ok {
+				return pid, time.Time{}, nil
+			}
 			return 0, time.Time{}, fmt.Errorf("pid %d exited and no child of it was seen", old)
 		}
 		select {
@@ -267,6 +288,20 @@ func (s *service) watchFork(ctx context.Context, old int) (int, time.Time, error
 		case <-tick.C:
 		}
 	}
+}
+
+// pidFromFile is the pid in the service's pid file if it is another
+// process than old running the service's binary, now tracked.
+func (s *service) pidFromFile(old int) (int, bool) {
+	b, err := os.ReadFile(s.pidFile)
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid == old || !s.tr.add(pid) {
+		return 0, false
+	}
+	return pid, true
 }
 
 // sampleRSS reads the memory of the service's live processes every
