@@ -225,8 +225,12 @@ func (c *trackedConn) receivedMore(r *http.Request) bool {
 // pipelining client's last received request with "Connection: close", for
 // more requests the client may have sent on its way: one that keeps a
 // window of requests outstanding sends the next on each reply, and those
-// would otherwise cross the close.
-const pipelineLinger = 20 * time.Millisecond
+// would otherwise cross the close (h2load -m 4 does not re-send them). A
+// client starved of CPU can take tens of milliseconds to send: 20 ms lost
+// 6 to 36 of 30,000 requests of TestH2loadUpgrades with both cores busy;
+// 250 ms lost none. It delays the end of a pipelining connection's drain
+// by as much, nothing else.
+const pipelineLinger = 250 * time.Millisecond
 
 // lingerPipelined waits up to pipelineLinger for more requests on an
 // HTTP/1 connection seen pipelining, and reports whether some came. Other
