@@ -16,13 +16,16 @@ import (
 	"github.com/batonhq/baton/state"
 )
 
-// kvSchema is the schema version of the demo's key-value map in this build,
-// set with -ldflags "-X main.kvSchema=2" to show a migration:
+// kvSchema is the schema of the demo's key-value map in this build, set
+// with -ldflags "-X main.kvSchema=2" to show a migration:
 //
-//	1: {"key": "value"}
-//	2: {"key": {"value": "value", "gen": 3}}, migrated from 1 with gen -1,
-//	   and back to 1 (dropping gen) so that v1 can take over again
+//	1: key -> value
+//	2: key -> value and gen, migrated from 1 with gen -1, and back to 1
+//	   (dropping gen) so that a schema-1 build can take over again
 //	3: like 2 but reads neither 1 nor 2: an upgrade to it must fail cleanly
+//
+// The section's version names the schema and its encoding (kvcodec.go):
+// builds before the binary codec wrote schemas 1 and 2 as JSON.
 var kvSchema = "1"
 
 // kvEntry is an entry of the map in memory, whatever the schema.
@@ -85,11 +88,12 @@ func newKVStore() (*kvStore, error) {
 	return &kvStore{schema: uint32(v), m: make(map[string]kvEntry), attempt: handoffAttempt()}, nil
 }
 
-// register adds the map to reg with the migrations this build knows.
+// register adds the map to reg with the migrations this build knows
+// (kvcodec.go has the versions).
 func (s *kvStore) register(reg *state.Registry) error {
 	if err := reg.Register(state.Participant{
 		Name:    "demo.kv",
-		Version: s.schema,
+		Version: kvVersion(s.schema),
 		Freeze: func(context.Context) error {
 			s.injectPanic(fault.PanicFreeze, 0)
 			return nil
@@ -100,14 +104,31 @@ func (s *kvStore) register(reg *state.Registry) error {
 	}); err != nil {
 		return err
 	}
-	if s.schema == 2 {
-		if err := reg.AddMigration("demo.kv", 1, 2, migrateKV1to2); err != nil {
+	var steps []kvStep
+	switch s.schema {
+	case 1:
+		// The JSON of builds before the binary codec, both ways.
+		steps = []kvStep{{kvJSONFlat, kvFlat, migrateJSONFlat}, {kvFlat, kvJSONFlat, migrateToJSONFlat}}
+	case 2:
+		steps = []kvStep{
+			{kvJSONFlat, kvFlat, migrateJSONFlat}, {kvJSONGen, kvGen, migrateJSONGen},
+			{kvFlat, kvGen, migrateKV1to2},
+			// The way back: a rollback to a schema-1 build reads
+			// this, and one from before the binary codec reads 1.
+			{kvGen, kvFlat, migrateKV2to1}, {kvFlat, kvJSONFlat, migrateToJSONFlat},
+		}
+	}
+	for _, st := range steps {
+		if err := reg.AddMigration("demo.kv", st.from, st.to, st.fn); err != nil {
 			return err
 		}
-		// The way back: a rollback to a schema-1 build reads this.
-		return reg.AddMigration("demo.kv", 2, 1, migrateKV2to1)
 	}
 	return nil
+}
+
+type kvStep struct {
+	from, to uint32
+	fn       state.MigrateFunc
 }
 
 func (s *kvStore) capture(w io.Writer) error {
@@ -115,62 +136,19 @@ func (s *kvStore) capture(w io.Writer) error {
 	fault.Inject(fault.OldKillMidCapture, s.gen(), int(s.calls[2].Load()))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.schema == 1 {
-		flat := make(map[string]string, len(s.m))
-		for k, e := range s.m {
-			flat[k] = e.Value
-		}
-		return json.NewEncoder(w).Encode(flat)
-	}
-	return json.NewEncoder(w).Encode(s.m)
+	return writeKV(w, s.m, s.schema != 1)
 }
 
 func (s *kvStore) restore(r io.Reader) error {
 	s.injectPanic(fault.PanicRestore, 3)
-	m := make(map[string]kvEntry)
-	if s.schema == 1 {
-		var flat map[string]string
-		if err := json.NewDecoder(r).Decode(&flat); err != nil {
-			return err
-		}
-		for k, v := range flat {
-			m[k] = kvEntry{Value: v}
-		}
-	} else if err := json.NewDecoder(r).Decode(&m); err != nil {
+	m, err := readKV(r, s.schema != 1)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.m = m
 	s.mu.Unlock()
 	return nil
-}
-
-// migrateKV1to2 is the code_change from schema 1 to 2: entries written by a
-// generation that did not record one get gen -1.
-func migrateKV1to2(old []byte) ([]byte, error) {
-	var flat map[string]string
-	if err := json.Unmarshal(old, &flat); err != nil {
-		return nil, err
-	}
-	m := make(map[string]kvEntry, len(flat))
-	for k, v := range flat {
-		m[k] = kvEntry{Value: v, Gen: -1}
-	}
-	return json.Marshal(m)
-}
-
-// migrateKV2to1 is the way back from schema 2 to 1, for a rollback: the
-// generations are dropped, the values kept.
-func migrateKV2to1(cur []byte) ([]byte, error) {
-	var m map[string]kvEntry
-	if err := json.Unmarshal(cur, &m); err != nil {
-		return nil, err
-	}
-	flat := make(map[string]string, len(m))
-	for k, e := range m {
-		flat[k] = e.Value
-	}
-	return json.Marshal(flat)
 }
 
 // seed fills an empty map with n entries.
