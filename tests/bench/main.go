@@ -67,13 +67,14 @@ type flags struct {
 	ohRounds  int
 	ohClients int
 	cold      int
+	scale     scaleFlags // scale.go
 }
 
 func parseFlags() flags {
 	var f flags
 	flag.StringVar(&f.out, "out", filepath.Join(demotest.Root(), "tests", "bench", "out"),
 		"`directory` for results.json, table.txt and upgrade-latency.png")
-	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades or overhead")
+	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades, overhead or scale (scale.go: -tasks, -state-entries)")
 	flag.StringVar(&f.services, "services", "baton,baton-nokv,baton-min,tableflip,restart,baton-state",
 		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), "+
 			"baton-min (tests/tfbaseline -server=baton), tableflip, restart, baton-state (-state-args)")
@@ -92,6 +93,7 @@ func parseFlags() flags {
 	flag.IntVar(&f.ohRounds, "overhead-rounds", 8, "rounds of the saturation measurement, each measuring every variant once")
 	flag.IntVar(&f.ohClients, "overhead-clients", 16, "closed-loop keep-alive clients of the saturation measurement")
 	flag.IntVar(&f.cold, "cold-starts", 10, "cold starts (exec to first reply, no upgrade) timed per binary; 0 skips them")
+	f.scale.register()
 	flag.Parse()
 	return f
 }
@@ -126,8 +128,8 @@ type loadJSON struct {
 }
 
 func run(f flags) error {
-	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" {
-		return fmt.Errorf("-mode must be all, upgrades or overhead, not %q", f.mode)
+	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" && f.mode != "scale" {
+		return fmt.Errorf("-mode must be all, upgrades, overhead or scale, not %q", f.mode)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -154,6 +156,9 @@ func run(f flags) error {
 		Load: loadJSON{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate,
 			Upgrades: f.upgrades, Interval: f.interval.String(), Margin: f.margin.String()}}
 	fmt.Print(res.Machine.String())
+	if f.mode == "scale" {
+		return runScale(ctx, f, bins, tmp, res.Machine)
+	}
 
 	var data []*runData
 	if f.mode != "overhead" {
