@@ -41,6 +41,16 @@ type kvStore struct {
 	schema uint32
 	mu     sync.Mutex
 	m      map[string]kvEntry
+	// pending is a restored section, checked but not yet built into m, and
+	// n its number of entries; later are the changes made meanwhile, in
+	// order. Restore only checks the section, so that the new process
+	// serves without waiting for the map (a 100,000-entry map takes tens
+	// of milliseconds to build); every use of m builds it first
+	// (loadLocked), and build does it in the background once the process
+	// serves.
+	pending []byte
+	n       int
+	later   []func()
 
 	// generation and calls serve the fault injection of the reliability
 	// tests (a panic in the Nth call of a callback, -tags batonfault).
@@ -136,41 +146,85 @@ func (s *kvStore) capture(w io.Writer) error {
 	fault.Inject(fault.OldKillMidCapture, s.gen(), int(s.calls[2].Load()))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.loadLocked()
 	return writeKV(w, s.m, s.schema != 1)
 }
 
+// restore reads and checks the section and keeps it for loadLocked: all
+// that can fail in decoding it fails here, and the map is built later.
 func (s *kvStore) restore(r io.Reader) error {
 	s.injectPanic(fault.PanicRestore, 3)
-	m, err := readKV(r, s.schema != 1)
+	b, err := readKV(r)
+	if err != nil {
+		return err
+	}
+	n, err := checkKV(b, s.schema != 1)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.m = m
+	s.m, s.pending, s.n, s.later = nil, b, n, nil
 	s.mu.Unlock()
 	return nil
 }
 
-// seed fills an empty map with n entries.
-func (s *kvStore) seed(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.m) > 0 {
+// loadLocked builds the map from a restored section, if one is pending,
+// and applies the changes made since.
+func (s *kvStore) loadLocked() {
+	if s.pending == nil {
+		if s.m == nil {
+			s.m = make(map[string]kvEntry)
+		}
 		return
 	}
-	for i := 0; i < n; i++ {
-		s.m[fmt.Sprintf("key-%05d", i)] = kvEntry{Value: fmt.Sprintf("value-%d", i)}
+	s.m = buildKV(s.pending, s.schema != 1, s.n)
+	later := s.later
+	s.pending, s.n, s.later = nil, 0, nil
+	for _, f := range later {
+		f()
 	}
 }
 
-func (s *kvStore) set(k string, e kvEntry) {
+// build builds the map if a restore left it pending: the demo calls it
+// once it serves, so that the first use of the map does not wait for it.
+func (s *kvStore) build() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.m[k] = e
+	s.loadLocked()
+}
+
+// whenLoaded runs f, under the lock, on the map: now if it is built, else
+// right after it is.
+func (s *kvStore) whenLoaded(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != nil {
+		s.later = append(s.later, f)
+		return
+	}
+	s.loadLocked()
+	f()
+}
+
+// seed fills an empty map with n entries.
+func (s *kvStore) seed(n int) {
+	s.whenLoaded(func() {
+		if len(s.m) > 0 {
+			return
+		}
+		for i := 0; i < n; i++ {
+			s.m[fmt.Sprintf("key-%05d", i)] = kvEntry{Value: fmt.Sprintf("value-%d", i)}
+		}
+	})
+}
+
+func (s *kvStore) set(k string, e kvEntry) {
+	s.whenLoaded(func() { s.m[k] = e })
 }
 
 func (s *kvStore) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.loadLocked()
 	body, err := json.Marshal(map[string]any{"schema": s.schema, "count": len(s.m), "entries": s.m})
 	s.mu.Unlock()
 	if err != nil {

@@ -76,64 +76,90 @@ func writeKV(w io.Writer, m map[string]kvEntry, gens bool) error {
 	return err
 }
 
-// readKV reads a whole section from r and decodes it (see decodeKV).
-func readKV(r io.Reader, gens bool) (map[string]kvEntry, error) {
+// readKV reads a whole section from r.
+func readKV(r io.Reader) ([]byte, error) {
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, r); err != nil {
 		return nil, err
 	}
-	return decodeKV(buf.Bytes(), gens)
+	return buf.Bytes(), nil
 }
 
-// decodeKV decodes what appendKV wrote. Every key and value is a substring
-// of one string holding the whole encoding: one allocation instead of two
-// per entry, which is most of the decoding time otherwise. The string stays
-// alive while any entry from it does, a few bytes of framing per entry
-// beyond the entries themselves.
+// decodeKV decodes what appendKV wrote.
 func decodeKV(b []byte, gens bool) (map[string]kvEntry, error) {
+	n, err := checkKV(b, gens)
+	if err != nil {
+		return nil, err
+	}
+	return buildKV(b, gens, n), nil
+}
+
+// checkKV walks what appendKV wrote without building anything and returns
+// its number of entries: buildKV cannot fail on bytes it accepted. It is
+// the part of decoding that can fail, and a fraction of its time.
+func checkKV(b []byte, gens bool) (int, error) {
+	n := 0
+	err := walkKV(b, gens, nil, func(string, kvEntry) { n++ })
+	return n, err
+}
+
+// buildKV decodes bytes that checkKV accepted, holding n entries. Every
+// key and value is a substring of one string holding the whole encoding:
+// one allocation instead of two per entry, which is most of the decoding
+// time otherwise. The string stays alive while any entry from it does, a
+// few bytes of framing per entry beyond the entries themselves.
+func buildKV(b []byte, gens bool, n int) map[string]kvEntry {
 	all := string(b)
+	m := make(map[string]kvEntry, n)
+	if err := walkKV(b, gens, &all, func(k string, e kvEntry) { m[k] = e }); err != nil {
+		panic("kv: bytes that checkKV accepted fail to decode: " + err.Error())
+	}
+	return m
+}
+
+// walkKV calls fn with each entry of b. With all (b as a string) the keys
+// and values are its substrings; without, they are empty: only the
+// structure is checked.
+func walkKV(b []byte, gens bool, all *string, fn func(string, kvEntry)) error {
 	n, rest, err := msgp.ReadMapHeaderBytes(b)
 	if err != nil {
-		return nil, fmt.Errorf("kv map header: %w", err)
+		return fmt.Errorf("kv map header: %w", err)
 	}
-	// Every entry takes at least two bytes: the count cannot make this
-	// allocate beyond the input's size.
-	m := make(map[string]kvEntry, min(int(n), len(rest)/2))
 	str := func() (string, error) {
 		var v []byte
 		v, rest, err = msgp.ReadStringZC(rest)
-		if err != nil {
+		if err != nil || all == nil {
 			return "", err
 		}
 		end := len(b) - len(rest)
-		return all[end-len(v) : end], nil
+		return (*all)[end-len(v) : end], nil
 	}
 	for i := range n {
 		k, err := str()
 		if err != nil {
-			return nil, fmt.Errorf("kv entry %d: key: %w", i, err)
+			return fmt.Errorf("kv entry %d: key: %w", i, err)
 		}
 		var e kvEntry
 		if gens {
 			var sz uint32
 			if sz, rest, err = msgp.ReadArrayHeaderBytes(rest); err != nil || sz != 2 {
-				return nil, fmt.Errorf("kv entry %q: want [value, gen], got %d elements: %v", k, sz, err)
+				return fmt.Errorf("kv entry %d: want [value, gen], got %d elements: %v", i, sz, err)
 			}
 		}
 		if e.Value, err = str(); err != nil {
-			return nil, fmt.Errorf("kv entry %q: value: %w", k, err)
+			return fmt.Errorf("kv entry %d: value: %w", i, err)
 		}
 		if gens {
 			if e.Gen, rest, err = msgp.ReadIntBytes(rest); err != nil {
-				return nil, fmt.Errorf("kv entry %q: gen: %w", k, err)
+				return fmt.Errorf("kv entry %d: gen: %w", i, err)
 			}
 		}
-		m[k] = e
+		fn(k, e)
 	}
 	if len(rest) != 0 {
-		return nil, fmt.Errorf("kv: %d bytes after the map", len(rest))
+		return fmt.Errorf("kv: %d bytes after the map", len(rest))
 	}
-	return m, nil
+	return nil
 }
 
 // The migrations between the versions. Each decodes whole bytes and

@@ -27,7 +27,11 @@ func TestKVCodecRoundTrip(t *testing.T) {
 		if !bytes.Equal(w.Bytes()[:1], appendKV(nil, want, gens)[:1]) || w.Len() != len(appendKV(nil, want, gens)) {
 			t.Errorf("gens=%v: writeKV and appendKV differ", gens)
 		}
-		got, err := readKV(&w, gens)
+		b, err := readKV(&w)
+		var got map[string]kvEntry
+		if err == nil {
+			got, err = decodeKV(b, gens)
+		}
 		if err != nil {
 			t.Fatalf("gens=%v: %v", gens, err)
 		}
@@ -87,5 +91,48 @@ func TestKVMigrations(t *testing.T) {
 	var back map[string]string
 	if err != nil || json.Unmarshal(out, &back) != nil || !maps.Equal(back, flat) {
 		t.Errorf("4->1: %s, %v; want %s", out, err, jsonFlat)
+	}
+}
+
+// TestKVRestoreBuildsLater restores a map through a snapshot and checks
+// that it is built on first use, with the changes made in between applied
+// after it in order, and that a damaged section fails the restore itself.
+func TestKVRestoreBuildsLater(t *testing.T) {
+	old := newKV(t)
+	old.seed(1000)
+	old.set("gen-0", kvEntry{Value: "a"})
+	var snap bytes.Buffer
+	if _, err := kvRegistry(t, old).WriteSnapshot(&snap); err != nil {
+		t.Fatal(err)
+	}
+
+	kv := newKV(t)
+	if _, err := kvRegistry(t, kv).ReadSnapshot(bytes.NewReader(snap.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if kv.pending == nil {
+		t.Fatal("restore built the map instead of leaving it for later")
+	}
+	kv.seed(5)                                   // the map is not empty: no effect
+	kv.set("gen-1", kvEntry{Value: "b", Gen: 1}) // after the restored entries
+	kv.set("gen-0", kvEntry{Value: "c"})         // replaces a restored one
+	kv.build()
+	want := maps.Clone(old.m)
+	want["gen-1"], want["gen-0"] = kvEntry{Value: "b", Gen: 1}, kvEntry{Value: "c"}
+	if !maps.Equal(kv.m, want) {
+		t.Errorf("built map has %d entries, want %d; gen-0=%v gen-1=%v", len(kv.m), len(want), kv.m["gen-0"], kv.m["gen-1"])
+	}
+
+	var w bytes.Buffer
+	if err := kv.capture(&w); err != nil {
+		t.Fatal(err)
+	}
+	damaged := append([]byte(nil), w.Bytes()[:w.Len()-1]...)
+	fresh := newKV(t)
+	if err := fresh.restore(bytes.NewReader(damaged)); err == nil {
+		t.Error("a truncated section restored")
+	}
+	if fresh.pending != nil || len(fresh.m) != 0 {
+		t.Error("a failed restore changed the map")
 	}
 }
