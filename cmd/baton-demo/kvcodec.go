@@ -91,7 +91,8 @@ func decodeKV(b []byte, gens bool) (map[string]kvEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return buildKV(b, gens, n), nil
+	m, _ := buildKV(b, gens, n)
+	return m, nil
 }
 
 // checkKV walks what appendKV wrote without building anything and returns
@@ -108,13 +109,41 @@ func checkKV(b []byte, gens bool) (int, error) {
 // one allocation instead of two per entry, which is most of the decoding
 // time otherwise. The string stays alive while any entry from it does, a
 // few bytes of framing per entry beyond the entries themselves.
-func buildKV(b []byte, gens bool, n int) map[string]kvEntry {
+//
+// It also returns that string: the encoding of the map it built, which a
+// capture can send again as it is (kvStore.capture).
+func buildKV(b []byte, gens bool, n int) (map[string]kvEntry, string) {
 	all := string(b)
 	m := make(map[string]kvEntry, n)
 	if err := walkKV(b, gens, &all, func(k string, e kvEntry) { m[k] = e }); err != nil {
 		panic("kv: bytes that checkKV accepted fail to decode: " + err.Error())
 	}
-	return m
+	return m, all
+}
+
+// writeKVOver writes an encoding of the map base encodes with n pairs,
+// followed by the entries of changed (the keys set since) as m holds them:
+// one map of n+len(changed) pairs in which a key of changed, coming after
+// base, wins on decoding. It copies base instead of walking the map.
+func writeKVOver(w io.Writer, base string, n int, changed []string, m map[string]kvEntry, gens bool) error {
+	_, body, err := msgp.ReadMapHeaderBytes([]byte(base[:min(len(base), 5)]))
+	if err != nil {
+		return fmt.Errorf("kv base: %w", err)
+	}
+	header := min(len(base), 5) - len(body)
+	b := msgp.AppendMapHeader(make([]byte, 0, 64<<10), uint32(n+len(changed)))
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, base[header:]); err != nil {
+		return err
+	}
+	b = b[:0]
+	for _, k := range changed {
+		b = appendEntry(b, k, m[k], gens)
+	}
+	_, err = w.Write(b)
+	return err
 }
 
 // walkKV calls fn with each entry of b. With all (b as a string) the keys

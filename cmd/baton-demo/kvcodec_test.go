@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"testing"
 )
@@ -134,5 +135,63 @@ func TestKVRestoreBuildsLater(t *testing.T) {
 	}
 	if fresh.pending != nil || len(fresh.m) != 0 {
 		t.Error("a failed restore changed the map")
+	}
+}
+
+// TestKVCaptureOverBase checks that a capture after a restore, which
+// copies the restored encoding and appends the keys set since, decodes to
+// the map, through new keys, a key set twice, a restored key replaced,
+// and enough changes to make the store encode the whole map again.
+func TestKVCaptureOverBase(t *testing.T) {
+	for _, schema := range []uint32{1, 2} {
+		old := newKV(t)
+		old.schema = schema
+		old.seed(1000)
+		var w bytes.Buffer
+		if err := old.capture(&w); err != nil {
+			t.Fatal(err)
+		}
+		kv := newKV(t)
+		kv.schema = schema
+		if err := kv.restore(bytes.NewReader(w.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		kv.set("gen-1", kvEntry{Value: "a", Gen: 1}) // before the build
+		kv.build()
+		if kv.base == "" {
+			t.Fatal("no base after a restore")
+		}
+		roundTrip := func(step string) {
+			t.Helper()
+			var c bytes.Buffer
+			if err := kv.capture(&c); err != nil {
+				t.Fatal(err)
+			}
+			got, err := decodeKV(c.Bytes(), schema != 1)
+			want := maps.Clone(kv.m)
+			for k, e := range want {
+				if schema == 1 { // schema 1 carries no gen
+					want[k] = kvEntry{Value: e.Value}
+				}
+			}
+			if err != nil || !maps.Equal(got, want) {
+				t.Fatalf("schema %d, %s: capture decodes to %d entries (%v), map has %d", schema, step, len(got), err, len(kv.m))
+			}
+		}
+		roundTrip("a key set before the build")
+		kv.set("gen-1", kvEntry{Value: "b", Gen: 1})
+		kv.set("key-00003", kvEntry{Value: "replaced", Gen: 1})
+		kv.set("new", kvEntry{Value: "c", Gen: 2})
+		roundTrip("keys set again, replaced and new")
+		if kv.base == "" {
+			t.Fatal("base dropped after 3 changes")
+		}
+		for i := range 200 {
+			kv.set(fmt.Sprintf("more-%d", i), kvEntry{Value: "x"})
+		}
+		if kv.base != "" {
+			t.Error("base kept after 200 changes to 1,001 entries")
+		}
+		roundTrip("after the base was dropped")
 	}
 }
