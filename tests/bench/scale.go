@@ -338,6 +338,7 @@ func plotPauses(path string, runs []scaleRun) error {
 	p.Legend.Add("one upgrade", s)
 	p.Legend.Add("median", l)
 	p.Legend.Top = true
+	p.Legend.Left = true
 	return p.Save(16*vg.Centimeter, 10*vg.Centimeter, path)
 }
 
