@@ -293,3 +293,33 @@ func memfdRaw(t testing.TB, data []byte, seals int) int {
 	}
 	return fd
 }
+
+// TestSendFailsAfterSpill fails a capture after the snapshot has spilled
+// to the stream: Send returns the capture's error, Receive a truncated
+// snapshot (ErrCorrupt) once the sender closes, and the section that did
+// arrive whole is undone.
+func TestSendFailsAfterSpill(t *testing.T) {
+	boom := errors.New("boom")
+	big := &blob{name: "a", data: pattern(2*memfdMax, 3)}
+	sender := newRegistry(t, Options{}, big)
+	sender.Register(Participant{Name: "b", Capture: func(io.Writer) error { return boom }, Restore: func(io.Reader) error { return nil }})
+	old, new := socketPair(t)
+	done := goSend(func() (int64, error) {
+		n, err := Send(context.Background(), old, sender)
+		old.Close() // as the upgrader does after a failed send
+		return n, err
+	})
+	dst := &blob{name: "a"}
+	receiver := newRegistry(t, Options{}, dst)
+	receiver.Register(Participant{Name: "b", Capture: func(io.Writer) error { return nil }, Restore: func(io.Reader) error { return nil }})
+	_, err := Receive(context.Background(), new, receiver)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Receive = %v, want ErrCorrupt", err)
+	}
+	if res := <-done; !errors.Is(res.err, boom) {
+		t.Errorf("Send = %v, want the capture's error", res.err)
+	}
+	if len(dst.got) != 0 {
+		t.Errorf("%d bytes of a failed snapshot kept restored", len(dst.got))
+	}
+}
