@@ -104,13 +104,20 @@ func newKV(tb testing.TB) *kvStore {
 	return kv
 }
 
+// kvRegistry is a registry with kv registered as the demo does.
 func kvRegistry(tb testing.TB, kv *kvStore) *state.Registry {
+	return registryWith(tb, kv.register)
+}
+
+// registryWith returns a new registry to which add registered its
+// participants.
+func registryWith(tb testing.TB, add func(*state.Registry) error) *state.Registry {
 	tb.Helper()
 	reg, err := state.NewRegistry(state.Options{})
-	if err != nil {
-		tb.Fatal(err)
+	if err == nil {
+		err = add(reg)
 	}
-	if err := kv.register(reg); err != nil {
+	if err != nil {
 		tb.Fatal(err)
 	}
 	return reg
@@ -119,37 +126,30 @@ func kvRegistry(tb testing.TB, kv *kvStore) *state.Registry {
 // jsonKVRegistry registers kv's map as the builds before the binary codec
 // did at schema 1: version 1, encoding/json of a flat copy.
 func jsonKVRegistry(tb testing.TB, kv *kvStore) *state.Registry {
-	tb.Helper()
-	reg, err := state.NewRegistry(state.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	err = reg.Register(state.Participant{Name: "demo.kv", Version: kvJSONFlat,
-		Capture: func(w io.Writer) error {
-			kv.mu.Lock()
-			defer kv.mu.Unlock()
-			flat := make(map[string]string, len(kv.m))
-			for k, e := range kv.m {
-				flat[k] = e.Value
-			}
-			return json.NewEncoder(w).Encode(flat)
-		},
-		Restore: func(r io.Reader) error {
-			var flat map[string]string
-			if err := json.NewDecoder(r).Decode(&flat); err != nil {
-				return err
-			}
-			m := make(map[string]kvEntry)
-			for k, v := range flat {
-				m[k] = kvEntry{Value: v}
-			}
-			kv.mu.Lock()
-			kv.m = m
-			kv.mu.Unlock()
-			return nil
-		}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return reg
+	return registryWith(tb, func(reg *state.Registry) error {
+		return reg.Register(state.Participant{Name: "demo.kv", Version: kvJSONFlat,
+			Capture: func(w io.Writer) error {
+				kv.mu.Lock()
+				defer kv.mu.Unlock()
+				flat := make(map[string]string, len(kv.m))
+				for k, e := range kv.m {
+					flat[k] = e.Value
+				}
+				return json.NewEncoder(w).Encode(flat)
+			},
+			Restore: func(r io.Reader) error {
+				var flat map[string]string
+				if err := json.NewDecoder(r).Decode(&flat); err != nil {
+					return err
+				}
+				m := make(map[string]kvEntry)
+				for k, v := range flat {
+					m[k] = kvEntry{Value: v}
+				}
+				kv.mu.Lock()
+				kv.m = m
+				kv.mu.Unlock()
+				return nil
+			}})
+	})
 }
