@@ -14,7 +14,7 @@
 // formats, runs them when it writes, for the reader's Accepts on an upgrade
 // (SendFor), and as alternate sections for any reader in a state file. Send and Receive carry the
 // snapshot over the socket the new process inherits, as a sealed memfd on
-// Linux; WriteFile and ReadFile keep it on disk, atomically.
+// Linux up to 256 KiB and streamed on the socket beyond; WriteFile and ReadFile keep it on disk, atomically.
 //
 // Invariant: a participant's Restore only ever sees bytes whose checksum
 // has been verified, and ReadSnapshot reports success only if every

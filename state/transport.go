@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -10,12 +11,14 @@ import (
 )
 
 // Send and Receive move one snapshot over a connected Unix stream socket
-// (SOCK_STREAM: the stream fallback relies on byte-stream reads), the
-// socketpair the new process inherits, after the upgrader's own handshake
-// has agreed to do so. Nothing may sit between the conn and these calls
-// that reads ahead (a bufio.Reader), or it would swallow snapshot bytes. A transport header goes first (PROTOCOL.md): on
-// Linux it carries a sealed memfd holding the snapshot, elsewhere (or if
-// memfd_create is unavailable) the snapshot bytes follow it on the socket.
+// (SOCK_STREAM: the stream relies on byte-stream reads), the socketpair the
+// new process inherits, after the upgrader's own handshake has agreed to
+// do so. Nothing may sit between the conn and these calls that reads ahead
+// (a bufio.Reader), or it would swallow snapshot bytes. A transport header
+// goes first (PROTOCOL.md): on Linux, for a snapshot of up to 256 KiB, it
+// carries a sealed memfd holding the snapshot; otherwise (a larger one,
+// another platform, memfd_create unavailable) the snapshot bytes follow it
+// on the socket, the encoder's output overlapping the decoder's work.
 // Either way the receiver decodes while reading: nothing is buffered whole.
 
 const (
@@ -67,7 +70,10 @@ func parseTransportHeader(b []byte) (transportHeader, error) {
 // (see Registry.WriteSnapshot; the caller freezes first) and hands the
 // snapshot to the peer, which calls Receive. It returns the snapshot's
 // length. Send returns once the snapshot is handed over; whether the peer
-// restored it is for the upgrader's handshake to tell.
+// restored it is for the upgrader's handshake to tell. A snapshot of up to
+// 256 KiB goes in a sealed memfd and Send does not wait for the peer; a
+// larger one streams, and Send returns once the peer has read all but what
+// the socket buffers: the peer must be receiving.
 //
 // To abort, cancel ctx: Send stops between chunks and, if blocked on conn,
 // sets conn's deadline in the past to unblock; the error then wraps
@@ -88,12 +94,12 @@ func SendFor(ctx context.Context, conn *net.UnixConn, reg *Registry, a Accepts) 
 	return sendWith(ctx, conn, reg, &a, send)
 }
 
-// SendStream is Send without a memfd, on every platform: the snapshot
-// bytes follow the transport header on conn, and Receive reads them from
-// there. SendStream blocks until the peer has read everything, but
-// encoding and decoding overlap: on Linux it is the choice when the
-// memfd's trip through tmpfs costs more than a sealed, immutable
-// hand-over is worth (BenchmarkSendReceive compares the two).
+// SendStream is Send without a memfd, on every platform, whatever the
+// size: the snapshot bytes follow the transport header on conn, and
+// Receive reads them from there. It blocks until the peer has read all but
+// the socket's buffer, while encoding and decoding overlap. Send does the
+// same for a snapshot larger than 256 KiB (BenchmarkSendReceive compares
+// the ways).
 func SendStream(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
 	return sendWith(ctx, conn, reg, nil, sendStream)
 }
@@ -145,12 +151,19 @@ func abortOn(ctx context.Context, conn *net.UnixConn) (stop func() bool) {
 	})
 }
 
-// sendStream writes a stream header and then the snapshot itself to conn.
+// sendStream writes a stream header and then the snapshot itself to conn,
+// through a buffer so that the framing around the chunks goes out in few
+// writes.
 func sendStream(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
 	if _, err := conn.Write(transportHeader{kind: kindStream}.marshal()); err != nil {
 		return 0, fmt.Errorf("write transport header: %w", err)
 	}
-	return reg.writeSnapshot(ctx, conn, a)
+	w := bufio.NewWriterSize(conn, 64<<10)
+	n, err := reg.writeSnapshot(ctx, w, a)
+	if err == nil {
+		err = w.Flush()
+	}
+	return n, err
 }
 
 // receiveStream decodes a snapshot that follows the header on conn.

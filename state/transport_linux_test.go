@@ -137,6 +137,58 @@ func TestSendFallsBackToStream(t *testing.T) {
 	}
 }
 
+// TestSendChoosesBySize checks the kind Send uses around memfdMax, and
+// that the snapshot arrives whole either way: up to memfdMax in a sealed
+// memfd, beyond it on the stream, the bytes held before the spill first.
+func TestSendChoosesBySize(t *testing.T) {
+	// A snapshot's framing around one section's payload.
+	framing := len(snapshotOf(t, newRegistry(t, Options{}, &blob{name: "a", data: nil})))
+	for _, tt := range []struct {
+		name    string
+		payload int
+		want    byte
+	}{
+		{"empty", 0, kindMemfd},
+		{"at the limit", memfdMax - framing - chunkHeaderLen, kindMemfd},
+		{"one byte over", memfdMax - framing - chunkHeaderLen + 1, kindStream},
+		{"several chunks", 3*maxChunk + 5, kindStream},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old, new := socketPair(t)
+			data := pattern(tt.payload, 7)
+			reg := newRegistry(t, Options{}, &blob{name: "a", data: data})
+			done := goSend(func() (int64, error) { return Send(context.Background(), old, reg) })
+			hdr := make([]byte, transportHeaderLen)
+			oob := make([]byte, unix.CmsgSpace(4))
+			n, oobn, _, _, err := new.ReadMsgUnix(hdr, oob)
+			if err != nil || n != len(hdr) {
+				t.Fatalf("header: %d bytes, %v", n, err)
+			}
+			fds := parseRights(oob[:oobn])
+			h, err := parseTransportHeader(hdr)
+			if err != nil || h.kind != tt.want {
+				t.Fatalf("header %+v, %v; want kind %d", h, err, tt.want)
+			}
+			dst := &blob{name: "a"}
+			rreg := newRegistry(t, Options{}, dst)
+			if h.kind == kindMemfd {
+				if len(fds) != 1 {
+					t.Fatalf("%d fds with the memfd header", len(fds))
+				}
+				_, err = receiveMemfd(context.Background(), fds[0], h.size, rreg)
+			} else {
+				_, err = receiveStream(context.Background(), new, rreg)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res := <-done; res.err != nil || !bytes.Equal(dst.got, data) {
+				t.Errorf("Send = %v, restored %d bytes, want %d", res.err, len(dst.got), len(data))
+			}
+		})
+	}
+}
+
 // openFDs counts this process's open fds.
 func openFDs(t testing.TB) int {
 	t.Helper()
@@ -152,14 +204,16 @@ func openFDs(t testing.TB) int {
 func TestNoFDLeaks(t *testing.T) {
 	snap := snapshotOf(t, newRegistry(t, Options{}, &blob{name: "a", data: []byte("hello")}))
 	boom := errors.New("boom")
-	failing := newRegistry(t, Options{}, &blob{name: "a", data: pattern(2*maxChunk, 1)})
+	// Small enough for a memfd: nothing reads the stream here, so a
+	// capture that spilled to it would block.
+	failing := newRegistry(t, Options{}, &blob{name: "a", data: pattern(memfdMax/2, 1)})
 	failing.Register(Participant{Name: "b", Capture: func(io.Writer) error { return boom }, Restore: func(io.Reader) error { return nil }})
 
 	before := openFDs(t)
 	for i := range 100 {
 		old, new := socketPairNoCleanup(t)
 		switch i % 5 {
-		case 0: // Capture fails after the memfd was created
+		case 0: // Capture fails before anything is sent
 			if _, err := Send(context.Background(), old, failing); !errors.Is(err, boom) {
 				t.Fatalf("Send = %v", err)
 			}
@@ -238,4 +292,34 @@ func memfdRaw(t testing.TB, data []byte, seals int) int {
 		}
 	}
 	return fd
+}
+
+// TestSendFailsAfterSpill fails a capture after the snapshot has spilled
+// to the stream: Send returns the capture's error, Receive a truncated
+// snapshot (ErrCorrupt) once the sender closes, and the section that did
+// arrive whole is undone.
+func TestSendFailsAfterSpill(t *testing.T) {
+	boom := errors.New("boom")
+	big := &blob{name: "a", data: pattern(2*memfdMax, 3)}
+	sender := newRegistry(t, Options{}, big)
+	sender.Register(Participant{Name: "b", Capture: func(io.Writer) error { return boom }, Restore: func(io.Reader) error { return nil }})
+	old, new := socketPair(t)
+	done := goSend(func() (int64, error) {
+		n, err := Send(context.Background(), old, sender)
+		old.Close() // as the upgrader does after a failed send
+		return n, err
+	})
+	dst := &blob{name: "a"}
+	receiver := newRegistry(t, Options{}, dst)
+	receiver.Register(Participant{Name: "b", Capture: func(io.Writer) error { return nil }, Restore: func(io.Reader) error { return nil }})
+	_, err := Receive(context.Background(), new, receiver)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Receive = %v, want ErrCorrupt", err)
+	}
+	if res := <-done; !errors.Is(res.err, boom) {
+		t.Errorf("Send = %v, want the capture's error", res.err)
+	}
+	if len(dst.got) != 0 {
+		t.Errorf("%d bytes of a failed snapshot kept restored", len(dst.got))
+	}
 }

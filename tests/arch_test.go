@@ -68,6 +68,8 @@ func shortImport(module, imp string) string {
 		return "tableflip"
 	case strings.HasPrefix(imp, "github.com/prometheus/client_golang/"):
 		return "client_golang"
+	case strings.HasPrefix(imp, "github.com/tinylib/msgp/"):
+		return "msgp"
 	case !strings.Contains(strings.Split(imp, "/")[0], "."):
 		return "" // the standard library
 	}

@@ -16,13 +16,16 @@ import (
 	"github.com/batonhq/baton/state"
 )
 
-// kvSchema is the schema version of the demo's key-value map in this build,
-// set with -ldflags "-X main.kvSchema=2" to show a migration:
+// kvSchema is the schema of the demo's key-value map in this build, set
+// with -ldflags "-X main.kvSchema=2" to show a migration:
 //
-//	1: {"key": "value"}
-//	2: {"key": {"value": "value", "gen": 3}}, migrated from 1 with gen -1,
-//	   and back to 1 (dropping gen) so that v1 can take over again
+//	1: key -> value
+//	2: key -> value and gen, migrated from 1 with gen -1, and back to 1
+//	   (dropping gen) so that a schema-1 build can take over again
 //	3: like 2 but reads neither 1 nor 2: an upgrade to it must fail cleanly
+//
+// The section's version names the schema and its encoding (kvcodec.go):
+// builds before the binary codec wrote schemas 1 and 2 as JSON.
 var kvSchema = "1"
 
 // kvEntry is an entry of the map in memory, whatever the schema.
@@ -38,6 +41,29 @@ type kvStore struct {
 	schema uint32
 	mu     sync.Mutex
 	m      map[string]kvEntry
+	// pending is a restored section, checked but not yet built into m, and
+	// n its number of entries; later are the changes made meanwhile, in
+	// order. Restore only checks the section, so that the new process
+	// serves without waiting for the map (a 100,000-entry map takes tens
+	// of milliseconds to build); every use of m builds it first
+	// (loadLocked), and build does it in the background once the process
+	// serves.
+	pending []byte
+	n       int
+	later   []func()
+	// base is the encoding the map was last built from, of baseN pairs,
+	// and changed the keys set since, each once, in order: while base is
+	// set, a capture writes base and then the changed entries
+	// (writeKVOver), a copy instead of a walk of every entry, which on a
+	// 100,000-entry map is most of what the old process does while its
+	// participants are frozen. base goes (and captures encode the whole
+	// map again) once changed passes an eighth of baseN, or when seed
+	// fills the map. The demo never deletes a key; a delete would have to
+	// drop base too.
+	base    string
+	baseN   int
+	changed []string
+	inBase  map[string]bool // the keys of changed
 
 	// generation and calls serve the fault injection of the reliability
 	// tests (a panic in the Nth call of a callback, -tags batonfault).
@@ -85,11 +111,12 @@ func newKVStore() (*kvStore, error) {
 	return &kvStore{schema: uint32(v), m: make(map[string]kvEntry), attempt: handoffAttempt()}, nil
 }
 
-// register adds the map to reg with the migrations this build knows.
+// register adds the map to reg with the migrations this build knows
+// (kvcodec.go has the versions).
 func (s *kvStore) register(reg *state.Registry) error {
 	if err := reg.Register(state.Participant{
 		Name:    "demo.kv",
-		Version: s.schema,
+		Version: kvVersion(s.schema),
 		Freeze: func(context.Context) error {
 			s.injectPanic(fault.PanicFreeze, 0)
 			return nil
@@ -100,14 +127,31 @@ func (s *kvStore) register(reg *state.Registry) error {
 	}); err != nil {
 		return err
 	}
-	if s.schema == 2 {
-		if err := reg.AddMigration("demo.kv", 1, 2, migrateKV1to2); err != nil {
+	var steps []kvStep
+	switch s.schema {
+	case 1:
+		// The JSON of builds before the binary codec, both ways.
+		steps = []kvStep{{kvJSONFlat, kvFlat, migrateJSONFlat}, {kvFlat, kvJSONFlat, migrateToJSONFlat}}
+	case 2:
+		steps = []kvStep{
+			{kvJSONFlat, kvFlat, migrateJSONFlat}, {kvJSONGen, kvGen, migrateJSONGen},
+			{kvFlat, kvGen, migrateKV1to2},
+			// The way back: a rollback to a schema-1 build reads
+			// this, and one from before the binary codec reads 1.
+			{kvGen, kvFlat, migrateKV2to1}, {kvFlat, kvJSONFlat, migrateToJSONFlat},
+		}
+	}
+	for _, st := range steps {
+		if err := reg.AddMigration("demo.kv", st.from, st.to, st.fn); err != nil {
 			return err
 		}
-		// The way back: a rollback to a schema-1 build reads this.
-		return reg.AddMigration("demo.kv", 2, 1, migrateKV2to1)
 	}
 	return nil
+}
+
+type kvStep struct {
+	from, to uint32
+	fn       state.MigrateFunc
 }
 
 func (s *kvStore) capture(w io.Writer) error {
@@ -115,84 +159,117 @@ func (s *kvStore) capture(w io.Writer) error {
 	fault.Inject(fault.OldKillMidCapture, s.gen(), int(s.calls[2].Load()))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.schema == 1 {
-		flat := make(map[string]string, len(s.m))
-		for k, e := range s.m {
-			flat[k] = e.Value
-		}
-		return json.NewEncoder(w).Encode(flat)
+	s.loadLocked()
+	if s.base != "" {
+		return writeKVOver(w, s.base, s.baseN, s.changed, s.m, s.schema != 1)
 	}
-	return json.NewEncoder(w).Encode(s.m)
+	return writeKV(w, s.m, s.schema != 1)
 }
 
+// restore reads and checks the section and keeps it for loadLocked: all
+// that can fail in decoding it fails here, and the map is built later.
 func (s *kvStore) restore(r io.Reader) error {
 	s.injectPanic(fault.PanicRestore, 3)
-	m := make(map[string]kvEntry)
-	if s.schema == 1 {
-		var flat map[string]string
-		if err := json.NewDecoder(r).Decode(&flat); err != nil {
-			return err
-		}
-		for k, v := range flat {
-			m[k] = kvEntry{Value: v}
-		}
-	} else if err := json.NewDecoder(r).Decode(&m); err != nil {
+	b, err := readKV(r)
+	if err != nil {
+		return err
+	}
+	n, err := checkKV(b, s.schema != 1)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.m = m
+	s.m, s.pending, s.n, s.later = nil, b, n, nil
+	s.dropBaseLocked()
 	s.mu.Unlock()
 	return nil
 }
 
-// migrateKV1to2 is the code_change from schema 1 to 2: entries written by a
-// generation that did not record one get gen -1.
-func migrateKV1to2(old []byte) ([]byte, error) {
-	var flat map[string]string
-	if err := json.Unmarshal(old, &flat); err != nil {
-		return nil, err
+// loadLocked builds the map from a restored section, if one is pending,
+// and applies the changes made since.
+func (s *kvStore) loadLocked() {
+	if s.pending == nil {
+		if s.m == nil {
+			s.m = make(map[string]kvEntry)
+		}
+		return
 	}
-	m := make(map[string]kvEntry, len(flat))
-	for k, v := range flat {
-		m[k] = kvEntry{Value: v, Gen: -1}
+	s.m, s.base = buildKV(s.pending, s.schema != 1, s.n)
+	s.baseN = s.n
+	if s.baseN > len(s.m)+len(s.m)/8+16 {
+		// Keys set again over generations pile up in base: encode
+		// the map anew, without them, at the next capture.
+		s.dropBaseLocked()
 	}
-	return json.Marshal(m)
+	later := s.later
+	s.pending, s.n, s.later = nil, 0, nil
+	for _, f := range later {
+		f()
+	}
 }
 
-// migrateKV2to1 is the way back from schema 2 to 1, for a rollback: the
-// generations are dropped, the values kept.
-func migrateKV2to1(cur []byte) ([]byte, error) {
-	var m map[string]kvEntry
-	if err := json.Unmarshal(cur, &m); err != nil {
-		return nil, err
+// putLocked sets k in the built map and notes it for the next capture.
+func (s *kvStore) putLocked(k string, e kvEntry) {
+	s.m[k] = e
+	if s.base == "" || s.inBase[k] {
+		return
 	}
-	flat := make(map[string]string, len(m))
-	for k, e := range m {
-		flat[k] = e.Value
+	if len(s.changed) >= s.baseN/8+16 {
+		s.dropBaseLocked()
+		return
 	}
-	return json.Marshal(flat)
+	if s.inBase == nil {
+		s.inBase = make(map[string]bool)
+	}
+	s.inBase[k] = true
+	s.changed = append(s.changed, k)
+}
+
+func (s *kvStore) dropBaseLocked() {
+	s.base, s.baseN, s.changed, s.inBase = "", 0, nil, nil
+}
+
+// build builds the map if a restore left it pending: the demo calls it
+// once it serves, so that the first use of the map does not wait for it.
+func (s *kvStore) build() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loadLocked()
+}
+
+// whenLoaded runs f, under the lock, on the map: now if it is built, else
+// right after it is.
+func (s *kvStore) whenLoaded(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != nil {
+		s.later = append(s.later, f)
+		return
+	}
+	s.loadLocked()
+	f()
 }
 
 // seed fills an empty map with n entries.
 func (s *kvStore) seed(n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.m) > 0 {
-		return
-	}
-	for i := 0; i < n; i++ {
-		s.m[fmt.Sprintf("key-%05d", i)] = kvEntry{Value: fmt.Sprintf("value-%d", i)}
-	}
+	s.whenLoaded(func() {
+		if len(s.m) > 0 {
+			return
+		}
+		s.dropBaseLocked()
+		for i := 0; i < n; i++ {
+			s.m[fmt.Sprintf("key-%05d", i)] = kvEntry{Value: fmt.Sprintf("value-%d", i)}
+		}
+	})
 }
 
 func (s *kvStore) set(k string, e kvEntry) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[k] = e
+	s.whenLoaded(func() { s.putLocked(k, e) })
 }
 
 func (s *kvStore) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.loadLocked()
 	body, err := json.Marshal(map[string]any{"schema": s.schema, "count": len(s.m), "entries": s.m})
 	s.mu.Unlock()
 	if err != nil {

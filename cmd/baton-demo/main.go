@@ -165,6 +165,14 @@ func run(args []string) error {
 	}
 	d.ready.Store(true)
 	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version, "tls_addr", tlsAddr)
+	// The map was checked by its restore and is built now, while this
+	// process serves: a request that needs it first builds it itself.
+	built := make(chan struct{})
+	go func() {
+		defer close(built)
+		svc.kv.build()
+	}()
+	defer func() { <-built }()
 
 	// The tasks start only now: their state was restored, and the old
 	// process, if any, has stopped its own for good.
@@ -268,7 +276,9 @@ func (svc *service) healthCheck(ctx context.Context) error {
 
 // listenAndRestore opens the HTTP listener and restores the state, then
 // puts this generation's entries in the map. The state comes over before
-// anything is served, so that no request sees it half restored.
+// anything is served, so that no request sees it half restored; the map
+// is only checked by then, and built on its first use or once serving
+// (kvStore.build).
 func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
 	u := svc.u
 	ln, err := u.Listen("tcp", cfg.addr)

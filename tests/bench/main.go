@@ -71,13 +71,14 @@ type flags struct {
 	ohRounds  int
 	ohClients int
 	cold      int
+	scale     scaleFlags // scale.go
 }
 
 func parseFlags() flags {
 	var f flags
 	flag.StringVar(&f.out, "out", filepath.Join(demotest.Root(), "tests", "bench", "out"),
 		"`directory` for results.json, table.txt and upgrade-latency.png")
-	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades, overhead or tools (wrk, h2load and ab through upgrades: tools.go); replot draws -out's results.json again")
+	flag.StringVar(&f.mode, "mode", "all", "what to measure: all, upgrades, overhead, tools (wrk, h2load and ab through upgrades: tools.go) or scale (scale.go: -tasks, -state-entries); replot draws -out's results.json again")
 	flag.StringVar(&f.services, "services", "baton,baton-nokv,baton-min,tableflip,restart,baton-state",
 		"comma-separated services to upgrade: baton (baton-demo as shipped), baton-nokv (-kv-entries=0), "+
 			"baton-min (tests/tfbaseline -server=baton), tableflip, restart, baton-state (-state-args)")
@@ -96,6 +97,7 @@ func parseFlags() flags {
 	flag.IntVar(&f.ohRounds, "overhead-rounds", 8, "rounds of the saturation measurement, each measuring every variant once")
 	flag.IntVar(&f.ohClients, "overhead-clients", 16, "closed-loop keep-alive clients of the saturation measurement")
 	flag.IntVar(&f.cold, "cold-starts", 10, "cold starts (exec to first reply, no upgrade) timed per binary; 0 skips them")
+	f.scale.register()
 	flag.Parse()
 	return f
 }
@@ -130,11 +132,12 @@ type loadJSON struct {
 }
 
 func run(f flags) error {
-	if f.mode != "all" && f.mode != "upgrades" && f.mode != "overhead" && f.mode != "tools" && f.mode != "replot" {
-		return fmt.Errorf("-mode must be all, upgrades, overhead, tools or replot, not %q", f.mode)
-	}
-	if f.mode == "replot" {
+	switch f.mode {
+	case "all", "upgrades", "overhead", "tools", "scale":
+	case "replot":
 		return replot(f.out) // plot.go
+	default:
+		return fmt.Errorf("-mode must be all, upgrades, overhead, tools, scale or replot, not %q", f.mode)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -164,6 +167,9 @@ func run(f flags) error {
 		Load: loadJSON{Clients: f.clients, Fresh: f.fresh, Post: f.post, Rate: f.rate,
 			Upgrades: f.upgrades, Interval: f.interval.String(), Margin: f.margin.String()}}
 	fmt.Print(res.Machine.String())
+	if f.mode == "scale" {
+		return runScale(ctx, f, bins, tmp, res.Machine)
+	}
 
 	var data []*runData
 	if f.mode != "overhead" {

@@ -64,6 +64,8 @@ type runData struct {
 	rss       []rssSample
 	// hwm is the highest VmHWM of any one process, KiB.
 	hwm int64
+	// pauses is the work pause of each upgrade, from the logs (scale.go).
+	pauses []time.Duration
 	// err is what stopped the run early, if anything.
 	err error
 }
@@ -126,6 +128,7 @@ func runService(ctx context.Context, spec serviceSpec, root string, cfg runConfi
 			d.events[i].StateBytes, d.events[i].StatePhase = n, took
 		}
 	}
+	d.pauses = workPauses(s.logs, d.events)
 	return d, nil
 }
 
