@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"image/color"
 	"math"
 	"os"
 	"path/filepath"
@@ -23,9 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
 
 	"github.com/batonhq/baton/upgrader/upgradertest"
 )
@@ -302,56 +299,32 @@ func formatScale(runs []scaleRun, checks []check) string {
 	return b.String()
 }
 
-// plotPauses draws the work pause of every upgrade against the task count
-// (log scale), with the median of each count joined.
+// plotPauses draws the work pause against the task count (log scale):
+// the fastest, the median and the slowest upgrade of each count.
 func plotPauses(path string, runs []scaleRun) error {
-	p := plot.New()
-	p.Title.Text = "work pause per upgrade (old: participants frozen -> new: serving)"
-	p.X.Label.Text = "tasks"
-	p.Y.Label.Text = "pause, ms"
-	p.X.Scale = plot.LogScale{}
-	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	var pts, med plotter.XYs
+	var lo, med, hi plotter.XYs
 	for _, r := range runs {
 		if r.Tasks == 0 || len(r.pauses) == 0 {
 			continue
 		}
-		for _, d := range r.pauses {
-			pts = append(pts, plotter.XY{X: float64(r.Tasks), Y: ms(d)})
-		}
-		med = append(med, plotter.XY{X: float64(r.Tasks), Y: r.Pause.Median})
+		x := float64(r.Tasks)
+		lo = append(lo, plotter.XY{X: x, Y: ms(slices.Min(r.pauses))})
+		med = append(med, plotter.XY{X: x, Y: r.Pause.Median})
+		hi = append(hi, plotter.XY{X: x, Y: ms(slices.Max(r.pauses))})
 	}
-	if len(pts) == 0 {
+	if len(med) == 0 {
 		return nil
 	}
-	s, err := plotter.NewScatter(pts)
-	if err != nil {
-		return err
-	}
-	s.GlyphStyle.Color = color.RGBA{B: 200, A: 255}
-	l, err := plotter.NewLine(med)
-	if err != nil {
-		return err
-	}
-	l.Color = color.RGBA{R: 200, A: 255}
-	p.Add(s, l, plotter.NewGrid())
-	p.Legend.Add("one upgrade", s)
-	p.Legend.Add("median", l)
-	p.Legend.Top = true
-	p.Legend.Left = true
-	return p.Save(16*vg.Centimeter, 10*vg.Centimeter, path)
+	return lineChart(path, chart{Title: "work pause per upgrade (old: participants frozen -> new: serving)",
+		X: "tasks", Y: "pause (ms)", LogX: true},
+		[]series{{"slowest upgrade", hi}, {"median", med}, {"fastest upgrade", lo}})
 }
 
 // plotRSS draws the summed RSS of each run's processes over time, from
 // half a second before its first trigger to two seconds after.
 func plotRSS(path string, runs []scaleRun) error {
-	p := plot.New()
-	p.Title.Text = "RSS of the service's processes around the first upgrade"
-	p.X.Label.Text = "seconds since the first trigger"
-	p.Y.Label.Text = "RSS (sum), MiB"
-	palette := []color.RGBA{{0, 0, 0, 255}, {0, 90, 200, 255}, {200, 0, 0, 255}, {0, 150, 0, 255},
-		{150, 0, 150, 255}, {200, 120, 0, 255}, {0, 150, 150, 255}}
-	for i, r := range runs {
+	var lines []series
+	for _, r := range runs {
 		var xy plotter.XYs
 		for _, s := range r.rss {
 			at := (s.At - r.firstTrigger).Seconds()
@@ -359,20 +332,13 @@ func plotRSS(path string, runs []scaleRun) error {
 				xy = append(xy, plotter.XY{X: at, Y: float64(s.RSS) / 1024})
 			}
 		}
-		if len(xy) < 2 {
-			continue
+		if len(xy) >= 2 {
+			lines = append(lines, series{r.Service, xy})
 		}
-		l, err := plotter.NewLine(xy)
-		if err != nil {
-			return err
-		}
-		l.Color = palette[i%len(palette)]
-		l.Width = vg.Points(1.2)
-		p.Add(l)
-		p.Legend.Add(r.Service, l)
 	}
-	p.Add(plotter.NewGrid())
-	p.Legend.Top = true
-	p.Legend.Left = true
-	return p.Save(18*vg.Centimeter, 11*vg.Centimeter, path)
+	if len(lines) == 0 {
+		return nil
+	}
+	return lineChart(path, chart{Title: "RSS of the service's processes around the first upgrade",
+		X: "seconds since the first trigger", Y: "RSS, sum of the processes (MiB)"}, lines)
 }
