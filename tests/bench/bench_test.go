@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -170,6 +171,40 @@ func assertSVGText(t *testing.T, path string, texts ...string) {
 	for _, want := range texts {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("%s lacks %q", filepath.Base(path), want)
+		}
+	}
+}
+
+// TestScalePlots draws the scale mode's two figures from made-up runs:
+// both files are written, as PNG, and a run without pauses or RSS samples
+// is left out rather than failing the figure.
+func TestScalePlots(t *testing.T) {
+	dir := t.TempDir()
+	var runs []scaleRun
+	for i, n := range []int{1000, 10000, 100000} {
+		r := scaleRun{Tasks: n, firstTrigger: time.Second}
+		r.Service = fmt.Sprintf("baton-%d", n)
+		r.pauses = []time.Duration{time.Duration(i+1) * time.Millisecond, time.Duration(2*i+3) * time.Millisecond}
+		r.Pause = timeSummary(r.pauses)
+		for k := range 20 {
+			r.rss = append(r.rss, rssSample{At: time.Second + time.Duration(k-5)*100*time.Millisecond, RSS: int64(20000 + 1000*k*(i+1))})
+		}
+		runs = append(runs, r)
+	}
+	var empty scaleRun
+	empty.Service = "tableflip"
+	runs = append(runs, empty)
+	for _, f := range []struct {
+		name string
+		draw func(string, []scaleRun) error
+	}{{"pause.png", plotPauses}, {"rss.png", plotRSS}} {
+		path := filepath.Join(dir, f.name)
+		if err := f.draw(path, runs); err != nil {
+			t.Fatalf("%s: %v", f.name, err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || len(b) < 1000 || string(b[1:4]) != "PNG" {
+			t.Fatalf("%s: %d bytes, %v", f.name, len(b), err)
 		}
 	}
 }
