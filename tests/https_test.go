@@ -297,7 +297,7 @@ func nextGenerationTimed(t testing.TB, p *demotest.Proc, i int, exits *[]time.Du
 	t.Helper()
 	u := p.Upgrade(t)
 	if u.Err != "" {
-		t.Fatalf("upgrade %d failed: %s", i, u.Err)
+		t.Fatalf("upgrade %d failed: %s\n%s", i, u.Err, p.Logs.Tail(40))
 	}
 	start := time.Now()
 	if err := upgradertest.WaitExit(u.OldPid, 30*time.Second); err != nil {

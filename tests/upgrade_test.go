@@ -57,7 +57,7 @@ func nextGeneration(t *testing.T, p *demotest.Proc, i int, pids map[int]bool) de
 	t.Helper()
 	u := p.Upgrade(t)
 	if u.Err != "" {
-		t.Fatalf("upgrade %d failed: %s", i, u.Err)
+		t.Fatalf("upgrade %d failed: %s\n%s", i, u.Err, p.Logs.Tail(40))
 	}
 	if pids != nil {
 		if pids[u.NewPid] {

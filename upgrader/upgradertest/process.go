@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,7 +46,15 @@ func Install(t testing.TB, src, dst string) {
 func InstallBytes(t testing.TB, b []byte, dst string, mode os.FileMode) {
 	t.Helper()
 	tmp := dst + ".new"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
+	// While the file is open for writing, a fork in another goroutine
+	// gives its child a copy of the descriptor until that child execs, and
+	// an exec of the file then fails with ETXTBSY ("text file busy",
+	// golang/go#22315; seen in a full run). ForkLock keeps forks out of
+	// that window.
+	syscall.ForkLock.RLock()
+	err := os.WriteFile(tmp, b, mode)
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	// WriteFile's mode passes the umask; the rename must not.
