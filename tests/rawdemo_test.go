@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/pidfd"
 	"github.com/batonhq/baton/tests/demotest"
 )
 
@@ -33,17 +34,22 @@ type rawDemo struct {
 	lines   []string
 	changed chan struct{} // closed and replaced on every new line
 	logDone bool
+	// procs holds a pidfd of each pid that logged, opened at its first
+	// line, to kill them at the end without hitting a reused pid.
+	procs map[int]*pidfd.Process
 }
 
 // startRawDemo starts bin in dir with exactly args, as cred if not nil. The
-// process is killed, by pid, when the test ends.
+// process and the generations it started are killed, through pidfds, when
+// the test ends.
 func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args ...string) *rawDemo {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &rawDemo{cmd: exec.Command(bin, args...), exited: make(chan struct{}), changed: make(chan struct{})}
+	d := &rawDemo{cmd: exec.Command(bin, args...), exited: make(chan struct{}), changed: make(chan struct{}),
+		procs: map[int]*pidfd.Process{}}
 	d.cmd.Dir = dir
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	d.cmd.Stdout, d.cmd.Stderr = w, w
@@ -63,6 +69,13 @@ func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args 
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			d.mu.Lock()
+			if m := pidRE.FindStringSubmatch(sc.Text()); m != nil {
+				if pid, err := strconv.Atoi(m[1]); err == nil {
+					if _, ok := d.procs[pid]; !ok {
+						d.procs[pid], _ = pidfd.Open(pid) // nil if gone already
+					}
+				}
+			}
 			d.lines = append(d.lines, sc.Text())
 			close(d.changed)
 			d.changed = make(chan struct{})
@@ -80,9 +93,15 @@ func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args 
 	t.Cleanup(func() {
 		// A generation it started, by an upgrade the test expected to
 		// be refused, holds the log pipe too.
-		for _, pid := range d.pids() {
-			syscall.Kill(pid, syscall.SIGKILL)
+		d.mu.Lock()
+		for _, p := range d.procs {
+			if p != nil {
+				p.Signal(syscall.SIGKILL)
+				p.Close()
+			}
 		}
+		clear(d.procs)
+		d.mu.Unlock()
 		d.cmd.Process.Kill()
 		<-d.exited
 		select {
@@ -133,23 +152,6 @@ var (
 	addrRE = regexp.MustCompile(`addr=(\S+)`)
 	pidRE  = regexp.MustCompile(` pid=(\d+)`)
 )
-
-// pids lists every pid that logged.
-func (d *rawDemo) pids() []int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	seen := map[int]bool{}
-	var out []int
-	for _, l := range d.lines {
-		if m := pidRE.FindStringSubmatch(l); m != nil {
-			if pid, err := strconv.Atoi(m[1]); err == nil && !seen[pid] {
-				seen[pid] = true
-				out = append(out, pid)
-			}
-		}
-	}
-	return out
-}
 
 // serving waits for the "serving" line and returns the HTTP address.
 func (d *rawDemo) serving(t *testing.T) string {

@@ -67,13 +67,23 @@ type Logs struct {
 // ReadLogs reads r line by line until it ends, in a goroutine of its own
 // that ends with it. Start reads a service's output with it; a test that
 // starts processes itself can too.
-func ReadLogs(r io.Reader) *Logs {
+func ReadLogs(r io.Reader) *Logs { return readLogs(r, nil) }
+
+// readLogs is ReadLogs, calling newPid, if not nil, with each pid at its
+// first line, before the line is visible.
+func readLogs(r io.Reader, newPid func(int)) *Logs {
 	l := &Logs{changed: make(chan struct{}), pids: map[int]bool{}, done: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := ParseLine(sc.Text())
+			l.mu.Lock()
+			first := line.Pid > 0 && !l.pids[line.Pid]
+			l.mu.Unlock()
+			if first && newPid != nil {
+				newPid(line.Pid)
+			}
 			l.mu.Lock()
 			l.lines = append(l.lines, line)
 			if line.Pid > 0 {

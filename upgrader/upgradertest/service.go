@@ -72,15 +72,33 @@ type Service struct {
 
 	cmd *exec.Cmd
 
-	mu   sync.Mutex
-	pids map[int]bool // every pid seen, to stop them all
+	mu sync.Mutex
+	// pids holds a pidfd of every pid seen (nil if it had exited by
+	// then), opened when it was seen, to stop them all at the end: a pid
+	// that exited long before may name another program by then (pids
+	// wrap quickly on a busy machine), its pidfd never does.
+	pids map[int]*pidfd.Process
 }
 
-// saw records pid as one of the service's processes.
+// saw records pid as one of the service's processes, as the pid file or a
+// log line names it now.
 func (s *Service) saw(pid int) {
 	s.mu.Lock()
-	s.pids[pid] = true
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if _, ok := s.pids[pid]; ok {
+		return
+	}
+	for q, p := range s.pids {
+		if p != nil && p.Exited() { // a thousand upgrades hold no thousand fds
+			p.Close()
+			s.pids[q] = nil
+		}
+	}
+	p, err := pidfd.Open(pid)
+	if err != nil {
+		p = nil // gone already: nothing to stop
+	}
+	s.pids[pid] = p
 }
 
 // Start installs bin in the service's directory, starts it there and waits
@@ -96,7 +114,7 @@ func Start(t testing.TB, bin string, opts Options) *Service {
 	if name == "" {
 		name = filepath.Base(bin)
 	}
-	s := &Service{Dir: dir, Bin: filepath.Join(dir, name), URL: opts.URL, pids: map[int]bool{}}
+	s := &Service{Dir: dir, Bin: filepath.Join(dir, name), URL: opts.URL, pids: map[int]*pidfd.Process{}}
 	s.PIDFile = filepath.Join(dir, "service.pid")
 	if filepath.IsAbs(opts.PIDFile) {
 		s.PIDFile = opts.PIDFile
@@ -159,7 +177,7 @@ func (s *Service) run(t testing.TB, args, env []string, out io.Writer) {
 	if out != io.Discard {
 		rd = io.TeeReader(r, out)
 	}
-	s.Logs = ReadLogs(rd)
+	s.Logs = readLogs(rd, s.saw) // each generation's pidfd opened at its first line
 	// Registered before the stop, so it runs after it: once every
 	// generation is gone the pipe ends.
 	t.Cleanup(func() {
@@ -196,19 +214,20 @@ func (s *Service) waitServing(health string, timeout time.Duration) error {
 	return fmt.Errorf("upgradertest: %s did not serve at %s within %v", s.Bin, s.URL+health, timeout)
 }
 
-// stop kills every generation still alive, by pid: those the test saw in
-// the pid file and those that logged a pid.
+// stop kills every generation still alive, through the pidfds opened when
+// the test saw them: in the pid file, or logging a line.
 func (s *Service) stop() {
 	if pid, err := readPid(s.PIDFile); err == nil {
 		s.saw(pid)
 	}
-	for _, pid := range s.Logs.Pids() {
-		s.saw(pid)
-	}
 	s.mu.Lock()
-	for pid := range s.pids {
-		syscall.Kill(pid, syscall.SIGKILL)
+	for _, p := range s.pids {
+		if p != nil {
+			p.Signal(syscall.SIGKILL)
+			p.Close()
+		}
 	}
+	clear(s.pids)
 	s.mu.Unlock()
 	s.cmd.Wait()
 }
