@@ -37,6 +37,7 @@ func (s *Supervisor) Participant() state.Participant {
 		Thaw:    s.Thaw,
 		Capture: s.Capture,
 		Restore: s.Restore,
+		Reset:   s.Reset,
 	}
 }
 

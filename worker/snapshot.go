@@ -622,6 +622,7 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	// stream alone; check again after, as Run may have started meanwhile.
 	s.mu.Lock()
 	err := s.restorableLocked()
+	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
 	s.mu.Unlock()
 	if err != nil {
 		return err
@@ -639,6 +640,7 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	s.undo = s.newUndoLocked(&plan)
 	s.applyRestoreLocked(snap, &plan)
 	s.logRestore(snap, plan)
 	return nil
@@ -840,12 +842,21 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			plan.dups = append(plan.dups, m.t)
 		}
 	}
-	// Most due times changed: rebuilding the queue, O(n), beats fixing it
-	// task by task. Before Run no task is running, so every task that is
-	// not done or held is queued.
+	s.rebuildQueueLocked()
+	s.orphans = plan.orphans
+	s.prevLastFinish = snap.lastFinish
+	s.restored = true
+	s.awaitFirst.Store(true)
+}
+
+// rebuildQueueLocked queues every task anew. After a Restore most due
+// times changed: rebuilding the queue, O(n), beats fixing it task by
+// task. Before Run no task is running, so every task that is not done or
+// held is queued.
+func (s *Supervisor) rebuildQueueLocked() {
 	clear(s.q)
 	s.q = s.q[:0]
-	nowMono := s.mono(now)
+	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
 		if t.status != StatusDone && t.status != StatusPaused && !t.held {
 			t.qseq++
@@ -857,10 +868,6 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 		}
 	}
 	s.q.init()
-	s.orphans = plan.orphans
-	s.prevLastFinish = snap.lastFinish
-	s.restored = true
-	s.awaitFirst.Store(true)
 }
 
 // applyMatchLocked gives t, registered, the progress in p, keeping the
@@ -995,6 +1002,7 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	}
 	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
 	t.lastRun = rec.lastRun
+	t.progress = true
 	t.paused = rec.flags&flagPaused != 0
 	t.state = p.state
 	t.stateGen++

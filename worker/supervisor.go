@@ -90,6 +90,8 @@ type Supervisor struct {
 	lastFinish     int64
 	prevLastFinish int64
 	restored       bool
+	// undo is what Reset needs to undo the last Restore; Run drops it.
+	undo *restoreUndo
 
 	// live counts the goroutines started by the supervisor and not yet
 	// returned; stuck counts those of them in an abandoned run. Run joins
@@ -357,6 +359,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.phase = phaseRunning
+	s.undo = nil // Reset does nothing from here on
 	s.spawnLocked(s.schedule)
 	for range s.opts.Workers {
 		s.spawnLocked(s.runner)

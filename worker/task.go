@@ -509,6 +509,9 @@ type task struct {
 	// task, or one restored with cut-off runs of one; nil for the others.
 	// A run record (ov.parent != t) is a task of its own for one run.
 	ov *overlapRuns
+	// progress: a Restore or an adoption gave the task progress; see
+	// fresh.
+	progress bool
 }
 
 // loop reports whether t is a loop: no Every, Cron or At.
