@@ -105,7 +105,7 @@ func (s *Supervisor) cutOffFrozen() {
 	var ids []string
 	for _, t := range s.all {
 		if t.status == StatusRunning && !t.cutOff && len(ids) < 10 {
-			ids = append(ids, t.spec.ID)
+			ids = append(ids, t.id)
 		}
 	}
 	n := s.cutOffLocked(ErrCutOff)

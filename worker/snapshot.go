@@ -249,7 +249,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 // supervisor's monotonic clock into wall-clock nanoseconds.
 func recordOf(t *task, wall func(int64) int64) record {
 	r := record{
-		id:          t.spec.ID,
+		id:          t.id,
 		kind:        t.spec.Kind,
 		every:       int64(t.spec.Every),
 		nominal:     wall(t.nominal),
@@ -713,8 +713,8 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 			}
 			continue
 		}
-		rec.id = t.spec.ID
-		p, err := prepare(&t.spec, rec)
+		rec.id = t.id
+		p, err := prepare(t.spec, rec)
 		if err != nil {
 			return restorePlan{}, err
 		}
@@ -738,7 +738,7 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 // cache misses of one in a large map, for almost every record.
 func (s *Supervisor) lookupLocked(i int, id []byte) *task {
 	if i < len(s.all) {
-		if t := s.all[i]; t.spec.ID == string(id) {
+		if t := s.all[i]; t.id == string(id) {
 			return t
 		}
 	}
@@ -813,7 +813,7 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			continue
 		}
 		rec := &it.rec
-		rec.id = t.spec.ID
+		rec.id = t.id
 		p := prepared{rec: rec, state: rec.state}
 		if len(special) > 0 && special[0].i == i {
 			p.state, p.local = special[0].state, special[0].local
@@ -835,7 +835,7 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			plan.maxOver = max(plan.maxOver, over)
 		}
 		m.t.idx = len(s.all)
-		s.byID[m.t.spec.ID] = m.t
+		s.byID[m.t.id] = m.t
 		s.all = append(s.all, m.t)
 		s.counts[m.t.status]++
 		if m.t.maybeDup {
@@ -910,7 +910,7 @@ func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
 			s.log.Warn("worker: more runs may be duplicated", "more", len(plan.dups)-i)
 			break
 		}
-		s.log.Warn("worker: run may be duplicated: the previous process cut it off", "task", t.spec.ID, "seq", t.runs+1)
+		s.log.Warn("worker: run may be duplicated: the previous process cut it off", "task", t.id, "seq", t.runs+1)
 	}
 }
 

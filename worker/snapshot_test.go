@@ -82,8 +82,8 @@ func TestSnapshotRoundTrip10k(t *testing.T) {
 		t.Fatalf("round trip did not cover every status: %v", statuses)
 	}
 	for _, tk := range a.all {
-		if !bytes.Equal(tk.state, b.byID[tk.spec.ID].state) {
-			t.Fatalf("%s: state differs", tk.spec.ID)
+		if !bytes.Equal(tk.state, b.byID[tk.id].state) {
+			t.Fatalf("%s: state differs", tk.id)
 		}
 	}
 	if sa, sb := a.Stats(), b.Stats(); sa.RunsTotal != sb.RunsTotal || sa.FailuresTotal != sb.FailuresTotal || sa.SkippedTotal != sb.SkippedTotal {

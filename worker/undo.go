@@ -105,7 +105,7 @@ func (s *Supervisor) unrestoreLocked(t *task, now time.Time) {
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
 	s.dropRunsLocked(t) // the cut-off runs the Restore gave it
-	*t = task{spec: t.spec, run: t.run, idx: t.idx, data: t.data, specBytes: t.specBytes,
+	*t = task{id: t.id, spec: t.spec, run: t.run, idx: t.idx, data: t.data, specBytes: t.specBytes,
 		qseq: t.qseq, stateGen: t.stateGen + 1}
 	s.scheduleFirstLocked(t, now)
 	s.counts[t.status]++
