@@ -1039,13 +1039,13 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	return over
 }
 
-// clampDueLocked bounds a restored due time to now + span, span being the
-// task's interval (a loop's is zero: it restarts at once) or, in backoff,
-// the longest retry delay, MaxBackoff. The snapshot's times are wall-clock times of
-// another process: a wall clock set back between the two would otherwise
-// delay every task by the jump. A due time in the past is left as it is:
-// the task is overdue and runs at once (in due order), and its policy sees
-// the lateness.
+// clampDueLocked bounds a restored due time to now + span, plus the
+// task's jitter, span being the task's interval (a loop's is zero: it
+// restarts at once) or, in backoff, the longest retry delay, MaxBackoff.
+// The snapshot's times are wall-clock times of another process: a wall
+// clock set back between the two would otherwise delay every task by the
+// jump. A due time in the past is left as it is: the task is overdue and
+// runs at once (in due order), and its policy sees the lateness.
 // It returns how far the due time was beyond the bound, or 0.
 func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
 	span := int64(t.spec.Every)
@@ -1065,12 +1065,15 @@ func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
 		t.nominal, t.due = bound, bound+t.jit
 		return time.Duration(over)
 	}
-	over := t.due - (now + span)
+	// A periodic task's jitter (zero in backoff and for a loop) comes on
+	// top of its interval: its due time is within span + jit of now.
+	over := t.due - (now + span + t.jit)
 	if over <= 0 {
 		return 0
 	}
-	// The schedule starts again from the bound.
-	t.due, t.nominal, t.jit = now+span, now+span, 0
+	// The schedule starts again from the bound, with its jitter.
+	t.nominal = now + span
+	t.due = t.nominal + t.jit
 	if t.status == StatusBackoff || t.loop() {
 		t.nominal = now
 	}
