@@ -166,3 +166,28 @@ func snapshotWith(t *testing.T, s *Supervisor, fail bool) []byte {
 	s.Thaw()
 	return buf.Bytes()
 }
+
+// TestResetDropsRestoredPendingRuns: the cut-off runs of an overlap-allow
+// task that a Restore gave it are gone after Reset, as everything else
+// the Restore brought.
+func TestResetDropsRestoredPendingRuns(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	mustAdd(t, s, Task{ID: "a", Every: time.Second, Overlap: OverlapAllow, MaxConcurrent: 3, Run: nop})
+	snap := rawSnapshot(formatPending, record{id: "a", flags: flagPending | flagMaybeDup, runs: 3, pending: []uint64{4<<1 | 1, 5 << 1}})
+	if err := s.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if a := info(t, s, "a"); a.Pending != 2 || a.Runs != 3 || s.Stats().MaybeDuplicated != 1 {
+		t.Fatalf("after the restore: %+v, %d maybe duplicated", a, s.Stats().MaybeDuplicated)
+	}
+	s.Reset()
+	if a := info(t, s, "a"); a.Pending != 0 || a.Runs != 0 || a.MaybeDuplicate {
+		t.Fatalf("after Reset: %+v", a)
+	}
+	if st := s.Stats(); st.MaybeDuplicated != 0 {
+		t.Fatalf("after Reset: %d maybe duplicated", st.MaybeDuplicated)
+	}
+	if len(s.multis) != 0 {
+		t.Fatalf("after Reset: %d tasks with run state", len(s.multis))
+	}
+}
