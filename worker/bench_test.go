@@ -242,7 +242,9 @@ func BenchmarkCapture(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, t := range s.all {
-				if err := s2.Add(t.spec); err != nil {
+				spec := *t.spec
+				spec.ID = t.id
+				if err := s2.Add(spec); err != nil {
 					b.Fatal(err)
 				}
 			}

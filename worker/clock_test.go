@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +115,45 @@ func TestCatchUpAfterDowntimeIsBounded(t *testing.T) {
 	}
 	if st := b.Stats(); st.SkippedTotal < 3600-12 {
 		t.Errorf("%d points skipped, want the %d beyond the limit", st.SkippedTotal, 3600-12)
+	}
+}
+
+// TestRestoreKeepsJitter: a task's next run may be up to its interval plus
+// its jitter away; restored on the same clock, that is not a wall clock
+// moved back. No due time may be clamped (which drops the jitter, and so
+// the spread of the runs, and logs a warning for nothing).
+func TestRestoreKeepsJitter(t *testing.T) {
+	const n = 100
+	var tasks []Task
+	for i := range n {
+		tasks = append(tasks, Task{ID: fmt.Sprint("t", i), Every: 10 * time.Second, Jitter: 10 * time.Second, Run: nop})
+	}
+	clk := newFakeClock()
+	opts := Options{now: clk.Now}
+	a, _ := newTest(t, opts)
+	mustAdd(t, a, tasks...)
+	clk.Advance(15 * time.Second)
+	stepAll(t, a, 2*n)
+	before := map[string]time.Time{}
+	for _, tk := range tasks {
+		before[tk.ID] = info(t, a, tk.ID).Next
+	}
+	if err := a.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	snap := capture(t, a)
+
+	b, logs := newTest(t, opts)
+	mustAdd(t, b, tasks...)
+	if err := b.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "clamped") {
+		t.Errorf("due times clamped on the same clock:\n%s", logs)
+	}
+	for _, tk := range tasks {
+		if got := info(t, b, tk.ID).Next; got.Sub(before[tk.ID]).Abs() > time.Millisecond {
+			t.Fatalf("%s: next run at %v, was %v", tk.ID, got, before[tk.ID])
+		}
 	}
 }

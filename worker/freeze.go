@@ -28,7 +28,9 @@ func (s *Supervisor) Register(reg *state.Registry) error {
 
 // Participant returns the supervisor as a section of an upgrade snapshot,
 // named Options.Name. Register it before Restore is due to be called;
-// Register does, and also reads the previous snapshot version.
+// Register does, and also reads the previous snapshot version. Its Reset
+// undoes a Restore when a later section of the snapshot fails, which
+// spares the registry a capture of every task before the Restore.
 func (s *Supervisor) Participant() state.Participant {
 	return state.Participant{
 		Name:    s.opts.Name,
@@ -37,6 +39,7 @@ func (s *Supervisor) Participant() state.Participant {
 		Thaw:    s.Thaw,
 		Capture: s.Capture,
 		Restore: s.Restore,
+		Reset:   s.Reset,
 	}
 }
 
@@ -104,7 +107,7 @@ func (s *Supervisor) cutOffFrozen() {
 	var ids []string
 	for _, t := range s.all {
 		if t.status == StatusRunning && !t.cutOff && len(ids) < 10 {
-			ids = append(ids, t.spec.ID)
+			ids = append(ids, t.id)
 		}
 	}
 	n := s.cutOffLocked(ErrCutOff)

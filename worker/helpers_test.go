@@ -94,7 +94,7 @@ func step(s *Supervisor) string {
 	j := s.dispatchLocked(tk)
 	s.mu.Unlock()
 	s.execute(j, false)
-	return tk.spec.ID
+	return tk.id
 }
 
 // stepAll runs due tasks until none is due, at most limit runs.

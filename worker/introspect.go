@@ -111,18 +111,18 @@ func (s *Supervisor) List(after string, limit int) []TaskInfo {
 	// Keep the limit smallest IDs above after in a max-heap.
 	page := make(idHeap, 0, min(limit, len(s.all)))
 	for _, t := range s.all {
-		id := t.spec.ID
+		id := t.id
 		if id <= after {
 			continue
 		}
 		if len(page) < limit {
 			heap.Push(&page, t)
-		} else if id < page[0].spec.ID {
+		} else if id < page[0].id {
 			page[0] = t
 			heap.Fix(&page, 0)
 		}
 	}
-	slices.SortFunc(page, func(a, b *task) int { return strings.Compare(a.spec.ID, b.spec.ID) })
+	slices.SortFunc(page, func(a, b *task) int { return strings.Compare(a.id, b.id) })
 	now := s.opts.now()
 	out := make([]TaskInfo, len(page))
 	for i, t := range page {
@@ -137,7 +137,7 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		st = StatusFrozen
 	}
 	info := TaskInfo{
-		ID:                  t.spec.ID,
+		ID:                  t.id,
 		Kind:                t.spec.Kind,
 		Loop:                t.loop(),
 		Status:              st,
@@ -148,7 +148,7 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		StateVersion:        t.spec.Version,
 		StateBytes:          len(t.state),
 		MaybeDuplicate:      t.maybeDup,
-		Schedule:            scheduleString(&t.spec),
+		Schedule:            scheduleString(t.spec),
 		Paused:              t.paused,
 		Data:                t.data,
 	}
@@ -192,7 +192,7 @@ func scheduleString(t *Task) string {
 type idHeap []*task
 
 func (h idHeap) Len() int           { return len(h) }
-func (h idHeap) Less(i, j int) bool { return h[i].spec.ID > h[j].spec.ID }
+func (h idHeap) Less(i, j int) bool { return h[i].id > h[j].id }
 func (h idHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *idHeap) Push(x any)        { *h = append(*h, x.(*task)) }
 func (h *idHeap) Pop() any {

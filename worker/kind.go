@@ -92,9 +92,10 @@ func (s *Supervisor) fromRecordLocked(rec *record) (*task, prepared, error) {
 	if err := spec.validate(); err != nil {
 		return nil, prepared{}, err
 	}
-	t := &task{spec: spec.withDefaults(), data: true, specBytes: rec.spec}
+	spec = spec.withDefaults()
+	t := &task{id: rec.id, spec: s.shareSpecLocked(&spec), data: true, specBytes: rec.spec}
 	t.run = Run{t: t, s: s}
-	p, err := prepare(&t.spec, rec)
+	p, err := prepare(t.spec, rec)
 	if err != nil {
 		return nil, prepared{}, err
 	}
@@ -327,10 +328,10 @@ func (s *Supervisor) Resume(id string) error {
 // skipPast returns the first schedule point of periodic t after now,
 // t's nominal point being past and not run: it counts as skipped too.
 func (s *Supervisor) skipPast(t *task, now int64) slot {
-	spec := t.spec
+	spec := *t.spec
 	spec.Policy, spec.Overlap = SkipLate, OverlapQueue
 	saved := t.spec
-	t.spec = spec
+	t.spec = &spec
 	defer func() { t.spec = saved }()
 	sl := s.nextSlotFor(t, now, now)
 	sl.skipped++

@@ -118,7 +118,7 @@ func (s *Supervisor) canStartLocked(t *task) bool {
 func (s *Supervisor) dispatchRunLocked(t *task) job {
 	ov := s.runsOf(t)
 	now := s.mono(s.opts.now())
-	r := &task{spec: t.spec, ov: ov, status: StatusRunning, due: t.due,
+	r := &task{id: t.id, spec: t.spec, ov: ov, status: StatusRunning, due: t.due,
 		state: t.state, stateGen: t.stateGen}
 	r.run = Run{t: r, s: s}
 	switch {
@@ -292,7 +292,7 @@ func (s *Supervisor) restorePendingLocked(t *task, packed []uint64) {
 		s.totals.skipped += uint64(len(packed))
 		t.runs += uint64(len(packed)) // keep the numbers unique
 		s.log.Warn("worker: task had cut-off runs of overlap allow and is no longer periodic; they are skipped",
-			"task", t.spec.ID, "runs", len(packed))
+			"task", t.id, "runs", len(packed))
 		return
 	}
 	ov := s.runsOf(t)

@@ -231,17 +231,17 @@ func TestOverlapAllowSnapshotCompat(t *testing.T) {
 	} {
 		r := record{id: "a", flags: flagPending, runs: c.runs, pending: c.pending}
 		b := rawSnapshot(formatPending, r)
-		if _, err := readSnapshot(bytes.NewReader(b)); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("%s: readSnapshot = %v, want ErrCorrupt", c.name, err)
+		if _, err := parseSnapshot(bytes.NewReader(b)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: parseSnapshot = %v, want ErrCorrupt", c.name, err)
 		}
 	}
 	good := rawSnapshot(formatPending, record{id: "a", flags: flagPending, runs: 3, pending: []uint64{4<<1 | 1, 5 << 1}})
-	snap, err := readSnapshot(bytes.NewReader(good))
-	if err != nil || !slices.Equal(snap.records[0].pending, []uint64{9, 10}) {
-		t.Fatalf("readSnapshot = %v, %v", snap, err)
+	recs, err := parseSnapshot(bytes.NewReader(good))
+	if err != nil || !slices.Equal(recs[0].pending, []uint64{9, 10}) {
+		t.Fatalf("parseSnapshot = %v, %v", recs, err)
 	}
 	// Format 2 has no pending field: the flag alone is ignored.
-	if _, err := readSnapshot(bytes.NewReader(rawSnapshot(2, record{id: "a", flags: flagPending}))); err != nil {
+	if _, err := parseSnapshot(bytes.NewReader(rawSnapshot(2, record{id: "a", flags: flagPending}))); err != nil {
 		t.Fatalf("format 2: %v", err)
 	}
 }

@@ -76,7 +76,7 @@ func (s *Supervisor) cronAfter(t *task, p int64) int64 {
 func (s *Supervisor) nextSlotFor(t *task, start, end int64) slot {
 	var sl slot
 	if t.spec.cron == nil {
-		sl = nextSlot(t.nominal, start, &t.spec)
+		sl = nextSlot(t.nominal, start, t.spec)
 	} else {
 		sl = s.nextCronSlot(t, start)
 	}

@@ -155,7 +155,7 @@ func TestRemovedTasksLeaveQueue(t *testing.T) {
 	}
 	for _, e := range s.q {
 		if e.t.removed {
-			t.Fatalf("removed task %s still queued after its due time", e.t.spec.ID)
+			t.Fatalf("removed task %s still queued after its due time", e.t.id)
 		}
 	}
 }

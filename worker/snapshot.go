@@ -129,10 +129,74 @@ type record struct {
 	reason string
 }
 
+// snapshot is a snapshot read and checked chunk by chunk, its records not
+// yet parsed: Restore parses them in place, twice (to plan, then to
+// apply), rather than building a record per task, which at a million tasks
+// cost more memory than the tasks themselves.
 type snapshot struct {
 	captured, lastFinish int64
 	totals               totals
-	records              []record
+	version              byte
+	count                uint64   // records announced by the header
+	chunks               [][]byte // the record chunks' payloads, checksums verified
+}
+
+// recordIter parses the records of a snapshot in order, into one record
+// that each call to next overwrites.
+type recordIter struct {
+	snap  *snapshot
+	chunk int // index of the chunk being parsed
+	d     decoder
+	i     int // records parsed
+	kinds map[string]string
+	rec   record
+	err   error
+}
+
+func (snap *snapshot) iter() *recordIter {
+	it := &recordIter{snap: snap, chunk: -1, kinds: make(map[string]string)}
+	return it
+}
+
+// next parses the next record into it.rec and reports whether there was
+// one; at the end it.err says whether the records were what the header
+// announced, wrapping ErrCorrupt if not.
+func (it *recordIter) next() bool {
+	if it.err != nil {
+		return false
+	}
+	for len(it.d.b) == 0 {
+		if it.chunk+1 == len(it.snap.chunks) {
+			if uint64(it.i) != it.snap.count {
+				it.err = fmt.Errorf("%w: %d records, header announced %d", ErrCorrupt, it.i, it.snap.count)
+			}
+			return false
+		}
+		it.chunk++
+		it.d = decoder{b: it.snap.chunks[it.chunk]}
+	}
+	if uint64(it.i) == it.snap.count {
+		it.err = fmt.Errorf("%w: more than the %d records announced", ErrCorrupt, it.snap.count)
+		return false
+	}
+	it.rec = it.d.record(it.kinds, it.snap.version)
+	if it.d.err != nil {
+		it.err = fmt.Errorf("%w: record %d: %w", ErrCorrupt, it.i, it.d.err)
+		return false
+	}
+	it.i++
+	return true
+}
+
+// records parses every record of snap, for the tests and the fuzzer.
+func (snap *snapshot) records() ([]record, error) {
+	var out []record
+	for it := snap.iter(); ; {
+		if !it.next() {
+			return out, it.err
+		}
+		out = append(out, it.rec)
+	}
 }
 
 // captureLocked writes the snapshot to w.
@@ -185,7 +249,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 // supervisor's monotonic clock into wall-clock nanoseconds.
 func recordOf(t *task, wall func(int64) int64) record {
 	r := record{
-		id:          t.spec.ID,
+		id:          t.id,
 		kind:        t.spec.Kind,
 		every:       int64(t.spec.Every),
 		nominal:     wall(t.nominal),
@@ -310,34 +374,17 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: header: %w", ErrCorrupt, d.err)
 	}
-	// The header passed its checksum, so count is what Capture wrote; still,
-	// bound the allocation it drives, so that crafted input cannot ask for
-	// terabytes. Past the bound the slice grows with the records read.
-	snap.records = make([]record, 0, min(count, 1<<18))
-	kinds := make(map[string]string) // share the few distinct kind strings
+	snap.version, snap.count = version, count
 	for {
 		payload, err := cr.next()
 		if err != nil {
 			return nil, err
 		}
 		if payload == nil {
-			break
+			return snap, nil
 		}
-		d := decoder{b: payload}
-		for len(d.b) > 0 && d.err == nil {
-			if uint64(len(snap.records)) == count {
-				return nil, fmt.Errorf("%w: more than the %d records announced", ErrCorrupt, count)
-			}
-			snap.records = append(snap.records, d.record(kinds, version))
-		}
-		if d.err != nil {
-			return nil, fmt.Errorf("%w: record %d: %w", ErrCorrupt, len(snap.records), d.err)
-		}
+		snap.chunks = append(snap.chunks, payload)
 	}
-	if uint64(len(snap.records)) != count {
-		return nil, fmt.Errorf("%w: %d records, header announced %d", ErrCorrupt, len(snap.records), count)
-	}
-	return snap, nil
 }
 
 func corrupt(what string, err error) error {
@@ -410,6 +457,9 @@ func readN(r io.Reader, n int) ([]byte, error) {
 type decoder struct {
 	b   []byte
 	err error
+	// kind is the last record's kind, when kindSet.
+	kind    string
+	kindSet bool
 }
 
 var errShort = errors.New("truncated")
@@ -458,12 +508,15 @@ func (d *decoder) record(kinds map[string]string, version byte) record {
 	var r record
 	r.idb = d.bytes(MaxIDLength)
 	kind := d.bytes(MaxKindLength)
-	if k, ok := kinds[string(kind)]; ok {
+	if d.kindSet && d.kind == string(kind) {
+		r.kind = d.kind // tasks of a kind come in runs: skip the lookup
+	} else if k, ok := kinds[string(kind)]; ok {
 		r.kind = k
 	} else if d.err == nil {
 		r.kind = string(kind)
 		kinds[r.kind] = r.kind
 	}
+	d.kind, d.kindSet = r.kind, d.err == nil
 	r.flags = d.uvarint()
 	r.orphanGen = d.uvarint()
 	r.every = d.varint()
@@ -569,6 +622,7 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	// stream alone; check again after, as Run may have started meanwhile.
 	s.mu.Lock()
 	err := s.restorableLocked()
+	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
 	s.mu.Unlock()
 	if err != nil {
 		return err
@@ -586,19 +640,31 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	s.undo = s.newUndoLocked(&plan)
 	s.applyRestoreLocked(snap, &plan)
 	s.logRestore(snap, plan)
 	return nil
 }
 
 // restorePlan is what a snapshot does to the registered tasks: the
-// progress each matched task takes, and the records kept or dropped for
+// registered task each record matches, and the records kept or dropped for
 // want of a registration.
 type restorePlan struct {
-	matches []restoreMatch
-	orphans map[string]*record
-	dropped []string
-	dups    []*task // matched tasks whose next run may be a duplicate
+	// matched holds, for each record in snapshot order, the registered
+	// task it restores, or nil. special holds the matches whose state
+	// was migrated or decoded, by record index, ascending; the others
+	// take the record's state as it is, so that a plain restore keeps
+	// nothing per task but the pointer.
+	matched   []*task
+	unmatched int
+	special   []preparedAt
+	// stateBytes is, per chunk, the state bytes its matched records
+	// take as they are: applyRestoreLocked copies them out of the chunk,
+	// so that the chunk is not kept alive by a few bytes of each task.
+	stateBytes []int
+	orphans    map[string]*record
+	dropped    []string
+	dups       []*task // matched tasks whose next run may be a duplicate
 	// creates are the data tasks built from their spec; created holds
 	// their IDs.
 	creates []restoreMatch
@@ -614,42 +680,92 @@ type restoreMatch struct {
 	p prepared
 }
 
+// preparedAt is the prepared state of record i.
+type preparedAt struct {
+	i     int
+	state []byte
+	local any
+}
+
+// matches counts the records that restore a registered task.
+func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched }
+
 // planRestoreLocked matches the snapshot's records to the registered tasks
 // and prepares their state, changing nothing, so that Restore is all or
-// nothing.
+// nothing. It is the first of the two passes over the records, and the
+// one that finds damaged ones.
 func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 	plan := restorePlan{
-		matches: make([]restoreMatch, 0, len(snap.records)),
-		orphans: make(map[string]*record),
+		matched:    make([]*task, 0, min(snap.count, 1<<22)),
+		stateBytes: make([]int, len(snap.chunks)),
+		orphans:    make(map[string]*record),
 	}
-	for i := range snap.records {
-		rec := &snap.records[i]
-		t := s.byID[string(rec.idb)] // no allocation for a map key
-		if t == nil && rec.flags&flagData != 0 {
+	it := snap.iter()
+	for it.next() {
+		rec := &it.rec
+		t := s.lookupLocked(it.i-1, rec.idb)
+		if t == nil {
+			plan.matched = append(plan.matched, nil)
+			plan.unmatched++
 			rec.id = string(rec.idb)
-			if err := s.planDataLocked(&plan, rec); err != nil {
+			if err := s.planUnmatchedLocked(&plan, rec); err != nil {
 				return restorePlan{}, err
 			}
 			continue
 		}
-		if t == nil {
-			rec.id = string(rec.idb)
-			if rec.orphanGen >= 1 {
-				plan.dropped = append(plan.dropped, rec.id)
-				continue
-			}
-			rec.orphanGen++
-			plan.orphans[rec.id] = rec
-			continue
-		}
-		rec.id = t.spec.ID
-		p, err := prepare(&t.spec, rec)
+		rec.id = t.id
+		p, err := prepare(t.spec, rec)
 		if err != nil {
 			return restorePlan{}, err
 		}
-		plan.matches = append(plan.matches, restoreMatch{t, p})
+		plan.matched = append(plan.matched, t)
+		if p.local != nil || !sameBytes(p.state, rec.state) {
+			plan.special = append(plan.special, preparedAt{i: it.i - 1, state: p.state, local: p.local})
+		} else {
+			plan.stateBytes[it.chunk] += len(rec.state)
+		}
+	}
+	if it.err != nil {
+		return restorePlan{}, it.err
 	}
 	return plan, nil
+}
+
+// lookupLocked returns the registered task of ID id, the record at index
+// i of the snapshot. The next binary mostly registers the tasks in the
+// order the last one did, which is the order of the snapshot: the task
+// registered i-th is tried first, which spares a hash lookup, and the
+// cache misses of one in a large map, for almost every record.
+func (s *Supervisor) lookupLocked(i int, id []byte) *task {
+	if i < len(s.all) {
+		if t := s.all[i]; t.id == string(id) {
+			return t
+		}
+	}
+	return s.byID[string(id)] // no allocation for a map key
+}
+
+// sameBytes reports whether a and b are the same bytes in memory.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// planUnmatchedLocked plans the restore of a record that no registered
+// task claims: a data task, or an orphan kept for one generation, or
+// dropped after two. The record is copied: the plan keeps it.
+func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record) error {
+	if rec.flags&flagData != 0 {
+		kept := *rec
+		return s.planDataLocked(plan, &kept)
+	}
+	if rec.orphanGen >= 1 {
+		plan.dropped = append(plan.dropped, rec.id)
+		return nil
+	}
+	kept := *rec
+	kept.orphanGen++
+	plan.orphans[kept.id] = &kept
+	return nil
 }
 
 // planDataLocked plans the restore of a data task that no task
@@ -681,21 +797,37 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 	return nil
 }
 
-// applyRestoreLocked gives the matched tasks their progress, rebuilds the
+// applyRestoreLocked gives the matched tasks their progress, parsing the
+// records a second time (they were checked by the plan), rebuilds the
 // queue and takes over the snapshot's totals.
 func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
 	s.totals = snap.totals // before applyLocked, which counts what it skips
-	for _, m := range plan.matches {
-		s.counts[m.t.status]--
-		if over := s.applyLocked(m.t, m.p, now); over > 0 {
-			plan.clamped++
-			plan.maxOver = max(plan.maxOver, over)
+	special := plan.special
+	var arena []byte // the chunk's states, copied out
+	chunk := -1
+	for it := snap.iter(); it.next(); {
+		i := it.i - 1
+		t := plan.matched[i]
+		if t == nil {
+			continue
 		}
-		s.counts[m.t.status]++
-		if m.t.maybeDup {
-			plan.dups = append(plan.dups, m.t)
+		rec := &it.rec
+		rec.id = t.id
+		p := prepared{rec: rec, state: rec.state}
+		if len(special) > 0 && special[0].i == i {
+			p.state, p.local = special[0].state, special[0].local
+			special = special[1:]
+		} else if len(rec.state) > 0 {
+			if it.chunk != chunk {
+				chunk = it.chunk
+				arena = make([]byte, 0, plan.stateBytes[chunk])
+			}
+			n := len(arena)
+			arena = append(arena, rec.state...)
+			p.state = arena[n:len(arena):len(arena)]
 		}
+		s.applyMatchLocked(plan, t, p, now)
 	}
 	for _, m := range plan.creates {
 		if over := s.applyLocked(m.t, m.p, now); over > 0 {
@@ -703,19 +835,28 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			plan.maxOver = max(plan.maxOver, over)
 		}
 		m.t.idx = len(s.all)
-		s.byID[m.t.spec.ID] = m.t
+		s.byID[m.t.id] = m.t
 		s.all = append(s.all, m.t)
 		s.counts[m.t.status]++
 		if m.t.maybeDup {
 			plan.dups = append(plan.dups, m.t)
 		}
 	}
-	// Most due times changed: rebuilding the queue, O(n), beats fixing it
-	// task by task. Before Run no task is running, so every task that is
-	// not done or held is queued.
+	s.rebuildQueueLocked()
+	s.orphans = plan.orphans
+	s.prevLastFinish = snap.lastFinish
+	s.restored = true
+	s.awaitFirst.Store(true)
+}
+
+// rebuildQueueLocked queues every task anew. After a Restore most due
+// times changed: rebuilding the queue, O(n), beats fixing it task by
+// task. Before Run no task is running, so every task that is not done or
+// held is queued.
+func (s *Supervisor) rebuildQueueLocked() {
 	clear(s.q)
 	s.q = s.q[:0]
-	nowMono := s.mono(now)
+	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
 		if t.status != StatusDone && t.status != StatusPaused && !t.held {
 			t.qseq++
@@ -727,16 +868,26 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 		}
 	}
 	s.q.init()
-	s.orphans = plan.orphans
-	s.prevLastFinish = snap.lastFinish
-	s.restored = true
-	s.awaitFirst.Store(true)
+}
+
+// applyMatchLocked gives t, registered, the progress in p, keeping the
+// status counts and the plan's figures.
+func (s *Supervisor) applyMatchLocked(plan *restorePlan, t *task, p prepared, now time.Time) {
+	s.counts[t.status]--
+	if over := s.applyLocked(t, p, now); over > 0 {
+		plan.clamped++
+		plan.maxOver = max(plan.maxOver, over)
+	}
+	s.counts[t.status]++
+	if t.maybeDup {
+		plan.dups = append(plan.dups, t)
+	}
 }
 
 // logRestore reports a restore: one summary line, then up to ten lines
 // each for the orphaned and the dropped tasks.
 func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
-	s.log.Info("worker: restored snapshot", "tasks", len(plan.matches), "data_tasks", len(plan.creates), "orphaned", len(plan.orphans),
+	s.log.Info("worker: restored snapshot", "tasks", plan.matches(), "data_tasks", len(plan.creates), "orphaned", len(plan.orphans),
 		"dropped", len(plan.dropped), "captured", time.Unix(0, snap.captured))
 	if plan.clamped > 0 {
 		s.log.Warn("worker: restored due times beyond one interval from now were clamped; the wall clock may have moved back",
@@ -759,7 +910,7 @@ func (s *Supervisor) logRestore(snap *snapshot, plan restorePlan) {
 			s.log.Warn("worker: more runs may be duplicated", "more", len(plan.dups)-i)
 			break
 		}
-		s.log.Warn("worker: run may be duplicated: the previous process cut it off", "task", t.spec.ID, "seq", t.runs+1)
+		s.log.Warn("worker: run may be duplicated: the previous process cut it off", "task", t.id, "seq", t.runs+1)
 	}
 }
 
@@ -851,6 +1002,7 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	}
 	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
 	t.lastRun = rec.lastRun
+	t.progress = true
 	t.paused = rec.flags&flagPaused != 0
 	t.state = p.state
 	t.stateGen++
@@ -887,13 +1039,13 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	return over
 }
 
-// clampDueLocked bounds a restored due time to now + span, span being the
-// task's interval (a loop's is zero: it restarts at once) or, in backoff,
-// the longest retry delay, MaxBackoff. The snapshot's times are wall-clock times of
-// another process: a wall clock set back between the two would otherwise
-// delay every task by the jump. A due time in the past is left as it is:
-// the task is overdue and runs at once (in due order), and its policy sees
-// the lateness.
+// clampDueLocked bounds a restored due time to now + span, plus the
+// task's jitter, span being the task's interval (a loop's is zero: it
+// restarts at once) or, in backoff, the longest retry delay, MaxBackoff.
+// The snapshot's times are wall-clock times of another process: a wall
+// clock set back between the two would otherwise delay every task by the
+// jump. A due time in the past is left as it is: the task is overdue and
+// runs at once (in due order), and its policy sees the lateness.
 // It returns how far the due time was beyond the bound, or 0.
 func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
 	span := int64(t.spec.Every)
@@ -913,12 +1065,15 @@ func (s *Supervisor) clampDueLocked(t *task, now int64) time.Duration {
 		t.nominal, t.due = bound, bound+t.jit
 		return time.Duration(over)
 	}
-	over := t.due - (now + span)
+	// A periodic task's jitter (zero in backoff and for a loop) comes on
+	// top of its interval: its due time is within span + jit of now.
+	over := t.due - (now + span + t.jit)
 	if over <= 0 {
 		return 0
 	}
-	// The schedule starts again from the bound.
-	t.due, t.nominal, t.jit = now+span, now+span, 0
+	// The schedule starts again from the bound, with its jitter.
+	t.nominal = now + span
+	t.due = t.nominal + t.jit
 	if t.status == StatusBackoff || t.loop() {
 		t.nominal = now
 	}

@@ -82,8 +82,8 @@ func TestSnapshotRoundTrip10k(t *testing.T) {
 		t.Fatalf("round trip did not cover every status: %v", statuses)
 	}
 	for _, tk := range a.all {
-		if !bytes.Equal(tk.state, b.byID[tk.spec.ID].state) {
-			t.Fatalf("%s: state differs", tk.spec.ID)
+		if !bytes.Equal(tk.state, b.byID[tk.id].state) {
+			t.Fatalf("%s: state differs", tk.id)
 		}
 	}
 	if sa, sb := a.Stats(), b.Stats(); sa.RunsTotal != sb.RunsTotal || sa.FailuresTotal != sb.FailuresTotal || sa.SkippedTotal != sb.SkippedTotal {
@@ -98,7 +98,7 @@ func TestSnapshotRoundTrip10k(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(s1.records) != fmt.Sprint(s2.records) {
+	if fmt.Sprint(mustRecords(t, s1)) != fmt.Sprint(mustRecords(t, s2)) {
 		t.Fatal("records differ after a second round trip")
 	}
 }
@@ -194,8 +194,8 @@ func TestOrphanKeptOneGeneration(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(snap2.records) != 1 || string(snap2.records[0].idb) != "kept" {
-			t.Fatalf("gen2 snapshot %+v", snap2.records)
+		if recs := mustRecords(t, snap2); len(recs) != 1 || string(recs[0].idb) != "kept" {
+			t.Fatalf("gen2 snapshot %+v", recs)
 		}
 	})
 }
@@ -338,18 +338,18 @@ func smallSnapshot(t *testing.T) []byte {
 // not succeed.
 func TestCorruptSnapshot(t *testing.T) {
 	snap := smallSnapshot(t)
-	if _, err := readSnapshot(bytes.NewReader(snap)); err != nil {
+	if _, err := parseSnapshot(bytes.NewReader(snap)); err != nil {
 		t.Fatal(err)
 	}
 	for n := range len(snap) {
-		if _, err := readSnapshot(bytes.NewReader(snap[:n])); !errors.Is(err, ErrCorrupt) {
+		if _, err := parseSnapshot(bytes.NewReader(snap[:n])); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("truncated at %d of %d: %v", n, len(snap), err)
 		}
 	}
 	for i := range snap {
 		bad := bytes.Clone(snap)
 		bad[i] ^= 0x20
-		if _, err := readSnapshot(bytes.NewReader(bad)); !errors.Is(err, ErrCorrupt) {
+		if _, err := parseSnapshot(bytes.NewReader(bad)); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("byte %d flipped: %v", i, err)
 		}
 	}
@@ -412,5 +412,27 @@ func FuzzReadSnapshot(f *testing.F) {
 		if err == nil && snap == nil {
 			t.Fatal("nil snapshot without error")
 		}
+		if err == nil {
+			snap.records() // must not panic, whatever the records say
+		}
 	})
+}
+
+// mustRecords parses every record of snap.
+func mustRecords(t *testing.T, snap *snapshot) []record {
+	t.Helper()
+	recs, err := snap.records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// parseSnapshot reads a snapshot and parses its records, as Restore does.
+func parseSnapshot(r io.Reader) ([]record, error) {
+	snap, err := readSnapshot(r)
+	if err != nil {
+		return nil, err
+	}
+	return snap.records()
 }

@@ -164,7 +164,7 @@ func (s *Supervisor) abandonOverdueLocked() (time.Duration, []AbandonedRun) {
 		s.stuck++
 		s.abandonedTotal++
 		cancelled := wallNow.Add(-time.Duration(now - t.stopBy + int64(s.opts.StopTimeout)))
-		out = append(out, AbandonedRun{ID: t.spec.ID, Seq: t.runs + 1, Cancelled: cancelled, Abandoned: wallNow})
+		out = append(out, AbandonedRun{ID: t.id, Seq: t.runs + 1, Cancelled: cancelled, Abandoned: wallNow})
 	}
 	for _, t := range s.all {
 		s.eachRunLocked(t, visit)

@@ -90,6 +90,11 @@ type Supervisor struct {
 	lastFinish     int64
 	prevLastFinish int64
 	restored       bool
+	// lastSpec is the spec of the last task inserted; see
+	// shareSpecLocked.
+	lastSpec *Task
+	// undo is what Reset needs to undo the last Restore; Run drops it.
+	undo *restoreUndo
 
 	// live counts the goroutines started by the supervisor and not yet
 	// returned; stuck counts those of them in an abandoned run. Run joins
@@ -191,11 +196,12 @@ func (s *Supervisor) Add(t Task) error {
 	if rec != nil && data && rec.flags&flagData != 0 {
 		return fmt.Errorf("%w: %q is the ID of an orphaned task (kind %q); remove it first", ErrDuplicateTask, t.ID, rec.kind)
 	}
-	nt := &task{spec: t.withDefaults(), data: data}
+	spec := t.withDefaults()
+	nt := &task{id: t.ID, spec: s.shareSpecLocked(&spec), data: data}
 	nt.run = Run{t: nt, s: s}
 	now := s.opts.now()
 	if rec != nil {
-		p, err := prepare(&nt.spec, rec)
+		p, err := prepare(nt.spec, rec)
 		if err != nil {
 			return err
 		}
@@ -251,16 +257,16 @@ func (s *Supervisor) pastEnd(t *task, p int64) bool {
 // insertLocked registers t, whose schedule is set, and queues it.
 func (s *Supervisor) insertLocked(t *task) {
 	t.idx = len(s.all)
-	s.byID[t.spec.ID] = t
+	s.byID[t.id] = t
 	s.all = append(s.all, t)
 	s.counts[t.status]++
 	if t.data && t.specBytes == nil {
-		t.specBytes = encodeSpec(&t.spec)
+		t.specBytes = encodeSpec(t.spec)
 	}
 	if t.status == StatusDone || t.status == StatusPaused {
 		return
 	}
-	if _, busy := s.removing[t.spec.ID]; busy {
+	if _, busy := s.removing[t.id]; busy {
 		// Keep "at most one run in flight per ID" across Remove and Add.
 		t.held = true
 		return
@@ -324,7 +330,7 @@ func frozenError(op string) error {
 
 // dropLocked unregisters t. A queued entry is dropped when popped.
 func (s *Supervisor) dropLocked(t *task) {
-	delete(s.byID, t.spec.ID)
+	delete(s.byID, t.id)
 	last := s.all[len(s.all)-1]
 	s.all[t.idx], last.idx = last, t.idx
 	s.all[len(s.all)-1] = nil
@@ -357,6 +363,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return ErrClosed
 	}
 	s.phase = phaseRunning
+	s.undo = nil // Reset does nothing from here on
 	s.spawnLocked(s.schedule)
 	for range s.opts.Workers {
 		s.spawnLocked(s.runner)
@@ -681,7 +688,7 @@ func (s *Supervisor) goexit(j job, runner bool) {
 	now := s.opts.now()
 	s.finishLocked(j, errGoexit, false, now, now, runner, false)
 	s.mu.Unlock()
-	s.log.Error("worker: run called runtime.Goexit", "task", j.t.spec.ID)
+	s.log.Error("worker: run called runtime.Goexit", "task", j.t.id)
 }
 
 // execute performs one run. On a runner it returns the next due periodic
@@ -706,7 +713,7 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 	consecutive := t.owner().consecutive
 	s.mu.Unlock()
 	if retry >= 0 {
-		s.logFailure(t.spec.ID, seq, err, consecutive, retry)
+		s.logFailure(t.id, seq, err, consecutive, retry)
 	}
 	return next, ok
 }
@@ -787,11 +794,11 @@ func (s *Supervisor) settleLocked(t *task, err error, panicked bool, start, end 
 // releaseRemovedLocked forgets the finished run of a removed task and
 // queues the task re-added under its ID, which waited for that run.
 func (s *Supervisor) releaseRemovedLocked(t *task) {
-	if s.removing[t.spec.ID] != t {
+	if s.removing[t.id] != t {
 		return
 	}
-	delete(s.removing, t.spec.ID)
-	if nt := s.byID[t.spec.ID]; nt != nil && nt.held {
+	delete(s.removing, t.id)
+	if nt := s.byID[t.id]; nt != nil && nt.held {
 		nt.held = false
 		s.pushLocked(nt)
 	}

@@ -320,7 +320,7 @@ type Run struct {
 }
 
 // ID returns the task's ID.
-func (r *Run) ID() string { return r.t.spec.ID }
+func (r *Run) ID() string { return r.t.id }
 
 // Args returns the task's Task.Args. The caller must not modify them.
 func (r *Run) Args() []byte { return r.t.spec.Args }
@@ -355,7 +355,7 @@ func (r *Run) State() []byte { return r.t.state }
 // changed then, and the run should return.
 func (r *Run) Checkpoint(b []byte) error {
 	if len(b) > MaxStateSize {
-		return fmt.Errorf("%w: task %q: %d bytes, limit %d", ErrStateTooLarge, r.t.spec.ID, len(b), MaxStateSize)
+		return fmt.Errorf("%w: task %q: %d bytes, limit %d", ErrStateTooLarge, r.t.id, len(b), MaxStateSize)
 	}
 	s, t := r.s, r.t
 	s.mu.Lock()
@@ -454,7 +454,11 @@ type TaskInfo struct {
 // runs, state, stateGen and local without the lock: nothing else writes
 // them then (Checkpoint writes state under the lock from the run itself).
 type task struct {
-	spec Task
+	id string
+	// spec is the task as added, with its defaults; tasks that differ
+	// only by ID share one (see internLocked), whose ID is empty: the
+	// task's ID is id. It never changes once the task is inserted.
+	spec *Task
 	run  Run
 
 	idx int // position in Supervisor.all
@@ -509,6 +513,9 @@ type task struct {
 	// task, or one restored with cut-off runs of one; nil for the others.
 	// A run record (ov.parent != t) is a task of its own for one run.
 	ov *overlapRuns
+	// progress: a Restore or an adoption gave the task progress; see
+	// fresh.
+	progress bool
 }
 
 // loop reports whether t is a loop: no Every, Cron or At.

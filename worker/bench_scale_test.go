@@ -1,0 +1,278 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/state"
+)
+
+// The scale benchmarks measure each step of a task handover at 1k, 10k,
+// 100k and, with BATON_SCALE=1, 1M tasks shaped like baton-demo's: a kind,
+// a state version, CatchUp, every 10 s with 10 s of jitter, and a checkpointed
+// JSON counter. Each step is its own sub-benchmark, so that a profile
+// (-cpuprofile, -memprofile) of one -bench pattern is the profile of that
+// step:
+//
+//	go test ./worker -run '^$' -bench 'Scale/.*/tasks=100000' -benchmem
+//	BATON_SCALE=1 go test ./worker -run '^$' -bench 'Scale/restore/tasks=1000000' -benchtime 3x -cpuprofile cpu.out
+//
+// register: Add of n tasks, what the new binary does before Restore.
+// capture: Capture (the encode) into memory. decode: the parse of the
+// snapshot alone. restore: Restore into a supervisor holding the n
+// registered tasks. send: the section through state.Send and
+// state.Receive on a socket pair (a sealed memfd on Linux), the
+// receiving registry's Restore included. memory: the heap per task of a
+// supervisor whose every task has run once (the steady memory per task).
+func BenchmarkScale(b *testing.B) {
+	sizes := []int{1_000, 10_000, 100_000}
+	if os.Getenv("BATON_SCALE") != "" {
+		sizes = append(sizes, 1_000_000)
+	}
+	for _, step := range []struct {
+		name string
+		fn   func(*testing.B, int)
+	}{
+		{"register", benchRegister},
+		{"capture", benchScaleCapture},
+		{"decode", benchScaleDecode},
+		{"restore", benchScaleRestore},
+		{"send", benchScaleSend},
+		{"memory", benchScaleMemory},
+	} {
+		b.Run(step.name, func(b *testing.B) {
+			for _, n := range sizes {
+				b.Run("tasks="+strconv.Itoa(n), func(b *testing.B) { step.fn(b, n) })
+			}
+		})
+	}
+}
+
+// scaleClock is the fake clock of the scale benchmarks: shared so that a
+// restore sees the capture's wall clock.
+var scaleClock = newFakeClock()
+
+// scaleTasks registers n demo-like tasks in a new supervisor.
+func scaleTasks(b *testing.B, n int) *Supervisor {
+	b.Helper()
+	s, err := New(Options{now: scaleClock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mig := new(state.Migrations)
+	if err := mig.Add(1, 2, func(p []byte) ([]byte, error) { return p, nil }); err != nil {
+		b.Fatal(err)
+	}
+	run := func(_ context.Context, r *Run) error {
+		return r.Checkpoint(fmt.Appendf(nil, `{"count":%d}`, r.Seq()))
+	}
+	for i := range n {
+		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: "demo.counter", Version: 2, Migrations: mig,
+			Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp, Run: run}
+		if err := s.Add(t); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// ranScaleTasks returns a supervisor whose n tasks have each run once,
+// and its snapshot. Cached per n: building 1M tasks takes seconds.
+func ranScaleTasks(b *testing.B, n int) (*Supervisor, []byte) {
+	b.Helper()
+	if c, ok := scaleCache[n]; ok {
+		return c.s, c.snap
+	}
+	s := scaleTasks(b, n)
+	scaleClock.Advance(20 * time.Second)
+	for step(s) != "" {
+	}
+	if err := s.Freeze(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := s.Capture(&buf); err != nil {
+		b.Fatal(err)
+	}
+	clear(scaleCache) // keep one size in memory at a time
+	scaleCache[n] = scaleEntry{s, buf.Bytes()}
+	return s, buf.Bytes()
+}
+
+type scaleEntry struct {
+	s    *Supervisor
+	snap []byte
+}
+
+var scaleCache = map[int]scaleEntry{}
+
+func perTask(b *testing.B, n int) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/task")
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
+}
+
+func benchRegister(b *testing.B, n int) {
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		runtime.GC()
+		b.StartTimer()
+		scaleTasks(b, n)
+	}
+	perTask(b, n)
+}
+
+func benchScaleCapture(b *testing.B, n int) {
+	s, snap := ranScaleTasks(b, n)
+	var buf bytes.Buffer
+	buf.Grow(len(snap))
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.Reset()
+		if err := s.Capture(&buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, n)
+	b.ReportMetric(float64(len(snap))/float64(n), "bytes/task")
+}
+
+func benchScaleDecode(b *testing.B, n int) {
+	_, snap := ranScaleTasks(b, n)
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := readSnapshot(bytes.NewReader(snap)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, n)
+}
+
+func benchScaleRestore(b *testing.B, n int) {
+	_, snap := ranScaleTasks(b, n)
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	var peak uint64
+	for b.Loop() {
+		b.StopTimer()
+		s2 := scaleTasks(b, n)
+		runtime.GC()
+		before := heapInUse()
+		b.StartTimer()
+		if err := s2.Restore(bytes.NewReader(snap)); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		peak = max(peak, heapInUse()-before)
+		if got := s2.Stats().Tasks; got != n {
+			b.Fatalf("restored %d tasks, want %d", got, n)
+		}
+		b.StartTimer()
+	}
+	perTask(b, n)
+	// Heap in use after Restore beyond the registered supervisor's,
+	// before any collection: what the restore adds to the peak.
+	b.ReportMetric(float64(peak)/float64(n), "added-heap-bytes/task")
+}
+
+func heapInUse() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// benchScaleSend sends the supervisor's section from one registry to
+// another over a Unix socket pair, as an upgrade does (without the
+// freeze, done once).
+func benchScaleSend(b *testing.B, n int) {
+	s, snap := ranScaleTasks(b, n)
+	from, err := state.NewRegistry(state.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Register(from); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		s2 := scaleTasks(b, n)
+		to, err := state.NewRegistry(state.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s2.Register(to); err != nil {
+			b.Fatal(err)
+		}
+		c1, c2 := unixPair(b)
+		runtime.GC()
+		b.StartTimer()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := state.Send(context.Background(), c1, from)
+			errc <- err
+		}()
+		if _, err := state.Receive(context.Background(), c2, to); err != nil {
+			b.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		c1.Close()
+		c2.Close()
+		if got := s2.Stats().Tasks; got != n {
+			b.Fatalf("restored %d tasks, want %d", got, n)
+		}
+		b.StartTimer()
+	}
+	perTask(b, n)
+}
+
+func unixPair(b *testing.B) (*net.UnixConn, *net.UnixConn) {
+	b.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// benchScaleMemory reports the heap per task of n tasks that each ran
+// once and checkpointed their state, as a steady process holds them.
+func benchScaleMemory(b *testing.B, n int) {
+	for b.Loop() {
+		clear(scaleCache)
+		runtime.GC()
+		before := heapInUse()
+		s := scaleTasks(b, n)
+		scaleClock.Advance(20 * time.Second)
+		for step(s) != "" {
+		}
+		runtime.GC()
+		after := heapInUse()
+		b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/task")
+		runtime.KeepAlive(s)
+	}
+	b.ReportMetric(0, "ns/op")
+}

@@ -1,0 +1,112 @@
+package worker
+
+import "time"
+
+// restoreUndo is what Reset needs to undo the last Restore. Restore keeps
+// no copy of the tasks it gives progress to when they had none (the usual
+// case: the tasks were just added): Reset gives them their first schedule
+// again. Only the tasks that had progress before (a second Restore, an
+// adopted orphan) are copied.
+type restoreUndo struct {
+	matched []*task // the tasks the Restore gave progress, nil entries aside
+	saved   []savedTask
+	created []*task // data tasks the Restore created
+	orphans map[string]*record
+	totals  totals
+	// prevLastFinish, restored and awaitFirst as they were.
+	prevLastFinish       int64
+	restored, awaitFirst bool
+}
+
+type savedTask struct {
+	t *task
+	v task
+}
+
+// fresh reports whether t is as Add left it: no progress restored,
+// adopted or made.
+func (t *task) fresh() bool {
+	return !t.progress && t.runs == 0 && t.failures == 0 && t.state == nil && !t.maybeDup && t.ov == nil
+}
+
+// newUndoLocked records what Reset needs to undo the Restore of plan,
+// before it is applied.
+func (s *Supervisor) newUndoLocked(plan *restorePlan) *restoreUndo {
+	u := &restoreUndo{matched: plan.matched, orphans: s.orphans, totals: s.totals,
+		prevLastFinish: s.prevLastFinish, restored: s.restored, awaitFirst: s.awaitFirst.Load()}
+	for _, t := range plan.matched {
+		if t != nil && !t.fresh() {
+			u.saved = append(u.saved, savedTask{t, *t})
+		}
+	}
+	for _, m := range plan.creates {
+		u.created = append(u.created, m.t)
+	}
+	return u
+}
+
+// Reset undoes the last Restore, for a state.Registry whose restore of a
+// later section failed: the registry then undoes every section it
+// restored, and the supervisor's Reset spares it a capture of every
+// registered task before the Restore (at a million tasks, a second and
+// the snapshot's size in memory). The tasks the Restore gave progress to
+// are back as Add left them, their first run one interval from now (a
+// periodic task's jitter drawn again); tasks that had progress before it
+// get it back; the data tasks it created are gone, and the orphans and
+// totals are those from before. Reset does nothing after Run has started,
+// or when there is no Restore to undo; it undoes one Restore only.
+func (s *Supervisor) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.undo
+	s.undo = nil
+	if u == nil || s.phase != phaseNew {
+		return
+	}
+	now := s.opts.now()
+	for _, t := range u.matched {
+		if t != nil && !t.removed {
+			s.unrestoreLocked(t, now)
+		}
+	}
+	for _, sv := range u.saved {
+		if sv.t.removed {
+			continue
+		}
+		s.counts[sv.t.status]--
+		s.setMaybeDupLocked(sv.t, false)
+		idx := sv.t.idx
+		*sv.t = sv.v
+		sv.t.idx = idx
+		sv.t.maybeDup = false
+		s.setMaybeDupLocked(sv.t, sv.v.maybeDup)
+		if sv.t.ov != nil { // its cut-off runs, from before the Restore
+			if s.multis == nil {
+				s.multis = make(map[*task]struct{})
+			}
+			s.multis[sv.t] = struct{}{}
+		}
+		s.counts[sv.t.status]++
+	}
+	for i := len(u.created) - 1; i >= 0; i-- {
+		if t := u.created[i]; !t.removed {
+			s.dropLocked(t)
+		}
+	}
+	s.orphans, s.totals = u.orphans, u.totals
+	s.prevLastFinish, s.restored = u.prevLastFinish, u.restored
+	s.awaitFirst.Store(u.awaitFirst)
+	s.rebuildQueueLocked()
+}
+
+// unrestoreLocked puts t back as Add left it, with its first schedule from
+// now.
+func (s *Supervisor) unrestoreLocked(t *task, now time.Time) {
+	s.counts[t.status]--
+	s.setMaybeDupLocked(t, false)
+	s.dropRunsLocked(t) // the cut-off runs the Restore gave it
+	*t = task{id: t.id, spec: t.spec, run: t.run, idx: t.idx, data: t.data, specBytes: t.specBytes,
+		qseq: t.qseq, stateGen: t.stateGen + 1}
+	s.scheduleFirstLocked(t, now)
+	s.counts[t.status]++
+}
