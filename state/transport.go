@@ -151,14 +151,17 @@ func abortOn(ctx context.Context, conn *net.UnixConn) (stop func() bool) {
 	})
 }
 
+// streamBuffer is the write buffer of a streamed snapshot: the framing
+// around the chunks goes out in few writes.
+const streamBuffer = 64 << 10
+
 // sendStream writes a stream header and then the snapshot itself to conn,
-// through a buffer so that the framing around the chunks goes out in few
-// writes.
+// through a buffer.
 func sendStream(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
 	if _, err := conn.Write(transportHeader{kind: kindStream}.marshal()); err != nil {
 		return 0, fmt.Errorf("write transport header: %w", err)
 	}
-	w := bufio.NewWriterSize(conn, 64<<10)
+	w := bufio.NewWriterSize(conn, streamBuffer)
 	n, err := reg.writeSnapshot(ctx, w, a)
 	if err == nil {
 		err = w.Flush()

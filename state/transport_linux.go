@@ -42,10 +42,6 @@ var (
 	mapReceived = true
 )
 
-// streamBuffer is the write buffer of a streamed snapshot: the framing
-// around the chunks goes out in few writes.
-const streamBuffer = 64 << 10
-
 // memfdCreate is unix.MemfdCreate; tests replace it to take the fallback.
 var memfdCreate = unix.MemfdCreate
 

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/internal/pidfd"
 	"github.com/batonhq/baton/tests/demotest"
+	"github.com/batonhq/baton/upgrader/upgradertest"
 )
 
 // rawDemo is one baton-demo process started directly, for the tests that
@@ -34,9 +34,8 @@ type rawDemo struct {
 	lines   []string
 	changed chan struct{} // closed and replaced on every new line
 	logDone bool
-	// procs holds a pidfd of each pid that logged, opened at its first
-	// line, to kill them at the end without hitting a reused pid.
-	procs map[int]*pidfd.Process
+	// procs are the pids that logged, to kill them at the end.
+	procs upgradertest.Procs
 }
 
 // startRawDemo starts bin in dir with exactly args, as cred if not nil. The
@@ -48,8 +47,7 @@ func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args 
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &rawDemo{cmd: exec.Command(bin, args...), exited: make(chan struct{}), changed: make(chan struct{}),
-		procs: map[int]*pidfd.Process{}}
+	d := &rawDemo{cmd: exec.Command(bin, args...), exited: make(chan struct{}), changed: make(chan struct{})}
 	d.cmd.Dir = dir
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	d.cmd.Stdout, d.cmd.Stderr = w, w
@@ -71,9 +69,7 @@ func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args 
 			d.mu.Lock()
 			if m := pidRE.FindStringSubmatch(sc.Text()); m != nil {
 				if pid, err := strconv.Atoi(m[1]); err == nil {
-					if _, ok := d.procs[pid]; !ok {
-						d.procs[pid], _ = pidfd.Open(pid) // nil if gone already
-					}
+					d.procs.Saw(pid)
 				}
 			}
 			d.lines = append(d.lines, sc.Text())
@@ -93,15 +89,7 @@ func startRawDemo(t *testing.T, cred *syscall.Credential, bin, dir string, args 
 	t.Cleanup(func() {
 		// A generation it started, by an upgrade the test expected to
 		// be refused, holds the log pipe too.
-		d.mu.Lock()
-		for _, p := range d.procs {
-			if p != nil {
-				p.Signal(syscall.SIGKILL)
-				p.Close()
-			}
-		}
-		clear(d.procs)
-		d.mu.Unlock()
+		d.procs.KillAll()
 		d.cmd.Process.Kill()
 		<-d.exited
 		select {

@@ -95,6 +95,10 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 	close(u.upgradeDone)
 	if err == nil {
 		u.upgraded = true
+		// Sent with the final counts: the new process observes it, as a
+		// scrape after the switch reaches it, not this one. Set before
+		// exitC starts the drain that sends them.
+		u.upgradeTook = res.Duration
 		close(u.exitC)
 	}
 	u.mu.Unlock()
@@ -113,12 +117,6 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 		if errors.As(err, &ue) {
 			u.counters.Counter(counterFailureStep + ue.Step).Inc()
 		}
-	} else {
-		// The new process observes it when the final message comes: a
-		// scrape after the switch reaches it, not this one.
-		u.mu.Lock()
-		u.upgradeTook = res.Duration
-		u.mu.Unlock()
 	}
 	return res, err
 }

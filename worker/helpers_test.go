@@ -84,7 +84,7 @@ func start(t *testing.T, s *Supervisor) {
 func step(s *Supervisor) string {
 	s.mu.Lock()
 	var tk *task
-	for tk == nil || tk.removed || tk.multi() && !s.canStartLocked(tk) {
+	for !s.runnableLocked(tk) {
 		if len(s.q) == 0 || s.q[0].due > s.mono(s.opts.now()) || s.frozen {
 			s.mu.Unlock()
 			return ""

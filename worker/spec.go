@@ -18,13 +18,14 @@ import (
 // nothing to tasks that share nothing (typed tasks, whose decoders are
 // closures of their own).
 func (s *Supervisor) shareSpecLocked(spec *Task) *Task {
-	if last := s.lastSpec; last != nil && keyOf(last) == keyOf(spec) {
-		return last
+	key := keyOf(spec)
+	if s.lastSpec != nil && key == s.lastKey {
+		return s.lastSpec
 	}
 	c := new(Task)
 	*c = *spec
 	c.ID = ""
-	s.lastSpec = c
+	s.lastSpec, s.lastKey = c, key
 	return c
 }
 

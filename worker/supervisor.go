@@ -90,9 +90,10 @@ type Supervisor struct {
 	lastFinish     int64
 	prevLastFinish int64
 	restored       bool
-	// lastSpec is the spec of the last task inserted; see
-	// shareSpecLocked.
+	// lastSpec is the spec of the last task inserted, lastKey its
+	// keyOf; see shareSpecLocked.
 	lastSpec *Task
+	lastKey  specKey
 	// undo is what Reset needs to undo the last Restore; Run drops it.
 	undo *restoreUndo
 
@@ -528,6 +529,13 @@ func (s *Supervisor) pushLocked(t *task) {
 	}
 }
 
+// runnableLocked reports whether t, just popped from the queue, is to be
+// dispatched: not a stale entry (nil), not removed, and, for a multi task,
+// allowed to start another run.
+func (s *Supervisor) runnableLocked(t *task) bool {
+	return t != nil && !t.removed && (!t.multi() || s.canStartLocked(t))
+}
+
 // dispatchLocked marks t, just popped from the queue, as running and
 // returns its job.
 func (s *Supervisor) dispatchLocked(t *task) job {
@@ -595,7 +603,7 @@ func (s *Supervisor) dispatchDueLocked() time.Duration {
 			return -1
 		}
 		t := s.q.pop()
-		if t == nil || t.removed || t.multi() && !s.canStartLocked(t) {
+		if !s.runnableLocked(t) {
 			continue
 		}
 		j := s.dispatchLocked(t)
@@ -891,7 +899,7 @@ func (s *Supervisor) requeueLocked(t *task, st Status) {
 func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
 	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
 		nt := s.q.pop()
-		if nt == nil || nt.removed || nt.multi() && !s.canStartLocked(nt) {
+		if !s.runnableLocked(nt) {
 			continue
 		}
 		nj := s.dispatchLocked(nt)

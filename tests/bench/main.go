@@ -314,16 +314,7 @@ func measureOverhead(ctx context.Context, f flags, p programs, root string) (*ov
 // writeResults prints the tables and writes table.txt, results.json and,
 // if there are runs, upgrade-latency.png and upgrade-times.svg to dir.
 func writeResults(dir string, res results, data []*runData) error {
-	table := formatTables(res)
-	fmt.Print("\n" + table)
-	if err := os.WriteFile(filepath.Join(dir, "table.txt"), []byte(table), 0o644); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+	if err := writeReport(dir, "table.txt", formatTables(res), "results.json", res); err != nil {
 		return err
 	}
 	if len(data) > 0 {
@@ -336,6 +327,20 @@ func writeResults(dir string, res results, data []*runData) error {
 	}
 	fmt.Printf("\nwrote %s\n", dir)
 	return nil
+}
+
+// writeReport prints table and writes it to dir/textName, and v as
+// indented JSON to dir/jsonName: every mode's table and results.
+func writeReport(dir, textName, table, jsonName string, v any) error {
+	fmt.Print("\n" + table)
+	if err := os.WriteFile(filepath.Join(dir, textName), []byte(table), 0o644); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, jsonName), append(b, '\n'), 0o644)
 }
 
 // stoppedEarly names the runs that stopped before their last upgrade.

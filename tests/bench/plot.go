@@ -1,7 +1,7 @@
 package main
 
 // The figures, drawn with gonum.org/v1/plot. The small helpers first
-// (chart, lineChart, barChart, savePlot), for every mode of the driver,
+// (chart, lineChart, barChart), for every mode of the driver,
 // then the latency-over-time figure of the upgrade runs.
 
 import (
@@ -322,12 +322,6 @@ func (s stepTicks) Ticks(lo, hi float64) []plot.Tick {
 		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 12, 64)})
 	}
 	return ticks
-}
-
-// savePlot writes p to path at the chart size, in the format of path's
-// extension (.svg or .png), its legend beside it.
-func savePlot(p *plot.Plot, path string) error {
-	return drawColumn(path, []*plot.Plot{p})
 }
 
 // newCanvas is a canvas of w x h for path's format.

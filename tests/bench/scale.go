@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
@@ -166,20 +165,12 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 		}
 	}
 	checks := scaleChecks(runs)
-	table := m.String() + formatScale(runs, checks)
-	fmt.Print("\n" + table)
-	if err := os.WriteFile(filepath.Join(f.out, "scale.txt"), []byte(table), 0o644); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(struct {
+	err = writeReport(f.out, "scale.txt", m.String()+formatScale(runs, checks), "scale.json", struct {
 		Machine machine    `json:"machine"`
 		Runs    []scaleRun `json:"runs"`
 		Checks  []check    `json:"checks"`
-	}{m, runs, checks}, "", "  ")
+	}{m, runs, checks})
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(f.out, "scale.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
 	if err := plotPauses(filepath.Join(f.out, "scale-pause.png"), runs); err != nil {

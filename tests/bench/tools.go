@@ -14,7 +14,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -486,16 +485,7 @@ func freeLocalAddr() (string, error) {
 // writeToolReport prints the table and writes tools.md, tools.json and
 // the figures to dir.
 func writeToolReport(dir string, rep toolReport) error {
-	table := formatToolTable(rep)
-	fmt.Print("\n" + table)
-	if err := os.WriteFile(filepath.Join(dir, "tools.md"), []byte(table), 0o644); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tools.json"), append(b, '\n'), 0o644); err != nil {
+	if err := writeReport(dir, "tools.md", formatToolTable(rep), "tools.json", rep); err != nil {
 		return err
 	}
 	if err := writeToolFigures(dir, rep); err != nil {

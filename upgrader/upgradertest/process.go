@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -92,4 +93,52 @@ func readPid(path string) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// Procs remembers the processes a test saw, each by a pidfd opened when it
+// was seen, so that the test can kill those still alive at its end without
+// signalling a pid that was reused meanwhile: a generation that exited
+// minutes before may name another program by then, as pids wrap quickly
+// on a busy machine (32768 here); its pidfd never does. The zero value is
+// ready; it is safe for concurrent use.
+type Procs struct {
+	mu sync.Mutex
+	m  map[int]*pidfd.Process // nil: gone when seen
+}
+
+// Saw records pid, which a pid file or a log line names now.
+func (p *Procs) Saw(pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.m[pid]; ok {
+		return
+	}
+	if p.m == nil {
+		p.m = make(map[int]*pidfd.Process)
+	}
+	for q, proc := range p.m {
+		if proc != nil && proc.Exited() { // a thousand upgrades hold no thousand fds
+			proc.Close()
+			p.m[q] = nil
+		}
+	}
+	proc, err := pidfd.Open(pid)
+	if err != nil {
+		proc = nil // gone already: nothing to stop
+	}
+	p.m[pid] = proc
+}
+
+// KillAll sends SIGKILL to every process seen that is still alive and
+// forgets them.
+func (p *Procs) KillAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, proc := range p.m {
+		if proc != nil {
+			proc.Signal(syscall.SIGKILL)
+			proc.Close()
+		}
+	}
+	clear(p.m)
 }

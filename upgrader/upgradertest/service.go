@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,34 +71,14 @@ type Service struct {
 
 	cmd *exec.Cmd
 
-	mu sync.Mutex
-	// pids holds a pidfd of every pid seen (nil if it had exited by
-	// then), opened when it was seen, to stop them all at the end: a pid
-	// that exited long before may name another program by then (pids
-	// wrap quickly on a busy machine), its pidfd never does.
-	pids map[int]*pidfd.Process
+	// procs are the generations seen, in the pid file or logging a
+	// line, to stop them all at the end.
+	procs Procs
 }
 
 // saw records pid as one of the service's processes, as the pid file or a
 // log line names it now.
-func (s *Service) saw(pid int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.pids[pid]; ok {
-		return
-	}
-	for q, p := range s.pids {
-		if p != nil && p.Exited() { // a thousand upgrades hold no thousand fds
-			p.Close()
-			s.pids[q] = nil
-		}
-	}
-	p, err := pidfd.Open(pid)
-	if err != nil {
-		p = nil // gone already: nothing to stop
-	}
-	s.pids[pid] = p
-}
+func (s *Service) saw(pid int) { s.procs.Saw(pid) }
 
 // Start installs bin in the service's directory, starts it there and waits
 // until it serves (see Options). Every generation is stopped when the test
@@ -114,7 +93,7 @@ func Start(t testing.TB, bin string, opts Options) *Service {
 	if name == "" {
 		name = filepath.Base(bin)
 	}
-	s := &Service{Dir: dir, Bin: filepath.Join(dir, name), URL: opts.URL, pids: map[int]*pidfd.Process{}}
+	s := &Service{Dir: dir, Bin: filepath.Join(dir, name), URL: opts.URL}
 	s.PIDFile = filepath.Join(dir, "service.pid")
 	if filepath.IsAbs(opts.PIDFile) {
 		s.PIDFile = opts.PIDFile
@@ -220,15 +199,7 @@ func (s *Service) stop() {
 	if pid, err := readPid(s.PIDFile); err == nil {
 		s.saw(pid)
 	}
-	s.mu.Lock()
-	for _, p := range s.pids {
-		if p != nil {
-			p.Signal(syscall.SIGKILL)
-			p.Close()
-		}
-	}
-	clear(s.pids)
-	s.mu.Unlock()
+	s.procs.KillAll()
 	s.cmd.Wait()
 }
 
