@@ -66,6 +66,49 @@ type Participant struct {
 	// counter that counted before Restore) must set Reset instead, or it
 	// would be counted twice.
 	Reset func()
+
+	// PreCopy, if set, lets an upgrade move the state in two rounds, as
+	// live migration of a virtual machine does, so that the pause does not
+	// grow with the size of the state: a first full copy is taken and
+	// restored while the component keeps running, and after Freeze only
+	// what changed since goes over. Nil means one round: Freeze, Capture,
+	// Restore.
+	PreCopy *PreCopy
+}
+
+// PreCopy is a participant's two-round handoff (Participant.PreCopy). In
+// the old process: Want, then Capture while the component runs, then
+// either Freeze and Delta, or Stop (the new process failed before the
+// second round). In the new process: Restore reads what Capture wrote and
+// RestoreDelta, later, what Delta wrote on top of it; the participant's
+// Reset undoes both. All six are required.
+type PreCopy struct {
+	// Want reports whether a first round is worth its round trip now: a
+	// participant with little state says no, and is captured whole after
+	// Freeze, as without PreCopy.
+	Want func() bool
+
+	// Capture writes a full copy of the state while the component runs
+	// (it is not frozen), and starts keeping track of what changes from
+	// then on. The copy need not be consistent as a whole: whatever
+	// changes after Capture starts is written again by Delta.
+	Capture func(w io.Writer) error
+
+	// Delta writes, after Freeze, what changed since Capture started, and
+	// ends the tracking.
+	Delta func(w io.Writer) error
+
+	// Stop ends the tracking that Capture started, when the upgrade ends
+	// before Delta.
+	Stop func()
+
+	// Restore reads what Capture wrote, in the new process. The state it
+	// restores is complete only once RestoreDelta has run.
+	Restore func(r io.Reader) error
+
+	// RestoreDelta reads what Delta wrote and applies it on top of what
+	// Restore read.
+	RestoreDelta func(r io.Reader) error
 }
 
 // call runs one callback of participant name and turns a panic into a
