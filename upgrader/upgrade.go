@@ -188,7 +188,6 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	} else {
 		log.Info("starting new process", "path", path)
 	}
-	u.warnStrayListeners()
 
 	sctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
@@ -205,6 +204,11 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	defer os.Unsetenv(envHandoff)
 
 	err := u.runAttempt(ctx, s, log)
+	// Checked once the attempt is over rather than before the new process
+	// starts: listing the fds costs a system call or more per open
+	// connection, which every attempt would wait for; the warning still
+	// comes before the failure it explains.
+	u.warnStrayListeners()
 	pid, step := s.childPid(), s.step()
 	stateBytes := u.endFreeze(s, err != nil, log)
 	if err != nil {

@@ -1,0 +1,133 @@
+package upgrader
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// pidFileUpgrader is an Upgrader with only what the pid file needs.
+func pidFileUpgrader(t *testing.T) (*Upgrader, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "svc.pid")
+	return &Upgrader{pidFile: path, log: slog.New(slog.DiscardHandler)}, path
+}
+
+// dirNames lists dir.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func wantPIDFile(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), strconv.Itoa(os.Getpid()); got != want {
+		t.Fatalf("pid file holds %q, want %q", got, want)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("pid file mode %v, want 0600 (tableflip's)", fi.Mode().Perm())
+	}
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{filepath.Base(path)}) {
+		t.Errorf("the pid file's directory holds %q, want the pid file alone", names)
+	}
+}
+
+// TestPIDFilePrepared: the file prepared ahead is invisible until the
+// process becomes ready, then replaces the pid file whole, and leaves
+// nothing else in the directory.
+func TestPIDFilePrepared(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	u, path := pidFileUpgrader(t)
+	if err := os.WriteFile(path, []byte("1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u.preparePIDFile()
+	p := <-u.pidPrepared
+	if p.f == nil {
+		t.Fatal("no file prepared (is O_TMPFILE supported here?)")
+	}
+	u.pidPrepared <- p
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"svc.pid"}) {
+		t.Fatalf("before the ready the directory holds %q, want the old pid file alone", names)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "1" {
+		t.Fatalf("before the ready the pid file holds %q, want the old %q", b, "1")
+	}
+	if err := u.writePIDFile(); err != nil {
+		t.Fatal(err)
+	}
+	wantPIDFile(t, path)
+	u.discardPIDFile() // taken already: nothing to do
+	wantPIDFile(t, path)
+}
+
+// TestPIDFileDiscarded: a process that stops before it is ready leaves the
+// pid file as it was and nothing beside it.
+func TestPIDFileDiscarded(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	u, path := pidFileUpgrader(t)
+	if err := os.WriteFile(path, []byte("1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u.preparePIDFile()
+	u.discardPIDFile()
+	if b, _ := os.ReadFile(path); string(b) != "1" {
+		t.Fatalf("pid file holds %q after the discard, want the old %q", b, "1")
+	}
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"svc.pid"}) {
+		t.Fatalf("after the discard the directory holds %q, want the old pid file alone", names)
+	}
+}
+
+// TestPIDFileWrittenWithoutPreparation: with nothing prepared (no O_TMPFILE,
+// or it was not asked for) the file is written at the ready.
+func TestPIDFileWrittenWithoutPreparation(t *testing.T) {
+	u, path := pidFileUpgrader(t)
+	if err := u.writePIDFile(); err != nil {
+		t.Fatal(err)
+	}
+	wantPIDFile(t, path)
+}
+
+// TestPIDFileStaleLinkName: a name left where the prepared file is linked
+// (by a process of the same pid that died between the link and the
+// rename), even a symbolic link, is replaced, not followed.
+func TestPIDFileStaleLinkName(t *testing.T) {
+	u, path := pidFileUpgrader(t)
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, path+"."+strconv.Itoa(os.Getpid())+".new"); err != nil {
+		t.Fatal(err)
+	}
+	u.preparePIDFile()
+	if err := u.writePIDFile(); err != nil {
+		t.Fatal(err)
+	}
+	wantPIDFile(t, path)
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatalf("the symbolic link's target was written: %q", b)
+	}
+}
