@@ -64,6 +64,8 @@ type scaleRun struct {
 	PeakOverOld float64 `json:"peak_rss_over_old"`
 	// BytesPerTask is the steady RSS above baton-nokv's, per task.
 	BytesPerTask float64 `json:"bytes_per_task,omitempty"`
+	// Phases breaks the latency inside the windows down (phases.go).
+	Phases       []phaseStats `json:"inside_windows_by_part"`
 	pauses       []time.Duration
 	rss          []rssSample
 	firstTrigger time.Duration
@@ -149,6 +151,9 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 			r.firstTrigger = d.events[0].At
 		}
 		r.Pause = timeSummary(r.pauses)
+		if d.report != nil {
+			r.Phases = windowPhases(d.report.Samples, d.loadStart, d.events, f.margin, r.Outside.P99)
+		}
 		if r.RSSSteady > 0 {
 			r.PeakOverOld = round3(float64(r.HWMMax) / float64(r.RSSSteady))
 		}
@@ -286,6 +291,7 @@ func formatScale(runs []scaleRun, checks []check) string {
 			float64(r.RSSSteady)/1024, float64(r.HWMMax)/1024, r.PeakOverOld, bpt)
 	}
 	w.Flush()
+	b.WriteString(formatPhases(runs))
 	writeChecks(&b, checks)
 	return b.String()
 }

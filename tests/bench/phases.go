@@ -1,0 +1,108 @@
+package main
+
+// The p99 inside upgrade windows, broken down: which part of the window a
+// slow request came in, and which process answered it. An upgrade window
+// (stats.go) runs from the trigger to the old process's exit plus the
+// margin; its parts, by the time a request was sent:
+//
+//	starting  from the trigger (or earlier, if the request was still in
+//	          flight then) to the new process's first reply: the old
+//	          process serves everything while the new one starts beside it
+//	switch    from the new process's first reply to the old one's exit:
+//	          both processes serve, the old one draining
+//	after     the margin after the old process's exit: the new process
+//	          alone, on code it runs for the first time
+//
+// A request counts as slow above twice the p99 outside the windows: the
+// target's bound.
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/batonhq/baton/upgrader/upgradertest"
+)
+
+// The parts of an upgrade window, in order.
+var windowParts = []string{"starting", "switch", "after"}
+
+// phaseStats is the latency of the successful requests of one part of the
+// windows, and how many of them were slow.
+type phaseStats struct {
+	Part string       `json:"part"`
+	By   string       `json:"answered_by"` // "old", "new" or "any"
+	Lat  latencyStats `json:"latency"`
+	Slow int          `json:"slow"`
+}
+
+// windowPhases breaks the requests inside the windows down by part and by
+// the process that answered (the old or the new one of that upgrade).
+func windowPhases(samples []upgradertest.Sample, start time.Time, events []upgradeEvent, margin time.Duration, outsideP99 float64) []phaseStats {
+	slow := time.Duration(2 * outsideP99 * float64(time.Millisecond))
+	type key struct{ part, by string }
+	lat := map[key][]time.Duration{}
+	for _, s := range samples {
+		if s.Failed {
+			continue
+		}
+		from := s.Start.Sub(start)
+		to := from + s.Latency
+		for _, e := range events {
+			serving, gone := e.At+e.Serving, e.At+max(e.Gone, e.Serving)
+			if to < e.At || from > gone+margin {
+				continue
+			}
+			part := "starting"
+			switch {
+			case from >= gone:
+				part = "after"
+			case from >= serving:
+				part = "switch"
+			}
+			by := "other"
+			switch s.Pid {
+			case e.OldPid:
+				by = "old"
+			case e.NewPid:
+				by = "new"
+			}
+			lat[key{part, by}] = append(lat[key{part, by}], s.Latency)
+			lat[key{part, "any"}] = append(lat[key{part, "any"}], s.Latency)
+			break
+		}
+	}
+	var out []phaseStats
+	for _, part := range windowParts {
+		for _, by := range []string{"any", "old", "new", "other"} {
+			ds := lat[key{part, by}]
+			if len(ds) == 0 {
+				continue
+			}
+			n := 0
+			for _, d := range ds {
+				if d > slow {
+					n++
+				}
+			}
+			out = append(out, phaseStats{Part: part, By: by, Lat: latencySummary(ds), Slow: n})
+		}
+	}
+	return out
+}
+
+// formatPhases writes each run's breakdown as a table.
+func formatPhases(runs []scaleRun) string {
+	var b strings.Builder
+	fmt.Fprint(&b, "\nInside the windows, by part (starting: trigger -> new pid's first reply; switch: -> old pid gone; after: the margin) and by the process that answered; slow: above 2x the p99 outside\n\n")
+	w := tabwriter.NewWriter(&b, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "service\tpart\tanswered by\trequests\tp50\tp99\tmax\tslow\t")
+	for _, r := range runs {
+		for _, p := range r.Phases {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%d\t\n", r.Service, p.Part, p.By, p.Lat.Count, p.Lat.P50, p.Lat.P99, p.Lat.Max, p.Slow)
+		}
+	}
+	w.Flush()
+	return b.String()
+}
