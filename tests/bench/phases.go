@@ -18,6 +18,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,6 +38,54 @@ type phaseStats struct {
 	Slow int          `json:"slow"`
 }
 
+// windowPart returns the upgrade whose window the request sent at from
+// (since the load started) and answered after lat overlaps, the part of the
+// window and which process answered it; ok is false outside the windows.
+func windowPart(s upgradertest.Sample, start time.Time, events []upgradeEvent, margin time.Duration) (e upgradeEvent, i int, part, by string, ok bool) {
+	from := s.Start.Sub(start)
+	to := from + s.Latency
+	for i, e := range events {
+		serving, gone := e.At+e.Serving, e.At+max(e.Gone, e.Serving)
+		if to < e.At || from > gone+margin {
+			continue
+		}
+		part := "starting"
+		switch {
+		case from >= gone:
+			part = "after"
+		case from >= serving:
+			part = "switch"
+		}
+		by := "other"
+		switch s.Pid {
+		case e.OldPid:
+			by = "old"
+		case e.NewPid:
+			by = "new"
+		}
+		return e, i, part, by, true
+	}
+	return upgradeEvent{}, 0, "", "", false
+}
+
+// writeWindowSamples writes every successful request inside the windows as
+// a CSV row: the upgrade, when it was sent relative to the trigger, its
+// latency, the part of the window, the process that answered, and the
+// upgrade's serving and gone times (ms).
+func writeWindowSamples(w io.Writer, service string, samples []upgradertest.Sample, start time.Time, events []upgradeEvent, margin time.Duration) {
+	for _, s := range samples {
+		if s.Failed {
+			continue
+		}
+		e, i, part, by, ok := windowPart(s, start, events, margin)
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(w, "%s,%d,%.3f,%.3f,%s,%s,%.3f,%.3f\n", service, i+1, ms(s.Start.Sub(start)-e.At), ms(s.Latency),
+			part, by, ms(e.Serving), ms(max(e.Gone, e.Serving)))
+	}
+}
+
 // windowPhases breaks the requests inside the windows down by part and by
 // the process that answered (the old or the new one of that upgrade).
 func windowPhases(samples []upgradertest.Sample, start time.Time, events []upgradeEvent, margin time.Duration, outsideP99 float64) []phaseStats {
@@ -47,30 +96,9 @@ func windowPhases(samples []upgradertest.Sample, start time.Time, events []upgra
 		if s.Failed {
 			continue
 		}
-		from := s.Start.Sub(start)
-		to := from + s.Latency
-		for _, e := range events {
-			serving, gone := e.At+e.Serving, e.At+max(e.Gone, e.Serving)
-			if to < e.At || from > gone+margin {
-				continue
-			}
-			part := "starting"
-			switch {
-			case from >= gone:
-				part = "after"
-			case from >= serving:
-				part = "switch"
-			}
-			by := "other"
-			switch s.Pid {
-			case e.OldPid:
-				by = "old"
-			case e.NewPid:
-				by = "new"
-			}
+		if _, _, part, by, ok := windowPart(s, start, events, margin); ok {
 			lat[key{part, by}] = append(lat[key{part, by}], s.Latency)
 			lat[key{part, "any"}] = append(lat[key{part, "any"}], s.Latency)
-			break
 		}
 	}
 	var out []phaseStats

@@ -128,6 +128,7 @@ func short(n int) string {
 }
 
 // runScale runs the scale mode and writes scale.txt, scale.json,
+// scale-windows.csv (every request inside the upgrade windows: phases.go),
 // scale-pause.png and scale-rss.png to f.out.
 func runScale(ctx context.Context, f flags, p programs, root string, m machine) error {
 	specs, sizes, err := scaleSpecs(p, f.scale)
@@ -136,6 +137,12 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 	}
 	cfg := f.runConfig()
 	var runs []scaleRun
+	csv, err := os.Create(filepath.Join(f.out, "scale-windows.csv"))
+	if err != nil {
+		return err
+	}
+	defer csv.Close()
+	fmt.Fprintln(csv, "service,upgrade,sent_ms,latency_ms,part,answered_by,serving_ms,gone_ms")
 	for _, spec := range specs {
 		fmt.Printf("%s: %d upgrades under load ...\n", spec.Name, f.upgrades)
 		d, err := runService(ctx, spec, root, cfg)
@@ -153,6 +160,7 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 		r.Pause = timeSummary(r.pauses)
 		if d.report != nil {
 			r.Phases = windowPhases(d.report.Samples, d.loadStart, d.events, f.margin, r.Outside.P99)
+			writeWindowSamples(csv, spec.Name, d.report.Samples, d.loadStart, d.events, f.margin)
 		}
 		if r.RSSSteady > 0 {
 			r.PeakOverOld = round3(float64(r.HWMMax) / float64(r.RSSSteady))
