@@ -18,8 +18,8 @@ import (
 // the ready gate's answer and the ready byte. So the upgrader writes the
 // file itself, and prepares it ahead: New writes this process's pid into an
 // unnamed file in the pid file's directory (O_TMPFILE, in the background
-// while the process starts), and becoming ready only gives it a name and
-// renames it over the pid file. A process that never becomes ready leaves
+// while the process starts) and starts writing it out, and becoming ready
+// only gives it a name and renames it over the pid file. A process that never becomes ready leaves
 // nothing behind: its unnamed file goes with its last descriptor, whether
 // it returns, fails or is killed. Where unnamed files are not supported
 // (another system, or a file system without O_TMPFILE) the file is written
