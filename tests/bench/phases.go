@@ -86,6 +86,39 @@ func writeWindowSamples(w io.Writer, service string, samples []upgradertest.Samp
 	}
 }
 
+// slowSpread says how the slow requests inside the windows spread over
+// the upgrades: how many upgrades had any, and how many the worst one had,
+// of all of them. A handful of slow requests in most upgrades is the
+// upgrade's cost; most of them in one upgrade is a stall of that moment.
+type slowSpread struct {
+	Upgrades     int `json:"upgrades"`
+	WithSlow     int `json:"upgrades_with_slow"`
+	Slow         int `json:"slow"`
+	WorstUpgrade int `json:"slow_in_worst_upgrade"`
+}
+
+func spreadOfSlow(samples []upgradertest.Sample, start time.Time, events []upgradeEvent, margin time.Duration, outsideP99 float64) slowSpread {
+	slow := time.Duration(2 * outsideP99 * float64(time.Millisecond))
+	per := make([]int, len(events))
+	sp := slowSpread{Upgrades: len(events)}
+	for _, s := range samples {
+		if s.Failed || s.Latency <= slow {
+			continue
+		}
+		if _, i, _, _, ok := windowPart(s, start, events, margin); ok {
+			per[i]++
+			sp.Slow++
+		}
+	}
+	for _, n := range per {
+		if n > 0 {
+			sp.WithSlow++
+		}
+		sp.WorstUpgrade = max(sp.WorstUpgrade, n)
+	}
+	return sp
+}
+
 // windowPhases breaks the requests inside the windows down by part and by
 // the process that answered (the old or the new one of that upgrade).
 func windowPhases(samples []upgradertest.Sample, start time.Time, events []upgradeEvent, margin time.Duration, outsideP99 float64) []phaseStats {
@@ -132,5 +165,10 @@ func formatPhases(runs []scaleRun) string {
 		}
 	}
 	w.Flush()
+	for _, r := range runs {
+		sp := r.SlowSpread
+		fmt.Fprintf(&b, "%s: %d slow requests inside the windows, in %d of %d upgrades; the worst upgrade had %d\n",
+			r.Service, sp.Slow, sp.WithSlow, sp.Upgrades, sp.WorstUpgrade)
+	}
 	return b.String()
 }

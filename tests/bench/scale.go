@@ -65,7 +65,9 @@ type scaleRun struct {
 	// BytesPerTask is the steady RSS above baton-nokv's, per task.
 	BytesPerTask float64 `json:"bytes_per_task,omitempty"`
 	// Phases breaks the latency inside the windows down (phases.go).
-	Phases       []phaseStats `json:"inside_windows_by_part"`
+	Phases []phaseStats `json:"inside_windows_by_part"`
+	// SlowSpread is how the slow requests spread over the upgrades.
+	SlowSpread   slowSpread `json:"slow_inside_windows"`
 	pauses       []time.Duration
 	rss          []rssSample
 	firstTrigger time.Duration
@@ -160,6 +162,7 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 		r.Pause = timeSummary(r.pauses)
 		if d.report != nil {
 			r.Phases = windowPhases(d.report.Samples, d.loadStart, d.events, f.margin, r.Outside.P99)
+			r.SlowSpread = spreadOfSlow(d.report.Samples, d.loadStart, d.events, f.margin, r.Outside.P99)
 			writeWindowSamples(csv, spec.Name, d.report.Samples, d.loadStart, d.events, f.margin)
 		}
 		if r.RSSSteady > 0 {
