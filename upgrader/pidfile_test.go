@@ -11,10 +11,14 @@ import (
 	"go.uber.org/goleak"
 )
 
-// pidFileUpgrader is an Upgrader with only what the pid file needs.
+// pidFileUpgrader is an Upgrader with only what the pid file needs, and
+// the pid file as an earlier process left it: "1".
 func pidFileUpgrader(t *testing.T) (*Upgrader, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "svc.pid")
+	if err := os.WriteFile(path, []byte("1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return &Upgrader{pidFile: path, log: slog.New(slog.DiscardHandler)}, path
 }
 
@@ -53,27 +57,31 @@ func wantPIDFile(t *testing.T, path string) {
 	}
 }
 
+// wantOldPIDFile checks that the directory holds the pid file alone, as
+// the test wrote it ("1"), when a step is done.
+func wantOldPIDFile(t *testing.T, path, when string) {
+	t.Helper()
+	if b, _ := os.ReadFile(path); string(b) != "1" {
+		t.Fatalf("%s the pid file holds %q, want the old %q", when, b, "1")
+	}
+	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{filepath.Base(path)}) {
+		t.Fatalf("%s the directory holds %q, want the old pid file alone", when, names)
+	}
+}
+
 // TestPIDFilePrepared: the file prepared ahead is invisible until the
 // process becomes ready, then replaces the pid file whole, and leaves
 // nothing else in the directory.
 func TestPIDFilePrepared(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	u, path := pidFileUpgrader(t)
-	if err := os.WriteFile(path, []byte("1"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	u.preparePIDFile()
 	p := <-u.pidPrepared
 	if p.f == nil {
 		t.Fatal("no file prepared (is O_TMPFILE supported here?)")
 	}
 	u.pidPrepared <- p
-	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"svc.pid"}) {
-		t.Fatalf("before the ready the directory holds %q, want the old pid file alone", names)
-	}
-	if b, _ := os.ReadFile(path); string(b) != "1" {
-		t.Fatalf("before the ready the pid file holds %q, want the old %q", b, "1")
-	}
+	wantOldPIDFile(t, path, "before the ready")
 	if err := u.writePIDFile(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,17 +95,9 @@ func TestPIDFilePrepared(t *testing.T) {
 func TestPIDFileDiscarded(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	u, path := pidFileUpgrader(t)
-	if err := os.WriteFile(path, []byte("1"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	u.preparePIDFile()
 	u.discardPIDFile()
-	if b, _ := os.ReadFile(path); string(b) != "1" {
-		t.Fatalf("pid file holds %q after the discard, want the old %q", b, "1")
-	}
-	if names := dirNames(t, filepath.Dir(path)); !slices.Equal(names, []string{"svc.pid"}) {
-		t.Fatalf("after the discard the directory holds %q, want the old pid file alone", names)
-	}
+	wantOldPIDFile(t, path, "after the discard")
 }
 
 // TestPIDFileWrittenWithoutPreparation: with nothing prepared (no O_TMPFILE,
