@@ -102,6 +102,9 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 		close(u.exitC)
 	}
 	u.mu.Unlock()
+	if err == nil {
+		u.warnStrayListeners()
+	}
 	if err != nil {
 		// tableflip v1.2.3 does not close its copies of the pipe ends it
 		// passed to a child; they are *os.Files, closed by their
@@ -204,14 +207,17 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	defer os.Unsetenv(envHandoff)
 
 	err := u.runAttempt(ctx, s, log)
-	// Checked once the attempt is over rather than before the new process
-	// starts: listing the fds costs a system call or more per open
-	// connection, which every attempt would wait for; the warning still
-	// comes before the failure it explains.
-	u.warnStrayListeners()
 	pid, step := s.childPid(), s.step()
 	stateBytes := u.endFreeze(s, err != nil, log)
+	// Listeners opened outside the upgrader are looked for once the
+	// attempt is over, not before the new process starts: listing the fds
+	// costs a system call or more per open connection, which every attempt
+	// would wait for. After a failure the warning comes before the error it
+	// may explain; after a success, once Exit is closed (upgradeWithEvents),
+	// so that it does not delay the drain that closes this process's
+	// listeners.
 	if err != nil {
+		u.warnStrayListeners()
 		reason, status := attemptFailure(ctx, s, err)
 		return fail(step, pid, reason, status)
 	}
