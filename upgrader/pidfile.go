@@ -49,16 +49,28 @@ func (u *Upgrader) preparePIDFile() {
 	}()
 }
 
-// takePreparedPID returns the prepared file, once: nil if there is none or
-// it was taken before.
-func (u *Upgrader) takePreparedPID() *os.File {
-	var f *os.File
-	u.pidTake.Do(func() {
-		if u.pidPrepared != nil {
-			f = (<-u.pidPrepared).f
+// takePreparedPID returns the prepared file, once: nil if there is none,
+// it was taken before, or, unless wait, it is not prepared yet (the
+// preparation is never waited for at the ready: writing the file there is
+// no slower than waiting).
+func (u *Upgrader) takePreparedPID(wait bool) *os.File {
+	u.pidMu.Lock()
+	defer u.pidMu.Unlock()
+	if u.pidPrepared == nil || u.pidTaken {
+		return nil
+	}
+	var p preparedPID
+	if wait {
+		p = <-u.pidPrepared
+	} else {
+		select {
+		case p = <-u.pidPrepared:
+		default:
+			return nil
 		}
-	})
-	return f
+	}
+	u.pidTaken = true
+	return p.f
 }
 
 // writePIDFile makes the pid file name this process, atomically: the
@@ -68,7 +80,7 @@ func (u *Upgrader) writePIDFile() error {
 	if u.pidFile == "" {
 		return nil
 	}
-	if f := u.takePreparedPID(); f != nil {
+	if f := u.takePreparedPID(false); f != nil {
 		err := linkPreparedPID(f, u.pidFile)
 		f.Close()
 		if err == nil {
@@ -82,10 +94,10 @@ func (u *Upgrader) writePIDFile() error {
 	return nil
 }
 
-// discardPIDFile closes the prepared file if it was not used: the unnamed
-// file is gone with it.
+// discardPIDFile closes the prepared file if it was not used, once it is
+// prepared: the unnamed file is gone with it.
 func (u *Upgrader) discardPIDFile() {
-	if f := u.takePreparedPID(); f != nil {
+	if f := u.takePreparedPID(true); f != nil {
 		f.Close()
 	}
 }

@@ -69,6 +69,17 @@ func wantOldPIDFile(t *testing.T, path, when string) {
 	}
 }
 
+// waitPrepared waits until the preparation New started is done, and fails
+// unless it prepared a file.
+func waitPrepared(t *testing.T, u *Upgrader) {
+	t.Helper()
+	p := <-u.pidPrepared
+	u.pidPrepared <- p
+	if p.f == nil {
+		t.Fatal("no file prepared (is O_TMPFILE supported here?)")
+	}
+}
+
 // TestPIDFilePrepared: the file prepared ahead is invisible until the
 // process becomes ready, then replaces the pid file whole, and leaves
 // nothing else in the directory.
@@ -76,11 +87,7 @@ func TestPIDFilePrepared(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	u, path := pidFileUpgrader(t)
 	u.preparePIDFile()
-	p := <-u.pidPrepared
-	if p.f == nil {
-		t.Fatal("no file prepared (is O_TMPFILE supported here?)")
-	}
-	u.pidPrepared <- p
+	waitPrepared(t, u)
 	wantOldPIDFile(t, path, "before the ready")
 	if err := u.writePIDFile(); err != nil {
 		t.Fatal(err)
@@ -123,11 +130,34 @@ func TestPIDFileStaleLinkName(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.preparePIDFile()
+	waitPrepared(t, u)
 	if err := u.writePIDFile(); err != nil {
 		t.Fatal(err)
 	}
 	wantPIDFile(t, path)
 	if b, _ := os.ReadFile(target); string(b) != "keep" {
 		t.Fatalf("the symbolic link's target was written: %q", b)
+	}
+}
+
+// TestPIDFileNotPreparedInTime: a ready that comes before the preparation
+// is done does not wait for it: it writes the file itself, and the
+// prepared file, when it comes, is closed unused at the stop.
+func TestPIDFileNotPreparedInTime(t *testing.T) {
+	u, path := pidFileUpgrader(t)
+	u.pidPrepared = make(chan preparedPID, 1) // a preparation still running
+	if err := u.writePIDFile(); err != nil {
+		t.Fatal(err)
+	}
+	wantPIDFile(t, path)
+	f, err := openPreparedPID(filepath.Dir(path), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.pidPrepared <- preparedPID{f: f} // the preparation ends
+	u.discardPIDFile()
+	wantPIDFile(t, path)
+	if err := f.Close(); err == nil {
+		t.Error("the prepared file was still open after the stop")
 	}
 }

@@ -54,10 +54,11 @@ type Upgrader struct {
 
 	// pidFile is Options.PIDFile made absolute, removed at the stop if it
 	// still names this process. pidPrepared delivers the file prepared for
-	// it (pidfile.go), taken once under pidTake.
+	// it (pidfile.go); pidTaken, under pidMu, says it was taken.
 	pidFile     string
 	pidPrepared chan preparedPID
-	pidTake     sync.Once
+	pidMu       sync.Mutex
+	pidTaken    bool
 
 	exitC      chan struct{} // closed when a new process took over
 	parentGone chan struct{} // closed when the previous generation exited
