@@ -118,6 +118,7 @@ func TestNewProcessFaults(t *testing.T) {
 			})
 			assertNoFailures(t, r1)
 			assertOnlyAlive(t, s, old)
+			assertPIDFileAlone(t, s, old)
 			assertUsageSettles(t, s, old, before)
 
 			// The good upgrade: attempt 2 has no fault.

@@ -151,6 +151,27 @@ func assertOnlyAlive(t *testing.T, s *service, keep ...int) {
 	}
 }
 
+// assertPIDFileAlone checks that the pid file names pid and that nothing
+// else in its directory has a name that starts with the pid file's: a new
+// process that failed or was killed before it was ready left no file of its
+// own beside it.
+func assertPIDFileAlone(t *testing.T, s *service, pid int) {
+	t.Helper()
+	if got := s.Pid(t); got != pid {
+		t.Errorf("the pid file names %d, want %d", got, pid)
+	}
+	base := filepath.Base(s.PIDFile)
+	entries, err := os.ReadDir(filepath.Dir(s.PIDFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != base && strings.HasPrefix(e.Name(), base) {
+			t.Errorf("%s left beside the pid file %s", e.Name(), base)
+		}
+	}
+}
+
 // procsRunning lists the processes whose argv[0] is exe.
 func procsRunning(exe string) []int {
 	entries, _ := os.ReadDir("/proc")

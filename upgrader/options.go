@@ -50,7 +50,8 @@ type Options struct {
 	// PIDFile, if set, is rewritten atomically with the pid of the process
 	// that is ready, before the old one starts to drain. Shutdown and Close
 	// remove it if it still names this process, so that a clean stop
-	// leaves no pid for another program to take.
+	// leaves no pid for another program to take. A new process that never
+	// becomes ready leaves nothing in the file's directory.
 	PIDFile string
 
 	// Logger receives a line for every step of an upgrade. Nil discards.

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -160,30 +157,6 @@ func (u *Upgrader) isOnProbation() bool {
 	return u.onProbation
 }
 
-// rewritePIDFile writes this process's pid to the pid file, atomically, as
-// tableflip does: after a rollback it must name this process whatever the
-// new one did.
-func (u *Upgrader) rewritePIDFile() error {
-	if u.pidFile == "" {
-		return nil
-	}
-	f, err := os.CreateTemp(filepath.Dir(u.pidFile), filepath.Base(u.pidFile)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(strconv.Itoa(os.Getpid()))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), u.pidFile)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
-}
-
 // readyOnProbation is Ready in a new process whose previous generation
 // runs a probation: it holds the participants frozen, opens the servers,
 // says "serving" and waits for the commit in the background.
@@ -258,7 +231,7 @@ func (u *Upgrader) commit() {
 	if u.isClosed() {
 		return
 	}
-	if err := u.tf.Ready(); err != nil && !u.parentDied() {
+	if err := u.signalReady(); err != nil && !u.parentDied() {
 		u.log.Error("ready byte not written after the commit: the previous generation will roll back", "err", err)
 		return
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -197,6 +194,7 @@ func (u *Upgrader) isUpgraded() bool {
 func (u *Upgrader) release() {
 	u.tf.Stop()
 	u.releaseUnixSockets(u.isUpgraded())
+	u.discardPIDFile()
 	u.removePIDFile()
 	if u.own.UnixConn != nil {
 		// Read what the new process sent and no session read (its
@@ -224,24 +222,4 @@ func (u *Upgrader) OnShutdown(f func(ctx context.Context) error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.hooks = append(u.hooks, f)
-}
-
-// removePIDFile removes Options.PIDFile if it names this process: the
-// process is stopping, and a file left behind would name a pid that may go
-// to another program. After an upgrade the file names the new process
-// (tableflip rewrote it when that one was ready) and stays; a new process
-// that fails never wrote it. Another process could rewrite the file between
-// the read and the removal only by becoming ready, which needs this one's
-// handoff: the file is this process's until it exits.
-func (u *Upgrader) removePIDFile() {
-	if u.pidFile == "" {
-		return
-	}
-	b, err := os.ReadFile(u.pidFile)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
-		return
-	}
-	if err := os.Remove(u.pidFile); err != nil {
-		u.log.Warn("pid file not removed", "path", u.pidFile, "err", err)
-	}
 }

@@ -53,8 +53,12 @@ type Upgrader struct {
 	handoffErr error
 
 	// pidFile is Options.PIDFile made absolute, removed at the stop if it
-	// still names this process.
-	pidFile string
+	// still names this process. pidPrepared delivers the file prepared for
+	// it (pidfile.go); pidTaken, under pidMu, says it was taken.
+	pidFile     string
+	pidPrepared chan preparedPID
+	pidMu       sync.Mutex
+	pidTaken    bool
 
 	exitC      chan struct{} // closed when a new process took over
 	parentGone chan struct{} // closed when the previous generation exited
@@ -114,9 +118,9 @@ type Upgrader struct {
 // With Options.ControlSocket it takes the control socket; it serves from
 // Ready on.
 func New(opts Options) (*Upgrader, error) {
+	// The upgrader writes the pid file itself (pidfile.go), not tableflip.
 	tf, err := tableflip.New(tableflip.Options{
 		UpgradeTimeout: tableflipTimeout(opts),
-		PIDFile:        opts.PIDFile,
 		ListenConfig:   opts.ListenConfig,
 	})
 	if err != nil {
@@ -174,8 +178,9 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 		return nil, err
 	}
 	if opts.PIDFile != "" {
-		// tableflip writes a relative PIDFile in the working directory
-		// the process started in; the removal must find it there.
+		// A relative PIDFile is in the working directory the process
+		// started in (as tableflip has it), whatever the process's
+		// directory is when it writes or removes the file.
 		u.pidFile = opts.PIDFile
 		if wd, err := os.Getwd(); err == nil && !filepath.IsAbs(u.pidFile) {
 			u.pidFile = filepath.Join(wd, u.pidFile)
@@ -199,6 +204,7 @@ func newUpgrader(tf flipper, opts Options, env string) (*Upgrader, error) {
 			return nil, err
 		}
 	}
+	u.preparePIDFile()
 	return u, nil
 }
 
@@ -330,7 +336,7 @@ func (u *Upgrader) Ready() error {
 	if u.probation > 0 {
 		return u.readyOnProbation()
 	}
-	if err := u.tf.Ready(); err != nil {
+	if err := u.signalReady(); err != nil {
 		// The previous generation died after handing over (it froze its
 		// participants for good when it sent the snapshot, so what this
 		// process restored is complete). Nobody else serves: carry on.
@@ -349,6 +355,17 @@ func (u *Upgrader) Ready() error {
 	return nil
 }
 
+// signalReady makes the pid file name this process, then writes
+// tableflip's ready byte: the previous generation, if any, commits to this
+// process when the byte arrives, and the file already names it then. If
+// the pid file cannot be written no byte is written.
+func (u *Upgrader) signalReady() error {
+	if err := u.writePIDFile(); err != nil {
+		return err
+	}
+	return u.tf.Ready()
+}
+
 // completeReady is what Ready does once the ready byte is written (after a
 // probation, at the commit): the upgrade that made this process is counted
 // and recorded, the background goroutines start, this process owns its
@@ -365,7 +382,6 @@ func (u *Upgrader) completeReady() {
 	for _, name := range u.closeUnadopted() {
 		u.log.Warn("closed a socket-activated listener no Listen call asked for", "listener", name)
 	}
-	u.warnStrayListeners()
 	if u.startID != "" {
 		u.log.Info("ready", "listeners", len(u.Listeners()), "upgrade", u.startID)
 	} else {
@@ -376,8 +392,15 @@ func (u *Upgrader) completeReady() {
 
 // startBackground starts what runs once the process is ready, each in a
 // goroutine release joins: the wait for the previous generation's final
-// counts, the control server and the periodic state file write.
+// counts, the control server, the periodic state file write, and the
+// start-up checks that need not delay the first requests (warmUp).
 func (u *Upgrader) startBackground() {
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		u.warnStrayListeners()
+		warmUp()
+	}()
 	if p := u.parent; p.UnixConn != nil {
 		u.wg.Add(1)
 		go func() {
@@ -398,6 +421,18 @@ func (u *Upgrader) startBackground() {
 			defer u.wg.Done()
 			u.statePeriodically(u.opts.StateFileInterval, u.stopPeriod)
 		}()
+	}
+}
+
+// warmUp does once, while the process serves, the work that would
+// otherwise wait for its next upgrade: os checks on its first use of a pid
+// whether pidfds work, by starting a child that exits at once (a clone and
+// an exit: 1.3 ms measured in an upgrading process under load), and
+// tableflip looks the new process up through os.FindProcess right after
+// starting it, before it writes the new process the names of its files.
+func warmUp() {
+	if p, err := os.FindProcess(os.Getpid()); err == nil {
+		p.Release()
 	}
 }
 

@@ -199,7 +199,6 @@ type service struct {
 // newService builds the service's parts; close releases them.
 func newService(cfg config, log *slog.Logger) (*service, error) {
 	svc := &service{reg: prometheus.NewRegistry()}
-	svc.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	svc.states, err = state.NewRegistry(state.Options{UserVersion: cfg.version, MaxSize: cfg.stateMaxBytes, Logger: log})
 	if err != nil {
@@ -309,10 +308,26 @@ func (svc *service) serve(cfg config, ln net.Listener) *demo {
 	mux.HandleFunc("POST /echo", echo)
 	mux.HandleFunc("GET /events", events(cfg.web.eventInterval))
 	mux.HandleFunc("GET /healthz", d.healthz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{Registry: svc.reg}))
+	mux.Handle("GET /metrics", svc.metricsHandler())
 	d.handler = d.withPid(mux)
 	u.Serve(&http.Server{Handler: d.handler, ReadHeaderTimeout: 10 * time.Second, Protocols: cfg.web.protocols()}, ln)
 	return d
+}
+
+// metricsHandler serves the registry. The Go runtime's and the process's
+// collectors are registered at the first scrape, not at the start: building
+// them (0.1 ms, most of it the descriptions of runtime/metrics) would delay
+// the moment a new process is ready, and nothing reads them before a
+// scrape.
+func (svc *service) metricsHandler() http.Handler {
+	var once sync.Once
+	h := promhttp.HandlerFor(svc.reg, promhttp.HandlerOpts{Registry: svc.reg})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() {
+			svc.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		})
+		h.ServeHTTP(w, r)
+	})
 }
 
 // runTasks starts the task supervisor and returns the function that stops

@@ -64,6 +64,10 @@ type scaleRun struct {
 	PeakOverOld float64 `json:"peak_rss_over_old"`
 	// BytesPerTask is the steady RSS above baton-nokv's, per task.
 	BytesPerTask float64 `json:"bytes_per_task,omitempty"`
+	// Phases breaks the latency inside the windows down (phases.go).
+	Phases []phaseStats `json:"inside_windows_by_part"`
+	// SlowSpread is how the slow requests spread over the upgrades.
+	SlowSpread   slowSpread `json:"slow_inside_windows"`
 	pauses       []time.Duration
 	rss          []rssSample
 	firstTrigger time.Duration
@@ -126,6 +130,7 @@ func short(n int) string {
 }
 
 // runScale runs the scale mode and writes scale.txt, scale.json,
+// scale-windows.csv (every request inside the upgrade windows: phases.go),
 // scale-pause.png and scale-rss.png to f.out.
 func runScale(ctx context.Context, f flags, p programs, root string, m machine) error {
 	specs, sizes, err := scaleSpecs(p, f.scale)
@@ -134,6 +139,12 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 	}
 	cfg := f.runConfig()
 	var runs []scaleRun
+	csv, err := os.Create(filepath.Join(f.out, "scale-windows.csv"))
+	if err != nil {
+		return err
+	}
+	defer csv.Close()
+	fmt.Fprintln(csv, "service,upgrade,sent_ms,latency_ms,part,answered_by,serving_ms,gone_ms")
 	for _, spec := range specs {
 		fmt.Printf("%s: %d upgrades under load ...\n", spec.Name, f.upgrades)
 		d, err := runService(ctx, spec, root, cfg)
@@ -149,6 +160,11 @@ func runScale(ctx context.Context, f flags, p programs, root string, m machine) 
 			r.firstTrigger = d.events[0].At
 		}
 		r.Pause = timeSummary(r.pauses)
+		if d.report != nil {
+			r.Phases = windowPhases(d.report.Samples, d.loadStart, d.events, f.margin, r.Outside.P99)
+			r.SlowSpread = spreadOfSlow(d.report.Samples, d.loadStart, d.events, f.margin, r.Outside.P99)
+			writeWindowSamples(csv, spec.Name, d.report.Samples, d.loadStart, d.events, f.margin)
+		}
 		if r.RSSSteady > 0 {
 			r.PeakOverOld = round3(float64(r.HWMMax) / float64(r.RSSSteady))
 		}
@@ -286,6 +302,7 @@ func formatScale(runs []scaleRun, checks []check) string {
 			float64(r.RSSSteady)/1024, float64(r.HWMMax)/1024, r.PeakOverOld, bpt)
 	}
 	w.Flush()
+	b.WriteString(formatPhases(runs))
 	writeChecks(&b, checks)
 	return b.String()
 }
