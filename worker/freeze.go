@@ -40,6 +40,7 @@ func (s *Supervisor) Participant() state.Participant {
 		Capture: s.Capture,
 		Restore: s.Restore,
 		Reset:   s.Reset,
+		PreCopy: s.preCopy(),
 	}
 }
 
@@ -145,6 +146,9 @@ func (s *Supervisor) Thaw() {
 func (s *Supervisor) Capture(w io.Writer) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pcr != nil {
+		return errAwaitingDelta("Capture")
+	}
 	return s.captureLocked(w)
 }
 

@@ -73,6 +73,28 @@ import (
 // The format is self-delimiting, so Restore reads exactly the bytes that
 // Capture wrote and nothing after them, and every payload is checked before
 // it is parsed.
+//
+// Pre-copy (state.PreCopy, precopy.go) writes two streams of its own, in
+// the same chunks, each versioned by its magic:
+//
+//	base   = "BWB" 0x01 header chunk* end   the first round, while running
+//	delta  = "BWD" 0x01 header chunk* end   after Freeze
+//
+// Their header is the snapshot's without count (captured, last_finish,
+// the five totals); a delta's adds removed and records, the numbers of
+// removed IDs and of records that follow. Every later chunk's payload is
+//
+//	kind   1 byte: 'T' task records, 'R' removed IDs (delta only)
+//	count  uvarint, 1 or more: the items that follow, back to back
+//	items  records as above, in format 3 (pending runs with flag 128),
+//	       or IDs as byte strings
+//
+// The base holds every task and orphan as it was when its slice was
+// written, but those changed by then: the delta has them. The delta
+// holds the records of every task changed since the base began (run,
+// checkpointed, paused, resumed, added, ...) and the IDs of the tasks and
+// orphans removed meanwhile; its totals and last_finish replace the
+// base's. A reader rejects an unknown kind, and counts that do not match.
 
 var snapshotMagic = [4]byte{'B', 'W', 'K', SnapshotVersion}
 
@@ -213,11 +235,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	if _, err := w.Write(magic[:]); err != nil {
 		return fmt.Errorf("worker: capture: %w", err)
 	}
-	b := binary.AppendVarint(cw.buf, nowWall)
-	b = binary.AppendVarint(b, s.lastFinish)
-	for _, v := range []uint64{s.totals.runs, s.totals.failures, s.totals.panics, s.totals.skipped, s.totals.cutOff} {
-		b = binary.AppendUvarint(b, v)
-	}
+	b := appendHeader(cw.buf, nowWall, s.lastFinish, s.totals)
 	b = binary.AppendUvarint(b, uint64(len(s.all)+len(s.orphans)))
 	cw.buf = b
 	cw.flush()
@@ -243,6 +261,23 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 		return fmt.Errorf("worker: capture: %w", cw.err)
 	}
 	return nil
+}
+
+// appendHeader appends the figures that open a snapshot's header (and a
+// pre-copy base's or delta's).
+func appendHeader(b []byte, captured, lastFinish int64, tt totals) []byte {
+	b = binary.AppendVarint(b, captured)
+	b = binary.AppendVarint(b, lastFinish)
+	for _, v := range []uint64{tt.runs, tt.failures, tt.panics, tt.skipped, tt.cutOff} {
+		b = binary.AppendUvarint(b, v)
+	}
+	return b
+}
+
+// readHeader parses what appendHeader wrote into snap.
+func readHeader(d *decoder, snap *snapshot) {
+	snap.captured, snap.lastFinish = d.varint(), d.varint()
+	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
 }
 
 // recordOf returns t's snapshot record; wall turns a time on the
@@ -365,8 +400,8 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		return nil, fmt.Errorf("%w: no header", ErrCorrupt)
 	}
 	d := decoder{b: payload}
-	snap := &snapshot{captured: d.varint(), lastFinish: d.varint()}
-	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
+	snap := &snapshot{}
+	readHeader(&d, snap)
 	count := d.uvarint()
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")
@@ -622,11 +657,15 @@ func (s *Supervisor) Restore(r io.Reader) error {
 	// stream alone; check again after, as Run may have started meanwhile.
 	s.mu.Lock()
 	err := s.restorableLocked()
-	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
-	s.mu.Unlock()
+	if err == nil && s.pcr != nil {
+		err = errAwaitingDelta("Restore") // Reset, then Restore
+	}
 	if err != nil {
+		s.mu.Unlock()
 		return err
 	}
+	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
+	s.mu.Unlock()
 	snap, err := readSnapshot(r)
 	if err != nil {
 		return err
@@ -802,6 +841,7 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 // queue and takes over the snapshot's totals.
 func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
+	s.staleLocked("a Restore replaced the tasks")
 	s.totals = snap.totals // before applyLocked, which counts what it skips
 	special := plan.special
 	var arena []byte // the chunk's states, copied out
@@ -830,7 +870,7 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 		s.applyMatchLocked(plan, t, p, now)
 	}
 	for _, m := range plan.creates {
-		if over := s.applyLocked(m.t, m.p, now); over > 0 {
+		if over := s.applyRestoredLocked(m.t, m.p, now); over > 0 {
 			plan.clamped++
 			plan.maxOver = max(plan.maxOver, over)
 		}
@@ -874,7 +914,7 @@ func (s *Supervisor) rebuildQueueLocked() {
 // status counts and the plan's figures.
 func (s *Supervisor) applyMatchLocked(plan *restorePlan, t *task, p prepared, now time.Time) {
 	s.counts[t.status]--
-	if over := s.applyLocked(t, p, now); over > 0 {
+	if over := s.applyRestoredLocked(t, p, now); over > 0 {
 		plan.clamped++
 		plan.maxOver = max(plan.maxOver, over)
 	}
