@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -678,3 +680,396 @@ func TestPreCopyMarksEachPath(t *testing.T) {
 
 // c0 is newFakeClock's start.
 var c0 = newFakeClock().Now()
+
+// TestPreCopyRunsOnce: tasks run while the first round is taken and
+// while the application pauses, resumes and asks for runs; after the
+// handover every task's runs, across both processes, are numbered 1..n
+// without a gap or a repeat, and the new process runs them.
+func TestPreCopyRunsOnce(t *testing.T) {
+	smallSlices(t, 7)
+	log := newSeqLog()
+	body := func(_ context.Context, r *Run) error {
+		log.add(r.ID(), r.Seq())
+		return r.Checkpoint(fmt.Appendf(nil, "%d", r.Seq()))
+	}
+	var tasks []Task
+	for i := range 60 {
+		tasks = append(tasks, Task{ID: fmt.Sprint("p", i), Every: time.Duration(2+i%4) * time.Millisecond, Run: body})
+	}
+	for i := range 4 {
+		tasks = append(tasks, Task{ID: fmt.Sprint("allow", i), Every: 2 * time.Millisecond, Overlap: OverlapAllow, Run: body})
+	}
+	kind := Kind{Name: "k", Run: body}
+	side := func() *Supervisor {
+		s, _ := newTest(t, Options{now: wallNow, Workers: 4})
+		if err := s.RegisterKind(kind); err != nil {
+			t.Fatal(err)
+		}
+		mustAdd(t, s, tasks...)
+		return s
+	}
+	old := side()
+	for i := range 30 {
+		mustAdd(t, old, Task{ID: fmt.Sprint("d", i), Kind: "k", Every: 3 * time.Millisecond})
+	}
+	start(t, old)
+	time.Sleep(20 * time.Millisecond)
+	rng := rand.New(rand.NewPCG(1, 2))
+	ow := &opWriter{op: func() {
+		id := fmt.Sprint("p", rng.IntN(60))
+		switch rng.IntN(3) {
+		case 0:
+			_ = old.RunNow(id)
+		case 1:
+			_ = old.Pause(id)
+		default:
+			_ = old.Resume(id)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}}
+	if err := old.preCopyCapture(ow); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := old.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var delta bytes.Buffer
+	if err := old.preCopyDelta(&delta); err != nil {
+		t.Fatal(err)
+	}
+	if st := old.Stats(); st.CutOffTotal != 0 {
+		t.Fatalf("%d runs cut off: this test is about runs that end", st.CutOffTotal)
+	}
+	before := map[string]int{}
+	for id, seqs := range log.seqs {
+		before[id] = len(seqs)
+	}
+
+	nw := side()
+	if err := nw.preCopyRestore(bytes.NewReader(ow.buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if err := nw.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	start(t, nw)
+	time.Sleep(40 * time.Millisecond)
+	if err := nw.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ids := slices.Sorted(func(yield func(string) bool) {
+		for id := range log.seqs {
+			if !yield(id) {
+				return
+			}
+		}
+	})
+	ranAfter := 0
+	for _, id := range ids {
+		seqs := log.get(id)
+		checkConsecutive(t, id, slices.Sorted(slices.Values(seqs)))
+		if len(seqs) > before[id] {
+			ranAfter++
+		}
+	}
+	if len(ids) < 90 || ranAfter < len(ids)/2 {
+		t.Fatalf("%d tasks ran, %d of them in the new process", len(ids), ranAfter)
+	}
+	if h := nw.Handoff(); h.LastRunBeforeFreeze.IsZero() || h.FirstRunAfterRestore.IsZero() {
+		t.Errorf("handoff %+v", h)
+	}
+}
+
+// TestPreCopyOutOfOrder: each step refuses to come without the one
+// before it, and changes nothing when it does.
+func TestPreCopyOutOfOrder(t *testing.T) {
+	clk := newFakeClock()
+	reg := func(s *Supervisor) {
+		for i := range 5 {
+			mustAdd(t, s, Task{ID: fmt.Sprint("t", i), Every: time.Second, Run: nop})
+		}
+	}
+	old, _ := newTest(t, Options{now: clk.Now})
+	reg(old)
+	var buf bytes.Buffer
+	if err := old.preCopyDelta(&buf); !errors.Is(err, ErrNoPreCopy) {
+		t.Fatalf("Delta without a first round: %v", err)
+	}
+	if err := old.preCopyCapture(&buf); err != nil {
+		t.Fatal(err)
+	}
+	base := bytes.Clone(buf.Bytes())
+	if err := old.preCopyDelta(io.Discard); !errors.Is(err, ErrNoPreCopy) || !strings.Contains(err.Error(), "Freeze") {
+		t.Fatalf("Delta before Freeze: %v", err)
+	}
+	if old.pc == nil {
+		t.Fatal("a refused Delta ended the tracking")
+	}
+	old.preCopyStop()
+	checkNoTracking(t, old)
+	if err := old.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.preCopyDelta(io.Discard); !errors.Is(err, ErrNoPreCopy) {
+		t.Fatalf("Delta after Stop: %v", err)
+	}
+	if err := old.preCopyCapture(io.Discard); err != nil { // a new round, frozen
+		t.Fatal(err)
+	}
+	var delta bytes.Buffer
+	if err := old.preCopyDelta(&delta); err != nil {
+		t.Fatal(err)
+	}
+	checkNoTracking(t, old)
+
+	nw, _ := newTest(t, Options{now: clk.Now})
+	reg(nw)
+	if err := nw.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); !errors.Is(err, ErrNoPreCopy) {
+		t.Fatalf("RestoreDelta without Restore: %v", err)
+	}
+	if err := nw.preCopyRestore(bytes.NewReader(base)); err != nil {
+		t.Fatal(err)
+	}
+	if nw.preCopyWant() {
+		t.Error("Want while awaiting a delta")
+	}
+	for what, err := range map[string]error{
+		"Run":              nw.Run(context.Background()),
+		"Capture":          nw.Capture(io.Discard),
+		"Restore":          nw.Restore(bytes.NewReader(capture(t, old))),
+		"pre-copy Restore": nw.preCopyRestore(bytes.NewReader(base)),
+		"pre-copy Capture": nw.preCopyCapture(io.Discard),
+	} {
+		if !errors.Is(err, ErrPreCopyIncomplete) {
+			t.Errorf("%s before RestoreDelta: %v", what, err)
+		}
+	}
+	if err := nw.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if err := nw.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); !errors.Is(err, ErrNoPreCopy) {
+		t.Fatalf("a second RestoreDelta: %v", err)
+	}
+	start(t, nw) // Run works now
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		nw.mu.Lock()
+		ph := nw.phase
+		nw.mu.Unlock()
+		if ph == phaseRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not start")
+		}
+	}
+}
+
+// TestPreCopyWant: a first round is worth it from preCopyMinTasks tasks.
+func TestPreCopyWant(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	for i := range preCopyMinTasks {
+		if i == preCopyMinTasks-1 && s.preCopyWant() {
+			t.Fatalf("Want with %d tasks", i)
+		}
+		mustAdd(t, s, Task{ID: fmt.Sprint("t", i), Every: time.Hour, Run: nop})
+	}
+	if !s.preCopyWant() {
+		t.Fatalf("no Want with %d tasks", preCopyMinTasks)
+	}
+	if p := s.Participant(); p.PreCopy == nil || p.PreCopy.Want == nil || p.PreCopy.RestoreDelta == nil {
+		t.Fatal("the participant has no PreCopy")
+	}
+}
+
+// richCase is a handoff case with tasks registered by ID, data tasks, an
+// OverlapAllow task with a run cut off, tasks that become orphans in the
+// new process, and a delta that changes, adds and removes some of each.
+func richCase(t *testing.T) (c *handoffCase, base, delta, full []byte) {
+	t.Helper()
+	c = newHandoffCase(t, func(s *Supervisor) {
+		if err := s.RegisterKind(Kind{Name: "k", Version: 1, Run: nop}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			mustAdd(t, s, Task{ID: fmt.Sprint("r", i), Kind: "reg", Version: 1, Every: time.Second, Run: nop})
+		}
+		mustAdd(t, s, Task{ID: "allow", Every: time.Second, Overlap: OverlapAllow, Run: nop})
+	})
+	old := c.old
+	if err := old.RegisterKind(Kind{Name: "k.old", Run: nop}); err != nil { // not in the new process
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		mustAdd(t, old, Task{ID: fmt.Sprint("d", i), Kind: "k", Every: time.Second, Args: []byte{byte(i)}},
+			Task{ID: fmt.Sprint("lost", i), Kind: "k.old", Every: time.Second})
+	}
+	mustAdd(t, old, Task{ID: "old-only", Every: time.Second, Run: nop}, Task{ID: "old-only2", Every: time.Second, Run: nop})
+	c.clk.Advance(time.Second)
+	c.dispatch("allow") // cut off by the first Freeze: pending
+	if err := old.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old.Thaw()
+	base = c.base()
+	c.clk.Advance(time.Second)
+	for range 5 {
+		step(old)
+	}
+	for _, id := range []string{"r1", "d1", "lost1", "old-only"} {
+		if err := old.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAdd(t, old, Task{ID: "d1", Kind: "k", Every: 2 * time.Second}, Task{ID: "d9", Kind: "k", Every: time.Second})
+	if err := old.Pause("d2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var db, fb bytes.Buffer
+	old.mu.Lock()
+	errD, errF := old.deltaLocked(&db), old.captureLocked(&fb)
+	old.mu.Unlock()
+	if errD != nil || errF != nil {
+		t.Fatal(errD, errF)
+	}
+	return c, base, db.Bytes(), fb.Bytes()
+}
+
+// preCopyStreamBytes writes a pre-copy stream by hand: magic, header,
+// then chunks of kind and items.
+func preCopyStreamBytes(magic [4]byte, header []byte, chunks ...[]byte) []byte {
+	var buf bytes.Buffer
+	buf.Write(magic[:])
+	cw := chunkWriter{w: &buf}
+	cw.buf = append(cw.buf, header...)
+	cw.flush()
+	for _, c := range chunks {
+		cw.buf = append(cw.buf[:0], c...)
+		cw.flush()
+	}
+	buf.WriteByte(0)
+	return buf.Bytes()
+}
+
+// TestPreCopyCorruptDelta: a delta damaged anywhere (a byte changed, cut
+// short), or well framed but wrong (counts, kinds, a task twice, state
+// this binary cannot read), fails and changes nothing: the supervisor
+// still awaits a delta, and the intact one applies after.
+func TestPreCopyCorruptDelta(t *testing.T) {
+	c, base, delta, full := richCase(t)
+	a := c.side()
+	if err := a.preCopyRestore(bytes.NewReader(base)); err != nil {
+		t.Fatal(err)
+	}
+	before := viewOf(t, a)
+	check := func(what string, b []byte, want error) {
+		t.Helper()
+		err := a.preCopyRestoreDelta(bytes.NewReader(b))
+		if !errors.Is(err, want) {
+			t.Fatalf("%s: %v, want %v", what, err, want)
+		}
+		if a.pcr == nil {
+			t.Fatalf("%s: no longer awaiting the delta", what)
+		}
+		sameView(t, viewOf(t, a), before)
+		if t.Failed() {
+			t.Fatalf("%s changed the supervisor", what)
+		}
+	}
+	for i := range delta {
+		b := bytes.Clone(delta)
+		b[i] ^= 0x20
+		check(fmt.Sprint("byte ", i, " changed"), b, ErrCorrupt)
+	}
+	for n := range len(delta) {
+		check(fmt.Sprint("cut at ", n), delta[:n], ErrCorrupt)
+	}
+	hdr := func(removed, records uint64) []byte {
+		b := appendHeader(nil, 1, 2, totals{})
+		return binary.AppendUvarint(binary.AppendUvarint(b, removed), records)
+	}
+	rec := func(r record) []byte {
+		b := append([]byte{chunkRecords}, 1)
+		return appendRecord(b, &r)
+	}
+	good := record{id: "r0", kind: "reg", flags: 0, runs: 3}
+	for _, bad := range []struct {
+		what string
+		b    []byte
+		want error
+	}{
+		{"a removed ID announced, none sent", preCopyStreamBytes(deltaMagic, hdr(1, 0)), ErrCorrupt},
+		{"a record sent, none announced", preCopyStreamBytes(deltaMagic, hdr(0, 0), rec(good)), ErrCorrupt},
+		{"an unknown chunk kind", preCopyStreamBytes(deltaMagic, hdr(0, 0), []byte{'X', 1, 0}), ErrCorrupt},
+		{"an empty removed ID", preCopyStreamBytes(deltaMagic, hdr(1, 0), []byte{chunkRemoved, 1, 0}), ErrCorrupt},
+		{"a count beyond the chunk", preCopyStreamBytes(deltaMagic, hdr(0, 200), []byte{chunkRecords, 200, 1, 0}), ErrCorrupt},
+		{"a task twice", preCopyStreamBytes(deltaMagic, hdr(0, 2), rec(good), rec(good)), ErrCorrupt},
+		{"a base for a delta", base, ErrCorrupt},
+		{"a snapshot for a delta", full, ErrCorrupt},
+		{"state this binary cannot read", preCopyStreamBytes(deltaMagic, hdr(0, 1),
+			rec(record{id: "r0", kind: "reg", version: 9, state: []byte("v9")})), ErrStateVersion},
+	} {
+		check(bad.what, bad.b, bad.want)
+	}
+	if err := a.preCopyRestore(bytes.NewReader(delta)); !errors.Is(err, ErrPreCopyIncomplete) {
+		t.Fatalf("a second base: %v", err)
+	}
+	if err := a.preCopyRestoreDelta(bytes.NewReader(delta)); err != nil {
+		t.Fatal(err)
+	}
+	b := c.side()
+	if err := b.Restore(bytes.NewReader(full)); err != nil {
+		t.Fatal(err)
+	}
+	sameView(t, viewOf(t, a), viewOf(t, b))
+}
+
+// TestPreCopyReset: Reset after the base, and after base and delta,
+// leaves the supervisor as registered, with no orphans, data tasks or
+// totals from the handoff; a one-round Restore after it is the one-round
+// result.
+func TestPreCopyReset(t *testing.T) {
+	c, base, delta, full := richCase(t)
+	fresh := viewOf(t, c.side())
+	b := c.side()
+	if err := b.Restore(bytes.NewReader(full)); err != nil {
+		t.Fatal(err)
+	}
+	want := viewOf(t, b)
+	// The case has what it says it has.
+	if ti := info(t, b, "allow"); ti.Pending != 1 {
+		t.Fatalf("allow: %+v, want a pending run", ti)
+	}
+	if ti := info(t, b, "d1"); ti.Schedule != "every 2s" || !ti.Data {
+		t.Fatalf("d1: %+v, want the one added again", ti)
+	}
+	if o := b.Orphans(); len(o) != 5+1 {
+		t.Fatalf("orphans %+v, want lost0..5 but lost1, and old-only2", o)
+	}
+	for _, rounds := range []int{1, 2} {
+		a := c.side()
+		if err := a.preCopyRestore(bytes.NewReader(base)); err != nil {
+			t.Fatal(err)
+		}
+		if rounds == 2 {
+			if err := a.preCopyRestoreDelta(bytes.NewReader(delta)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a.Reset()
+		if a.pcr != nil {
+			t.Fatal("still awaiting a delta after Reset")
+		}
+		sameView(t, viewOf(t, a), fresh)
+		if err := a.Restore(bytes.NewReader(full)); err != nil {
+			t.Fatal(err)
+		}
+		sameView(t, viewOf(t, a), want)
+		if t.Failed() {
+			t.Fatalf("after %d rounds", rounds)
+		}
+	}
+}
