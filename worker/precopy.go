@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"time"
 
@@ -49,12 +50,16 @@ const (
 	pcBase
 	// pcCreated: a data task that a pre-copy base created (new process).
 	pcCreated
+	// pcSeen: a registered task written in the delta being planned or
+	// applied (new process).
+	pcSeen
 )
 
 // Chunk kinds of the pre-copy streams (see snapshot.go).
 const (
 	chunkRecords = 'T'
 	chunkRemoved = 'R'
+	chunkHints   = 'H'
 )
 
 var (
@@ -261,15 +266,25 @@ func (s *Supervisor) writeBase(w io.Writer, pc *preCopy, hdr []byte) error {
 	return cw.err
 }
 
-// items writes n items of kind, the bytes b, as one chunk.
+// items writes n items of kind, the bytes b, as one chunk, without
+// copying them.
 func (c *chunkWriter) items(kind byte, n int, b []byte) {
-	if n == 0 {
+	if n == 0 || c.err != nil {
 		return
 	}
-	c.buf = append(c.buf[:0], kind)
-	c.buf = binary.AppendUvarint(c.buf, uint64(n))
-	c.buf = append(c.buf, b...)
-	c.flush()
+	var pre [1 + binary.MaxVarintLen64]byte
+	pre[0] = kind
+	p := pre[:1+binary.PutUvarint(pre[1:], uint64(n))]
+	var frame [binary.MaxVarintLen64]byte
+	f := frame[:binary.PutUvarint(frame[:], uint64(len(p)+len(b)))]
+	var sum [4]byte
+	binary.LittleEndian.PutUint32(sum[:], crc32.Update(crc32.Checksum(p, castagnoli), castagnoli, b))
+	for _, part := range [][]byte{f, p, b, sum[:]} {
+		if _, err := c.w.Write(part); err != nil {
+			c.err = err
+			return
+		}
+	}
 }
 
 // preCopyDelta writes, after Freeze, what changed since the first round
@@ -322,7 +337,11 @@ func (s *Supervisor) deltaLocked(w io.Writer) error {
 	}
 	cw.items(chunkRemoved, n, items)
 	items, n = items[:0], 0
+	// The hints, the tasks' positions here, in the order of the records:
+	// the next process registers its tasks in the same order, mostly.
+	hints := make([]byte, 0, min(chunkTarget, 3*live))
 	for _, t := range pc.dirty {
+		t.pc &^= pcDirty // the tracking ends here
 		if t.removed {
 			continue
 		}
@@ -332,8 +351,24 @@ func (s *Supervisor) deltaLocked(w io.Writer) error {
 			cw.items(chunkRecords, n, items)
 			items, n = items[:0], 0
 		}
+		hints = binary.AppendUvarint(hints, uint64(t.idx))
 	}
+	pc.dirty = nil
 	cw.items(chunkRecords, n, items)
+	for len(hints) > 0 { // as many chunks as it takes, each whole uvarints
+		end := len(hints)
+		m := live
+		if end > chunkTarget {
+			end, m = 0, 0
+			for end < chunkTarget {
+				_, k := binary.Uvarint(hints[end:])
+				end += k
+				m++
+			}
+		}
+		cw.items(chunkHints, m, hints[:end])
+		hints, live = hints[end:], live-m
+	}
 	if cw.err == nil {
 		_, cw.err = w.Write([]byte{0})
 	}
@@ -348,6 +383,9 @@ func (s *Supervisor) deltaLocked(w io.Writer) error {
 type preCopyStream struct {
 	snapshot
 	removed []string
+	// hints are the positions of the records' tasks in the old process,
+	// one per record, or none.
+	hints []uint64
 }
 
 // readPreCopy reads a base (delta false) or a delta from r, reading no
@@ -415,12 +453,22 @@ func readPreCopy(r io.Reader, delta bool) (*preCopyStream, error) {
 			if d.err == nil && len(d.b) != 0 {
 				d.err = errors.New("trailing bytes")
 			}
+		case kind == chunkHints && delta:
+			for range n {
+				ps.hints = append(ps.hints, d.uvarint())
+			}
+			if d.err == nil && len(d.b) != 0 {
+				d.err = errors.New("trailing bytes")
+			}
 		default:
 			d.err = fmt.Errorf("unknown chunk kind %#x", kind)
 		}
 		if d.err != nil {
 			return nil, fmt.Errorf("%w: %s chunk %d: %w", ErrCorrupt, what, cr.n, d.err)
 		}
+	}
+	if len(ps.hints) != 0 && uint64(len(ps.hints)) != ps.count {
+		return nil, fmt.Errorf("%w: %s: %d hints for %d records", ErrCorrupt, what, len(ps.hints), ps.count)
 	}
 	if delta && (uint64(len(ps.removed)) != nremoved || ps.count != nrecords) {
 		return nil, fmt.Errorf("%w: %s: %d removed and %d records, header announced %d and %d",
@@ -495,6 +543,16 @@ type deltaItem struct {
 	orphan bool // kept as an orphan
 }
 
+// deltaPlan is what a delta does, prepared and checked.
+type deltaPlan struct {
+	items []deltaItem
+	// touched holds the IDs whose base restore is undone: those removed
+	// (false) and those of the records that no registered task claims
+	// (true: written again). The records of registered tasks overwrite
+	// what the base gave them.
+	touched map[string]bool
+}
+
 // preCopyRestoreDelta applies a delta over the base that preCopyRestore
 // restored: all or nothing, as Restore.
 func (s *Supervisor) preCopyRestoreDelta(r io.Reader) error {
@@ -513,11 +571,11 @@ func (s *Supervisor) preCopyRestoreDelta(r io.Reader) error {
 	if err := s.deltaRestorableLocked(); err != nil {
 		return err
 	}
-	items, touched, err := s.planDeltaLocked(ps)
+	plan, err := s.planDeltaLocked(ps)
 	if err != nil {
 		return err
 	}
-	s.applyDeltaLocked(ps, items, touched)
+	s.applyDeltaLocked(ps, plan)
 	return nil
 }
 
@@ -532,41 +590,68 @@ func (s *Supervisor) deltaRestorableLocked() error {
 }
 
 // planDeltaLocked parses the records of a delta and prepares what each
-// restores, changing nothing. touched holds every ID the delta names:
-// what the base did for them is undone.
-func (s *Supervisor) planDeltaLocked(ps *preCopyStream) ([]*deltaItem, map[string]bool, error) {
-	touched := make(map[string]bool, len(ps.removed)+int(min(ps.count, 1<<20)))
+// restores, changing nothing. A record's registered task is looked for
+// first where its hint says, as lookupLocked does, sparing a lookup in a
+// large map per record.
+func (s *Supervisor) planDeltaLocked(ps *preCopyStream) (plan deltaPlan, err error) {
+	plan.touched = make(map[string]bool, len(ps.removed))
 	for _, id := range ps.removed {
-		touched[id] = false
+		plan.touched[id] = false
 	}
-	var items []*deltaItem
+	// ps.count is at most the delta's size: readPreCopy checked it.
+	plan.items = make([]deltaItem, 0, ps.count)
+	defer func() { // pcSeen marked the registered tasks written
+		for i := range plan.items {
+			if t := plan.items[i].t; t != nil {
+				t.pc &^= pcSeen
+			}
+		}
+		if err != nil {
+			plan = deltaPlan{}
+		}
+	}()
 	it := ps.iter()
 	for it.next() {
-		item := &deltaItem{rec: it.rec}
+		plan.items = append(plan.items, deltaItem{rec: it.rec})
+		item := &plan.items[len(plan.items)-1]
 		rec := &item.rec
-		rec.id = string(rec.idb)
-		if touched[rec.id] {
-			return nil, nil, fmt.Errorf("%w: task %q is in the pre-copy delta twice", ErrCorrupt, rec.id)
-		}
-		touched[rec.id] = true // true: written again
-		items = append(items, item)
-		if t := s.byID[rec.id]; t != nil && t.pc&pcCreated == 0 {
-			rec.id = t.id
+		t := s.deltaLookupLocked(ps, it.i-1, rec.idb)
+		if t != nil && t.pc&pcCreated == 0 {
+			if t.pc&pcSeen != 0 {
+				return plan, fmt.Errorf("%w: task %q is in the pre-copy delta twice", ErrCorrupt, t.id)
+			}
+			t.pc |= pcSeen
+			item.t, rec.id = t, t.id // the deferred clear sees it
 			p, err := prepare(t.spec, rec)
 			if err != nil {
-				return nil, nil, err
+				return plan, err
 			}
-			item.t, item.p = t, p
+			item.p = p
 			continue
 		}
+		rec.id = string(rec.idb)
+		if plan.touched[rec.id] {
+			return plan, fmt.Errorf("%w: task %q is in the pre-copy delta twice", ErrCorrupt, rec.id)
+		}
+		plan.touched[rec.id] = true
 		if err := s.planDeltaUnmatchedLocked(item); err != nil {
-			return nil, nil, err
+			return plan, err
 		}
 	}
-	if it.err != nil {
-		return nil, nil, it.err
+	return plan, it.err
+}
+
+// deltaLookupLocked returns the task of ID id, record i of the delta: at
+// the position its hint names, if it is there, else by ID.
+func (s *Supervisor) deltaLookupLocked(ps *preCopyStream, i int, id []byte) *task {
+	if i < len(ps.hints) {
+		if h := ps.hints[i]; h < uint64(len(s.all)) {
+			if t := s.all[h]; t.id == string(id) {
+				return t
+			}
+		}
 	}
-	return items, touched, nil
+	return s.byID[string(id)]
 }
 
 // planDeltaUnmatchedLocked plans a delta record that no registered task
@@ -599,18 +684,23 @@ func (s *Supervisor) planDeltaUnmatchedLocked(item *deltaItem) error {
 // applyDeltaLocked undoes what the base did for the touched IDs, then
 // restores the delta's records, queues what changed and takes over the
 // delta's totals.
-func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, items []*deltaItem, touched map[string]bool) {
+func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 	now := s.opts.now()
 	pcr, u := s.pcr, s.undo
 	next := &restoreUndo{}
 	if u != nil {
 		u.next = next
 	}
-	for id, again := range touched {
+	for i := range plan.items { // the registered tasks written again
+		if t := plan.items[i].t; t != nil {
+			t.pc |= pcSeen
+		}
+	}
+	for id, again := range plan.touched {
 		delete(s.orphans, id)
 		t := s.byID[id]
 		switch {
-		case t == nil:
+		case t == nil || t.pc&pcSeen != 0:
 		case t.pc&pcCreated != 0:
 			delete(pcr.skipped, t)
 			s.dropLocked(t)
@@ -626,12 +716,14 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, items []*deltaItem, tou
 			s.queueRestoredLocked(t)
 		}
 	}
-	var plan restorePlan // for the log's figures
-	for _, item := range items {
+	var rp restorePlan // for the log's figures
+	for i := range plan.items {
+		item := &plan.items[i]
 		item.p.rec = &item.rec
 		switch {
 		case item.t != nil:
 			t := item.t
+			t.pc &^= pcSeen
 			if t.pc&pcBase == 0 {
 				t.pc |= pcBase
 				if !t.fresh() {
@@ -639,14 +731,16 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, items []*deltaItem, tou
 				}
 				next.matched = append(next.matched, t)
 			}
-			delete(pcr.skipped, t)
-			s.applyMatchLocked(&plan, t, item.p, now)
+			if len(pcr.skipped) > 0 {
+				delete(pcr.skipped, t)
+			}
+			s.applyMatchLocked(&rp, t, item.p, now)
 			s.queueRestoredLocked(t)
 		case item.create != nil:
 			t := item.create
 			if over := s.applyRestoredLocked(t, item.p, now); over > 0 {
-				plan.clamped++
-				plan.maxOver = max(plan.maxOver, over)
+				rp.clamped++
+				rp.maxOver = max(rp.maxOver, over)
 			}
 			t.pc |= pcCreated
 			t.idx = len(s.all)
@@ -655,14 +749,14 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, items []*deltaItem, tou
 			s.counts[t.status]++
 			next.created = append(next.created, t)
 			s.queueRestoredLocked(t)
-			plan.creates = append(plan.creates, restoreMatch{t: t})
+			rp.creates = append(rp.creates, restoreMatch{t: t})
 		case item.orphan:
 			if s.orphans == nil {
 				s.orphans = make(map[string]*record)
 			}
 			s.orphans[item.rec.id] = &item.rec
 		default:
-			plan.dropped = append(plan.dropped, item.rec.id)
+			rp.dropped = append(rp.dropped, item.rec.id)
 		}
 	}
 	s.totals = ps.totals
@@ -675,12 +769,12 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, items []*deltaItem, tou
 	s.restored = true
 	s.awaitFirst.Store(true)
 	s.pcr = nil
-	s.log.Info("worker: restored pre-copy delta", "tasks", len(items), "removed", len(ps.removed),
-		"data_tasks_created", len(plan.creates), "dropped", len(plan.dropped), "tasks_now", len(s.all),
+	s.log.Info("worker: restored pre-copy delta", "tasks", len(plan.items), "removed", len(ps.removed),
+		"data_tasks_created", len(rp.creates), "dropped", len(rp.dropped), "tasks_now", len(s.all),
 		"orphaned", len(s.orphans), "captured", time.Unix(0, ps.captured))
-	if plan.clamped > 0 {
+	if rp.clamped > 0 {
 		s.log.Warn("worker: restored due times beyond one interval from now were clamped; the wall clock may have moved back",
-			"tasks", plan.clamped, "most_beyond", plan.maxOver)
+			"tasks", rp.clamped, "most_beyond", rp.maxOver)
 	}
 }
 

@@ -974,6 +974,11 @@ func TestPreCopyCorruptDelta(t *testing.T) {
 		if a.pcr == nil {
 			t.Fatalf("%s: no longer awaiting the delta", what)
 		}
+		for _, tk := range a.all {
+			if tk.pc&pcSeen != 0 {
+				t.Fatalf("%s: task %q left marked", what, tk.id)
+			}
+		}
 		sameView(t, viewOf(t, a), before)
 		if t.Failed() {
 			t.Fatalf("%s changed the supervisor", what)
@@ -1007,6 +1012,8 @@ func TestPreCopyCorruptDelta(t *testing.T) {
 		{"an empty removed ID", preCopyStreamBytes(deltaMagic, hdr(1, 0), []byte{chunkRemoved, 1, 0}), ErrCorrupt},
 		{"a count beyond the chunk", preCopyStreamBytes(deltaMagic, hdr(0, 200), []byte{chunkRecords, 200, 1, 0}), ErrCorrupt},
 		{"a task twice", preCopyStreamBytes(deltaMagic, hdr(0, 2), rec(good), rec(good)), ErrCorrupt},
+		{"fewer hints than records", preCopyStreamBytes(deltaMagic, hdr(0, 2), rec(good), rec(record{id: "r2", kind: "reg"}),
+			[]byte{chunkHints, 1, 0}), ErrCorrupt},
 		{"a base for a delta", base, ErrCorrupt},
 		{"a snapshot for a delta", full, ErrCorrupt},
 		{"state this binary cannot read", preCopyStreamBytes(deltaMagic, hdr(0, 1),
