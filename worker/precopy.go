@@ -480,27 +480,21 @@ func readPreCopy(r io.Reader, delta bool) (*preCopyStream, error) {
 // preCopyRestore restores a first round, as Restore restores a snapshot,
 // and leaves the supervisor awaiting its delta.
 func (s *Supervisor) preCopyRestore(r io.Reader) error {
-	s.mu.Lock()
-	err := s.restorableLocked()
-	if err == nil && s.pcr != nil {
-		err = errAwaitingDelta("pre-copy Restore")
+	check := func() error {
+		if err := s.restorableLocked(); err != nil {
+			return err
+		}
+		if s.pcr != nil {
+			return errAwaitingDelta("pre-copy Restore")
+		}
+		return nil
 	}
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	ps, err := readPreCopy(r, false)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.restorableLocked(); err != nil {
-		return err
-	}
-	if s.pcr != nil {
-		return errAwaitingDelta("pre-copy Restore")
-	}
+	read := func() (*preCopyStream, error) { return readPreCopy(r, false) }
+	return restoreFrom(s, check, read, s.applyBaseLocked)
+}
+
+// applyBaseLocked restores the base ps and marks what it restored.
+func (s *Supervisor) applyBaseLocked(ps *preCopyStream) error {
 	plan, err := s.planRestoreLocked(&ps.snapshot)
 	if err != nil {
 		return err
@@ -556,27 +550,14 @@ type deltaPlan struct {
 // preCopyRestoreDelta applies a delta over the base that preCopyRestore
 // restored: all or nothing, as Restore.
 func (s *Supervisor) preCopyRestoreDelta(r io.Reader) error {
-	s.mu.Lock()
-	err := s.deltaRestorableLocked()
-	s.mu.Unlock()
-	if err != nil {
+	read := func() (*preCopyStream, error) { return readPreCopy(r, true) }
+	return restoreFrom(s, s.deltaRestorableLocked, read, func(ps *preCopyStream) error {
+		plan, err := s.planDeltaLocked(ps)
+		if err == nil {
+			s.applyDeltaLocked(ps, plan)
+		}
 		return err
-	}
-	ps, err := readPreCopy(r, true)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.deltaRestorableLocked(); err != nil {
-		return err
-	}
-	plan, err := s.planDeltaLocked(ps)
-	if err != nil {
-		return err
-	}
-	s.applyDeltaLocked(ps, plan)
-	return nil
+	})
 }
 
 func (s *Supervisor) deltaRestorableLocked() error {
@@ -666,19 +647,9 @@ func (s *Supervisor) planDeltaUnmatchedLocked(item *deltaItem) error {
 		}
 		return nil // dropped after two generations
 	}
-	t, p, err := s.fromRecordLocked(rec)
-	switch {
-	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
-		return err
-	case err != nil:
-		rec.reason = err.Error()
-		item.orphan = true
-	case t == nil:
-		item.orphan = true
-	default:
-		item.create, item.p = t, p
-	}
-	return nil
+	t, p, err := s.dataTaskLocked(rec)
+	item.create, item.p, item.orphan = t, p, t == nil
+	return err
 }
 
 // applyDeltaLocked undoes what the base did for the touched IDs, then

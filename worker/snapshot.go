@@ -653,36 +653,49 @@ func (d *decoder) pending(runs uint64) []uint64 {
 // The supervisor's totals (runs, failures, ...) continue from the
 // snapshot's, and Handoff reports the work pause.
 func (s *Supervisor) Restore(r io.Reader) error {
-	// Check the phase before reading, so that a misplaced call leaves the
-	// stream alone; check again after, as Run may have started meanwhile.
-	s.mu.Lock()
-	err := s.restorableLocked()
-	if err == nil && s.pcr != nil {
-		err = errAwaitingDelta("Restore") // Reset, then Restore
+	check := func() error {
+		if err := s.restorableLocked(); err != nil {
+			return err
+		}
+		if s.pcr != nil {
+			return errAwaitingDelta("Restore") // Reset, then Restore
+		}
+		s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
+		return nil
 	}
+	read := func() (*snapshot, error) { return readSnapshot(r) }
+	return restoreFrom(s, check, read, func(snap *snapshot) error {
+		plan, err := s.planRestoreLocked(snap)
+		if err == nil {
+			s.undo = s.newUndoLocked(&plan)
+			s.applyRestoreLocked(snap, &plan)
+			s.logRestore(snap, plan)
+		}
+		return err
+	})
+}
+
+// restoreFrom is the frame of every restore: check with the lock held,
+// read without it, check again and apply what was read with it held.
+// Checking before reading leaves the stream of a misplaced call alone;
+// checking after catches a Run started meanwhile.
+func restoreFrom[T any](s *Supervisor, check func() error, read func() (T, error), apply func(T) error) error {
+	s.mu.Lock()
+	err := check()
+	s.mu.Unlock()
 	if err != nil {
-		s.mu.Unlock()
 		return err
 	}
-	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
-	s.mu.Unlock()
-	snap, err := readSnapshot(r)
+	v, err := read()
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.restorableLocked(); err != nil {
+	if err := check(); err != nil {
 		return err
 	}
-	plan, err := s.planRestoreLocked(snap)
-	if err != nil {
-		return err
-	}
-	s.undo = s.newUndoLocked(&plan)
-	s.applyRestoreLocked(snap, &plan)
-	s.logRestore(snap, plan)
-	return nil
+	return apply(v)
 }
 
 // restorePlan is what a snapshot does to the registered tasks: the
@@ -817,13 +830,10 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 	if _, dup := plan.created[rec.id]; dup {
 		return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, rec.id)
 	}
-	t, p, err := s.fromRecordLocked(rec)
+	t, p, err := s.dataTaskLocked(rec)
 	switch {
-	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
-		return err
 	case err != nil:
-		rec.reason = err.Error()
-		plan.orphans[rec.id] = rec
+		return err
 	case t == nil:
 		plan.orphans[rec.id] = rec
 	default:
@@ -834,6 +844,21 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 		plan.creates = append(plan.creates, restoreMatch{t, p})
 	}
 	return nil
+}
+
+// dataTaskLocked builds the task of data record rec, or returns nil for
+// an orphan: its kind is not registered, or its spec does not hold here
+// (rec.reason says why). State its kind cannot read is an error.
+func (s *Supervisor) dataTaskLocked(rec *record) (*task, prepared, error) {
+	t, p, err := s.fromRecordLocked(rec)
+	switch {
+	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
+		return nil, prepared{}, err
+	case err != nil:
+		rec.reason = err.Error()
+		return nil, prepared{}, nil
+	}
+	return t, p, nil
 }
 
 // applyRestoreLocked gives the matched tasks their progress, parsing the
