@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -513,6 +514,9 @@ func (s *Supervisor) applyBaseLocked(ps *preCopyStream) error {
 	for _, m := range plan.creates {
 		m.t.pc |= pcCreated
 	}
+	// Room in the queue for the delta's pushes, so that none of them
+	// copies the whole queue in the pause.
+	s.q = slices.Grow(s.q, len(s.q)/4+1024)
 	s.logRestore(&ps.snapshot, plan)
 	return nil
 }
