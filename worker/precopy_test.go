@@ -960,6 +960,22 @@ func preCopyStreamBytes(magic [4]byte, header []byte, chunks ...[]byte) []byte {
 // still awaits a delta, and the intact one applies after.
 func TestPreCopyCorruptDelta(t *testing.T) {
 	c, base, delta, full := richCase(t)
+	// A damaged base fails as a damaged snapshot does: nothing changed,
+	// no delta awaited.
+	z := c.side()
+	fresh := viewOf(t, z)
+	for i := 0; i < len(base); i += 3 {
+		b := bytes.Clone(base)
+		b[i] ^= 0x01
+		if err := z.preCopyRestore(bytes.NewReader(b)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("base byte %d changed: %v", i, err)
+		}
+		if z.pcr != nil {
+			t.Fatalf("base byte %d changed: awaiting a delta", i)
+		}
+	}
+	sameView(t, viewOf(t, z), fresh)
+
 	a := c.side()
 	if err := a.preCopyRestore(bytes.NewReader(base)); err != nil {
 		t.Fatal(err)
