@@ -13,7 +13,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -56,17 +55,15 @@ func failsAt(id string, seq uint64) bool {
 // eqWorld is the tasks of one equivalence scenario.
 type eqWorld struct {
 	rng *rand.Rand
-	// reg are the tasks registered by ID in the new processes; data the
-	// data tasks' IDs ever added in the old one.
+	// reg are the tasks registered by ID in the new processes.
 	reg  []Task
 	ids  []string // every ID the old process may know, for the ops
 	late []Task   // tasks the ops may add
-	mu   sync.Mutex
 }
 
 func (w *eqWorld) pick() string { return w.ids[w.rng.IntN(len(w.ids))] }
 
-// body is the run function of every task of the scenario: it checkpoints
+// eqBody is the run function of most tasks of the scenario: it checkpoints
 // its sequence number, fails one run in four, and some runs take long
 // (an OverlapAllow task's overlap, and cut-offs at the freeze bound).
 func eqBody(slow bool) RunFunc {
@@ -149,7 +146,6 @@ func newEqWorld(t *testing.T, seed uint64) (*eqWorld, *Supervisor) {
 		InitialBackoff: 3 * time.Millisecond, MaxBackoff: 12 * time.Millisecond})
 	kinds(old, "k.data", "k.lost")
 	every := func() time.Duration { return time.Duration(3+rng.IntN(12)) * time.Millisecond }
-	var oldOnly []Task
 	for i := range 40 {
 		id := fmt.Sprint("reg-", i)
 		tk := Task{ID: id, Kind: "reg", Version: 1, Every: every(), Policy: Policy(rng.IntN(3)), Run: eqBody(false)}
@@ -177,9 +173,7 @@ func newEqWorld(t *testing.T, seed uint64) (*eqWorld, *Supervisor) {
 			tk.Run = eqBody(true)
 		}
 		mustAdd(t, old, tk)
-		if i%10 == 7 {
-			oldOnly = append(oldOnly, tk) // not registered in the new process
-		} else {
+		if i%10 != 7 { // the others are not registered in the new process
 			w.reg = append(w.reg, tk)
 		}
 		w.ids = append(w.ids, tk.ID)
@@ -220,7 +214,6 @@ func newEqWorld(t *testing.T, seed uint64) (*eqWorld, *Supervisor) {
 			w.reg = append(w.reg, tk)
 		}
 	}
-	_ = oldOnly
 	start(t, old)
 	return w, old
 }
@@ -631,7 +624,7 @@ func TestPreCopyMarksEachPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		base := c.base()
-		c.finish(j3, nil)
+		c.finish(j3, nil) // j2 stays in flight
 		_ = j2
 		c.freezeAndCheck(base)
 	})
