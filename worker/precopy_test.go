@@ -1089,3 +1089,53 @@ func TestPreCopyReset(t *testing.T) {
 		}
 	}
 }
+
+// TestPreCopyChurn: tasks added and removed by the thousand during the
+// first round keep the tracking bounded by the tasks there are, and the
+// delta right.
+func TestPreCopyChurn(t *testing.T) {
+	c := newHandoffCase(t, func(s *Supervisor) {
+		if err := s.RegisterKind(Kind{Name: "k", Run: nop}); err != nil {
+			t.Fatal(err)
+		}
+		mustAdd(t, s, Task{ID: "a", Every: time.Second, Run: nop})
+	})
+	base := c.base()
+	for i := range 5000 {
+		id := fmt.Sprint("tmp", i)
+		mustAdd(t, c.old, Task{ID: id, Kind: "k", Every: time.Second})
+		if i%1000 != 999 { // every thousandth stays
+			if err := c.old.Remove(id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.old.mu.Lock()
+	n := len(c.old.pc.dirty)
+	c.old.mu.Unlock()
+	if n > 2*6+1024+1 {
+		t.Fatalf("%d tasks tracked for 6 registered", n)
+	}
+	c.freezeAndCheck(base)
+}
+
+// TestPreCopyRestoreDuringRound: a Restore in the old process while a
+// first round is tracked replaces the tasks wholesale: Delta fails, and
+// says why, rather than write a delta that misses the replacement.
+func TestPreCopyRestoreDuringRound(t *testing.T) {
+	reg := func(s *Supervisor) { mustAdd(t, s, Task{ID: "a", Every: time.Second, Run: nop}) }
+	c := newHandoffCase(t, reg)
+	snap := capture(t, c.side())
+	c.base()
+	if err := c.old.Restore(bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.old.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := c.old.preCopyDelta(io.Discard)
+	if !errors.Is(err, ErrNoPreCopy) || !strings.Contains(err.Error(), "Restore replaced the tasks") {
+		t.Fatalf("Delta after a Restore: %v", err)
+	}
+	checkNoTracking(t, c.old)
+}
