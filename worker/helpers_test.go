@@ -93,7 +93,7 @@ func step(s *Supervisor) string {
 	}
 	j := s.dispatchLocked(tk)
 	s.mu.Unlock()
-	s.execute(j, false)
+	s.execute(j, &Run{s: s}, false)
 	return tk.id
 }
 

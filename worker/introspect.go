@@ -142,9 +142,9 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		Loop:                t.loop(),
 		Status:              st,
 		Runs:                t.runs,
-		Failures:            t.failures,
-		ConsecutiveFailures: t.consecutive,
-		LastError:           t.lastErr,
+		Failures:            t.c().failures,
+		ConsecutiveFailures: t.c().consecutive,
+		LastError:           t.c().lastErr,
 		StateVersion:        t.spec.Version,
 		StateBytes:          len(t.state),
 		MaybeDuplicate:      t.maybeDup,
@@ -155,8 +155,8 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 	if t.lastRun != 0 {
 		info.LastRun = time.Unix(0, t.lastRun)
 	}
-	if t.ov != nil {
-		info.InFlight, info.Pending = len(t.ov.inflight), len(t.ov.pending)
+	if ov := t.c().ov; ov != nil {
+		info.InFlight, info.Pending = len(ov.inflight), len(ov.pending)
 	}
 	// An OverlapAllow task in flight may start its next run meanwhile.
 	queued := t.status == StatusIdle || t.status == StatusBackoff ||

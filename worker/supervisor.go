@@ -198,8 +198,8 @@ func (s *Supervisor) Add(t Task) error {
 		return fmt.Errorf("%w: %q is the ID of an orphaned task (kind %q); remove it first", ErrDuplicateTask, t.ID, rec.kind)
 	}
 	spec := t.withDefaults()
-	nt := &task{id: t.ID, spec: s.shareSpecLocked(&spec), data: data}
-	nt.run = Run{t: nt, s: s}
+	nt := newTask(t.ID, s.shareSpecLocked(&spec))
+	nt.data = data
 	now := s.opts.now()
 	if rec != nil {
 		p, err := prepare(nt.spec, rec)
@@ -257,12 +257,12 @@ func (s *Supervisor) pastEnd(t *task, p int64) bool {
 
 // insertLocked registers t, whose schedule is set, and queues it.
 func (s *Supervisor) insertLocked(t *task) {
-	t.idx = len(s.all)
+	t.idx = uint32(len(s.all))
 	s.byID[t.id] = t
 	s.all = append(s.all, t)
 	s.counts[t.status]++
-	if t.data && t.specBytes == nil {
-		t.specBytes = encodeSpec(t.spec)
+	if t.data && t.c().specBytes == nil {
+		t.coldLocked().specBytes = encodeSpec(t.spec)
 	}
 	if t.status == StatusDone || t.status == StatusPaused {
 		return
@@ -303,8 +303,8 @@ func (s *Supervisor) Remove(id string) error {
 			s.removing = make(map[string]*task)
 		}
 		s.removing[id] = t
-		if t.cancel != nil {
-			t.cancel(ErrRemoved)
+		if cancel := t.c().cancel; cancel != nil {
+			cancel(ErrRemoved)
 			s.startStopClockLocked(t)
 		}
 	}
@@ -437,9 +437,9 @@ func (s *Supervisor) beginStopLocked() {
 	s.phase = phaseStopping
 	s.sleepUntil = math.MinInt64
 	for _, t := range s.all {
-		if t.status == StatusRunning && t.cancel != nil && !t.cutOff {
+		if cancel := t.c().cancel; t.status == StatusRunning && cancel != nil && !t.cutOff {
 			t.interrupted = true
-			t.cancel(ErrShutdown)
+			cancel(ErrShutdown)
 			s.startStopClockLocked(t)
 		}
 	}
@@ -465,8 +465,8 @@ func (s *Supervisor) cutOffLocked(cause error) int {
 		}
 		r.cutOff = true
 		n++
-		if r.cancel != nil {
-			r.cancel(cause)
+		if cancel := r.c().cancel; cancel != nil {
+			cancel(cause)
 		}
 		// The run may have done some or all of its work, or go on
 		// doing it: the run again under its number may repeat it.
@@ -478,8 +478,8 @@ func (s *Supervisor) cutOffLocked(cause error) int {
 	}
 	for _, t := range s.removing {
 		s.eachRunLocked(t, func(r *task) {
-			if r.cancel != nil {
-				r.cancel(cause)
+			if cancel := r.c().cancel; cancel != nil {
+				cancel(cause)
 			}
 			s.startStopClockLocked(r)
 		})
@@ -517,7 +517,7 @@ func (s *Supervisor) pushLocked(t *task) {
 		s.q.compact()
 	}
 	due := t.due
-	if t.multi() && (t.runNow || t.ov != nil && len(t.ov.pending) > 0) {
+	if ov := t.c().ov; t.multi() && (t.runNow || ov != nil && len(ov.pending) > 0) {
 		// A pending or asked-for run of a multi task does not move its
 		// schedule: it is queued for now, its due time kept.
 		due = min(due, s.mono(s.opts.now()))
@@ -548,7 +548,7 @@ func (s *Supervisor) dispatchLocked(t *task) job {
 	t.extra, t.runNow, t.retryExtra = t.runNow || t.retryExtra, false, false
 	if t.loop() {
 		var ctx context.Context
-		ctx, t.cancel = context.WithCancelCause(s.baseCtx)
+		ctx, t.coldLocked().cancel = context.WithCancelCause(s.baseCtx)
 		return job{t: t, ctx: ctx}
 	}
 	// Periodic runs share one context: one fewer allocation per run, and
@@ -625,6 +625,9 @@ func (s *Supervisor) runner() {
 	var (
 		j       job
 		running bool
+		// r is the handle of this runner's runs, valid only while one
+		// is in flight (see Run).
+		r = &Run{s: s}
 	)
 	defer func() {
 		if running {
@@ -648,7 +651,7 @@ func (s *Supervisor) runner() {
 		}
 		for ok := true; ok; {
 			running = true
-			j, ok = s.execute(j, true)
+			j, ok = s.execute(j, r, true)
 			running = false
 		}
 	}
@@ -685,7 +688,7 @@ func (s *Supervisor) runLoop(j job) {
 			s.goexit(j, false)
 		}
 	}()
-	s.execute(j, false)
+	s.execute(j, &Run{s: s}, false)
 	running = false
 }
 
@@ -699,9 +702,9 @@ func (s *Supervisor) goexit(j job, runner bool) {
 	s.log.Error("worker: run called runtime.Goexit", "task", j.t.id)
 }
 
-// execute performs one run. On a runner it returns the next due periodic
-// task if the runner should take it at once.
-func (s *Supervisor) execute(j job, runner bool) (job, bool) {
+// execute performs one run, with r as its handle. On a runner it returns
+// the next due periodic task if the runner should take it at once.
+func (s *Supervisor) execute(j job, r *Run, runner bool) (job, bool) {
 	t := j.t
 	start := s.opts.now()
 	if s.awaitFirst.Load() && s.awaitFirst.CompareAndSwap(true, false) {
@@ -710,7 +713,8 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 	if s.m != nil {
 		s.m.lag.Observe(max(0, time.Duration(s.mono(start)-t.due)).Seconds())
 	}
-	err, panicked := s.call(j.ctx, t)
+	r.t = t
+	err, panicked := s.call(j.ctx, t, r)
 	end := s.opts.now()
 	if s.m != nil {
 		s.m.duration.Observe(end.Sub(start).Seconds())
@@ -718,7 +722,7 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 	s.mu.Lock()
 	seq := t.runs + 1
 	next, ok, retry := s.finishLocked(j, err, panicked, start, end, runner, runner)
-	consecutive := t.owner().consecutive
+	consecutive := t.owner().c().consecutive
 	s.mu.Unlock()
 	if retry >= 0 {
 		s.logFailure(t.id, seq, err, consecutive, retry)
@@ -727,7 +731,7 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 }
 
 // call runs the task's function, turning a panic into a *PanicError.
-func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked bool) {
+func (s *Supervisor) call(ctx context.Context, t *task, r *Run) (err error, panicked bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			err, panicked = &PanicError{Value: v, Stack: debug.Stack()}, true
@@ -738,7 +742,7 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 		ctx, cancel = context.WithTimeoutCause(ctx, d, ErrTimeout)
 		defer cancel()
 	}
-	return t.spec.Run(ctx, &t.run), false
+	return t.spec.Run(ctx, r), false
 }
 
 // finishLocked records the end of t's run, which started at start. When
@@ -748,11 +752,13 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end time.Time, runner, chain bool) (next job, ok bool, retry time.Duration) {
 	t := j.t
 	s.inflight--
-	if t.cancel != nil {
-		t.cancel(nil) // release the loop's context
-		t.cancel = nil
+	if c := t.cold; c != nil {
+		if c.cancel != nil {
+			c.cancel(nil) // release the loop's context
+			c.cancel = nil
+		}
+		c.stopBy = 0
 	}
-	t.stopBy = 0
 	if t.abandoned {
 		t.abandoned = false
 		s.stuck-- // its goroutine is no longer in the run
@@ -866,17 +872,20 @@ func (s *Supervisor) tallyLocked(t *task, err error, panicked bool, end time.Tim
 	t.runs++
 	s.totals.runs++
 	if err == nil {
-		t.consecutive = 0
+		if c := t.cold; c != nil {
+			c.consecutive = 0
+		}
 		return -1
 	}
-	t.failures++
-	t.consecutive++
+	c := t.coldLocked()
+	c.failures++
+	c.consecutive++
 	s.totals.failures++
 	if panicked {
 		s.totals.panics++
 	}
-	t.lastErr = truncateError(err.Error())
-	return backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
+	c.lastErr = truncateError(err.Error())
+	return backoff(c.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
 }
 
 // requeueLocked moves t, whose run ended, to st and queues it, unless it
