@@ -87,7 +87,7 @@ func (s *Supervisor) viewCountsLocked() [numStatus]int {
 func (s *Supervisor) Task(id string) (TaskInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t == nil {
 		return TaskInfo{}, false
 	}
@@ -146,7 +146,7 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		ConsecutiveFailures: t.c().consecutive,
 		LastError:           t.c().lastErr,
 		StateVersion:        t.spec.Version,
-		StateBytes:          len(t.state),
+		StateBytes:          int(t.stateLen),
 		MaybeDuplicate:      t.maybeDup,
 		Schedule:            scheduleString(t.spec),
 		Paused:              t.paused,

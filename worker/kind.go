@@ -380,7 +380,7 @@ func (s *Supervisor) controlledLocked(id string) (*task, error) {
 	if s.frozen {
 		return nil, frozenError("a schedule change")
 	}
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t != nil {
 		return t, nil
 	}

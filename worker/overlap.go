@@ -122,7 +122,7 @@ func (s *Supervisor) dispatchRunLocked(t *task) job {
 	ov := s.runsOf(t)
 	now := s.mono(s.opts.now())
 	r := &task{id: t.id, spec: t.spec, cold: &coldTask{ov: ov}, status: StatusRunning, due: t.due,
-		state: t.state, stateGen: t.stateGen}
+		stateP: t.stateP, stateLen: t.stateLen, stateGen: t.stateGen}
 	switch {
 	case len(ov.pending) > 0:
 		p := ov.pending[0]

@@ -259,7 +259,7 @@ func recordOf(t *task, wall func(int64) int64) record {
 		consecutive: t.c().consecutive,
 		lastErr:     t.c().lastErr,
 		version:     t.spec.Version,
-		state:       t.state,
+		state:       t.state(),
 		lastRun:     t.lastRun,
 	}
 	if t.data {
@@ -742,7 +742,7 @@ func (s *Supervisor) lookupLocked(i int, id []byte) *task {
 			return t
 		}
 	}
-	return s.byID[string(id)] // no allocation for a map key
+	return s.byID.getBytes(s.all, id)
 }
 
 // sameBytes reports whether a and b are the same bytes in memory.
@@ -835,8 +835,8 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			plan.maxOver = max(plan.maxOver, over)
 		}
 		m.t.idx = uint32(len(s.all))
-		s.byID[m.t.id] = m.t
 		s.all = append(s.all, m.t)
+		s.byID.add(s.all, m.t)
 		s.counts[m.t.status]++
 		if m.t.maybeDup {
 			plan.dups = append(plan.dups, m.t)
@@ -1010,7 +1010,7 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 	t.lastRun = rec.lastRun
 	t.progress = true
 	t.paused = rec.flags&flagPaused != 0
-	t.state = p.state
+	t.setState(p.state)
 	t.stateGen++
 	t.setLocal(p.local)
 	t.jit = 0

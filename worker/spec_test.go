@@ -47,7 +47,7 @@ func TestSharedSpecs(t *testing.T) {
 		Task{ID: "d", Every: time.Second, Run: g, Args: []byte("x")}, // other Args
 		Task{ID: "e", Every: time.Second, Run: g, Args: []byte("x")},
 	)
-	sp := func(id string) *Task { return s.byID[id].spec }
+	sp := func(id string) *Task { return s.byID.get(s.all, id).spec }
 	if sp("a") != sp("b") || sp("d") != sp("e") {
 		t.Error("tasks that differ only by ID do not share their spec")
 	}

@@ -63,7 +63,7 @@ type Supervisor struct {
 	// Everything below is guarded by mu.
 	phase    phase
 	frozen   bool
-	byID     map[string]*task
+	byID     taskIndex
 	all      []*task // registration order; what Capture walks
 	q        taskHeap
 	idle     int // runners with no run assigned
@@ -143,7 +143,6 @@ func New(opts Options) (*Supervisor, error) {
 		wake:       make(chan struct{}, 1),
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),
-		byID:       make(map[string]*task),
 		idle:       opts.Workers,
 		sleepUntil: math.MinInt64,
 		joinPoke:   make(chan struct{}, 1),
@@ -190,7 +189,7 @@ func (s *Supervisor) Add(t Task) error {
 		}
 		t.Run, t.Version, t.Migrations = k.Run, k.Version, k.Migrations
 	}
-	if _, ok := s.byID[t.ID]; ok {
+	if s.byID.get(s.all, t.ID) != nil {
 		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.ID)
 	}
 	rec := s.orphans[t.ID]
@@ -258,8 +257,8 @@ func (s *Supervisor) pastEnd(t *task, p int64) bool {
 // insertLocked registers t, whose schedule is set, and queues it.
 func (s *Supervisor) insertLocked(t *task) {
 	t.idx = uint32(len(s.all))
-	s.byID[t.id] = t
 	s.all = append(s.all, t)
+	s.byID.add(s.all, t)
 	s.counts[t.status]++
 	if t.data && t.c().specBytes == nil {
 		t.coldLocked().specBytes = encodeSpec(t.spec)
@@ -289,7 +288,7 @@ func (s *Supervisor) Remove(id string) error {
 	if s.frozen {
 		return frozenError("Remove")
 	}
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t == nil {
 		if _, ok := s.orphans[id]; ok {
 			delete(s.orphans, id)
@@ -331,11 +330,15 @@ func frozenError(op string) error {
 
 // dropLocked unregisters t. A queued entry is dropped when popped.
 func (s *Supervisor) dropLocked(t *task) {
-	delete(s.byID, t.id)
+	s.byID.remove(s.all, t)
 	last := s.all[len(s.all)-1]
+	from := last.idx
 	s.all[t.idx], last.idx = last, t.idx
 	s.all[len(s.all)-1] = nil
 	s.all = s.all[:len(s.all)-1]
+	if last != t {
+		s.byID.moved(last, from)
+	}
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
 	t.removed = true
@@ -812,7 +815,7 @@ func (s *Supervisor) releaseRemovedLocked(t *task) {
 		return
 	}
 	delete(s.removing, t.id)
-	if nt := s.byID[t.id]; nt != nil && nt.held {
+	if nt := s.byID.get(s.all, t.id); nt != nil && nt.held {
 		nt.held = false
 		s.pushLocked(nt)
 	}

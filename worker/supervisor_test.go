@@ -348,7 +348,7 @@ func TestRemoveReAddWaitsForOldRun(t *testing.T) {
 		return nil
 	}})
 	s.mu.Lock()
-	held := s.byID["l"].held
+	held := s.byID.get(s.all, "l").held
 	s.mu.Unlock()
 	if !held {
 		t.Fatal("new instance not held while the removed one runs")

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/batonhq/baton/state"
 )
@@ -346,7 +347,7 @@ func (r *Run) MaybeDuplicate() bool { return r.t.rerun }
 // State returns the task's last checkpointed state, at the task's Version,
 // or nil when there is none; for a run of an OverlapAllow task, the state
 // when the run started. The caller must not modify it.
-func (r *Run) State() []byte { return r.t.state }
+func (r *Run) State() []byte { return r.t.state() }
 
 // Checkpoint makes b the task's state, at the task's Version: what Capture
 // writes, what a restarted loop resumes from. It keeps b, which the caller
@@ -367,7 +368,7 @@ func (r *Run) Checkpoint(b []byte) error {
 	case t.cutOff:
 		return ErrCutOff
 	}
-	owner.state = b
+	owner.setState(b)
 	owner.stateGen++
 	return nil
 }
@@ -475,8 +476,12 @@ type task struct {
 
 	runs uint64
 
-	state    []byte
-	stateGen uint64 // bumped whenever state changes
+	// stateP and stateLen are the checkpointed state (see state): a
+	// []byte without its capacity, 12 bytes instead of 24. A state is
+	// at most MaxStateSize bytes.
+	stateP   *byte
+	stateLen uint32
+	stateGen uint32 // bumped whenever state changes; compared for equality only
 
 	// lastRun is when the last counted run finished (wall ns), 0 if none.
 	lastRun int64
@@ -519,7 +524,7 @@ type coldTask struct {
 	lastErr               string
 
 	local    any    // typed value kept by Periodic and Loop
-	localGen uint64 // stateGen that local matches
+	localGen uint32 // stateGen that local matches
 
 	cancel context.CancelCauseFunc // a running loop's context
 
@@ -534,6 +539,21 @@ type coldTask struct {
 	// task, or one restored with cut-off runs of one; nil for the others.
 	// A run record (ov.parent != t) is a task of its own for one run.
 	ov *overlapRuns
+}
+
+// state returns t's checkpointed state, nil if none. Its capacity is its
+// length, so an append to it copies.
+func (t *task) state() []byte {
+	if t.stateP == nil {
+		return nil
+	}
+	return unsafe.Slice(t.stateP, t.stateLen)
+}
+
+// setState makes b t's state, as state returns it; b is at most
+// MaxStateSize bytes. It does not bump stateGen.
+func (t *task) setState(b []byte) {
+	t.stateP, t.stateLen = unsafe.SliceData(b), uint32(len(b))
 }
 
 // noCold is what the cold fields read as for a task without them.

@@ -130,8 +130,8 @@ func loadTyped[T any](r *Run, c *codec[T]) (*typed[T], error) {
 		}
 	}
 	ts := new(typed[T])
-	if c != nil && len(t.state) > 0 {
-		if err := c.unmarshal(t.state, &ts.v); err != nil {
+	if c != nil && t.stateLen > 0 {
+		if err := c.unmarshal(t.state(), &ts.v); err != nil {
 			return nil, fmt.Errorf("%w: task %q: %w", ErrBadState, t.id, err)
 		}
 	}

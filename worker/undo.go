@@ -27,7 +27,7 @@ type savedTask struct {
 // fresh reports whether t is as Add left it: no progress restored,
 // adopted or made.
 func (t *task) fresh() bool {
-	return !t.progress && t.runs == 0 && t.c().failures == 0 && t.state == nil && !t.maybeDup && t.c().ov == nil
+	return !t.progress && t.runs == 0 && t.c().failures == 0 && t.stateP == nil && !t.maybeDup && t.c().ov == nil
 }
 
 // newUndoLocked records what Reset needs to undo the Restore of plan,
