@@ -437,7 +437,7 @@ func TestQueueCompacts(t *testing.T) {
 		}
 	}
 	s.mu.Lock()
-	n := len(s.q)
+	n := s.q.len()
 	s.mu.Unlock()
 	if n > 2*1+1024+1 {
 		t.Fatalf("%d queue entries for 1 live task", n)

@@ -854,18 +854,18 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 // task. Before Run no task is running, so every task that is not done or
 // held is queued.
 func (s *Supervisor) rebuildQueueLocked() {
-	clear(s.q)
-	s.q = s.q[:0]
+	s.q.reset()
 	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
-		if t.status != StatusDone && t.status != StatusPaused && !t.held {
-			t.qseq++
-			due := t.due
-			if ov := t.c().ov; ov != nil && len(ov.pending) > 0 {
-				due = min(due, nowMono) // its cut-off runs, at once
-			}
-			s.q = append(s.q, qent{due: due, t: t, seq: t.qseq})
+		if t.status == StatusDone || t.status == StatusPaused || t.held {
+			t.qseq = 0
+			continue
 		}
+		due := t.due
+		if ov := t.c().ov; ov != nil && len(ov.pending) > 0 {
+			due = min(due, nowMono) // its cut-off runs, at once
+		}
+		s.q.add(t, due)
 	}
 	s.q.init()
 }

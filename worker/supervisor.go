@@ -338,6 +338,11 @@ func (s *Supervisor) dropLocked(t *task) {
 	s.all = s.all[:len(s.all)-1]
 	if last != t {
 		s.byID.moved(last, from)
+		if last.qseq != 0 {
+			// Its queue entry names its old position: queue it
+			// again at its new one, which makes that entry stale.
+			s.pushLocked(last)
+		}
 	}
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
@@ -513,11 +518,11 @@ func (s *Supervisor) setStatusLocked(t *task, st Status) {
 // pushLocked queues t and wakes the scheduler if t is due before the time
 // it sleeps until.
 func (s *Supervisor) pushLocked(t *task) {
-	if len(s.q) >= 2*len(s.all)+1024 {
+	if s.q.needsCompact(len(s.all)) {
 		// Stale entries (removed, paused, requeued tasks) are dropped
 		// when popped, which for tasks due in an hour is in an hour:
 		// under churn, drop them now. O(n), once per n pushes.
-		s.q.compact()
+		s.q.compact(s.all)
 	}
 	due := t.due
 	if ov := t.c().ov; t.multi() && (t.runNow || ov != nil && len(ov.pending) > 0) {
@@ -596,16 +601,16 @@ func (s *Supervisor) dispatchDueLocked() time.Duration {
 		return -1 // Thaw pokes.
 	}
 	now := s.mono(s.opts.now())
-	for len(s.q) > 0 {
-		if due := s.q[0].due; due > now {
+	for s.q.len() > 0 {
+		if due := s.q.peek().due; due > now {
 			s.sleepUntil = due
 			return time.Duration(wakeAt(due, int64(s.opts.Resolution)) - now)
 		}
-		if s.idle == 0 && !s.q[0].t.loop() {
+		if t := s.q.top(s.all); s.idle == 0 && t != nil && !t.loop() {
 			s.starved = true // the next runner to go idle pokes.
 			return -1
 		}
-		t := s.q.pop()
+		t := s.q.pop(s.all)
 		if !s.runnableLocked(t) {
 			continue
 		}
@@ -909,8 +914,8 @@ func (s *Supervisor) requeueLocked(t *task, st Status) {
 // due periodic task when chain is set (starting due loops on their own
 // goroutines on the way), or makes it idle again.
 func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
-	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
-		nt := s.q.pop()
+	for chain && s.phase == phaseRunning && !s.frozen && s.q.len() > 0 && s.q.peek().due <= now {
+		nt := s.q.pop(s.all)
 		if !s.runnableLocked(nt) {
 			continue
 		}

@@ -492,8 +492,9 @@ type task struct {
 	cold *coldTask
 
 	idx uint32 // position in Supervisor.all
-	// qseq numbers t's pushes: a queue entry of an earlier push is stale
-	// (Pause, Resume and RunNow requeue a queued task).
+	// qseq is the number of t's live queue entry, 0 if none (see
+	// taskHeap): an entry of an earlier push is stale (Pause, Resume and
+	// RunNow requeue a queued task).
 	qseq uint32
 
 	status      Status // never StatusFrozen: that is a view of idle/backoff
