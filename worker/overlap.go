@@ -8,8 +8,8 @@ import (
 
 // This file holds the runs of tasks that may have several in flight: an
 // OverlapAllow task, and a task restored with cut-off runs of one. Each
-// run is a run record, a task of its own for that run (its Run handle, its
-// sequence number in runs, its cut-off and stop bound), so that the
+// run is a run record, a task of its own for that run (its sequence
+// number in runs, its cut-off and stop bound), so that the
 // dispatch, finish, cut-off and abandon paths of single runs serve it too.
 // The task itself (the parent) keeps the schedule, the counts and the
 // state; it stays queued at its next schedule point while it has fewer

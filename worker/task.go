@@ -315,6 +315,7 @@ func (t Task) withDefaults() Task {
 
 // A Run is the handle of one run of a task, passed to its RunFunc. It is
 // valid only until the RunFunc returns, and only in the run's goroutines.
+// (A runner goroutine reuses its handle for its next run.)
 type Run struct {
 	t *task
 	s *Supervisor
