@@ -34,14 +34,7 @@ func TestTaskIndex(t *testing.T) {
 			x.add(all, tk)
 			want[id] = tk
 		case tk != nil && rng.IntN(2) == 0:
-			x.remove(all, tk)
-			last := all[len(all)-1]
-			from := last.idx
-			all[tk.idx], last.idx = last, tk.idx
-			all = all[:len(all)-1]
-			if last != tk {
-				x.moved(last, from)
-			}
+			all = removeIndexed(&x, all, tk)
 			delete(want, id)
 		}
 		check(id)
@@ -77,14 +70,7 @@ func TestTaskIndexTagCollisions(t *testing.T) {
 		}
 		for len(all) > 0 {
 			tk := all[rng.IntN(len(all))]
-			x.remove(all, tk)
-			last := all[len(all)-1]
-			from := last.idx
-			all[tk.idx], last.idx = last, tk.idx
-			all = all[:len(all)-1]
-			if last != tk {
-				x.moved(last, from)
-			}
+			all = removeIndexed(&x, all, tk)
 			if x.get(all, tk.id) != nil {
 				t.Fatalf("seed %d: removed %q still found", seed, tk.id)
 			}
@@ -95,4 +81,18 @@ func TestTaskIndexTagCollisions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// removeIndexed removes tk from all and x as dropLocked does: the last
+// task moves into its place.
+func removeIndexed(x *taskIndex, all []*task, tk *task) []*task {
+	x.remove(all, tk)
+	last := all[len(all)-1]
+	from := last.idx
+	all[tk.idx], last.idx = last, tk.idx
+	all = all[:len(all)-1]
+	if last != tk {
+		x.moved(last, from)
+	}
+	return all
 }
