@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // TestTaskIndex adds, removes (moving the last task into the hole, as
@@ -95,4 +96,17 @@ func removeIndexed(x *taskIndex, all []*task, tk *task) []*task {
 		x.moved(last, from)
 	}
 	return all
+}
+
+// TestTaskRecordSize keeps the task record and the queue entry within
+// the sizes the steady memory per task (BenchmarkScale/memory) counts on:
+// a field added to the record that most tasks do not use belongs in
+// coldTask, or the record moves to the next size class (128 bytes).
+func TestTaskRecordSize(t *testing.T) {
+	if got := unsafe.Sizeof(task{}); got > 112 {
+		t.Errorf("task record is %d bytes, over its 112-byte size class", got)
+	}
+	if got := unsafe.Sizeof(qent{}); got != 16 {
+		t.Errorf("queue entry is %d bytes, want 16", got)
+	}
 }

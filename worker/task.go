@@ -457,9 +457,10 @@ type TaskInfo struct {
 // them then (Checkpoint writes state under the lock from the run itself).
 //
 // A million periodic tasks are a million of these, so the record holds
-// what every task uses (128 bytes, a size class) and the rest is in cold,
-// allocated for the few tasks that need it: failing, loops, data, typed,
-// OverlapAllow, cut off or stopping.
+// what every task uses (112 bytes, a size class of the allocator; see
+// TestTaskRecordSize) and the rest is in cold, allocated for the few
+// tasks that need it: failing, loops, data, typed, OverlapAllow, cut off
+// or stopping.
 type task struct {
 	id string
 	// spec is the task as added, with its defaults; tasks that differ
