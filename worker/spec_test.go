@@ -69,3 +69,31 @@ func TestSharedSpecs(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedSpecsInterleaved: tasks of a few shapes added in turn, with
+// one-off tasks (each a shape of its own) among them, share a spec per
+// shape, as a service's mix of customers' tasks is registered.
+func TestSharedSpecsInterleaved(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	at := time.Now().Add(time.Hour)
+	for i := range 12 {
+		tk := Task{ID: "t" + itoa(i), Run: nop}
+		switch i % 4 {
+		case 0:
+			tk.Every = time.Second
+		case 1:
+			tk.Every = time.Minute
+		case 2:
+			tk.Cron, tk.TimeZone = "*/15 * * * *", "Europe/Paris"
+		case 3:
+			tk.At = at.Add(time.Duration(i) * time.Second)
+		}
+		mustAdd(t, s, tk)
+	}
+	sp := func(i int) *Task { return s.byID.get(s.all, "t"+itoa(i)).spec }
+	for i := 4; i < 12; i++ {
+		if shared := sp(i) == sp(i%4); shared != (i%4 != 3) {
+			t.Errorf("task %d shares the spec of task %d: %v, want %v", i, i%4, shared, i%4 != 3)
+		}
+	}
+}

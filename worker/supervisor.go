@@ -90,10 +90,9 @@ type Supervisor struct {
 	lastFinish     int64
 	prevLastFinish int64
 	restored       bool
-	// lastSpec is the spec of the last task inserted, lastKey its
-	// keyOf; see shareSpecLocked.
-	lastSpec *Task
-	lastKey  specKey
+	// recentSpecs are the specs of the last tasks inserted, of distinct
+	// shapes, the most recent first; see shareSpecLocked.
+	recentSpecs [numRecentSpecs]recentSpec
 	// undo is what Reset needs to undo the last Restore; Run drops it.
 	undo *restoreUndo
 
