@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -651,7 +652,7 @@ func (s *Supervisor) Restore(r io.Reader) error {
 // want of a registration.
 type restorePlan struct {
 	// matched holds, for each record in snapshot order, the registered
-	// task it restores, or nil. special holds the matches whose state
+	// task it restores, or the data task it creates, or nil. special holds the matches whose state
 	// was migrated or decoded, by record index, ascending; the others
 	// take the record's state as it is, so that a plain restore keeps
 	// nothing per task but the pointer.
@@ -665,19 +666,20 @@ type restorePlan struct {
 	orphans    map[string]*record
 	dropped    []string
 	dups       []*task // matched tasks whose next run may be a duplicate
-	// creates are the data tasks built from their spec; created holds
-	// their IDs.
-	creates []restoreMatch
-	created map[string]bool
+	// creates are the data tasks built from their spec, in snapshot
+	// order; matched holds them too, at their records. The plan puts
+	// them in byID already, with idx -1 (so that a second record of the
+	// same ID is found), and takes them out again if it fails; apply
+	// puts them in all.
+	creates []*task
+	// spec is the data task spec parsed last.
+	spec specCache
+	// none: no task was registered; only created ones are in byID.
+	none bool
 	// clamped counts the due times clamped to their bound, maxOver is
 	// the largest distance past it.
 	clamped int
 	maxOver time.Duration
-}
-
-type restoreMatch struct {
-	t *task
-	p prepared
 }
 
 // preparedAt is the prepared state of record i.
@@ -688,10 +690,15 @@ type preparedAt struct {
 }
 
 // matches counts the records that restore a registered task.
-func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched }
+func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched - len(p.creates) }
+
+// created reports whether t is a data task the plan created: not yet in
+// all.
+func (t *task) created() bool { return t.idx < 0 }
 
 // planRestoreLocked matches the snapshot's records to the registered tasks
-// and prepares their state, changing nothing, so that Restore is all or
+// and prepares their state, changing nothing (but the data tasks it
+// creates, in byID, taken out again on error), so that Restore is all or
 // nothing. It is the first of the two passes over the records, and the
 // one that finds damaged ones.
 func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
@@ -700,23 +707,48 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 		stateBytes: make([]int, len(snap.chunks)),
 		orphans:    make(map[string]*record),
 	}
+	err := s.planRecordsLocked(snap, &plan)
+	if err != nil {
+		for _, t := range plan.creates {
+			delete(s.byID, t.id)
+		}
+		return restorePlan{}, err
+	}
+	return plan, nil
+}
+
+func (s *Supervisor) planRecordsLocked(snap *snapshot, plan *restorePlan) error {
+	// With no task registered, no record has one to look up: the lookup
+	// of each ID (a cache miss in a large map) is spared, and a second
+	// record of a created task's ID is found by its insert instead.
+	plan.none = len(s.all) == 0
 	it := snap.iter()
 	for it.next() {
 		rec := &it.rec
-		t := s.lookupLocked(it.i-1, rec.idb)
-		if t == nil {
-			plan.matched = append(plan.matched, nil)
-			plan.unmatched++
-			rec.id = string(rec.idb)
-			if err := s.planUnmatchedLocked(&plan, rec); err != nil {
-				return restorePlan{}, err
-			}
-			continue
+		var t *task
+		if !plan.none {
+			t = s.lookupLocked(it.i-1, rec.idb)
 		}
-		rec.id = t.id
+		switch {
+		case t != nil && t.created():
+			return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, t.id)
+		case t != nil:
+			rec.id = t.id
+		default:
+			rec.id = string(rec.idb)
+			var err error
+			if t, err = s.planUnmatchedLocked(plan, rec, snap.count-uint64(it.i-1)); err != nil {
+				return err
+			}
+			if t == nil {
+				plan.matched = append(plan.matched, nil)
+				plan.unmatched++
+				continue
+			}
+		}
 		p, err := prepare(t.spec, rec)
 		if err != nil {
-			return restorePlan{}, err
+			return err
 		}
 		plan.matched = append(plan.matched, t)
 		if p.local != nil || !sameBytes(p.state, rec.state) {
@@ -725,10 +757,7 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 			plan.stateBytes[it.chunk] += len(rec.state)
 		}
 	}
-	if it.err != nil {
-		return restorePlan{}, it.err
-	}
-	return plan, nil
+	return it.err
 }
 
 // lookupLocked returns the registered task of ID id, the record at index
@@ -751,50 +780,64 @@ func sameBytes(a, b []byte) bool {
 }
 
 // planUnmatchedLocked plans the restore of a record that no registered
-// task claims: a data task, or an orphan kept for one generation, or
-// dropped after two. The record is copied: the plan keeps it.
-func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record) error {
+// task claims: a data task, created (returned) or kept as an orphan, or an
+// orphan kept for one generation, or dropped after two. An orphan's record
+// is copied: the plan keeps it. left is the number of records from this
+// one to the end.
+func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record, left uint64) (*task, error) {
 	if rec.flags&flagData != 0 {
-		kept := *rec
-		return s.planDataLocked(plan, &kept)
+		return s.planDataLocked(plan, rec, left)
 	}
 	if rec.orphanGen >= 1 {
 		plan.dropped = append(plan.dropped, rec.id)
-		return nil
+		return nil, nil
 	}
 	kept := *rec
 	kept.orphanGen++
 	plan.orphans[kept.id] = &kept
-	return nil
+	return nil, nil
 }
 
 // planDataLocked plans the restore of a data task that no task
 // registered by ID claims: created from its spec if its kind is
-// registered, kept as an orphan otherwise, for as long as it takes, or
-// when its spec does not hold here (a time zone this system lacks): a
-// data task is never dropped. State its kind cannot read fails the
-// restore, as for any task.
-func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
-	if _, dup := plan.created[rec.id]; dup {
-		return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, rec.id)
-	}
-	t, p, err := s.fromRecordLocked(rec)
-	switch {
-	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
-		return err
-	case err != nil:
-		rec.reason = err.Error()
-		plan.orphans[rec.id] = rec
-	case t == nil:
-		plan.orphans[rec.id] = rec
-	default:
-		if plan.created == nil {
-			plan.created = make(map[string]bool)
+// registered (returned, in byID), kept as an orphan otherwise, for as long
+// as it takes, or when its spec does not hold here (a time zone this
+// system lacks): a data task is never dropped. State its kind cannot read
+// fails the restore, as for any task (the caller prepares it).
+func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record, left uint64) (*task, error) {
+	t, err := s.taskOfRecordLocked(rec, &plan.spec)
+	if err != nil || t == nil {
+		kept := *rec
+		if err != nil {
+			kept.reason = err.Error()
 		}
-		plan.created[rec.id] = true
-		plan.creates = append(plan.creates, restoreMatch{t, p})
+		plan.orphans[kept.id] = &kept
+		return nil, nil
 	}
-	return nil
+	if len(plan.creates) == 0 {
+		s.growByIDLocked(min(left, 1<<22))
+	}
+	t.idx = -1 // created: apply puts it in all
+	n := len(s.byID)
+	s.byID[t.id] = t
+	if len(s.byID) == n { // the ID was there: plan.none
+		return nil, fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, t.id)
+	}
+	plan.creates = append(plan.creates, t)
+	return t, nil
+}
+
+// growByIDLocked makes room in byID for n more tasks at once, rather than
+// by doubling as a restore creates them.
+func (s *Supervisor) growByIDLocked(n uint64) {
+	if n < 1024 {
+		return
+	}
+	m := make(map[string]*task, uint64(len(s.byID))+n)
+	for id, t := range s.byID {
+		m[id] = t
+	}
+	s.byID = m
 }
 
 // applyRestoreLocked gives the matched tasks their progress, parsing the
@@ -804,6 +847,7 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
 	s.totals = snap.totals // before applyLocked, which counts what it skips
 	special := plan.special
+	s.all = slices.Grow(s.all, len(plan.creates))
 	var arena []byte // the chunk's states, copied out
 	chunk := -1
 	for it := snap.iter(); it.next(); {
@@ -827,19 +871,10 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			arena = append(arena, rec.state...)
 			p.state = arena[n:len(arena):len(arena)]
 		}
-		s.applyMatchLocked(plan, t, p, now)
-	}
-	for _, m := range plan.creates {
-		if over := s.applyLocked(m.t, m.p, now); over > 0 {
-			plan.clamped++
-			plan.maxOver = max(plan.maxOver, over)
-		}
-		m.t.idx = len(s.all)
-		s.byID[m.t.id] = m.t
-		s.all = append(s.all, m.t)
-		s.counts[m.t.status]++
-		if m.t.maybeDup {
-			plan.dups = append(plan.dups, m.t)
+		if t.created() {
+			s.applyCreatedLocked(plan, t, p, now)
+		} else {
+			s.applyMatchLocked(plan, t, p, now)
 		}
 	}
 	s.rebuildQueueLocked()
@@ -856,6 +891,9 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 func (s *Supervisor) rebuildQueueLocked() {
 	clear(s.q)
 	s.q = s.q[:0]
+	if cap(s.q) < len(s.all) {
+		s.q = make(taskHeap, 0, len(s.all))
+	}
 	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
 		if t.status != StatusDone && t.status != StatusPaused && !t.held {
@@ -878,6 +916,21 @@ func (s *Supervisor) applyMatchLocked(plan *restorePlan, t *task, p prepared, no
 		plan.clamped++
 		plan.maxOver = max(plan.maxOver, over)
 	}
+	s.counts[t.status]++
+	if t.maybeDup {
+		plan.dups = append(plan.dups, t)
+	}
+}
+
+// applyCreatedLocked gives t, a data task the plan created, the progress
+// in p and puts it in all.
+func (s *Supervisor) applyCreatedLocked(plan *restorePlan, t *task, p prepared, now time.Time) {
+	if over := s.applyLocked(t, p, now); over > 0 {
+		plan.clamped++
+		plan.maxOver = max(plan.maxOver, over)
+	}
+	t.idx = len(s.all)
+	s.all = append(s.all, t)
 	s.counts[t.status]++
 	if t.maybeDup {
 		plan.dups = append(plan.dups, t)

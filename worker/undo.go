@@ -39,9 +39,7 @@ func (s *Supervisor) newUndoLocked(plan *restorePlan) *restoreUndo {
 			u.saved = append(u.saved, savedTask{t, *t})
 		}
 	}
-	for _, m := range plan.creates {
-		u.created = append(u.created, m.t)
-	}
+	u.created = plan.creates
 	return u
 }
 
@@ -62,6 +60,11 @@ func (s *Supervisor) Reset() {
 	s.undo = nil
 	if u == nil || s.phase != phaseNew {
 		return
+	}
+	for i := len(u.created) - 1; i >= 0; i-- {
+		if t := u.created[i]; !t.removed {
+			s.dropLocked(t) // first: the loop below skips them
+		}
 	}
 	now := s.opts.now()
 	for _, t := range u.matched {
@@ -87,11 +90,6 @@ func (s *Supervisor) Reset() {
 			s.multis[sv.t] = struct{}{}
 		}
 		s.counts[sv.t.status]++
-	}
-	for i := len(u.created) - 1; i >= 0; i-- {
-		if t := u.created[i]; !t.removed {
-			s.dropLocked(t)
-		}
 	}
 	s.orphans, s.totals = u.orphans, u.totals
 	s.prevLastFinish, s.restored = u.prevLastFinish, u.restored
