@@ -177,7 +177,7 @@ func run(args []string) error {
 		return fmt.Errorf("ready: %w", err)
 	}
 	d.ready.Store(true)
-	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version, "tls_addr", tlsAddr)
+	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version, "tls_addr", tlsAddr, "start_cpu", startCPU())
 	stopProfile()
 	// The map was checked by its restore and is built now, while this
 	// process serves: a request that needs it first builds it itself.
