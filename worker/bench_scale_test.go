@@ -219,44 +219,29 @@ func benchScaleDecode(b *testing.B, n int) {
 
 func benchScaleRestore(b *testing.B, n int) {
 	_, snap := ranScaleTasks(b, n)
-	b.SetBytes(int64(len(snap)))
-	b.ReportAllocs()
-	var peak uint64
-	for b.Loop() {
-		b.StopTimer()
-		s2 := scaleTasks(b, n)
-		runtime.GC()
-		before := heapInUse()
-		b.StartTimer()
-		if err := s2.Restore(bytes.NewReader(snap)); err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		peak = max(peak, heapInUse()-before)
-		if got := s2.Stats().Tasks; got != n {
-			b.Fatalf("restored %d tasks, want %d", got, n)
-		}
-		b.StartTimer()
-	}
-	perTask(b, n)
-	// Heap in use after Restore beyond the registered supervisor's,
-	// before any collection: what the restore adds to the peak.
-	b.ReportMetric(float64(peak)/float64(n), "added-heap-bytes/task")
+	benchRestoreInto(b, n, snap, func() *Supervisor { return scaleTasks(b, n) })
 }
 
 // benchScaleRestoreData restores n data tasks into a supervisor that
-// registers their kind only. added-heap-bytes/task is the heap in use
-// after Restore, before any collection, beyond the empty supervisor's;
-// kept-heap-bytes/task what is left of it after a collection: the
-// restored tasks, and anything of the snapshot they keep alive.
+// registers their kind only.
 func benchScaleRestoreData(b *testing.B, n int) {
-	snap := scaleDataSnapshot(b, n)
+	benchRestoreInto(b, n, scaleDataSnapshot(b, n), func() *Supervisor { return scaleSupervisor(b, true) })
+}
+
+// benchRestoreInto times the Restore of snap, n tasks, into the
+// supervisor that each call of fresh returns. added-heap-bytes/task is
+// the heap in use after Restore beyond the fresh supervisor's, before any
+// collection: what the restore adds to the peak; kept-heap-bytes/task is
+// what is left of it after a collection: what the restore keeps, the
+// tasks it created included, and anything of the snapshot they keep
+// alive.
+func benchRestoreInto(b *testing.B, n int, snap []byte, fresh func() *Supervisor) {
 	b.SetBytes(int64(len(snap)))
 	b.ReportAllocs()
 	var peak, kept uint64
 	for b.Loop() {
 		b.StopTimer()
-		s2 := scaleSupervisor(b, true)
+		s2 := fresh()
 		runtime.GC()
 		before := heapInUse()
 		b.StartTimer()

@@ -5,24 +5,21 @@ import (
 	"testing"
 )
 
+// TestParseRestoreGC: -restore-gc takes off, keep or a percent of 1 or
+// more, and parseFlags refuses anything else.
 func TestParseRestoreGC(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		percent int
-		keep    bool
-		bad     bool
-	}{
-		{in: "off", percent: -1},
-		{in: "keep", keep: true},
-		{in: "400", percent: 400},
-		{in: "0", bad: true},
-		{in: "-1", bad: true},
-		{in: "", bad: true},
-		{in: "lots", bad: true},
-	} {
-		percent, keep, err := parseRestoreGC(tc.in)
-		if (err != nil) != tc.bad || !tc.bad && (percent != tc.percent || keep != tc.keep) {
-			t.Errorf("parseRestoreGC(%q) = %d, %v, %v", tc.in, percent, keep, err)
+	good := map[string]int{"off": -1, "1": 1, "400": 400}
+	for in, want := range good {
+		if percent, keep, err := parseRestoreGC(in); percent != want || keep || err != nil {
+			t.Errorf("parseRestoreGC(%q) = %d, %v, %v; want %d", in, percent, keep, err, want)
+		}
+	}
+	if _, keep, err := parseRestoreGC("keep"); !keep || err != nil {
+		t.Errorf("parseRestoreGC(keep) = %v, %v", keep, err)
+	}
+	for _, in := range []string{"0", "-1", "", "lots"} {
+		if _, _, err := parseRestoreGC(in); err == nil {
+			t.Errorf("parseRestoreGC(%q) accepted", in)
 		}
 	}
 	if _, err := parseFlags([]string{"-restore-gc", "sometimes"}); err == nil {
