@@ -36,7 +36,7 @@ sleep 12
 rss_new=$(awk '/VmRSS/{print $2}' /proc/$new/status)
 pause=$(curl -s 127.0.0.1:$port/tasks?limit=1 | grep -o '"pause_ns":[0-9]*')
 echo "tasks=$n flags=[${extra[*]}] old_rss_kb=$rss_old switch_s=$(echo "$t1 - $t0" | bc) new_hwm_kb=$hwm_new ratio=$(echo "scale=3; $hwm_new / $rss_old" | bc) new_rss_after_kb=$rss_new $pause"
-grep -E "restored|upgraded|state sent|bytes|starting new process|said hello|participants frozen|serving" $run/log | head -8 | cut -c1-300
+grep -E "restored|upgraded|state sent|bytes|starting new process|said hello|participants frozen|serving" $run/log | head -12 | cut -c1-300
 kill -TERM $new; sleep 3; kill -0 $new 2>/dev/null && kill -KILL $new
 wait $demo 2>/dev/null
 if [ -n "${KEEP:-}" ]; then echo "kept $run"; else rm -rf $run; fi
