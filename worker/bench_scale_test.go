@@ -26,6 +26,10 @@ import (
 //	BATON_SCALE=1 go test ./worker -run '^$' -bench 'Scale/restore/tasks=1000000' -benchtime 3x -cpuprofile cpu.out
 //
 // register: Add of n tasks, what the new binary does before Restore.
+// restore-data: the same tasks as data of a registered kind, restored
+// into a supervisor that registers the kind only: no Add, Restore
+// creates the tasks (register + restore against restore-data is what
+// tasks as data spare the new process).
 // capture: Capture (the encode) into memory. decode: the parse of the
 // snapshot alone. restore: Restore into a supervisor holding the n
 // registered tasks. send: the section through state.Send and
@@ -53,6 +57,7 @@ func BenchmarkScale(b *testing.B) {
 		{"capture", benchScaleCapture},
 		{"decode", benchScaleDecode},
 		{"restore", benchScaleRestore},
+		{"restore-data", benchScaleRestoreData},
 		{"send", benchScaleSend},
 		{"memory", benchScaleMemory},
 		{"precopy-capture", benchPreCopyCapture},
@@ -74,13 +79,10 @@ func BenchmarkScale(b *testing.B) {
 // restore sees the capture's wall clock.
 var scaleClock = newFakeClock()
 
-// scaleTasks registers n demo-like tasks in a new supervisor.
-func scaleTasks(b *testing.B, n int) *Supervisor {
+// scaleKind is the demo's task kind: a JSON counter at state version 2,
+// migrated from 1.
+func scaleKind(b *testing.B) Kind {
 	b.Helper()
-	s, err := New(Options{now: scaleClock.Now})
-	if err != nil {
-		b.Fatal(err)
-	}
 	mig := new(state.Migrations)
 	if err := mig.Add(1, 2, func(p []byte) ([]byte, error) { return p, nil }); err != nil {
 		b.Fatal(err)
@@ -88,9 +90,47 @@ func scaleTasks(b *testing.B, n int) *Supervisor {
 	run := func(_ context.Context, r *Run) error {
 		return r.Checkpoint(fmt.Appendf(nil, `{"count":%d}`, r.Seq()))
 	}
+	return Kind{Name: "demo.counter", Version: 2, Migrations: mig, Run: run}
+}
+
+// scaleSupervisor returns a new supervisor, with scaleKind registered
+// for data.
+func scaleSupervisor(b *testing.B, data bool) *Supervisor {
+	b.Helper()
+	s, err := New(Options{now: scaleClock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if data {
+		if err := s.RegisterKind(scaleKind(b)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// scaleTasks registers n demo-like tasks in a new supervisor.
+func scaleTasks(b *testing.B, n int) *Supervisor {
+	b.Helper()
+	s := scaleSupervisor(b, false)
+	k := scaleKind(b)
 	for i := range n {
-		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: "demo.counter", Version: 2, Migrations: mig,
-			Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp, Run: run}
+		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: k.Name, Version: k.Version, Migrations: k.Migrations,
+			Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp, Run: k.Run}
+		if err := s.Add(t); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// scaleDataTasks adds n demo-like data tasks of scaleKind to a new
+// supervisor.
+func scaleDataTasks(b *testing.B, n int) *Supervisor {
+	b.Helper()
+	s := scaleSupervisor(b, true)
+	for i := range n {
+		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: "demo.counter", Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp}
 		if err := s.Add(t); err != nil {
 			b.Fatal(err)
 		}
@@ -102,10 +142,30 @@ func scaleTasks(b *testing.B, n int) *Supervisor {
 // and its snapshot. Cached per n: building 1M tasks takes seconds.
 func ranScaleTasks(b *testing.B, n int) (*Supervisor, []byte) {
 	b.Helper()
+	return ranScale(b, n, scaleTasks)
+}
+
+// scaleDataSnapshot is the snapshot of n tasks of scaleDataTasks that
+// each ran once. The supervisor is not kept: a new process has no other
+// heap than what it restores, for the collector to mark again and again.
+func scaleDataSnapshot(b *testing.B, n int) []byte {
+	b.Helper()
+	if c, ok := scaleCache[-n]; ok {
+		return c.snap
+	}
+	_, snap := ranScale(b, -n, func(b *testing.B, n int) *Supervisor { return scaleDataTasks(b, -n) })
+	scaleCache[-n] = scaleEntry{snap: snap}
+	return snap
+}
+
+// ranScale runs once each of the tasks build(n) adds, and captures them;
+// cached by n, one n at a time.
+func ranScale(b *testing.B, n int, build func(*testing.B, int) *Supervisor) (*Supervisor, []byte) {
 	if c, ok := scaleCache[n]; ok {
 		return c.s, c.snap
 	}
-	s := scaleTasks(b, n)
+	clear(scaleCache) // first: the old entry's memory is free while building
+	s := build(b, n)
 	scaleClock.Advance(20 * time.Second)
 	for step(s) != "" {
 	}
@@ -116,7 +176,6 @@ func ranScaleTasks(b *testing.B, n int) (*Supervisor, []byte) {
 	if err := s.Capture(&buf); err != nil {
 		b.Fatal(err)
 	}
-	clear(scaleCache) // keep one size in memory at a time
 	scaleCache[n] = scaleEntry{s, buf.Bytes()}
 	return s, buf.Bytes()
 }
@@ -174,12 +233,29 @@ func benchScaleDecode(b *testing.B, n int) {
 
 func benchScaleRestore(b *testing.B, n int) {
 	_, snap := ranScaleTasks(b, n)
+	benchRestoreInto(b, n, snap, func() *Supervisor { return scaleTasks(b, n) })
+}
+
+// benchScaleRestoreData restores n data tasks into a supervisor that
+// registers their kind only.
+func benchScaleRestoreData(b *testing.B, n int) {
+	benchRestoreInto(b, n, scaleDataSnapshot(b, n), func() *Supervisor { return scaleSupervisor(b, true) })
+}
+
+// benchRestoreInto times the Restore of snap, n tasks, into the
+// supervisor that each call of fresh returns. added-heap-bytes/task is
+// the heap in use after Restore beyond the fresh supervisor's, before any
+// collection: what the restore adds to the peak; kept-heap-bytes/task is
+// what is left of it after a collection: what the restore keeps, the
+// tasks it created included, and anything of the snapshot they keep
+// alive.
+func benchRestoreInto(b *testing.B, n int, snap []byte, fresh func() *Supervisor) {
 	b.SetBytes(int64(len(snap)))
 	b.ReportAllocs()
-	var peak uint64
+	var peak, kept uint64
 	for b.Loop() {
 		b.StopTimer()
-		s2 := scaleTasks(b, n)
+		s2 := fresh()
 		runtime.GC()
 		before := heapInUse()
 		b.StartTimer()
@@ -191,12 +267,14 @@ func benchScaleRestore(b *testing.B, n int) {
 		if got := s2.Stats().Tasks; got != n {
 			b.Fatalf("restored %d tasks, want %d", got, n)
 		}
+		runtime.GC()
+		kept = max(kept, heapInUse()-before)
+		runtime.KeepAlive(s2)
 		b.StartTimer()
 	}
 	perTask(b, n)
-	// Heap in use after Restore beyond the registered supervisor's,
-	// before any collection: what the restore adds to the peak.
 	b.ReportMetric(float64(peak)/float64(n), "added-heap-bytes/task")
+	b.ReportMetric(float64(kept)/float64(n), "kept-heap-bytes/task")
 }
 
 func heapInUse() uint64 {

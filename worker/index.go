@@ -69,6 +69,40 @@ func (x *taskIndex) add(all []*task, t *task) {
 	x.n++
 }
 
+// addNew is add for a t whose ID may be indexed already: it returns the
+// task of that ID, indexing nothing, or nil once t is indexed. It probes
+// once for both.
+func (x *taskIndex) addNew(all []*task, t *task) *task {
+	if (x.n+1)*4 > len(x.slots)*3 {
+		x.grow(all)
+	}
+	h := x.hash(t.id)
+	tag, pm, sm := x.tag(h), x.mask(), uint64(len(x.slots)-1)
+	i := h & sm
+	for ; x.slots[i] != 0; i = (i + 1) & sm {
+		if v := x.slots[i]; v&^pm == tag {
+			if u := all[v&pm-1]; u.id == t.id {
+				return u
+			}
+		}
+	}
+	x.slots[i] = tag | (t.idx + 1)
+	x.n++
+	return nil
+}
+
+// reserve makes room for n more tasks at once, so that the table does
+// not double as they are added; all[:x.n] are the tasks indexed.
+func (x *taskIndex) reserve(all []*task, n int) {
+	size := max(minIndexSlots, len(x.slots))
+	for (x.n+n)*4 > size*3 {
+		size *= 2
+	}
+	if size > len(x.slots) {
+		x.resize(all, size)
+	}
+}
+
 // place puts position pos, of an ID of hash h, in the first free slot
 // from its home.
 func (x *taskIndex) place(h uint64, pos uint32) {
@@ -80,11 +114,13 @@ func (x *taskIndex) place(h uint64, pos uint32) {
 	x.slots[i] = x.tag(h) | (pos + 1)
 }
 
-// grow doubles the table and indexes all[:x.n] again, walking all in
-// order rather than the old table, so that the IDs are read in the order
-// they were allocated.
-func (x *taskIndex) grow(all []*task) {
-	size := max(minIndexSlots, 2*len(x.slots))
+// grow doubles the table.
+func (x *taskIndex) grow(all []*task) { x.resize(all, max(minIndexSlots, 2*len(x.slots))) }
+
+// resize makes the table size slots long (a power of two, more than it
+// has) and indexes all[:x.n] again, walking all in order rather than the
+// old table, so that the IDs are read in the order they were allocated.
+func (x *taskIndex) resize(all []*task, size int) {
 	if x.slots == nil {
 		x.seed = maphash.MakeSeed()
 	}

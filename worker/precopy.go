@@ -507,12 +507,13 @@ func (s *Supervisor) applyBaseLocked(ps *preCopyStream) error {
 	s.undo = s.newUndoLocked(&plan)
 	s.applyRestoreLocked(&ps.snapshot, &plan)
 	for _, t := range plan.matched {
-		if t != nil {
+		switch {
+		case t == nil:
+		case plan.created(t):
+			t.pc |= pcCreated
+		default:
 			t.pc |= pcBase
 		}
-	}
-	for _, m := range plan.creates {
-		m.t.pc |= pcCreated
 	}
 	// Room in the queue for the delta's pushes, so that none of them
 	// copies the whole queue in the pause.
@@ -724,7 +725,7 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 			s.counts[t.status]++
 			next.created = append(next.created, t)
 			s.queueRestoredLocked(t)
-			rp.creates = append(rp.creates, restoreMatch{t: t})
+			rp.creates = append(rp.creates, t)
 		case item.orphan:
 			if s.orphans == nil {
 				s.orphans = make(map[string]*record)

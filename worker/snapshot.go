@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -703,10 +704,10 @@ func restoreFrom[T any](s *Supervisor, check func() error, read func() (T, error
 // want of a registration.
 type restorePlan struct {
 	// matched holds, for each record in snapshot order, the registered
-	// task it restores, or nil. special holds the matches whose state
-	// was migrated or decoded, by record index, ascending; the others
-	// take the record's state as it is, so that a plain restore keeps
-	// nothing per task but the pointer.
+	// task it restores, or the data task it creates, or nil. special
+	// holds the matches whose state was migrated or decoded, by record
+	// index, ascending; the others take the record's state as it is, so
+	// that a plain restore keeps nothing per task but the pointer.
 	matched   []*task
 	unmatched int
 	special   []preparedAt
@@ -717,19 +718,22 @@ type restorePlan struct {
 	orphans    map[string]*record
 	dropped    []string
 	dups       []*task // matched tasks whose next run may be a duplicate
-	// creates are the data tasks built from their spec; created holds
-	// their IDs.
-	creates []restoreMatch
-	created map[string]bool
+	// creates are the data tasks built from their spec, in snapshot
+	// order; matched holds them too, at their records. The plan puts
+	// them in all already, from position base on, and in byID (so that
+	// a second record of the same ID is found, and apply has nothing
+	// to index), and takes them out again if it fails; apply gives them
+	// their progress and counts them.
+	creates []*task
+	base    int
+	// spec is the data task spec parsed last.
+	spec specCache
+	// none: no task was registered; only created ones are in byID.
+	none bool
 	// clamped counts the due times clamped to their bound, maxOver is
 	// the largest distance past it.
 	clamped int
 	maxOver time.Duration
-}
-
-type restoreMatch struct {
-	t *task
-	p prepared
 }
 
 // preparedAt is the prepared state of record i.
@@ -740,35 +744,83 @@ type preparedAt struct {
 }
 
 // matches counts the records that restore a registered task.
-func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched }
+func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched - len(p.creates) }
+
+// created reports whether t, in all, is a data task the plan created.
+func (p *restorePlan) created(t *task) bool { return int(t.idx) >= p.base }
+
+// errTwice is the error of a snapshot that has task id twice.
+func errTwice(id string) error {
+	return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, id)
+}
 
 // planRestoreLocked matches the snapshot's records to the registered tasks
-// and prepares their state, changing nothing, so that Restore is all or
-// nothing. It is the first of the two passes over the records, and the
-// one that finds damaged ones.
+// and prepares their state, changing nothing (but the data tasks it
+// creates, in all and byID, taken out again on error), so that Restore is
+// all or nothing. It is the first of the two passes over the records, and
+// the one that finds damaged ones.
 func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 	plan := restorePlan{
 		matched:    make([]*task, 0, min(snap.count, 1<<22)),
 		stateBytes: make([]int, len(snap.chunks)),
 		orphans:    make(map[string]*record),
+		base:       len(s.all),
 	}
+	if err := s.planRecordsLocked(snap, &plan); err != nil {
+		s.unplanCreatesLocked(&plan)
+		return restorePlan{}, err
+	}
+	return plan, nil
+}
+
+// unplanCreatesLocked takes the data tasks that a failed plan created out
+// of byID and all again.
+func (s *Supervisor) unplanCreatesLocked(plan *restorePlan) {
+	if plan.base == 0 {
+		s.byID = taskIndex{} // they were all it held
+	} else {
+		for _, t := range slices.Backward(plan.creates) {
+			s.byID.remove(s.all, t)
+		}
+	}
+	clear(s.all[plan.base:])
+	s.all = s.all[:plan.base]
+}
+
+// planRecordsLocked is planRestoreLocked's pass over the records, which
+// leaves the data tasks it created in plan.creates when it fails.
+func (s *Supervisor) planRecordsLocked(snap *snapshot, plan *restorePlan) error {
+	// With no task registered, no record has one to look up: the lookup
+	// of each ID (a cache miss in a large map) is spared, and a second
+	// record of a created task's ID is found by its insert instead.
+	plan.none = len(s.all) == 0
 	it := snap.iter()
 	for it.next() {
 		rec := &it.rec
-		t := s.lookupLocked(it.i-1, rec.idb)
-		if t == nil {
-			plan.matched = append(plan.matched, nil)
-			plan.unmatched++
-			rec.id = string(rec.idb)
-			if err := s.planUnmatchedLocked(&plan, rec); err != nil {
-				return restorePlan{}, err
-			}
-			continue
+		var t *task
+		if !plan.none {
+			t = s.lookupLocked(it.i-1, rec.idb)
 		}
-		rec.id = t.id
+		switch {
+		case t != nil && plan.created(t):
+			return errTwice(t.id)
+		case t != nil:
+			rec.id = t.id
+		default:
+			rec.id = string(rec.idb)
+			var err error
+			if t, err = s.planUnmatchedLocked(plan, rec, snap.count-uint64(it.i-1)); err != nil {
+				return err
+			}
+			if t == nil {
+				plan.matched = append(plan.matched, nil)
+				plan.unmatched++
+				continue
+			}
+		}
 		p, err := prepare(t.spec, rec)
 		if err != nil {
-			return restorePlan{}, err
+			return err
 		}
 		plan.matched = append(plan.matched, t)
 		if p.local != nil || !sameBytes(p.state, rec.state) {
@@ -777,10 +829,7 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 			plan.stateBytes[it.chunk] += len(rec.state)
 		}
 	}
-	if it.err != nil {
-		return restorePlan{}, it.err
-	}
-	return plan, nil
+	return it.err
 }
 
 // lookupLocked returns the registered task of ID id, the record at index
@@ -803,47 +852,78 @@ func sameBytes(a, b []byte) bool {
 }
 
 // planUnmatchedLocked plans the restore of a record that no registered
-// task claims: a data task, or an orphan kept for one generation, or
-// dropped after two. The record is copied: the plan keeps it.
-func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record) error {
+// task claims: a data task, created (returned) or kept as an orphan, or an
+// orphan kept for one generation, or dropped after two. An orphan's record
+// is copied: the plan keeps it. left is the number of records from this
+// one to the end.
+func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record, left uint64) (*task, error) {
 	if rec.flags&flagData != 0 {
-		kept := *rec
-		return s.planDataLocked(plan, &kept)
+		return s.planDataLocked(plan, rec, left)
+	}
+	if err := s.notCreatedLocked(plan, rec.id); err != nil {
+		return nil, err
 	}
 	if rec.orphanGen >= 1 {
 		plan.dropped = append(plan.dropped, rec.id)
-		return nil
+		return nil, nil
 	}
 	kept := *rec
 	kept.orphanGen++
 	plan.orphans[kept.id] = &kept
+	return nil, nil
+}
+
+// notCreatedLocked fails if the plan created a data task of ID id, for a
+// record that no task claims: when tasks are registered, the lookup of
+// the record's ID found it already.
+func (s *Supervisor) notCreatedLocked(plan *restorePlan, id string) error {
+	if plan.none && len(plan.creates) > 0 && s.byID.get(s.all, id) != nil {
+		return errTwice(id)
+	}
 	return nil
 }
 
 // planDataLocked plans the restore of a data task that no task
 // registered by ID claims: created from its spec if its kind is
-// registered, kept as an orphan otherwise, for as long as it takes, or
-// when its spec does not hold here (a time zone this system lacks): a
-// data task is never dropped. State its kind cannot read fails the
-// restore, as for any task.
-func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
-	if _, dup := plan.created[rec.id]; dup {
-		return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, rec.id)
-	}
-	t, p, err := s.dataTaskLocked(rec)
-	switch {
-	case err != nil:
-		return err
-	case t == nil:
-		plan.orphans[rec.id] = rec
-	default:
-		if plan.created == nil {
-			plan.created = make(map[string]bool)
+// registered (returned, in all and byID), kept as an orphan otherwise,
+// for as long as it takes, or when its spec does not hold here (a time
+// zone this system lacks): a data task is never dropped. State its kind
+// cannot read fails the restore, as for any task (the caller prepares
+// it). A data task and an orphan of the same ID fail it with ErrCorrupt,
+// in either order.
+func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record, left uint64) (*task, error) {
+	t, err := s.taskOfRecordLocked(rec, &plan.spec)
+	if err != nil || t == nil {
+		if err := s.notCreatedLocked(plan, rec.id); err != nil {
+			return nil, err
 		}
-		plan.created[rec.id] = true
-		plan.creates = append(plan.creates, restoreMatch{t, p})
+		kept := *rec
+		if err != nil {
+			kept.reason = err.Error()
+		}
+		plan.orphans[kept.id] = &kept
+		return nil, nil
 	}
-	return nil
+	if len(plan.orphans) > 0 {
+		if _, dup := plan.orphans[rec.id]; dup {
+			return nil, errTwice(rec.id)
+		}
+	}
+	if len(plan.creates) == 0 {
+		// Room for the records left at once, rather than by doubling.
+		n := int(min(left, 1<<22))
+		s.all = slices.Grow(s.all, n)
+		s.byID.reserve(s.all, n)
+	}
+	t.idx = uint32(len(s.all))
+	s.all = append(s.all, t)
+	if s.byID.addNew(s.all, t) != nil { // the ID was there: plan.none
+		s.all[t.idx] = nil
+		s.all = s.all[:t.idx]
+		return nil, errTwice(t.id)
+	}
+	plan.creates = append(plan.creates, t)
+	return t, nil
 }
 
 // dataTaskLocked builds the task of data record rec, or returns nil for
@@ -892,20 +972,12 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			arena = append(arena, rec.state...)
 			p.state = arena[n:len(arena):len(arena)]
 		}
+		if plan.created(t) {
+			// In all already, not counted yet: counted as it is, for
+			// applyMatchLocked to move.
+			s.counts[t.status]++
+		}
 		s.applyMatchLocked(plan, t, p, now)
-	}
-	for _, m := range plan.creates {
-		if over := s.applyRestoredLocked(m.t, m.p, now); over > 0 {
-			plan.clamped++
-			plan.maxOver = max(plan.maxOver, over)
-		}
-		m.t.idx = uint32(len(s.all))
-		s.all = append(s.all, m.t)
-		s.byID.add(s.all, m.t)
-		s.counts[m.t.status]++
-		if m.t.maybeDup {
-			plan.dups = append(plan.dups, m.t)
-		}
 	}
 	s.rebuildQueueLocked()
 	s.orphans = plan.orphans
@@ -920,6 +992,9 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 // held is queued.
 func (s *Supervisor) rebuildQueueLocked() {
 	s.q.reset()
+	if cap(s.q.ents) < len(s.all) {
+		s.q.ents = make([]qent, 0, len(s.all)) // once, rather than by doubling
+	}
 	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
 		if t.status == StatusDone || t.status == StatusPaused || t.held {
@@ -935,8 +1010,8 @@ func (s *Supervisor) rebuildQueueLocked() {
 	s.q.init()
 }
 
-// applyMatchLocked gives t, registered, the progress in p, keeping the
-// status counts and the plan's figures.
+// applyMatchLocked gives t, registered (or created by the plan), the
+// progress in p, keeping the status counts and the plan's figures.
 func (s *Supervisor) applyMatchLocked(plan *restorePlan, t *task, p prepared, now time.Time) {
 	s.counts[t.status]--
 	if over := s.applyRestoredLocked(t, p, now); over > 0 {

@@ -56,9 +56,7 @@ func (s *Supervisor) newUndoLocked(plan *restorePlan) *restoreUndo {
 			u.saved = append(u.saved, saveTask(t))
 		}
 	}
-	for _, m := range plan.creates {
-		u.created = append(u.created, m.t)
-	}
+	u.created = plan.creates
 	return u
 }
 
@@ -82,11 +80,20 @@ func (s *Supervisor) Reset() {
 	}
 	s.pcr = nil
 	s.staleLocked("a Reset replaced the tasks")
-	now := s.opts.now()
 	rounds := []*restoreUndo{u}
 	if u.next != nil {
 		rounds = append(rounds, u.next)
 	}
+	// The created data tasks first: a Restore's matched holds them too,
+	// and the loop below skips them once removed.
+	for _, r := range slices.Backward(rounds) {
+		for i := len(r.created) - 1; i >= 0; i-- {
+			if t := r.created[i]; !t.removed {
+				s.dropLocked(t)
+			}
+		}
+	}
+	now := s.opts.now()
 	for _, r := range rounds {
 		for _, t := range r.matched {
 			if t != nil && !t.removed {
@@ -98,13 +105,6 @@ func (s *Supervisor) Reset() {
 		for _, sv := range r.saved {
 			if !sv.t.removed {
 				s.putBackLocked(sv)
-			}
-		}
-	}
-	for _, r := range slices.Backward(rounds) {
-		for i := len(r.created) - 1; i >= 0; i-- {
-			if t := r.created[i]; !t.removed {
-				s.dropLocked(t)
 			}
 		}
 	}
