@@ -31,7 +31,7 @@ func scaleTasks(t *testing.T) int {
 
 // TestScaleTasksUpgrade: a million tasks (every 10 s, 10 s of jitter, as in
 // issue 17's measurement) go through an upgrade with no run lost or run
-// twice. Every task has run in the old process before the upgrade and in
+// twice; with BATON_SCALE_DATA=1 they are data tasks (-tasks-as-data). Every task has run in the old process before the upgrade and in
 // the new one after it, and its runs in the task log, read as a stream,
 // are numbered 1, 2, 3... with no repeat and no hole. It logs the figures
 // of the upgrade (the switch as the old process reports it, the old
@@ -48,6 +48,9 @@ func TestScaleTasksUpgrade(t *testing.T) {
 	args := []string{"-addr", "127.0.0.1:0", "-pidfile", filepath.Join(dir, "demo.pid"), "-tasks", strconv.Itoa(n),
 		"-task-interval", interval.String(), "-task-jitter", jitter.String(), "-task-log", logPath,
 		"-upgrade-timeout", "2m", "-drain", "30s"}
+	if os.Getenv("BATON_SCALE_DATA") != "" {
+		args = append(args, "-tasks-as-data") // the tasks as data: restored, not registered, by the new process
+	}
 	s := upgradertest.Start(t, demoV1, upgradertest.Options{Dir: dir, Name: "baton-demo", PIDFile: "demo.pid",
 		Args: args, Serving: "serving", Output: io.Discard, StartTimeout: 2 * time.Minute})
 	p := &demotest.Proc{Service: s, Addr: strings.TrimPrefix(s.URL, "http://")}

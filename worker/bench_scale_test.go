@@ -26,12 +26,24 @@ import (
 //	BATON_SCALE=1 go test ./worker -run '^$' -bench 'Scale/restore/tasks=1000000' -benchtime 3x -cpuprofile cpu.out
 //
 // register: Add of n tasks, what the new binary does before Restore.
+// restore-data: the same tasks as data of a registered kind, restored
+// into a supervisor that registers the kind only: no Add, Restore
+// creates the tasks (register + restore against restore-data is what
+// tasks as data spare the new process).
 // capture: Capture (the encode) into memory. decode: the parse of the
 // snapshot alone. restore: Restore into a supervisor holding the n
 // registered tasks. send: the section through state.Send and
 // state.Receive on a socket pair (a sealed memfd on Linux), the
 // receiving registry's Restore included. memory: the heap per task of a
 // supervisor whose every task has run once (the steady memory per task).
+//
+// The pre-copy steps (precopy.go): precopy-capture, the first round, in
+// slices (max-hold-us is the longest hold of the lock, what dispatch may
+// wait); precopy-restore, its restore in the new process; both happen
+// while the old process runs. Inside the pause: delta-N%, Delta after
+// Freeze with N% of the tasks changed since the first round, and
+// restore-delta-N%, RestoreDelta of it over the restored base, the queue
+// included. Compare them with capture and restore, the one-round pause.
 func BenchmarkScale(b *testing.B) {
 	sizes := []int{1_000, 10_000, 100_000}
 	if os.Getenv("BATON_SCALE") != "" {
@@ -45,8 +57,15 @@ func BenchmarkScale(b *testing.B) {
 		{"capture", benchScaleCapture},
 		{"decode", benchScaleDecode},
 		{"restore", benchScaleRestore},
+		{"restore-data", benchScaleRestoreData},
 		{"send", benchScaleSend},
 		{"memory", benchScaleMemory},
+		{"precopy-capture", benchPreCopyCapture},
+		{"precopy-restore", benchPreCopyRestore},
+		{"delta-1%", func(b *testing.B, n int) { benchDelta(b, n, 100) }},
+		{"delta-10%", func(b *testing.B, n int) { benchDelta(b, n, 10) }},
+		{"restore-delta-1%", func(b *testing.B, n int) { benchRestoreDelta(b, n, 100) }},
+		{"restore-delta-10%", func(b *testing.B, n int) { benchRestoreDelta(b, n, 10) }},
 	} {
 		b.Run(step.name, func(b *testing.B) {
 			for _, n := range sizes {
@@ -60,13 +79,10 @@ func BenchmarkScale(b *testing.B) {
 // restore sees the capture's wall clock.
 var scaleClock = newFakeClock()
 
-// scaleTasks registers n demo-like tasks in a new supervisor.
-func scaleTasks(b *testing.B, n int) *Supervisor {
+// scaleKind is the demo's task kind: a JSON counter at state version 2,
+// migrated from 1.
+func scaleKind(b *testing.B) Kind {
 	b.Helper()
-	s, err := New(Options{now: scaleClock.Now})
-	if err != nil {
-		b.Fatal(err)
-	}
 	mig := new(state.Migrations)
 	if err := mig.Add(1, 2, func(p []byte) ([]byte, error) { return p, nil }); err != nil {
 		b.Fatal(err)
@@ -74,9 +90,47 @@ func scaleTasks(b *testing.B, n int) *Supervisor {
 	run := func(_ context.Context, r *Run) error {
 		return r.Checkpoint(fmt.Appendf(nil, `{"count":%d}`, r.Seq()))
 	}
+	return Kind{Name: "demo.counter", Version: 2, Migrations: mig, Run: run}
+}
+
+// scaleSupervisor returns a new supervisor, with scaleKind registered
+// for data.
+func scaleSupervisor(b *testing.B, data bool) *Supervisor {
+	b.Helper()
+	s, err := New(Options{now: scaleClock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if data {
+		if err := s.RegisterKind(scaleKind(b)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// scaleTasks registers n demo-like tasks in a new supervisor.
+func scaleTasks(b *testing.B, n int) *Supervisor {
+	b.Helper()
+	s := scaleSupervisor(b, false)
+	k := scaleKind(b)
 	for i := range n {
-		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: "demo.counter", Version: 2, Migrations: mig,
-			Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp, Run: run}
+		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: k.Name, Version: k.Version, Migrations: k.Migrations,
+			Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp, Run: k.Run}
+		if err := s.Add(t); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s
+}
+
+// scaleDataTasks adds n demo-like data tasks of scaleKind to a new
+// supervisor.
+func scaleDataTasks(b *testing.B, n int) *Supervisor {
+	b.Helper()
+	s := scaleSupervisor(b, true)
+	for i := range n {
+		t := Task{ID: fmt.Sprintf("task-%05d", i), Kind: "demo.counter", Every: 10 * time.Second, Jitter: 10 * time.Second, Policy: CatchUp}
 		if err := s.Add(t); err != nil {
 			b.Fatal(err)
 		}
@@ -88,10 +142,30 @@ func scaleTasks(b *testing.B, n int) *Supervisor {
 // and its snapshot. Cached per n: building 1M tasks takes seconds.
 func ranScaleTasks(b *testing.B, n int) (*Supervisor, []byte) {
 	b.Helper()
+	return ranScale(b, n, scaleTasks)
+}
+
+// scaleDataSnapshot is the snapshot of n tasks of scaleDataTasks that
+// each ran once. The supervisor is not kept: a new process has no other
+// heap than what it restores, for the collector to mark again and again.
+func scaleDataSnapshot(b *testing.B, n int) []byte {
+	b.Helper()
+	if c, ok := scaleCache[-n]; ok {
+		return c.snap
+	}
+	_, snap := ranScale(b, -n, func(b *testing.B, n int) *Supervisor { return scaleDataTasks(b, -n) })
+	scaleCache[-n] = scaleEntry{snap: snap}
+	return snap
+}
+
+// ranScale runs once each of the tasks build(n) adds, and captures them;
+// cached by n, one n at a time.
+func ranScale(b *testing.B, n int, build func(*testing.B, int) *Supervisor) (*Supervisor, []byte) {
 	if c, ok := scaleCache[n]; ok {
 		return c.s, c.snap
 	}
-	s := scaleTasks(b, n)
+	clear(scaleCache) // first: the old entry's memory is free while building
+	s := build(b, n)
 	scaleClock.Advance(20 * time.Second)
 	for step(s) != "" {
 	}
@@ -102,7 +176,6 @@ func ranScaleTasks(b *testing.B, n int) (*Supervisor, []byte) {
 	if err := s.Capture(&buf); err != nil {
 		b.Fatal(err)
 	}
-	clear(scaleCache) // keep one size in memory at a time
 	scaleCache[n] = scaleEntry{s, buf.Bytes()}
 	return s, buf.Bytes()
 }
@@ -160,12 +233,29 @@ func benchScaleDecode(b *testing.B, n int) {
 
 func benchScaleRestore(b *testing.B, n int) {
 	_, snap := ranScaleTasks(b, n)
+	benchRestoreInto(b, n, snap, func() *Supervisor { return scaleTasks(b, n) })
+}
+
+// benchScaleRestoreData restores n data tasks into a supervisor that
+// registers their kind only.
+func benchScaleRestoreData(b *testing.B, n int) {
+	benchRestoreInto(b, n, scaleDataSnapshot(b, n), func() *Supervisor { return scaleSupervisor(b, true) })
+}
+
+// benchRestoreInto times the Restore of snap, n tasks, into the
+// supervisor that each call of fresh returns. added-heap-bytes/task is
+// the heap in use after Restore beyond the fresh supervisor's, before any
+// collection: what the restore adds to the peak; kept-heap-bytes/task is
+// what is left of it after a collection: what the restore keeps, the
+// tasks it created included, and anything of the snapshot they keep
+// alive.
+func benchRestoreInto(b *testing.B, n int, snap []byte, fresh func() *Supervisor) {
 	b.SetBytes(int64(len(snap)))
 	b.ReportAllocs()
-	var peak uint64
+	var peak, kept uint64
 	for b.Loop() {
 		b.StopTimer()
-		s2 := scaleTasks(b, n)
+		s2 := fresh()
 		runtime.GC()
 		before := heapInUse()
 		b.StartTimer()
@@ -177,12 +267,14 @@ func benchScaleRestore(b *testing.B, n int) {
 		if got := s2.Stats().Tasks; got != n {
 			b.Fatalf("restored %d tasks, want %d", got, n)
 		}
+		runtime.GC()
+		kept = max(kept, heapInUse()-before)
+		runtime.KeepAlive(s2)
 		b.StartTimer()
 	}
 	perTask(b, n)
-	// Heap in use after Restore beyond the registered supervisor's,
-	// before any collection: what the restore adds to the peak.
 	b.ReportMetric(float64(peak)/float64(n), "added-heap-bytes/task")
+	b.ReportMetric(float64(kept)/float64(n), "kept-heap-bytes/task")
 }
 
 func heapInUse() uint64 {
@@ -275,4 +367,152 @@ func benchScaleMemory(b *testing.B, n int) {
 		runtime.KeepAlive(s)
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// holdWriter times the gaps between the writes of a first round: the
+// slices encoded under the lock.
+type holdWriter struct {
+	buf     bytes.Buffer
+	last    time.Time
+	maxHold time.Duration
+	// held sums the gaps; chunks counts the chunks' bodies (the writes
+	// of more than 1 KiB), each one slice.
+	held   time.Duration
+	chunks int
+}
+
+func (w *holdWriter) Write(p []byte) (int, error) {
+	now := time.Now()
+	if !w.last.IsZero() {
+		w.maxHold = max(w.maxHold, now.Sub(w.last))
+		w.held += now.Sub(w.last)
+	}
+	if len(p) > 1024 {
+		w.chunks++
+	}
+	n, err := w.buf.Write(p)
+	w.last = time.Now()
+	return n, err
+}
+
+func benchPreCopyCapture(b *testing.B, n int) {
+	s, snap := ranScaleTasks(b, n)
+	w := new(holdWriter)
+	w.buf.Grow(len(snap))
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	var maxHold, held time.Duration
+	chunks := 0
+	for b.Loop() {
+		w.buf.Reset()
+		w.last, w.maxHold, w.held, w.chunks = time.Time{}, 0, 0, 0
+		if err := s.preCopyCapture(w); err != nil {
+			b.Fatal(err)
+		}
+		maxHold = max(maxHold, w.maxHold)
+		held, chunks = held+w.held, chunks+w.chunks
+	}
+	s.preCopyStop()
+	perTask(b, n)
+	// The longest hold includes the scheduler's preemptions of a loaded
+	// machine; the mean is the slice's cost.
+	b.ReportMetric(float64(maxHold.Microseconds()), "max-hold-us")
+	b.ReportMetric(float64(held.Microseconds())/float64(max(chunks, 1)), "mean-hold-us")
+}
+
+// preCopyStreams returns a first round of the n ran tasks and a delta in
+// which every every-th task changed, cached.
+func preCopyStreams(b *testing.B, n, every int) (base, delta []byte) {
+	b.Helper()
+	s, _ := ranScaleTasks(b, n)
+	key := [2]int{n, every}
+	if c, ok := preCopyCache[key]; ok {
+		return c[0], c[1]
+	}
+	var bb, db bytes.Buffer
+	if err := s.preCopyCapture(&bb); err != nil {
+		b.Fatal(err)
+	}
+	markEvery(s, every)
+	if err := s.preCopyDelta(&db); err != nil {
+		b.Fatal(err)
+	}
+	clear(preCopyCache)
+	preCopyCache[key] = [2][]byte{bb.Bytes(), db.Bytes()}
+	return bb.Bytes(), db.Bytes()
+}
+
+var preCopyCache = map[[2]int][2][]byte{}
+
+// markEvery marks every every-th task of s changed since a first round,
+// starting the tracking if need be.
+func markEvery(s *Supervisor, every int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pc == nil {
+		s.pc = &preCopy{}
+	}
+	for i := 0; i < len(s.all); i += every {
+		s.markLocked(s.all[i])
+	}
+}
+
+func benchPreCopyRestore(b *testing.B, n int) {
+	base, _ := preCopyStreams(b, n, 100)
+	b.SetBytes(int64(len(base)))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		s2 := scaleTasks(b, n)
+		runtime.GC()
+		b.StartTimer()
+		if err := s2.preCopyRestore(bytes.NewReader(base)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, n)
+}
+
+// benchDelta times Delta, after Freeze, with one task in every changed.
+func benchDelta(b *testing.B, n, every int) {
+	s, _ := ranScaleTasks(b, n) // frozen
+	var buf bytes.Buffer
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		markEvery(s, every)
+		buf.Reset()
+		b.StartTimer()
+		if err := s.preCopyDelta(&buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, n)
+	b.ReportMetric(float64(buf.Len()), "delta-bytes")
+}
+
+// benchRestoreDelta times RestoreDelta over a restored base, with one
+// task in every changed.
+func benchRestoreDelta(b *testing.B, n, every int) {
+	base, delta := preCopyStreams(b, n, every)
+	b.SetBytes(int64(len(delta)))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		s2 := scaleTasks(b, n)
+		if err := s2.preCopyRestore(bytes.NewReader(base)); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		b.StartTimer()
+		if err := s2.preCopyRestoreDelta(bytes.NewReader(delta)); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if got := s2.Stats().Tasks; got != n {
+			b.Fatalf("restored %d tasks, want %d", got, n)
+		}
+		b.StartTimer()
+	}
+	perTask(b, n)
 }

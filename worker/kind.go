@@ -1,12 +1,14 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/batonhq/baton/state"
 )
@@ -79,27 +81,65 @@ func (s *Supervisor) RegisterKind(k Kind) error {
 // its registered kind, with its state prepared. A nil task with a nil
 // error means the kind is not registered.
 func (s *Supervisor) fromRecordLocked(rec *record) (*task, prepared, error) {
-	k := s.kinds[rec.kind]
-	if k == nil {
-		return nil, prepared{}, nil
-	}
-	spec, err := decodeSpec(rec.spec)
-	if err != nil {
-		return nil, prepared{}, fmt.Errorf("task %q: %w", rec.id, err)
-	}
-	spec.ID, spec.Kind = rec.id, rec.kind
-	spec.Run, spec.Version, spec.Migrations = k.Run, k.Version, k.Migrations
-	if err := spec.validate(); err != nil {
+	t, err := s.taskOfRecordLocked(rec, nil)
+	if t == nil || err != nil {
 		return nil, prepared{}, err
 	}
-	spec = spec.withDefaults()
-	t := &task{id: rec.id, spec: s.shareSpecLocked(&spec), data: true, specBytes: rec.spec}
-	t.run = Run{t: t, s: s}
 	p, err := prepare(t.spec, rec)
 	if err != nil {
 		return nil, prepared{}, err
 	}
 	return t, p, nil
+}
+
+// specCache is the last data task spec that taskOfRecordLocked parsed,
+// with its kind: the data tasks of a snapshot mostly come in runs that
+// differ only by ID, which then share one spec and one copy of its bytes,
+// parsed and checked once.
+type specCache struct {
+	kind  string
+	bytes []byte // the spec's bytes, a copy: no task keeps a chunk alive
+	spec  *Task
+}
+
+// taskOfRecordLocked builds the task of a data record from its spec and
+// its registered kind, its state not yet prepared; c, if not nil, is the
+// spec parsed last, which it updates. A nil task with a nil error means
+// the kind is not registered.
+func (s *Supervisor) taskOfRecordLocked(rec *record, c *specCache) (*task, error) {
+	k := s.kinds[rec.kind]
+	if k == nil {
+		return nil, nil
+	}
+	var shared *Task
+	var specBytes []byte
+	if c != nil && c.spec != nil && c.kind == rec.kind && bytes.Equal(c.bytes, rec.spec) && utf8.ValidString(rec.id) {
+		// The ID is the only field the spec's checks would see anew;
+		// the snapshot's reader refused an empty or too long one.
+		shared, specBytes = c.spec, c.bytes
+	} else {
+		// The spec's Args point into its bytes: a copy, so that a task
+		// does not keep the snapshot's chunk alive.
+		specBytes = bytes.Clone(rec.spec)
+		spec, err := decodeSpec(specBytes)
+		if err != nil {
+			return nil, fmt.Errorf("task %q: %w", rec.id, err)
+		}
+		spec.ID, spec.Kind = rec.id, rec.kind
+		spec.Run, spec.Version, spec.Migrations = k.Run, k.Version, k.Migrations
+		if err := spec.validate(); err != nil {
+			return nil, err
+		}
+		spec = spec.withDefaults()
+		shared = s.shareSpecLocked(&spec)
+		if c != nil {
+			*c = specCache{kind: rec.kind, bytes: specBytes, spec: shared}
+		}
+	}
+	t := newTask(rec.id, shared)
+	t.data = true
+	t.coldLocked().specBytes = specBytes
+	return t, nil
 }
 
 // An OrphanInfo describes a task in the snapshot that this binary does
@@ -285,6 +325,7 @@ func (s *Supervisor) Pause(id string) error {
 		return err
 	}
 	t.paused = true
+	s.markLocked(t)
 	if t.status == StatusIdle || t.status == StatusBackoff {
 		s.setStatusLocked(t, StatusPaused) // its queue entry is now stale
 	}
@@ -302,8 +343,9 @@ func (s *Supervisor) Resume(id string) error {
 		return err
 	}
 	t.paused = false
+	s.markLocked(t)
 	if t.status != StatusPaused {
-		if t.ov != nil {
+		if t.c().ov != nil {
 			s.requeueRunsLocked(t) // below its bound, it may start another
 		}
 		return nil // in flight, or a RunNow is queued: it requeues itself
@@ -354,7 +396,7 @@ func (s *Supervisor) RunNow(id string) error {
 		return fmt.Errorf("%w: task %q is done: it has no runs left", ErrInvalidTask, id)
 	case StatusRunning:
 		t.runNow = true
-		if t.ov != nil {
+		if t.c().ov != nil {
 			s.requeueRunsLocked(t) // below its bound, it starts now
 		}
 		return nil
@@ -379,7 +421,7 @@ func (s *Supervisor) controlledLocked(id string) (*task, error) {
 	if s.frozen {
 		return nil, frozenError("a schedule change")
 	}
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t != nil {
 		return t, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/batonhq/baton/state"
@@ -73,6 +74,28 @@ import (
 // The format is self-delimiting, so Restore reads exactly the bytes that
 // Capture wrote and nothing after them, and every payload is checked before
 // it is parsed.
+//
+// Pre-copy (state.PreCopy, precopy.go) writes two streams of its own, in
+// the same chunks, each versioned by its magic:
+//
+//	base   = "BWB" 0x01 header chunk* end   the first round, while running
+//	delta  = "BWD" 0x01 header chunk* end   after Freeze
+//
+// Their header is the snapshot's without count (captured, last_finish,
+// the five totals); a delta's adds removed and records, the numbers of
+// removed IDs and of records that follow. Every later chunk's payload is
+//
+//	kind   1 byte: 'T' task records, 'R' removed IDs (delta only)
+//	count  uvarint, 1 or more: the items that follow, back to back
+//	items  records as above, in format 3 (pending runs with flag 128),
+//	       or IDs as byte strings
+//
+// The base holds every task and orphan as it was when its slice was
+// written, but those changed by then: the delta has them. The delta
+// holds the records of every task changed since the base began (run,
+// checkpointed, paused, resumed, added, ...) and the IDs of the tasks and
+// orphans removed meanwhile; its totals and last_finish replace the
+// base's. A reader rejects an unknown kind, and counts that do not match.
 
 var snapshotMagic = [4]byte{'B', 'W', 'K', SnapshotVersion}
 
@@ -213,11 +236,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	if _, err := w.Write(magic[:]); err != nil {
 		return fmt.Errorf("worker: capture: %w", err)
 	}
-	b := binary.AppendVarint(cw.buf, nowWall)
-	b = binary.AppendVarint(b, s.lastFinish)
-	for _, v := range []uint64{s.totals.runs, s.totals.failures, s.totals.panics, s.totals.skipped, s.totals.cutOff} {
-		b = binary.AppendUvarint(b, v)
-	}
+	b := appendHeader(cw.buf, nowWall, s.lastFinish, s.totals)
 	b = binary.AppendUvarint(b, uint64(len(s.all)+len(s.orphans)))
 	cw.buf = b
 	cw.flush()
@@ -245,6 +264,23 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	return nil
 }
 
+// appendHeader appends the figures that open a snapshot's header (and a
+// pre-copy base's or delta's).
+func appendHeader(b []byte, captured, lastFinish int64, tt totals) []byte {
+	b = binary.AppendVarint(b, captured)
+	b = binary.AppendVarint(b, lastFinish)
+	for _, v := range []uint64{tt.runs, tt.failures, tt.panics, tt.skipped, tt.cutOff} {
+		b = binary.AppendUvarint(b, v)
+	}
+	return b
+}
+
+// readHeader parses what appendHeader wrote into snap.
+func readHeader(d *decoder, snap *snapshot) {
+	snap.captured, snap.lastFinish = d.varint(), d.varint()
+	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
+}
+
 // recordOf returns t's snapshot record; wall turns a time on the
 // supervisor's monotonic clock into wall-clock nanoseconds.
 func recordOf(t *task, wall func(int64) int64) record {
@@ -255,16 +291,16 @@ func recordOf(t *task, wall func(int64) int64) record {
 		nominal:     wall(t.nominal),
 		due:         wall(t.due),
 		runs:        t.runs,
-		failures:    t.failures,
-		consecutive: t.consecutive,
-		lastErr:     t.lastErr,
+		failures:    t.c().failures,
+		consecutive: t.c().consecutive,
+		lastErr:     t.c().lastErr,
 		version:     t.spec.Version,
-		state:       t.state,
+		state:       t.state(),
 		lastRun:     t.lastRun,
 	}
 	if t.data {
 		r.flags |= flagData
-		r.spec = t.specBytes
+		r.spec = t.c().specBytes
 	}
 	if t.paused {
 		r.flags |= flagPaused
@@ -365,8 +401,8 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		return nil, fmt.Errorf("%w: no header", ErrCorrupt)
 	}
 	d := decoder{b: payload}
-	snap := &snapshot{captured: d.varint(), lastFinish: d.varint()}
-	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
+	snap := &snapshot{}
+	readHeader(&d, snap)
 	count := d.uvarint()
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")
@@ -618,32 +654,49 @@ func (d *decoder) pending(runs uint64) []uint64 {
 // The supervisor's totals (runs, failures, ...) continue from the
 // snapshot's, and Handoff reports the work pause.
 func (s *Supervisor) Restore(r io.Reader) error {
-	// Check the phase before reading, so that a misplaced call leaves the
-	// stream alone; check again after, as Run may have started meanwhile.
+	check := func() error {
+		if err := s.restorableLocked(); err != nil {
+			return err
+		}
+		if s.pcr != nil {
+			return errAwaitingDelta("Restore") // Reset, then Restore
+		}
+		s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
+		return nil
+	}
+	read := func() (*snapshot, error) { return readSnapshot(r) }
+	return restoreFrom(s, check, read, func(snap *snapshot) error {
+		plan, err := s.planRestoreLocked(snap)
+		if err == nil {
+			s.undo = s.newUndoLocked(&plan)
+			s.applyRestoreLocked(snap, &plan)
+			s.logRestore(snap, plan)
+		}
+		return err
+	})
+}
+
+// restoreFrom is the frame of every restore: check with the lock held,
+// read without it, check again and apply what was read with it held.
+// Checking before reading leaves the stream of a misplaced call alone;
+// checking after catches a Run started meanwhile.
+func restoreFrom[T any](s *Supervisor, check func() error, read func() (T, error), apply func(T) error) error {
 	s.mu.Lock()
-	err := s.restorableLocked()
-	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
+	err := check()
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	snap, err := readSnapshot(r)
+	v, err := read()
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.restorableLocked(); err != nil {
+	if err := check(); err != nil {
 		return err
 	}
-	plan, err := s.planRestoreLocked(snap)
-	if err != nil {
-		return err
-	}
-	s.undo = s.newUndoLocked(&plan)
-	s.applyRestoreLocked(snap, &plan)
-	s.logRestore(snap, plan)
-	return nil
+	return apply(v)
 }
 
 // restorePlan is what a snapshot does to the registered tasks: the
@@ -651,10 +704,10 @@ func (s *Supervisor) Restore(r io.Reader) error {
 // want of a registration.
 type restorePlan struct {
 	// matched holds, for each record in snapshot order, the registered
-	// task it restores, or nil. special holds the matches whose state
-	// was migrated or decoded, by record index, ascending; the others
-	// take the record's state as it is, so that a plain restore keeps
-	// nothing per task but the pointer.
+	// task it restores, or the data task it creates, or nil. special
+	// holds the matches whose state was migrated or decoded, by record
+	// index, ascending; the others take the record's state as it is, so
+	// that a plain restore keeps nothing per task but the pointer.
 	matched   []*task
 	unmatched int
 	special   []preparedAt
@@ -665,19 +718,22 @@ type restorePlan struct {
 	orphans    map[string]*record
 	dropped    []string
 	dups       []*task // matched tasks whose next run may be a duplicate
-	// creates are the data tasks built from their spec; created holds
-	// their IDs.
-	creates []restoreMatch
-	created map[string]bool
+	// creates are the data tasks built from their spec, in snapshot
+	// order; matched holds them too, at their records. The plan puts
+	// them in all already, from position base on, and in byID (so that
+	// a second record of the same ID is found, and apply has nothing
+	// to index), and takes them out again if it fails; apply gives them
+	// their progress and counts them.
+	creates []*task
+	base    int
+	// spec is the data task spec parsed last.
+	spec specCache
+	// none: no task was registered; only created ones are in byID.
+	none bool
 	// clamped counts the due times clamped to their bound, maxOver is
 	// the largest distance past it.
 	clamped int
 	maxOver time.Duration
-}
-
-type restoreMatch struct {
-	t *task
-	p prepared
 }
 
 // preparedAt is the prepared state of record i.
@@ -688,35 +744,83 @@ type preparedAt struct {
 }
 
 // matches counts the records that restore a registered task.
-func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched }
+func (p *restorePlan) matches() int { return len(p.matched) - p.unmatched - len(p.creates) }
+
+// created reports whether t, in all, is a data task the plan created.
+func (p *restorePlan) created(t *task) bool { return int(t.idx) >= p.base }
+
+// errTwice is the error of a snapshot that has task id twice.
+func errTwice(id string) error {
+	return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, id)
+}
 
 // planRestoreLocked matches the snapshot's records to the registered tasks
-// and prepares their state, changing nothing, so that Restore is all or
-// nothing. It is the first of the two passes over the records, and the
-// one that finds damaged ones.
+// and prepares their state, changing nothing (but the data tasks it
+// creates, in all and byID, taken out again on error), so that Restore is
+// all or nothing. It is the first of the two passes over the records, and
+// the one that finds damaged ones.
 func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 	plan := restorePlan{
 		matched:    make([]*task, 0, min(snap.count, 1<<22)),
 		stateBytes: make([]int, len(snap.chunks)),
 		orphans:    make(map[string]*record),
+		base:       len(s.all),
 	}
+	if err := s.planRecordsLocked(snap, &plan); err != nil {
+		s.unplanCreatesLocked(&plan)
+		return restorePlan{}, err
+	}
+	return plan, nil
+}
+
+// unplanCreatesLocked takes the data tasks that a failed plan created out
+// of byID and all again.
+func (s *Supervisor) unplanCreatesLocked(plan *restorePlan) {
+	if plan.base == 0 {
+		s.byID = taskIndex{} // they were all it held
+	} else {
+		for _, t := range slices.Backward(plan.creates) {
+			s.byID.remove(s.all, t)
+		}
+	}
+	clear(s.all[plan.base:])
+	s.all = s.all[:plan.base]
+}
+
+// planRecordsLocked is planRestoreLocked's pass over the records, which
+// leaves the data tasks it created in plan.creates when it fails.
+func (s *Supervisor) planRecordsLocked(snap *snapshot, plan *restorePlan) error {
+	// With no task registered, no record has one to look up: the lookup
+	// of each ID (a cache miss in a large map) is spared, and a second
+	// record of a created task's ID is found by its insert instead.
+	plan.none = len(s.all) == 0
 	it := snap.iter()
 	for it.next() {
 		rec := &it.rec
-		t := s.lookupLocked(it.i-1, rec.idb)
-		if t == nil {
-			plan.matched = append(plan.matched, nil)
-			plan.unmatched++
-			rec.id = string(rec.idb)
-			if err := s.planUnmatchedLocked(&plan, rec); err != nil {
-				return restorePlan{}, err
-			}
-			continue
+		var t *task
+		if !plan.none {
+			t = s.lookupLocked(it.i-1, rec.idb)
 		}
-		rec.id = t.id
+		switch {
+		case t != nil && plan.created(t):
+			return errTwice(t.id)
+		case t != nil:
+			rec.id = t.id
+		default:
+			rec.id = string(rec.idb)
+			var err error
+			if t, err = s.planUnmatchedLocked(plan, rec, snap.count-uint64(it.i-1)); err != nil {
+				return err
+			}
+			if t == nil {
+				plan.matched = append(plan.matched, nil)
+				plan.unmatched++
+				continue
+			}
+		}
 		p, err := prepare(t.spec, rec)
 		if err != nil {
-			return restorePlan{}, err
+			return err
 		}
 		plan.matched = append(plan.matched, t)
 		if p.local != nil || !sameBytes(p.state, rec.state) {
@@ -725,10 +829,7 @@ func (s *Supervisor) planRestoreLocked(snap *snapshot) (restorePlan, error) {
 			plan.stateBytes[it.chunk] += len(rec.state)
 		}
 	}
-	if it.err != nil {
-		return restorePlan{}, it.err
-	}
-	return plan, nil
+	return it.err
 }
 
 // lookupLocked returns the registered task of ID id, the record at index
@@ -742,7 +843,7 @@ func (s *Supervisor) lookupLocked(i int, id []byte) *task {
 			return t
 		}
 	}
-	return s.byID[string(id)] // no allocation for a map key
+	return s.byID.getBytes(s.all, id)
 }
 
 // sameBytes reports whether a and b are the same bytes in memory.
@@ -751,50 +852,93 @@ func sameBytes(a, b []byte) bool {
 }
 
 // planUnmatchedLocked plans the restore of a record that no registered
-// task claims: a data task, or an orphan kept for one generation, or
-// dropped after two. The record is copied: the plan keeps it.
-func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record) error {
+// task claims: a data task, created (returned) or kept as an orphan, or an
+// orphan kept for one generation, or dropped after two. An orphan's record
+// is copied: the plan keeps it. left is the number of records from this
+// one to the end.
+func (s *Supervisor) planUnmatchedLocked(plan *restorePlan, rec *record, left uint64) (*task, error) {
 	if rec.flags&flagData != 0 {
-		kept := *rec
-		return s.planDataLocked(plan, &kept)
+		return s.planDataLocked(plan, rec, left)
+	}
+	if err := s.notCreatedLocked(plan, rec.id); err != nil {
+		return nil, err
 	}
 	if rec.orphanGen >= 1 {
 		plan.dropped = append(plan.dropped, rec.id)
-		return nil
+		return nil, nil
 	}
 	kept := *rec
 	kept.orphanGen++
 	plan.orphans[kept.id] = &kept
+	return nil, nil
+}
+
+// notCreatedLocked fails if the plan created a data task of ID id, for a
+// record that no task claims: when tasks are registered, the lookup of
+// the record's ID found it already.
+func (s *Supervisor) notCreatedLocked(plan *restorePlan, id string) error {
+	if plan.none && len(plan.creates) > 0 && s.byID.get(s.all, id) != nil {
+		return errTwice(id)
+	}
 	return nil
 }
 
 // planDataLocked plans the restore of a data task that no task
 // registered by ID claims: created from its spec if its kind is
-// registered, kept as an orphan otherwise, for as long as it takes, or
-// when its spec does not hold here (a time zone this system lacks): a
-// data task is never dropped. State its kind cannot read fails the
-// restore, as for any task.
-func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
-	if _, dup := plan.created[rec.id]; dup {
-		return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, rec.id)
+// registered (returned, in all and byID), kept as an orphan otherwise,
+// for as long as it takes, or when its spec does not hold here (a time
+// zone this system lacks): a data task is never dropped. State its kind
+// cannot read fails the restore, as for any task (the caller prepares
+// it). A data task and an orphan of the same ID fail it with ErrCorrupt,
+// in either order.
+func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record, left uint64) (*task, error) {
+	t, err := s.taskOfRecordLocked(rec, &plan.spec)
+	if err != nil || t == nil {
+		if err := s.notCreatedLocked(plan, rec.id); err != nil {
+			return nil, err
+		}
+		kept := *rec
+		if err != nil {
+			kept.reason = err.Error()
+		}
+		plan.orphans[kept.id] = &kept
+		return nil, nil
 	}
+	if len(plan.orphans) > 0 {
+		if _, dup := plan.orphans[rec.id]; dup {
+			return nil, errTwice(rec.id)
+		}
+	}
+	if len(plan.creates) == 0 {
+		// Room for the records left at once, rather than by doubling.
+		n := int(min(left, 1<<22))
+		s.all = slices.Grow(s.all, n)
+		s.byID.reserve(s.all, n)
+	}
+	t.idx = uint32(len(s.all))
+	s.all = append(s.all, t)
+	if s.byID.addNew(s.all, t) != nil { // the ID was there: plan.none
+		s.all[t.idx] = nil
+		s.all = s.all[:t.idx]
+		return nil, errTwice(t.id)
+	}
+	plan.creates = append(plan.creates, t)
+	return t, nil
+}
+
+// dataTaskLocked builds the task of data record rec, or returns nil for
+// an orphan: its kind is not registered, or its spec does not hold here
+// (rec.reason says why). State its kind cannot read is an error.
+func (s *Supervisor) dataTaskLocked(rec *record) (*task, prepared, error) {
 	t, p, err := s.fromRecordLocked(rec)
 	switch {
 	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
-		return err
+		return nil, prepared{}, err
 	case err != nil:
 		rec.reason = err.Error()
-		plan.orphans[rec.id] = rec
-	case t == nil:
-		plan.orphans[rec.id] = rec
-	default:
-		if plan.created == nil {
-			plan.created = make(map[string]bool)
-		}
-		plan.created[rec.id] = true
-		plan.creates = append(plan.creates, restoreMatch{t, p})
+		return nil, prepared{}, nil
 	}
-	return nil
+	return t, p, nil
 }
 
 // applyRestoreLocked gives the matched tasks their progress, parsing the
@@ -802,6 +946,7 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 // queue and takes over the snapshot's totals.
 func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
+	s.staleLocked("a Restore replaced the tasks")
 	s.totals = snap.totals // before applyLocked, which counts what it skips
 	special := plan.special
 	var arena []byte // the chunk's states, copied out
@@ -827,20 +972,12 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			arena = append(arena, rec.state...)
 			p.state = arena[n:len(arena):len(arena)]
 		}
+		if plan.created(t) {
+			// In all already, not counted yet: counted as it is, for
+			// applyMatchLocked to move.
+			s.counts[t.status]++
+		}
 		s.applyMatchLocked(plan, t, p, now)
-	}
-	for _, m := range plan.creates {
-		if over := s.applyLocked(m.t, m.p, now); over > 0 {
-			plan.clamped++
-			plan.maxOver = max(plan.maxOver, over)
-		}
-		m.t.idx = len(s.all)
-		s.byID[m.t.id] = m.t
-		s.all = append(s.all, m.t)
-		s.counts[m.t.status]++
-		if m.t.maybeDup {
-			plan.dups = append(plan.dups, m.t)
-		}
 	}
 	s.rebuildQueueLocked()
 	s.orphans = plan.orphans
@@ -854,27 +991,30 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 // task. Before Run no task is running, so every task that is not done or
 // held is queued.
 func (s *Supervisor) rebuildQueueLocked() {
-	clear(s.q)
-	s.q = s.q[:0]
+	s.q.reset()
+	if cap(s.q.ents) < len(s.all) {
+		s.q.ents = make([]qent, 0, len(s.all)) // once, rather than by doubling
+	}
 	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
-		if t.status != StatusDone && t.status != StatusPaused && !t.held {
-			t.qseq++
-			due := t.due
-			if t.ov != nil && len(t.ov.pending) > 0 {
-				due = min(due, nowMono) // its cut-off runs, at once
-			}
-			s.q = append(s.q, qent{due: due, t: t, seq: t.qseq})
+		if t.status == StatusDone || t.status == StatusPaused || t.held {
+			t.qseq = 0
+			continue
 		}
+		due := t.due
+		if ov := t.c().ov; ov != nil && len(ov.pending) > 0 {
+			due = min(due, nowMono) // its cut-off runs, at once
+		}
+		s.q.add(t, due)
 	}
 	s.q.init()
 }
 
-// applyMatchLocked gives t, registered, the progress in p, keeping the
-// status counts and the plan's figures.
+// applyMatchLocked gives t, registered (or created by the plan), the
+// progress in p, keeping the status counts and the plan's figures.
 func (s *Supervisor) applyMatchLocked(plan *restorePlan, t *task, p prepared, now time.Time) {
 	s.counts[t.status]--
-	if over := s.applyLocked(t, p, now); over > 0 {
+	if over := s.applyRestoredLocked(t, p, now); over > 0 {
 		plan.clamped++
 		plan.maxOver = max(plan.maxOver, over)
 	}
@@ -1000,13 +1140,19 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 		t.nominal = s.mono(w)
 		t.due = t.nominal + (rec.due - rec.nominal)
 	}
-	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
+	t.runs = rec.runs
+	if rec.failures != 0 || rec.consecutive != 0 || rec.lastErr != "" {
+		c := t.coldLocked()
+		c.failures, c.consecutive, c.lastErr = rec.failures, rec.consecutive, rec.lastErr
+	} else if c := t.cold; c != nil {
+		c.failures, c.consecutive, c.lastErr = 0, 0, ""
+	}
 	t.lastRun = rec.lastRun
 	t.progress = true
 	t.paused = rec.flags&flagPaused != 0
-	t.state = p.state
+	t.setState(p.state)
 	t.stateGen++
-	t.local, t.localGen = p.local, t.stateGen
+	t.setLocal(p.local)
 	t.jit = 0
 	s.setMaybeDupLocked(t, rec.flags&flagMaybeDup != 0)
 	s.restorePendingLocked(t, rec.pending)

@@ -1,6 +1,9 @@
 package worker
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // restoreUndo is what Reset needs to undo the last Restore. Restore keeps
 // no copy of the tasks it gives progress to when they had none (the usual
@@ -16,17 +19,31 @@ type restoreUndo struct {
 	// prevLastFinish, restored and awaitFirst as they were.
 	prevLastFinish       int64
 	restored, awaitFirst bool
+	// next is what a pre-copy delta applied on top of the Restore adds
+	// to undo: the tasks it gave progress, saved and created.
+	next *restoreUndo
 }
 
 type savedTask struct {
-	t *task
-	v task
+	t    *task
+	v    task
+	cold coldTask // *v.cold as it was, if v.cold is not nil
+}
+
+// saveTask returns a copy of t, its cold part included, for
+// putBackLocked.
+func saveTask(t *task) savedTask {
+	sv := savedTask{t: t, v: *t}
+	if t.cold != nil {
+		sv.cold = *t.cold
+	}
+	return sv
 }
 
 // fresh reports whether t is as Add left it: no progress restored,
 // adopted or made.
 func (t *task) fresh() bool {
-	return !t.progress && t.runs == 0 && t.failures == 0 && t.state == nil && !t.maybeDup && t.ov == nil
+	return !t.progress && t.runs == 0 && t.c().failures == 0 && t.stateP == nil && !t.maybeDup && t.c().ov == nil
 }
 
 // newUndoLocked records what Reset needs to undo the Restore of plan,
@@ -36,12 +53,10 @@ func (s *Supervisor) newUndoLocked(plan *restorePlan) *restoreUndo {
 		prevLastFinish: s.prevLastFinish, restored: s.restored, awaitFirst: s.awaitFirst.Load()}
 	for _, t := range plan.matched {
 		if t != nil && !t.fresh() {
-			u.saved = append(u.saved, savedTask{t, *t})
+			u.saved = append(u.saved, saveTask(t))
 		}
 	}
-	for _, m := range plan.creates {
-		u.created = append(u.created, m.t)
-	}
+	u.created = plan.creates
 	return u
 }
 
@@ -63,34 +78,34 @@ func (s *Supervisor) Reset() {
 	if u == nil || s.phase != phaseNew {
 		return
 	}
-	now := s.opts.now()
-	for _, t := range u.matched {
-		if t != nil && !t.removed {
-			s.unrestoreLocked(t, now)
-		}
+	s.pcr = nil
+	s.staleLocked("a Reset replaced the tasks")
+	rounds := []*restoreUndo{u}
+	if u.next != nil {
+		rounds = append(rounds, u.next)
 	}
-	for _, sv := range u.saved {
-		if sv.t.removed {
-			continue
-		}
-		s.counts[sv.t.status]--
-		s.setMaybeDupLocked(sv.t, false)
-		idx := sv.t.idx
-		*sv.t = sv.v
-		sv.t.idx = idx
-		sv.t.maybeDup = false
-		s.setMaybeDupLocked(sv.t, sv.v.maybeDup)
-		if sv.t.ov != nil { // its cut-off runs, from before the Restore
-			if s.multis == nil {
-				s.multis = make(map[*task]struct{})
+	// The created data tasks first: a Restore's matched holds them too,
+	// and the loop below skips them once removed.
+	for _, r := range slices.Backward(rounds) {
+		for i := len(r.created) - 1; i >= 0; i-- {
+			if t := r.created[i]; !t.removed {
+				s.dropLocked(t)
 			}
-			s.multis[sv.t] = struct{}{}
 		}
-		s.counts[sv.t.status]++
 	}
-	for i := len(u.created) - 1; i >= 0; i-- {
-		if t := u.created[i]; !t.removed {
-			s.dropLocked(t)
+	now := s.opts.now()
+	for _, r := range rounds {
+		for _, t := range r.matched {
+			if t != nil && !t.removed {
+				s.unrestoreLocked(t, now)
+			}
+		}
+	}
+	for _, r := range rounds {
+		for _, sv := range r.saved {
+			if !sv.t.removed {
+				s.putBackLocked(sv)
+			}
 		}
 	}
 	s.orphans, s.totals = u.orphans, u.totals
@@ -99,13 +114,48 @@ func (s *Supervisor) Reset() {
 	s.rebuildQueueLocked()
 }
 
+// putBackLocked gives sv.t back the copy of it saved before a Restore.
+func (s *Supervisor) putBackLocked(sv savedTask) {
+	s.counts[sv.t.status]--
+	s.setMaybeDupLocked(sv.t, false)
+	// Its position, its queue entry and its pre-copy bits are the
+	// supervisor's bookkeeping of t now, not part of what was saved.
+	idx, qseq, pc := sv.t.idx, sv.t.qseq, sv.t.pc
+	*sv.t = sv.v
+	if sv.t.cold != nil {
+		*sv.t.cold = sv.cold
+	}
+	sv.t.idx, sv.t.qseq, sv.t.pc = idx, qseq, pc
+	sv.t.maybeDup = false
+	s.setMaybeDupLocked(sv.t, sv.v.maybeDup)
+	if sv.t.c().ov != nil { // its cut-off runs, from before the Restore
+		if s.multis == nil {
+			s.multis = make(map[*task]struct{})
+		}
+		s.multis[sv.t] = struct{}{}
+	}
+	s.counts[sv.t.status]++
+}
+
+// savedIndex returns the index of t in u.saved, or -1.
+func (u *restoreUndo) savedIndex(t *task) int {
+	if u == nil {
+		return -1
+	}
+	return slices.IndexFunc(u.saved, func(sv savedTask) bool { return sv.t == t })
+}
+
 // unrestoreLocked puts t back as Add left it, with its first schedule from
 // now.
 func (s *Supervisor) unrestoreLocked(t *task, now time.Time) {
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
 	s.dropRunsLocked(t) // the cut-off runs the Restore gave it
-	*t = task{id: t.id, spec: t.spec, run: t.run, idx: t.idx, data: t.data, specBytes: t.specBytes,
+	var cold *coldTask
+	if t.spec.decode != nil || t.c().specBytes != nil {
+		cold = &coldTask{specBytes: t.c().specBytes}
+	}
+	*t = task{id: t.id, spec: t.spec, cold: cold, idx: t.idx, data: t.data,
 		qseq: t.qseq, stateGen: t.stateGen + 1}
 	s.scheduleFirstLocked(t, now)
 	s.counts[t.status]++

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,8 @@ type config struct {
 	stateMaxBytes  int64
 	control        string
 	tasks          int
+	tasksAsData    bool
+	restoreGC      string
 	badTasks       int
 	hungTasks      int
 	taskFreeze     time.Duration
@@ -93,6 +96,8 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.stateInterval, "state-file-interval", 0, "also write the state file this often (0: only when stopping)")
 	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
 	fs.IntVar(&c.tasks, "tasks", 0, "run `n` background tasks that survive upgrades")
+	fs.BoolVar(&c.tasksAsData, "tasks-as-data", false, "make the -tasks tasks data of kind demo.counter: the first generation creates them, the later ones register the kind only and restore the tasks from the state")
+	fs.StringVar(&c.restoreGC, "restore-gc", "auto", "GOGC while the state is restored: off, keep (the environment's GOGC), a `percent`, or auto: off with -tasks-as-data, else keep; set back once restored")
 	fs.IntVar(&c.badTasks, "bad-tasks", 0, "also run `n` tasks that panic on every run (supervision demo)")
 	fs.IntVar(&c.hungTasks, "hung-tasks", 0, "also run `n` tasks whose runs ignore their context and never return (stop-bound demo)")
 	fs.DurationVar(&c.taskFreeze, "task-freeze-timeout", 0, "how long an upgrade waits for task runs in flight (0: worker.DefaultFreezeTimeout)")
@@ -118,6 +123,9 @@ func parseFlags(args []string) (config, error) {
 	if err := c.web.check(); err != nil {
 		return c, err
 	}
+	if _, _, err := parseRestoreGC(c.restoreGC, c.tasksAsData); err != nil {
+		return c, err
+	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return c, fmt.Errorf("-log-format must be text or json, not %q", c.logFormat)
 	}
@@ -137,6 +145,11 @@ func run(args []string) error {
 		return err
 	}
 	log := newLogger(cfg.logFormat)
+	stopProfile, err := startProfile() // profile.go
+	if err != nil {
+		return err
+	}
+	defer stopProfile() // stopped once serving, or on the way out
 
 	// Signals are caught from the start: a SIGHUP that arrives while the
 	// process is starting must not kill it (it is answered once ready).
@@ -164,7 +177,8 @@ func run(args []string) error {
 		return fmt.Errorf("ready: %w", err)
 	}
 	d.ready.Store(true)
-	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version, "tls_addr", tlsAddr)
+	log.Info("serving", "addr", ln.Addr().String(), "version", cfg.version, "tls_addr", tlsAddr, "start_cpu", startCPU())
+	stopProfile()
 	// The map was checked by its restore and is built now, while this
 	// process serves: a request that needs it first builds it itself.
 	built := make(chan struct{})
@@ -286,8 +300,17 @@ func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
 	}
 	health := "http://" + ln.Addr().String() + "/healthz"
 	svc.healthURL.Store(&health)
-	if _, err := u.Restore(context.Background()); err != nil {
+	gcBack := restoreGC(cfg.restoreGC, cfg.tasksAsData) // restoregc.go
+	info, err := u.Restore(context.Background())
+	gcBack()
+	if err != nil {
 		return nil, err
+	}
+	if cfg.tasksAsData && !slices.ContainsFunc(info.Sections, func(s state.Section) bool { return s.Name == worker.DefaultName }) {
+		// The first generation: no state brought the tasks.
+		if err := addDataTasks(svc.sup, cfg.tasks, cfg.taskInterval, cfg.taskJitter, svc.kv.schema); err != nil {
+			return nil, err
+		}
 	}
 	svc.kv.seed(cfg.kvEntries)
 	svc.kv.set(fmt.Sprintf("gen-%d", u.Generation()), kvEntry{Value: strconv.Itoa(os.Getpid()), Gen: u.Generation()})
@@ -414,7 +437,17 @@ func setupTasks(cfg config, states *state.Registry, schema uint32, log *slog.Log
 			return nil, nil, err
 		}
 	}
-	if err := addTasks(sup, cfg.tasks, cfg.taskInterval, cfg.taskJitter, tlog, schema); err != nil {
+	if cfg.tasksAsData {
+		// The tasks are data: the kind is registered here, the tasks
+		// come from the state, or from addDataTasks after the restore.
+		k, err := counterKind(tlog, schema)
+		if err == nil {
+			err = sup.RegisterKind(k)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	} else if err := addTasks(sup, cfg.tasks, cfg.taskInterval, cfg.taskJitter, tlog, schema); err != nil {
 		return nil, nil, err
 	}
 	if err := addBadTasks(sup, cfg.badTasks, cfg.hungTasks, cfg.taskInterval); err != nil {

@@ -85,14 +85,19 @@ func (l *taskLog) participant() state.Participant {
 	}
 }
 
-// addTasks registers n tasks running every interval.
-func addTasks(sup *worker.Supervisor, n int, every, jitter time.Duration, log *taskLog, schema uint32) error {
+// kindCounter is the kind of the -tasks tasks, registered by ID or, with
+// -tasks-as-data, as a Kind whose tasks are data.
+const kindCounter = "demo.counter"
+
+// counterKind returns the body and state schema of the -tasks tasks: each
+// run counts itself in the task's state, and records itself in the log.
+func counterKind(log *taskLog, schema uint32) (worker.Kind, error) {
 	pid := os.Getpid()
 	var mig *state.Migrations
 	if schema >= 2 {
 		mig = new(state.Migrations)
 		if err := mig.Add(1, 2, migrateTask1to2); err != nil {
-			return err
+			return worker.Kind{}, err
 		}
 	}
 	version := min(schema, 2)
@@ -107,13 +112,43 @@ func addTasks(sup *worker.Supervisor, n int, every, jitter time.Duration, log *t
 		}
 		return r.Checkpoint(encodeTaskState(count, version))
 	}
-	first := 0
+	return worker.Kind{Name: kindCounter, Version: version, Migrations: mig, Run: run}, nil
+}
+
+// firstTask is the index of the first -tasks task: task-00000 was retired
+// in schema 2.
+func firstTask(schema uint32) int {
 	if schema >= 2 {
-		first = 1 // task-00000 was retired in schema 2
+		return 1
 	}
-	for i := first; i < n; i++ {
-		t := worker.Task{ID: taskID(i), Kind: "demo.counter", Version: version, Migrations: mig,
-			Every: every, Jitter: jitter, Policy: worker.CatchUp, Run: run}
+	return 0
+}
+
+// addTasks registers n tasks running every interval, by ID: every
+// generation adds them before its restore.
+func addTasks(sup *worker.Supervisor, n int, every, jitter time.Duration, log *taskLog, schema uint32) error {
+	k, err := counterKind(log, schema)
+	if err != nil {
+		return err
+	}
+	for i := firstTask(schema); i < n; i++ {
+		t := worker.Task{ID: taskID(i), Kind: k.Name, Version: k.Version, Migrations: k.Migrations,
+			Every: every, Jitter: jitter, Policy: worker.CatchUp, Run: k.Run}
+		if err := sup.Add(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addDataTasks creates the n tasks of -tasks-as-data: data tasks of kind
+// demo.counter, which must be registered. Only a process that restored no
+// tasks section (the first generation) creates them; the later ones
+// register the kind only, and their restore creates the tasks from the
+// snapshot, as they were, those deleted over HTTP included.
+func addDataTasks(sup *worker.Supervisor, n int, every, jitter time.Duration, schema uint32) error {
+	for i := firstTask(schema); i < n; i++ {
+		t := worker.Task{ID: taskID(i), Kind: kindCounter, Every: every, Jitter: jitter, Policy: worker.CatchUp}
 		if err := sup.Add(t); err != nil {
 			return err
 		}
