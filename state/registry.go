@@ -529,9 +529,9 @@ func (r *Registry) Verify(rd io.Reader) (Info, error) {
 type readMode int
 
 const (
-	readVerify   readMode = iota // verify, restore nothing
-	readRestore                  // Restore, or RestoreDelta on top of a first round
-	readPreCopy                  // a first round: PreCopy.Restore
+	readVerify  readMode = iota // verify, restore nothing
+	readRestore                 // Restore, or RestoreDelta on top of a first round
+	readPreCopy                 // a first round: PreCopy.Restore
 )
 
 func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode) (Info, error) {
