@@ -81,7 +81,9 @@ type Participant struct {
 // either Freeze and Delta, or Stop (the new process failed before the
 // second round). In the new process: Restore reads what Capture wrote and
 // RestoreDelta, later, what Delta wrote on top of it; the participant's
-// Reset undoes both. All six are required.
+// Reset undoes both. All six are required. The registry's side is in
+// precopy.go (Registry.PreCopySections, SendPreCopy, ReceivePreCopy), the
+// bytes in PROTOCOL.md.
 type PreCopy struct {
 	// Want reports whether a first round is worth its round trip now: a
 	// participant with little state says no, and is captured whole after
@@ -95,11 +97,12 @@ type PreCopy struct {
 	Capture func(w io.Writer) error
 
 	// Delta writes, after Freeze, what changed since Capture started, and
-	// ends the tracking.
+	// ends the tracking, whatever it returns.
 	Delta func(w io.Writer) error
 
 	// Stop ends the tracking that Capture started, when the upgrade ends
-	// before Delta.
+	// before Delta (Registry.StopPreCopy). It is called after a Capture
+	// that failed, too.
 	Stop func()
 
 	// Restore reads what Capture wrote, in the new process. The state it
