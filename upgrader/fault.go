@@ -18,10 +18,12 @@ const (
 	faultNewCrashServing = faults.NewCrashServing
 	faultOldKill         = faults.OldKill
 
-	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
-	faultNewSlowReady       = faults.NewSlowReady
-	faultOldKillAfterReady  = faults.OldKillAfterReady
-	faultOldKillMidDrain    = faults.OldKillMidDrain
+	faultOldKillAfterFreeze  = faults.OldKillAfterFreeze
+	faultOldKillAfterPreCopy = faults.OldKillAfterPreCopy
+	faultNewPreRestoring     = faults.NewPreRestoring
+	faultNewSlowReady        = faults.NewSlowReady
+	faultOldKillAfterReady   = faults.OldKillAfterReady
+	faultOldKillMidDrain     = faults.OldKillMidDrain
 )
 
 // fault fails the process at step if BATON_FAULT names it for this

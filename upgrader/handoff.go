@@ -79,11 +79,20 @@ func parseHandoffEnv(s string) (handoffEnv, error) {
 // new process restores and reports "restored" (or "rejected"), then ready.
 // If it is not ready in the end, the old process thaws; once it is ready the
 // old process never thaws again.
+//
+// With participants that move in two rounds (state.Participant.PreCopy),
+// and a new process that takes them (state.Accepts.PreCopy), the old
+// process first sends "pre-state" and the first round, without freezing
+// anything; the new process restores it and says "pre-restored" (or
+// "rejected"), and only then does the old one freeze and send "state" with
+// the second round: what changed since the first.
 
 // Message types of the handoff protocol.
 const (
 	msgHello        = "hello"         // new -> old: I started; pid, attempt
 	msgStateRequest = "state-request" // new -> old: send state; the versions I read
+	msgPreState     = "pre-state"     // old -> new: a first round follows, captured while I run
+	msgPreRestored  = "pre-restored"  // new -> old: first round restored; freeze and send the rest
 	msgState        = "state"         // old -> new: the snapshot follows (memfd or stream)
 	msgNoState      = "no-state"      // old -> new: nothing to hand over
 	msgRefused      = "refused"       // old -> new: cannot hand over; reason

@@ -36,6 +36,13 @@ type session struct {
 	frozen     bool
 	frozenAt   time.Time
 	stateBytes int64
+	// Set by sendPreCopy: the reader's accepts, for the second round, and
+	// whether the first round went (preCopied) and awaits "pre-restored"
+	// (preAwaited).
+	accepts    state.Accepts
+	preCopied  bool
+	preAwaited bool
+	preBytes   int64
 
 	// The probation: serving closes when the new process says it serves
 	// on probation; rollback says why it failed (nil: it did not);
@@ -159,7 +166,7 @@ func (s *session) drainQueued() {
 		if !ok {
 			return
 		}
-		if m.Type == msgStateRequest || m.Type == msgReadyRequest {
+		if m.Type == msgStateRequest || m.Type == msgPreRestored || m.Type == msgReadyRequest {
 			continue // too late: the process is gone
 		}
 		s.handle(m)
@@ -180,10 +187,18 @@ func (s *session) handle(m message) {
 			s.events(Event{Step: StepChildStarted, Pid: m.Pid})
 		case msgStateRequest:
 			s.setStep("state")
-			frozen := s.sendState(s.ctx, m)
+			s.answerStateRequest(s.ctx, m)
+		case msgPreRestored:
 			s.mu.Lock()
-			s.frozen = s.frozen || frozen
+			awaited := s.preAwaited
+			s.preAwaited = false
 			s.mu.Unlock()
+			if !awaited {
+				s.log.Warn("handoff: unexpected message", "type", m.Type)
+				return
+			}
+			s.log.Info("new process restored the pre-copy")
+			s.sendState(s.ctx)
 		case msgRestored:
 			s.setStep("ready")
 		case msgReadyRequest:
@@ -248,9 +263,10 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// sendState answers a state request on the old side. It returns whether the
-// participants are now frozen.
-func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
+// answerStateRequest answers a state request on the old side: it refuses a
+// new process that cannot read the state; else it sends the first round of
+// a pre-copy if one is worth it, and the whole state otherwise.
+func (s *session) answerStateRequest(ctx context.Context, req message) {
 	u := s.u
 	var accepts state.Accepts
 	if req.Accepts != nil {
@@ -258,8 +274,71 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	}
 	if err := u.reg.CheckReadable(accepts); err != nil {
 		s.refuse(fmt.Sprintf("the new binary cannot read this process's state: %v", err))
-		return false
+		return
 	}
+	s.mu.Lock()
+	s.accepts = accepts
+	s.mu.Unlock()
+	sections, err := u.reg.PreCopySections(accepts)
+	if err != nil {
+		s.notePanic(err)
+		s.refuse(err.Error())
+		return
+	}
+	if len(sections) > 0 {
+		s.sendPreCopy(ctx, sections)
+		return
+	}
+	s.sendState(ctx)
+}
+
+// sendPreCopy sends the first round of a pre-copy, the participants
+// running: a "pre-state" message with a fresh stream socket, the round on
+// it. The new process answers "pre-restored", and sendState follows, or
+// "rejected", or dies; the upgrade's end stops the tracking
+// (endFreeze).
+func (s *session) sendPreCopy(ctx context.Context, sections []string) {
+	u := s.u
+	start := time.Now()
+	mine, theirs, err := streamPair()
+	if err != nil {
+		s.refuse(fmt.Sprintf("socket pair: %v", err))
+		return
+	}
+	defer mine.Close()
+	err = s.conn.send(message{Type: msgPreState}, unix.UnixRights(int(theirs.Fd())))
+	theirs.Close()
+	if err != nil {
+		s.log.Warn("handoff: sending the pre-copy socket failed", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.preCopied = true
+	accepts := s.accepts
+	s.mu.Unlock()
+	n, err := state.SendPreCopy(ctx, mine, u.reg, accepts, sections)
+	if err != nil {
+		s.notePanic(err)
+		s.log.Warn("handoff: sending the pre-copy failed", "err", err)
+		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
+			s.setReject(fmt.Sprintf("this process could not send the first round of its state: %v", err))
+		}
+		return
+	}
+	s.mu.Lock()
+	s.preAwaited, s.preBytes = true, n
+	s.mu.Unlock()
+	s.log.Info("pre-copy sent", "bytes", n, "sections", sections, "took", time.Since(start))
+	fault(faultOldKillAfterPreCopy, u.gen, s.attempt)
+}
+
+// sendState freezes the participants and sends the snapshot: all of it, or,
+// after a first round, the second (state.SendFor writes the deltas).
+func (s *session) sendState(ctx context.Context) {
+	u := s.u
+	s.mu.Lock()
+	accepts := s.accepts
+	s.mu.Unlock()
 	start := time.Now()
 	u.stateMu.Lock()
 	err := u.reg.Freeze(ctx)
@@ -267,10 +346,10 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	if err != nil {
 		s.notePanic(err)
 		s.refuse(fmt.Sprintf("freeze: %v", err))
-		return false
+		return
 	}
 	s.mu.Lock()
-	s.frozenAt = start
+	s.frozen, s.frozenAt = true, start
 	s.mu.Unlock()
 	s.log.Info("participants frozen", "took", time.Since(start))
 	fault(faultOldKillAfterFreeze, u.gen, s.attempt)
@@ -278,14 +357,14 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	mine, theirs, err := streamPair()
 	if err != nil {
 		s.refuse(fmt.Sprintf("socket pair: %v", err))
-		return true
+		return
 	}
 	defer mine.Close()
 	err = s.conn.send(message{Type: msgState, ReadyGate: true}, unix.UnixRights(int(theirs.Fd())))
 	theirs.Close()
 	if err != nil {
 		s.log.Warn("handoff: sending the state socket failed", "err", err)
-		return true
+		return
 	}
 	// SendFor, not Send: a new process of an older release (a rollback)
 	// gets each section at the version it reads, migrated down.
@@ -301,7 +380,7 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 			// upgrade reports as such.
 			s.setReject(fmt.Sprintf("this process could not send its state: %v", err))
 		}
-		return true
+		return
 	}
 	s.mu.Lock()
 	s.stateBytes = n
@@ -309,7 +388,6 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
 	s.events(Event{Step: StepStateSent, Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
-	return true
 }
 
 // notePanic names the participant whose callback panicked as the step the
