@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,7 +47,12 @@ func TestUpgradePreCopy(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // the writer writes
 		upgradertest.CheckUpgrades(t, s, 2, 200*time.Millisecond,
 			upgradertest.LoadConfig{Clients: 2, Fresh: 0.5, Rate: 100})
-		pids := s.Logs.Pids()
+		var pids []int // in the order they served
+		for _, l := range s.Logs.Lines(0) {
+			if l.Msg == "serving" && !slices.Contains(pids, l.Pid) {
+				pids = append(pids, l.Pid)
+			}
+		}
 		if len(pids) != 3 || pids[0] != first {
 			t.Fatalf("generations %v, want 3 from %d", pids, first)
 		}

@@ -25,6 +25,12 @@
 // process that dies or fails Options.HealthCheck is rolled back and the old
 // process serves again with everything it had (ErrRolledBack).
 //
+// A participant with state.Participant.PreCopy moves in two rounds, so that
+// the pause of background work does not grow with its state: a first full
+// copy goes to the new process while the old one runs, and only what changed
+// since goes after the freeze (upgrader/PROTOCOL.md, "Pre-copy"). Without
+// such a participant the handoff is one round, as before.
+//
 // # Lifecycle
 //
 // One Upgrader exists per process (tableflip allows no second one):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -300,18 +301,11 @@ func (s *session) answerStateRequest(ctx context.Context, req message) {
 func (s *session) sendPreCopy(ctx context.Context, sections []string) {
 	u := s.u
 	start := time.Now()
-	mine, theirs, err := streamPair()
-	if err != nil {
-		s.refuse(fmt.Sprintf("socket pair: %v", err))
+	mine := s.offerSocket(message{Type: msgPreState})
+	if mine == nil {
 		return
 	}
 	defer mine.Close()
-	err = s.conn.send(message{Type: msgPreState}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		s.log.Warn("handoff: sending the pre-copy socket failed", "err", err)
-		return
-	}
 	s.mu.Lock()
 	s.preCopied = true
 	accepts := s.accepts
@@ -354,18 +348,11 @@ func (s *session) sendState(ctx context.Context) {
 	s.log.Info("participants frozen", "took", time.Since(start))
 	fault(faultOldKillAfterFreeze, u.gen, s.attempt)
 
-	mine, theirs, err := streamPair()
-	if err != nil {
-		s.refuse(fmt.Sprintf("socket pair: %v", err))
+	mine := s.offerSocket(message{Type: msgState, ReadyGate: true})
+	if mine == nil {
 		return
 	}
 	defer mine.Close()
-	err = s.conn.send(message{Type: msgState, ReadyGate: true}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		s.log.Warn("handoff: sending the state socket failed", "err", err)
-		return
-	}
 	// SendFor, not Send: a new process of an older release (a rollback)
 	// gets each section at the version it reads, migrated down.
 	n, err := state.SendFor(ctx, mine, u.reg, accepts)
@@ -388,6 +375,25 @@ func (s *session) sendState(ctx context.Context) {
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
 	s.events(Event{Step: StepStateSent, Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
+}
+
+// offerSocket sends m with one end of a fresh stream socket pair, on which
+// the state (or its first round) follows, and returns the other end; nil if
+// it could not, having refused or logged why.
+func (s *session) offerSocket(m message) *net.UnixConn {
+	mine, theirs, err := streamPair()
+	if err != nil {
+		s.refuse(fmt.Sprintf("socket pair: %v", err))
+		return nil
+	}
+	err = s.conn.send(m, unix.UnixRights(int(theirs.Fd())))
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		s.log.Warn("handoff: sending the "+m.Type+" socket failed", "err", err)
+		return nil
+	}
+	return mine
 }
 
 // notePanic names the participant whose callback panicked as the step the

@@ -37,6 +37,7 @@ type liveMap struct {
 	frozen   bool
 
 	failFreeze  bool   // Freeze fails
+	panicWant   bool   // PreCopy.Want panics
 	failRestore string // the PreCopy callback of the new side that fails
 	calls       map[string]int
 }
@@ -130,7 +131,15 @@ func (l *liveMap) participant() state.Participant {
 			l.m = make(map[string]int)
 		},
 		PreCopy: &state.PreCopy{
-			Want: func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.want },
+			Want: func() bool {
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				if l.panicWant {
+					var m map[string]int
+					m["want"]++ // assignment to entry in nil map
+				}
+				return l.want
+			},
 			Capture: func(w io.Writer) error {
 				l.mu.Lock()
 				l.calls["PreCopy.Capture"]++
@@ -384,7 +393,16 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 		want error // wrapped by Upgrade's error, if not nil
 		// freezes: Freeze was called (and failed).
 		freezes int
+		// panicWant: Want panics, and no first round goes.
+		panicWant bool
 	}{
+		{name: "Want panics", entries: 100, want: ErrStateRejected, panicWant: true,
+			play: func(t *testing.T, o *oldSide, live *liveMap, reg *state.Registry) string {
+				if m, _, err := o.child.recv(nil); err != nil || m.Type != msgRefused || !strings.Contains(m.Reason, "PreCopy.Want") {
+					t.Errorf("answer: %+v, %v; want refused naming PreCopy.Want", m, err)
+				}
+				return "exit status 1"
+			}},
 		{name: "rejects the first round", entries: 100, want: ErrStateRejected,
 			play: func(t *testing.T, o *oldSide, live *liveMap, reg *state.Registry) string {
 				pre := socketConn(t, o.answer(t, msgPreState))
@@ -435,6 +453,7 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last: after the cleanups of startOldSide
 			live := newLiveMap(tt.entries)
+			live.panicWant = tt.panicWant
 			o := startOldSide(t, tt.opts, live)
 			reg := childRegistry(t, newLiveMap(0).participant())
 			o.request(t, reg.Accepts())
@@ -445,8 +464,16 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 			if n := live.count("Freeze"); n != tt.freezes {
 				t.Errorf("Freeze called %d times, want %d", n, tt.freezes)
 			}
-			if live.count("PreCopy.Stop") != 1 || live.count("PreCopy.Delta") != 0 || live.count("Thaw") != 0 {
-				t.Errorf("old side calls %v: want one Stop, no Delta, no Thaw", live.calls)
+			stops := 1
+			if tt.panicWant {
+				stops = 0 // no first round to stop
+				var ue *UpgradeError
+				if !errors.As(err, &ue) || ue.Step != "state:live" || !errors.Is(err, ErrStateRejected) {
+					t.Errorf("Upgrade: %v, want an UpgradeError at step state:live", err)
+				}
+			}
+			if live.count("PreCopy.Stop") != stops || live.count("PreCopy.Delta") != 0 || live.count("Thaw") != 0 {
+				t.Errorf("old side calls %v: want %d Stop, no Delta, no Thaw", live.calls, stops)
 			}
 			if strings.Contains(o.log.String(), "participants frozen") {
 				t.Error("the old process logged a freeze")
@@ -676,54 +703,52 @@ func TestPreCopyNewSide(t *testing.T) {
 			t.Errorf("calls %v: want the first round undone", live.calls)
 		}
 	})
-	t.Run("refused after the first round", func(t *testing.T) {
-		t.Cleanup(func() { goleak.VerifyNone(t) })
-		live, old := newLiveMap(0), newLiveMap(50)
-		n := startNewSide(t, Options{}, live, old)
-		n.sendPreCopy(t)
-		n.expect(t, msgPreRestored)
-		n.parent.send(message{Type: msgRefused, Reason: "freeze: cannot freeze now"}, nil)
-		got := n.outcome(t)
-		if !errors.Is(got.err, ErrStateRejected) || !strings.Contains(got.err.Error(), "cannot freeze now") {
-			t.Fatalf("Restore: %v", got.err)
-		}
-		if live.count("Reset") != 1 || len(live.snapshot()) != 0 {
-			t.Errorf("calls %v, %d entries: want the first round undone", live.calls, len(live.snapshot()))
-		}
-	})
-	t.Run("second round without the delta", func(t *testing.T) {
-		t.Cleanup(func() { goleak.VerifyNone(t) })
-		live, old := newLiveMap(0), newLiveMap(50)
-		n := startNewSide(t, Options{}, live, old)
-		n.sendPreCopy(t)
-		n.expect(t, msgPreRestored)
-		n.src.StopPreCopy() // the old process forgot its first round
-		n.sendState(t)
-		m := n.expect(t, msgRejected)
-		got := n.outcome(t)
-		if !errors.Is(got.err, state.ErrPreCopy) || !strings.Contains(m.Reason, "comes whole") {
-			t.Fatalf("Restore: %v, reason %q; want ErrPreCopy", got.err, m.Reason)
-		}
-		if live.count("Reset") != 1 || len(live.snapshot()) != 0 {
-			t.Errorf("calls %v: want both rounds undone", live.calls)
-		}
-	})
-	t.Run("old process dies between the rounds", func(t *testing.T) {
-		t.Cleanup(func() { goleak.VerifyNone(t) })
-		live, old := newLiveMap(0), newLiveMap(50)
-		n := startNewSide(t, Options{}, live, old)
-		n.sendPreCopy(t)
-		n.expect(t, msgPreRestored)
-		n.parent.Close()
-		close(n.gone)
-		got := n.outcome(t)
-		if got.err != nil || got.info.Bytes != 0 {
-			t.Fatalf("Restore: %+v, %v; want an orphan's start with no state", got.info, got.err)
-		}
-		if live.count("Reset") != 1 || len(live.snapshot()) != 0 {
-			t.Errorf("calls %v, %d entries: want the first round undone", live.calls, len(live.snapshot()))
-		}
-	})
+	// After the first round: the old process refuses (its freeze
+	// failed), sends a second round without the delta, or dies.
+	for _, tt := range []struct {
+		name string
+		then func(t *testing.T, n *newSide)
+		// want is what Restore says (nil: it succeeds, as an orphan).
+		want     error
+		wantText string
+	}{
+		{name: "refused after the first round", want: ErrStateRejected, wantText: "cannot freeze now",
+			then: func(t *testing.T, n *newSide) {
+				n.parent.send(message{Type: msgRefused, Reason: "freeze: cannot freeze now"}, nil)
+			}},
+		{name: "second round without the delta", want: state.ErrPreCopy, wantText: "comes whole",
+			then: func(t *testing.T, n *newSide) {
+				n.src.StopPreCopy() // the old process forgot its first round
+				n.sendState(t)
+				if m := n.expect(t, msgRejected); !strings.Contains(m.Reason, "comes whole") {
+					t.Errorf("rejected: %q", m.Reason)
+				}
+			}},
+		{name: "old process dies between the rounds",
+			then: func(t *testing.T, n *newSide) {
+				n.parent.Close()
+				close(n.gone)
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Cleanup(func() { goleak.VerifyNone(t) })
+			live, old := newLiveMap(0), newLiveMap(50)
+			n := startNewSide(t, Options{}, live, old)
+			n.sendPreCopy(t)
+			n.expect(t, msgPreRestored)
+			tt.then(t, n)
+			got := n.outcome(t)
+			switch {
+			case tt.want == nil && (got.err != nil || got.info.Bytes != 0):
+				t.Fatalf("Restore: %+v, %v; want an orphan's start with no state", got.info, got.err)
+			case tt.want != nil && (!errors.Is(got.err, tt.want) || !strings.Contains(got.err.Error(), tt.wantText)):
+				t.Fatalf("Restore: %v; want %v saying %q", got.err, tt.want, tt.wantText)
+			}
+			if live.count("Reset") != 1 || len(live.snapshot()) != 0 {
+				t.Errorf("calls %v, %d entries: want the first round undone", live.calls, len(live.snapshot()))
+			}
+		})
+	}
 	t.Run("old process of an older release", func(t *testing.T) {
 		// It ignores pre_copy and answers with the whole state at once.
 		t.Cleanup(func() { goleak.VerifyNone(t) })
