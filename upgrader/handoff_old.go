@@ -312,11 +312,7 @@ func (s *session) sendPreCopy(ctx context.Context, sections []string) {
 	s.mu.Unlock()
 	n, err := state.SendPreCopy(ctx, mine, u.reg, accepts, sections)
 	if err != nil {
-		s.notePanic(err)
-		s.log.Warn("handoff: sending the pre-copy failed", "err", err)
-		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
-			s.setReject(fmt.Sprintf("this process could not send the first round of its state: %v", err))
-		}
+		s.sendFailed(ctx, "the pre-copy", "the first round of its state", err)
 		return
 	}
 	s.mu.Lock()
@@ -357,16 +353,7 @@ func (s *session) sendState(ctx context.Context) {
 	// gets each section at the version it reads, migrated down.
 	n, err := state.SendFor(ctx, mine, u.reg, accepts)
 	if err != nil {
-		s.notePanic(err)
-		s.log.Warn("handoff: sending the snapshot failed", "err", err)
-		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
-			// This process could not produce the snapshot (too large,
-			// a Capture failed): that is the reason the upgrade
-			// fails, not the new process's "unexpected EOF", and
-			// not a timeout or the new process dying, which the
-			// upgrade reports as such.
-			s.setReject(fmt.Sprintf("this process could not send its state: %v", err))
-		}
+		s.sendFailed(ctx, "the snapshot", "its state", err)
 		return
 	}
 	s.mu.Lock()
@@ -375,6 +362,19 @@ func (s *session) sendState(ctx context.Context) {
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
 	s.events(Event{Step: StepStateSent, Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
+}
+
+// sendFailed reports that sending what (for the log; reason, for the
+// upgrade's error) failed with err. If this process could not produce it
+// (too large, a Capture failed), that is the reason the upgrade fails, not
+// the new process's "unexpected EOF"; not so for a timeout or the new
+// process dying, which the upgrade reports as such.
+func (s *session) sendFailed(ctx context.Context, what, reason string, err error) {
+	s.notePanic(err)
+	s.log.Warn("handoff: sending "+what+" failed", "err", err)
+	if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
+		s.setReject(fmt.Sprintf("this process could not send %s: %v", reason, err))
+	}
 }
 
 // offerSocket sends m with one end of a fresh stream socket pair, on which

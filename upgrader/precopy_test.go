@@ -38,6 +38,7 @@ type liveMap struct {
 
 	failFreeze  bool   // Freeze fails
 	panicWant   bool   // PreCopy.Want panics
+	failCapture bool   // PreCopy.Capture fails
 	failRestore string // the PreCopy callback of the new side that fails
 	calls       map[string]int
 }
@@ -144,8 +145,11 @@ func (l *liveMap) participant() state.Participant {
 				l.mu.Lock()
 				l.calls["PreCopy.Capture"]++
 				l.tracking, l.dirty = true, make(map[string]bool)
-				m := maps.Clone(l.m)
+				m, fail := maps.Clone(l.m), l.failCapture
 				l.mu.Unlock()
+				if fail {
+					return errors.New("the first round cannot be captured")
+				}
 				// Written without the lock: the map changes meanwhile.
 				return writeJSON(w, m)
 			},
@@ -403,6 +407,16 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 				}
 				return "exit status 1"
 			}},
+		{name: "first round fails to capture", entries: 100, want: ErrStateRejected,
+			play: func(t *testing.T, o *oldSide, live *liveMap, reg *state.Registry) string {
+				pre := socketConn(t, o.answer(t, msgPreState))
+				defer pre.Close()
+				if _, err := state.ReceivePreCopy(context.Background(), pre, reg); err == nil {
+					t.Error("a first round whose capture failed was restored")
+				}
+				o.child.send(message{Type: msgRejected, Reason: "unexpected EOF", Attempt: 1}, nil)
+				return "exit status 1"
+			}},
 		{name: "rejects the first round", entries: 100, want: ErrStateRejected,
 			play: func(t *testing.T, o *oldSide, live *liveMap, reg *state.Registry) string {
 				pre := socketConn(t, o.answer(t, msgPreState))
@@ -454,6 +468,7 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 			t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last: after the cleanups of startOldSide
 			live := newLiveMap(tt.entries)
 			live.panicWant = tt.panicWant
+			live.failCapture = tt.name == "first round fails to capture"
 			o := startOldSide(t, tt.opts, live)
 			reg := childRegistry(t, newLiveMap(0).participant())
 			o.request(t, reg.Accepts())
@@ -465,6 +480,9 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 				t.Errorf("Freeze called %d times, want %d", n, tt.freezes)
 			}
 			stops := 1
+			if live.failCapture && !strings.Contains(err.Error(), "could not send the first round of its state") {
+				t.Errorf("Upgrade: %v; want this process's failure to capture as the reason", err)
+			}
 			if tt.panicWant {
 				stops = 0 // no first round to stop
 				var ue *UpgradeError
