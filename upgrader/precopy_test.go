@@ -767,6 +767,28 @@ func TestPreCopyNewSide(t *testing.T) {
 			}
 		})
 	}
+	t.Run("old process dies during the first round", func(t *testing.T) {
+		t.Cleanup(func() { goleak.VerifyNone(t) })
+		live, old := newLiveMap(0), newLiveMap(50000)
+		n := startNewSide(t, Options{}, live, old)
+		mine := sendSocket(t, n.parent, msgPreState)
+		var buf bytes.Buffer
+		if _, err := n.src.WritePreCopy(&buf, n.accepts, []string{"live"}); err != nil {
+			t.Fatal(err)
+		}
+		mine.Write(transportHeader(2)) // the snapshot follows on the stream
+		mine.Write(buf.Bytes()[:buf.Len()/2]) // killed half-way
+		mine.Close()
+		n.parent.Close()
+		close(n.gone)
+		got := n.outcome(t)
+		if got.err != nil || got.info.Bytes != 0 {
+			t.Fatalf("Restore: %+v, %v; want an orphan's start with no state", got.info, got.err)
+		}
+		if live.count("PreCopy.Restore") != 1 || live.count("Reset") != 1 || len(live.snapshot()) != 0 {
+			t.Errorf("calls %v, %d entries: want the half first round undone", live.calls, len(live.snapshot()))
+		}
+	})
 	t.Run("old process of an older release", func(t *testing.T) {
 		// It ignores pre_copy and answers with the whole state at once.
 		t.Cleanup(func() { goleak.VerifyNone(t) })
