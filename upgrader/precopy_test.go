@@ -776,7 +776,7 @@ func TestPreCopyNewSide(t *testing.T) {
 		if _, err := n.src.WritePreCopy(&buf, n.accepts, []string{"live"}); err != nil {
 			t.Fatal(err)
 		}
-		mine.Write(transportHeader(2)) // the snapshot follows on the stream
+		mine.Write(transportHeader(2))        // the snapshot follows on the stream
 		mine.Write(buf.Bytes()[:buf.Len()/2]) // killed half-way
 		mine.Close()
 		n.parent.Close()
