@@ -32,6 +32,14 @@ import (
 // state.Receive on a socket pair (a sealed memfd on Linux), the
 // receiving registry's Restore included. memory: the heap per task of a
 // supervisor whose every task has run once (the steady memory per task).
+//
+// The pre-copy steps (precopy.go): precopy-capture, the first round, in
+// slices (max-hold-us is the longest hold of the lock, what dispatch may
+// wait); precopy-restore, its restore in the new process; both happen
+// while the old process runs. Inside the pause: delta-N%, Delta after
+// Freeze with N% of the tasks changed since the first round, and
+// restore-delta-N%, RestoreDelta of it over the restored base, the queue
+// included. Compare them with capture and restore, the one-round pause.
 func BenchmarkScale(b *testing.B) {
 	sizes := []int{1_000, 10_000, 100_000}
 	if os.Getenv("BATON_SCALE") != "" {
@@ -47,6 +55,12 @@ func BenchmarkScale(b *testing.B) {
 		{"restore", benchScaleRestore},
 		{"send", benchScaleSend},
 		{"memory", benchScaleMemory},
+		{"precopy-capture", benchPreCopyCapture},
+		{"precopy-restore", benchPreCopyRestore},
+		{"delta-1%", func(b *testing.B, n int) { benchDelta(b, n, 100) }},
+		{"delta-10%", func(b *testing.B, n int) { benchDelta(b, n, 10) }},
+		{"restore-delta-1%", func(b *testing.B, n int) { benchRestoreDelta(b, n, 100) }},
+		{"restore-delta-10%", func(b *testing.B, n int) { benchRestoreDelta(b, n, 10) }},
 	} {
 		b.Run(step.name, func(b *testing.B) {
 			for _, n := range sizes {
@@ -275,4 +289,152 @@ func benchScaleMemory(b *testing.B, n int) {
 		runtime.KeepAlive(s)
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// holdWriter times the gaps between the writes of a first round: the
+// slices encoded under the lock.
+type holdWriter struct {
+	buf     bytes.Buffer
+	last    time.Time
+	maxHold time.Duration
+	// held sums the gaps; chunks counts the chunks' bodies (the writes
+	// of more than 1 KiB), each one slice.
+	held   time.Duration
+	chunks int
+}
+
+func (w *holdWriter) Write(p []byte) (int, error) {
+	now := time.Now()
+	if !w.last.IsZero() {
+		w.maxHold = max(w.maxHold, now.Sub(w.last))
+		w.held += now.Sub(w.last)
+	}
+	if len(p) > 1024 {
+		w.chunks++
+	}
+	n, err := w.buf.Write(p)
+	w.last = time.Now()
+	return n, err
+}
+
+func benchPreCopyCapture(b *testing.B, n int) {
+	s, snap := ranScaleTasks(b, n)
+	w := new(holdWriter)
+	w.buf.Grow(len(snap))
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	var maxHold, held time.Duration
+	chunks := 0
+	for b.Loop() {
+		w.buf.Reset()
+		w.last, w.maxHold, w.held, w.chunks = time.Time{}, 0, 0, 0
+		if err := s.preCopyCapture(w); err != nil {
+			b.Fatal(err)
+		}
+		maxHold = max(maxHold, w.maxHold)
+		held, chunks = held+w.held, chunks+w.chunks
+	}
+	s.preCopyStop()
+	perTask(b, n)
+	// The longest hold includes the scheduler's preemptions of a loaded
+	// machine; the mean is the slice's cost.
+	b.ReportMetric(float64(maxHold.Microseconds()), "max-hold-us")
+	b.ReportMetric(float64(held.Microseconds())/float64(max(chunks, 1)), "mean-hold-us")
+}
+
+// preCopyStreams returns a first round of the n ran tasks and a delta in
+// which every every-th task changed, cached.
+func preCopyStreams(b *testing.B, n, every int) (base, delta []byte) {
+	b.Helper()
+	s, _ := ranScaleTasks(b, n)
+	key := [2]int{n, every}
+	if c, ok := preCopyCache[key]; ok {
+		return c[0], c[1]
+	}
+	var bb, db bytes.Buffer
+	if err := s.preCopyCapture(&bb); err != nil {
+		b.Fatal(err)
+	}
+	markEvery(s, every)
+	if err := s.preCopyDelta(&db); err != nil {
+		b.Fatal(err)
+	}
+	clear(preCopyCache)
+	preCopyCache[key] = [2][]byte{bb.Bytes(), db.Bytes()}
+	return bb.Bytes(), db.Bytes()
+}
+
+var preCopyCache = map[[2]int][2][]byte{}
+
+// markEvery marks every every-th task of s changed since a first round,
+// starting the tracking if need be.
+func markEvery(s *Supervisor, every int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pc == nil {
+		s.pc = &preCopy{}
+	}
+	for i := 0; i < len(s.all); i += every {
+		s.markLocked(s.all[i])
+	}
+}
+
+func benchPreCopyRestore(b *testing.B, n int) {
+	base, _ := preCopyStreams(b, n, 100)
+	b.SetBytes(int64(len(base)))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		s2 := scaleTasks(b, n)
+		runtime.GC()
+		b.StartTimer()
+		if err := s2.preCopyRestore(bytes.NewReader(base)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, n)
+}
+
+// benchDelta times Delta, after Freeze, with one task in every changed.
+func benchDelta(b *testing.B, n, every int) {
+	s, _ := ranScaleTasks(b, n) // frozen
+	var buf bytes.Buffer
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		markEvery(s, every)
+		buf.Reset()
+		b.StartTimer()
+		if err := s.preCopyDelta(&buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perTask(b, n)
+	b.ReportMetric(float64(buf.Len()), "delta-bytes")
+}
+
+// benchRestoreDelta times RestoreDelta over a restored base, with one
+// task in every changed.
+func benchRestoreDelta(b *testing.B, n, every int) {
+	base, delta := preCopyStreams(b, n, every)
+	b.SetBytes(int64(len(delta)))
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		s2 := scaleTasks(b, n)
+		if err := s2.preCopyRestore(bytes.NewReader(base)); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		b.StartTimer()
+		if err := s2.preCopyRestoreDelta(bytes.NewReader(delta)); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if got := s2.Stats().Tasks; got != n {
+			b.Fatalf("restored %d tasks, want %d", got, n)
+		}
+		b.StartTimer()
+	}
+	perTask(b, n)
 }

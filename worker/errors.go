@@ -67,6 +67,16 @@ var (
 	// ErrBadState means a task's state bytes could not be decoded into its
 	// typed value (Periodic, Loop).
 	ErrBadState = errors.New("worker: task state cannot be decoded")
+	// ErrNoPreCopy means a step of the pre-copy handoff came without the
+	// step before it: Delta without the first round's Capture (or after
+	// Stop, or with the supervisor not frozen), RestoreDelta without the
+	// pre-copy Restore. Delta also fails with it when the tracking of the
+	// first round broke (a Restore replaced the tasks meanwhile).
+	ErrNoPreCopy = errors.New("worker: no pre-copy round in progress")
+	// ErrPreCopyIncomplete means the supervisor restored a pre-copy base
+	// and awaits its delta: Run, Capture and Restore fail with it until
+	// RestoreDelta or Reset.
+	ErrPreCopyIncomplete = errors.New("worker: pre-copy restore awaits its delta")
 )
 
 // errGoexit is recorded as the failure of a run that called runtime.Goexit

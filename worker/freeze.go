@@ -31,6 +31,15 @@ func (s *Supervisor) Register(reg *state.Registry) error {
 // Register does, and also reads the previous snapshot version. Its Reset
 // undoes a Restore when a later section of the snapshot fails, which
 // spares the registry a capture of every task before the Restore.
+//
+// Its PreCopy moves the tasks in two rounds when there are enough of them
+// (2000, orphans included) for the second round trip to pay: a first copy
+// taken while the tasks run, a slice of them per hold of the lock, then,
+// after Freeze, only the tasks that changed since (ran, checkpointed,
+// paused, added, removed, ...), so that the pause grows with the rate of
+// change rather than with the number of tasks. In the new process the
+// supervisor refuses Run, Capture and Restore (ErrPreCopyIncomplete)
+// between the two rounds; Reset undoes both.
 func (s *Supervisor) Participant() state.Participant {
 	return state.Participant{
 		Name:    s.opts.Name,
@@ -40,6 +49,7 @@ func (s *Supervisor) Participant() state.Participant {
 		Capture: s.Capture,
 		Restore: s.Restore,
 		Reset:   s.Reset,
+		PreCopy: s.preCopy(),
 	}
 }
 
@@ -145,6 +155,9 @@ func (s *Supervisor) Thaw() {
 func (s *Supervisor) Capture(w io.Writer) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pcr != nil {
+		return errAwaitingDelta("Capture")
+	}
 	return s.captureLocked(w)
 }
 

@@ -285,6 +285,7 @@ func (s *Supervisor) Pause(id string) error {
 		return err
 	}
 	t.paused = true
+	s.markLocked(t)
 	if t.status == StatusIdle || t.status == StatusBackoff {
 		s.setStatusLocked(t, StatusPaused) // its queue entry is now stale
 	}
@@ -302,6 +303,7 @@ func (s *Supervisor) Resume(id string) error {
 		return err
 	}
 	t.paused = false
+	s.markLocked(t)
 	if t.status != StatusPaused {
 		if t.ov != nil {
 			s.requeueRunsLocked(t) // below its bound, it may start another

@@ -77,10 +77,16 @@ func (s *Supervisor) dropRunsLocked(t *task) {
 }
 
 // hasPendingLocked reports whether a registered task has runs that the
-// next process must run again: in flight, or cut off.
+// next process must run again (in flight, or cut off), or an orphan's
+// record has them.
 func (s *Supervisor) hasPendingLocked() bool {
 	for t := range s.multis {
 		if !t.removed && len(t.ov.pending)+len(t.ov.inflight) > 0 {
+			return true
+		}
+	}
+	for _, rec := range s.orphans {
+		if rec.flags&flagPending != 0 {
 			return true
 		}
 	}

@@ -73,6 +73,28 @@ import (
 // The format is self-delimiting, so Restore reads exactly the bytes that
 // Capture wrote and nothing after them, and every payload is checked before
 // it is parsed.
+//
+// Pre-copy (state.PreCopy, precopy.go) writes two streams of its own, in
+// the same chunks, each versioned by its magic:
+//
+//	base   = "BWB" 0x01 header chunk* end   the first round, while running
+//	delta  = "BWD" 0x01 header chunk* end   after Freeze
+//
+// Their header is the snapshot's without count (captured, last_finish,
+// the five totals); a delta's adds removed and records, the numbers of
+// removed IDs and of records that follow. Every later chunk's payload is
+//
+//	kind   1 byte: 'T' task records, 'R' removed IDs (delta only)
+//	count  uvarint, 1 or more: the items that follow, back to back
+//	items  records as above, in format 3 (pending runs with flag 128),
+//	       or IDs as byte strings
+//
+// The base holds every task and orphan as it was when its slice was
+// written, but those changed by then: the delta has them. The delta
+// holds the records of every task changed since the base began (run,
+// checkpointed, paused, resumed, added, ...) and the IDs of the tasks and
+// orphans removed meanwhile; its totals and last_finish replace the
+// base's. A reader rejects an unknown kind, and counts that do not match.
 
 var snapshotMagic = [4]byte{'B', 'W', 'K', SnapshotVersion}
 
@@ -213,11 +235,7 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 	if _, err := w.Write(magic[:]); err != nil {
 		return fmt.Errorf("worker: capture: %w", err)
 	}
-	b := binary.AppendVarint(cw.buf, nowWall)
-	b = binary.AppendVarint(b, s.lastFinish)
-	for _, v := range []uint64{s.totals.runs, s.totals.failures, s.totals.panics, s.totals.skipped, s.totals.cutOff} {
-		b = binary.AppendUvarint(b, v)
-	}
+	b := appendHeader(cw.buf, nowWall, s.lastFinish, s.totals)
 	b = binary.AppendUvarint(b, uint64(len(s.all)+len(s.orphans)))
 	cw.buf = b
 	cw.flush()
@@ -243,6 +261,23 @@ func (s *Supervisor) captureLocked(w io.Writer) error {
 		return fmt.Errorf("worker: capture: %w", cw.err)
 	}
 	return nil
+}
+
+// appendHeader appends the figures that open a snapshot's header (and a
+// pre-copy base's or delta's).
+func appendHeader(b []byte, captured, lastFinish int64, tt totals) []byte {
+	b = binary.AppendVarint(b, captured)
+	b = binary.AppendVarint(b, lastFinish)
+	for _, v := range []uint64{tt.runs, tt.failures, tt.panics, tt.skipped, tt.cutOff} {
+		b = binary.AppendUvarint(b, v)
+	}
+	return b
+}
+
+// readHeader parses what appendHeader wrote into snap.
+func readHeader(d *decoder, snap *snapshot) {
+	snap.captured, snap.lastFinish = d.varint(), d.varint()
+	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
 }
 
 // recordOf returns t's snapshot record; wall turns a time on the
@@ -365,8 +400,8 @@ func readSnapshot(r io.Reader) (*snapshot, error) {
 		return nil, fmt.Errorf("%w: no header", ErrCorrupt)
 	}
 	d := decoder{b: payload}
-	snap := &snapshot{captured: d.varint(), lastFinish: d.varint()}
-	snap.totals = totals{d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()}
+	snap := &snapshot{}
+	readHeader(&d, snap)
 	count := d.uvarint()
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")
@@ -618,32 +653,49 @@ func (d *decoder) pending(runs uint64) []uint64 {
 // The supervisor's totals (runs, failures, ...) continue from the
 // snapshot's, and Handoff reports the work pause.
 func (s *Supervisor) Restore(r io.Reader) error {
-	// Check the phase before reading, so that a misplaced call leaves the
-	// stream alone; check again after, as Run may have started meanwhile.
+	check := func() error {
+		if err := s.restorableLocked(); err != nil {
+			return err
+		}
+		if s.pcr != nil {
+			return errAwaitingDelta("Restore") // Reset, then Restore
+		}
+		s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
+		return nil
+	}
+	read := func() (*snapshot, error) { return readSnapshot(r) }
+	return restoreFrom(s, check, read, func(snap *snapshot) error {
+		plan, err := s.planRestoreLocked(snap)
+		if err == nil {
+			s.undo = s.newUndoLocked(&plan)
+			s.applyRestoreLocked(snap, &plan)
+			s.logRestore(snap, plan)
+		}
+		return err
+	})
+}
+
+// restoreFrom is the frame of every restore: check with the lock held,
+// read without it, check again and apply what was read with it held.
+// Checking before reading leaves the stream of a misplaced call alone;
+// checking after catches a Run started meanwhile.
+func restoreFrom[T any](s *Supervisor, check func() error, read func() (T, error), apply func(T) error) error {
 	s.mu.Lock()
-	err := s.restorableLocked()
-	s.undo = nil // a failed Restore changes nothing: Reset has nothing to undo
+	err := check()
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	snap, err := readSnapshot(r)
+	v, err := read()
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.restorableLocked(); err != nil {
+	if err := check(); err != nil {
 		return err
 	}
-	plan, err := s.planRestoreLocked(snap)
-	if err != nil {
-		return err
-	}
-	s.undo = s.newUndoLocked(&plan)
-	s.applyRestoreLocked(snap, &plan)
-	s.logRestore(snap, plan)
-	return nil
+	return apply(v)
 }
 
 // restorePlan is what a snapshot does to the registered tasks: the
@@ -778,13 +830,10 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 	if _, dup := plan.created[rec.id]; dup {
 		return fmt.Errorf("%w: task %q is in the snapshot twice", ErrCorrupt, rec.id)
 	}
-	t, p, err := s.fromRecordLocked(rec)
+	t, p, err := s.dataTaskLocked(rec)
 	switch {
-	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
-		return err
 	case err != nil:
-		rec.reason = err.Error()
-		plan.orphans[rec.id] = rec
+		return err
 	case t == nil:
 		plan.orphans[rec.id] = rec
 	default:
@@ -797,11 +846,27 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record) error {
 	return nil
 }
 
+// dataTaskLocked builds the task of data record rec, or returns nil for
+// an orphan: its kind is not registered, or its spec does not hold here
+// (rec.reason says why). State its kind cannot read is an error.
+func (s *Supervisor) dataTaskLocked(rec *record) (*task, prepared, error) {
+	t, p, err := s.fromRecordLocked(rec)
+	switch {
+	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
+		return nil, prepared{}, err
+	case err != nil:
+		rec.reason = err.Error()
+		return nil, prepared{}, nil
+	}
+	return t, p, nil
+}
+
 // applyRestoreLocked gives the matched tasks their progress, parsing the
 // records a second time (they were checked by the plan), rebuilds the
 // queue and takes over the snapshot's totals.
 func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 	now := s.opts.now()
+	s.staleLocked("a Restore replaced the tasks")
 	s.totals = snap.totals // before applyLocked, which counts what it skips
 	special := plan.special
 	var arena []byte // the chunk's states, copied out
@@ -830,7 +895,7 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 		s.applyMatchLocked(plan, t, p, now)
 	}
 	for _, m := range plan.creates {
-		if over := s.applyLocked(m.t, m.p, now); over > 0 {
+		if over := s.applyRestoredLocked(m.t, m.p, now); over > 0 {
 			plan.clamped++
 			plan.maxOver = max(plan.maxOver, over)
 		}
@@ -874,7 +939,7 @@ func (s *Supervisor) rebuildQueueLocked() {
 // status counts and the plan's figures.
 func (s *Supervisor) applyMatchLocked(plan *restorePlan, t *task, p prepared, now time.Time) {
 	s.counts[t.status]--
-	if over := s.applyLocked(t, p, now); over > 0 {
+	if over := s.applyRestoredLocked(t, p, now); over > 0 {
 		plan.clamped++
 		plan.maxOver = max(plan.maxOver, over)
 	}

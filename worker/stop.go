@@ -88,6 +88,7 @@ func (s *Supervisor) setMaybeDupLocked(t *task, v bool) {
 		return
 	}
 	t.maybeDup = v
+	s.markLocked(t)
 	if t.removed || t.isRecord() {
 		return // not counted: a record's parent is
 	}

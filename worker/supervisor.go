@@ -114,6 +114,11 @@ type Supervisor struct {
 	// multis are the tasks with run state (task.ov): OverlapAllow tasks
 	// that ran, and tasks restored with pending runs.
 	multis map[*task]struct{}
+	// pc tracks the changes since a pre-copy first round started (old
+	// process); pcr is set while a pre-copy base awaits its delta (new
+	// process). See precopy.go.
+	pc  *preCopy
+	pcr *preCopyRestore
 }
 
 // totals are the supervisor-wide counters. They travel in the snapshot so
@@ -261,6 +266,7 @@ func (s *Supervisor) insertLocked(t *task) {
 	s.byID[t.id] = t
 	s.all = append(s.all, t)
 	s.counts[t.status]++
+	s.markLocked(t)
 	if t.data && t.specBytes == nil {
 		t.specBytes = encodeSpec(t.spec)
 	}
@@ -293,6 +299,7 @@ func (s *Supervisor) Remove(id string) error {
 	if t == nil {
 		if _, ok := s.orphans[id]; ok {
 			delete(s.orphans, id)
+			s.markRemovedLocked(id)
 			return nil
 		}
 		return fmt.Errorf("%w: %q", ErrUnknownTask, id)
@@ -334,6 +341,10 @@ func (s *Supervisor) dropLocked(t *task) {
 	delete(s.byID, t.id)
 	last := s.all[len(s.all)-1]
 	s.all[t.idx], last.idx = last, t.idx
+	s.markRemovedLocked(t.id)
+	if last != t {
+		s.markLocked(last) // moved: a first round in progress may miss it
+	}
 	s.all[len(s.all)-1] = nil
 	s.all = s.all[:len(s.all)-1]
 	s.counts[t.status]--
@@ -362,6 +373,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case phaseStopping, phaseStopped:
 		s.mu.Unlock()
 		return ErrClosed
+	}
+	if s.pcr != nil {
+		s.mu.Unlock()
+		return errAwaitingDelta("Run")
 	}
 	s.phase = phaseRunning
 	s.undo = nil // Reset does nothing from here on
@@ -505,6 +520,7 @@ func (s *Supervisor) setStatusLocked(t *task, st Status) {
 		s.counts[st]++
 	}
 	t.status = st
+	s.markLocked(t)
 }
 
 // pushLocked queues t and wakes the scheduler if t is due before the time
@@ -748,6 +764,7 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end time.Time, runner, chain bool) (next job, ok bool, retry time.Duration) {
 	t := j.t
 	s.inflight--
+	s.markLocked(t)
 	if t.cancel != nil {
 		t.cancel(nil) // release the loop's context
 		t.cancel = nil

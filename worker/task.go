@@ -369,6 +369,7 @@ func (r *Run) Checkpoint(b []byte) error {
 	}
 	owner.state = b
 	owner.stateGen++
+	s.markLocked(owner)
 	return nil
 }
 
@@ -516,6 +517,8 @@ type task struct {
 	// progress: a Restore or an adoption gave the task progress; see
 	// fresh.
 	progress bool
+	// pc holds the pre-copy bits (pcDirty, ...; see precopy.go).
+	pc uint8
 }
 
 // loop reports whether t is a loop: no Every, Cron or At.

@@ -1,6 +1,9 @@
 package worker
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // restoreUndo is what Reset needs to undo the last Restore. Restore keeps
 // no copy of the tasks it gives progress to when they had none (the usual
@@ -16,6 +19,9 @@ type restoreUndo struct {
 	// prevLastFinish, restored and awaitFirst as they were.
 	prevLastFinish       int64
 	restored, awaitFirst bool
+	// next is what a pre-copy delta applied on top of the Restore adds
+	// to undo: the tasks it gave progress, saved and created.
+	next *restoreUndo
 }
 
 type savedTask struct {
@@ -63,40 +69,64 @@ func (s *Supervisor) Reset() {
 	if u == nil || s.phase != phaseNew {
 		return
 	}
+	s.pcr = nil
+	s.staleLocked("a Reset replaced the tasks")
 	now := s.opts.now()
-	for _, t := range u.matched {
-		if t != nil && !t.removed {
-			s.unrestoreLocked(t, now)
-		}
+	rounds := []*restoreUndo{u}
+	if u.next != nil {
+		rounds = append(rounds, u.next)
 	}
-	for _, sv := range u.saved {
-		if sv.t.removed {
-			continue
-		}
-		s.counts[sv.t.status]--
-		s.setMaybeDupLocked(sv.t, false)
-		idx := sv.t.idx
-		*sv.t = sv.v
-		sv.t.idx = idx
-		sv.t.maybeDup = false
-		s.setMaybeDupLocked(sv.t, sv.v.maybeDup)
-		if sv.t.ov != nil { // its cut-off runs, from before the Restore
-			if s.multis == nil {
-				s.multis = make(map[*task]struct{})
+	for _, r := range rounds {
+		for _, t := range r.matched {
+			if t != nil && !t.removed {
+				s.unrestoreLocked(t, now)
 			}
-			s.multis[sv.t] = struct{}{}
 		}
-		s.counts[sv.t.status]++
 	}
-	for i := len(u.created) - 1; i >= 0; i-- {
-		if t := u.created[i]; !t.removed {
-			s.dropLocked(t)
+	for _, r := range rounds {
+		for _, sv := range r.saved {
+			if !sv.t.removed {
+				s.putBackLocked(sv)
+			}
+		}
+	}
+	for _, r := range slices.Backward(rounds) {
+		for i := len(r.created) - 1; i >= 0; i-- {
+			if t := r.created[i]; !t.removed {
+				s.dropLocked(t)
+			}
 		}
 	}
 	s.orphans, s.totals = u.orphans, u.totals
 	s.prevLastFinish, s.restored = u.prevLastFinish, u.restored
 	s.awaitFirst.Store(u.awaitFirst)
 	s.rebuildQueueLocked()
+}
+
+// putBackLocked gives sv.t back the copy of it saved before a Restore.
+func (s *Supervisor) putBackLocked(sv savedTask) {
+	s.counts[sv.t.status]--
+	s.setMaybeDupLocked(sv.t, false)
+	idx, qseq := sv.t.idx, sv.t.qseq // its queue entries since stay stale
+	*sv.t = sv.v
+	sv.t.idx, sv.t.qseq = idx, qseq
+	sv.t.maybeDup = false
+	s.setMaybeDupLocked(sv.t, sv.v.maybeDup)
+	if sv.t.ov != nil { // its cut-off runs, from before the Restore
+		if s.multis == nil {
+			s.multis = make(map[*task]struct{})
+		}
+		s.multis[sv.t] = struct{}{}
+	}
+	s.counts[sv.t.status]++
+}
+
+// savedIndex returns the index of t in u.saved, or -1.
+func (u *restoreUndo) savedIndex(t *task) int {
+	if u == nil {
+		return -1
+	}
+	return slices.IndexFunc(u.saved, func(sv savedTask) bool { return sv.t == t })
 }
 
 // unrestoreLocked puts t back as Add left it, with its first schedule from
