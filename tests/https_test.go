@@ -566,13 +566,13 @@ func TestH2loadUpgrades(t *testing.T) {
 		wg      sync.WaitGroup
 	)
 	for name, args := range modes {
-		tallies[name] = &tally{}
+		tl := &tally{} // the map is written here while earlier goroutines run
+		tallies[name] = tl
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				out, err := exec.Command(tool, append([]string{"-c", "4", "-n", "2000"}, args...)...).CombinedOutput()
 				total, ok, failed, perr := parseH2load(string(out))
 				mu.Lock()
-				tl := tallies[name]
 				tl.runs++
 				tl.total += total
 				tl.succeeded += ok

@@ -105,7 +105,7 @@ func BenchmarkCronNext(b *testing.B) {
 			if err := s.Add(Task{ID: "c", Cron: c.expr, TimeZone: c.zone, Run: nop}); err != nil {
 				b.Fatal(err)
 			}
-			t := s.byID["c"]
+			t := s.byID.get(s.all, "c")
 			first := t.nominal
 			b.ReportAllocs()
 			b.ResetTimer()

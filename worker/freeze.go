@@ -81,9 +81,9 @@ func (s *Supervisor) Freeze(ctx context.Context) error {
 	s.frozen = true
 	s.sleepUntil = math.MinInt64
 	for _, t := range s.all {
-		if t.status == StatusRunning && t.cancel != nil && !t.cutOff {
+		if cancel := t.c().cancel; t.status == StatusRunning && cancel != nil && !t.cutOff {
 			t.interrupted = true
-			t.cancel(ErrFrozen)
+			cancel(ErrFrozen)
 			s.startStopClockLocked(t)
 		}
 	}

@@ -85,15 +85,15 @@ func step(s *Supervisor) string {
 	s.mu.Lock()
 	var tk *task
 	for !s.runnableLocked(tk) {
-		if len(s.q) == 0 || s.q[0].due > s.mono(s.opts.now()) || s.frozen {
+		if s.q.len() == 0 || s.q.peek().due > s.mono(s.opts.now()) || s.frozen {
 			s.mu.Unlock()
 			return ""
 		}
-		tk = s.q.pop()
+		tk = s.q.pop(s.all)
 	}
 	j := s.dispatchLocked(tk)
 	s.mu.Unlock()
-	s.execute(j, false)
+	s.execute(j, &Run{s: s}, false)
 	return tk.id
 }
 

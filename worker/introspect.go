@@ -87,7 +87,7 @@ func (s *Supervisor) viewCountsLocked() [numStatus]int {
 func (s *Supervisor) Task(id string) (TaskInfo, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t == nil {
 		return TaskInfo{}, false
 	}
@@ -142,11 +142,11 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 		Loop:                t.loop(),
 		Status:              st,
 		Runs:                t.runs,
-		Failures:            t.failures,
-		ConsecutiveFailures: t.consecutive,
-		LastError:           t.lastErr,
+		Failures:            t.c().failures,
+		ConsecutiveFailures: t.c().consecutive,
+		LastError:           t.c().lastErr,
 		StateVersion:        t.spec.Version,
-		StateBytes:          len(t.state),
+		StateBytes:          int(t.stateLen),
 		MaybeDuplicate:      t.maybeDup,
 		Schedule:            scheduleString(t.spec),
 		Paused:              t.paused,
@@ -155,8 +155,8 @@ func (s *Supervisor) infoLocked(t *task, now time.Time) TaskInfo {
 	if t.lastRun != 0 {
 		info.LastRun = time.Unix(0, t.lastRun)
 	}
-	if t.ov != nil {
-		info.InFlight, info.Pending = len(t.ov.inflight), len(t.ov.pending)
+	if ov := t.c().ov; ov != nil {
+		info.InFlight, info.Pending = len(ov.inflight), len(ov.pending)
 	}
 	// An OverlapAllow task in flight may start its next run meanwhile.
 	queued := t.status == StatusIdle || t.status == StatusBackoff ||

@@ -93,8 +93,9 @@ func (s *Supervisor) fromRecordLocked(rec *record) (*task, prepared, error) {
 		return nil, prepared{}, err
 	}
 	spec = spec.withDefaults()
-	t := &task{id: rec.id, spec: s.shareSpecLocked(&spec), data: true, specBytes: rec.spec}
-	t.run = Run{t: t, s: s}
+	t := newTask(rec.id, s.shareSpecLocked(&spec))
+	t.data = true
+	t.coldLocked().specBytes = rec.spec
 	p, err := prepare(t.spec, rec)
 	if err != nil {
 		return nil, prepared{}, err
@@ -305,7 +306,7 @@ func (s *Supervisor) Resume(id string) error {
 	t.paused = false
 	s.markLocked(t)
 	if t.status != StatusPaused {
-		if t.ov != nil {
+		if t.c().ov != nil {
 			s.requeueRunsLocked(t) // below its bound, it may start another
 		}
 		return nil // in flight, or a RunNow is queued: it requeues itself
@@ -356,7 +357,7 @@ func (s *Supervisor) RunNow(id string) error {
 		return fmt.Errorf("%w: task %q is done: it has no runs left", ErrInvalidTask, id)
 	case StatusRunning:
 		t.runNow = true
-		if t.ov != nil {
+		if t.c().ov != nil {
 			s.requeueRunsLocked(t) // below its bound, it starts now
 		}
 		return nil
@@ -381,7 +382,7 @@ func (s *Supervisor) controlledLocked(id string) (*task, error) {
 	if s.frozen {
 		return nil, frozenError("a schedule change")
 	}
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t != nil {
 		return t, nil
 	}

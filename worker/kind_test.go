@@ -195,7 +195,7 @@ func TestOrphanRoundTrip(t *testing.T) {
 		stepAll(t, v3, 10)
 	}
 	v3.mu.Lock()
-	args := v3.byID["k1"].spec.Args
+	args := v3.byID.get(v3.all, "k1").spec.Args
 	v3.mu.Unlock()
 	if string(args) != "a" {
 		t.Errorf("Args = %q after two orphaned generations", args)
@@ -348,7 +348,7 @@ func TestRestoreSnapshotVersion1(t *testing.T) {
 	clk.Advance(1500 * time.Millisecond)
 	stepAll(t, a, 5)
 	a.mu.Lock()
-	rec := recordOf(a.byID["x"], func(m int64) int64 { return a.wallOf(m).UnixNano() })
+	rec := recordOf(a.byID.get(a.all, "x"), func(m int64) int64 { return a.wallOf(m).UnixNano() })
 	a.mu.Unlock()
 	// Version 1: the record without its last two fields.
 	var buf bytes.Buffer
@@ -437,7 +437,7 @@ func TestQueueCompacts(t *testing.T) {
 		}
 	}
 	s.mu.Lock()
-	n := len(s.q)
+	n := s.q.len()
 	s.mu.Unlock()
 	if n > 2*1+1024+1 {
 		t.Fatalf("%d queue entries for 1 live task", n)

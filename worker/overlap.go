@@ -8,8 +8,8 @@ import (
 
 // This file holds the runs of tasks that may have several in flight: an
 // OverlapAllow task, and a task restored with cut-off runs of one. Each
-// run is a run record, a task of its own for that run (its Run handle, its
-// sequence number in runs, its cut-off and stop bound), so that the
+// run is a run record, a task of its own for that run (its sequence
+// number in runs, its cut-off and stop bound), so that the
 // dispatch, finish, cut-off and abandon paths of single runs serve it too.
 // The task itself (the parent) keeps the schedule, the counts and the
 // state; it stays queued at its next schedule point while it has fewer
@@ -38,17 +38,17 @@ type pendingRun struct {
 
 // owner returns the task a run record runs for, or t itself.
 func (t *task) owner() *task {
-	if t.ov != nil {
-		return t.ov.parent
+	if ov := t.c().ov; ov != nil {
+		return ov.parent
 	}
 	return t
 }
 
 // isRecord reports whether t is a run record.
-func (t *task) isRecord() bool { return t.ov != nil && t.ov.parent != t }
+func (t *task) isRecord() bool { ov := t.c().ov; return ov != nil && ov.parent != t }
 
 // multi reports whether t's runs go through run records.
-func (t *task) multi() bool { return t.spec.Overlap == OverlapAllow || t.ov != nil }
+func (t *task) multi() bool { return t.spec.Overlap == OverlapAllow || t.c().ov != nil }
 
 // bound returns how many runs t may have in flight.
 func (t *task) bound() int {
@@ -60,19 +60,22 @@ func (t *task) bound() int {
 
 // runsOf returns the run state of parent t, made on first use.
 func (s *Supervisor) runsOf(t *task) *overlapRuns {
-	if t.ov == nil {
-		t.ov = &overlapRuns{parent: t}
+	c := t.coldLocked()
+	if c.ov == nil {
+		c.ov = &overlapRuns{parent: t}
 		if s.multis == nil {
 			s.multis = make(map[*task]struct{})
 		}
 		s.multis[t] = struct{}{}
 	}
-	return t.ov
+	return c.ov
 }
 
 // dropRunsLocked forgets the run state of parent t.
 func (s *Supervisor) dropRunsLocked(t *task) {
-	t.ov = nil
+	if t.cold != nil {
+		t.cold.ov = nil
+	}
 	delete(s.multis, t)
 }
 
@@ -81,7 +84,7 @@ func (s *Supervisor) dropRunsLocked(t *task) {
 // record has them.
 func (s *Supervisor) hasPendingLocked() bool {
 	for t := range s.multis {
-		if !t.removed && len(t.ov.pending)+len(t.ov.inflight) > 0 {
+		if ov := t.cold.ov; !t.removed && len(ov.pending)+len(ov.inflight) > 0 {
 			return true
 		}
 	}
@@ -96,8 +99,8 @@ func (s *Supervisor) hasPendingLocked() bool {
 // eachRunLocked calls f for each run of t in flight: t itself, or its run
 // records.
 func (s *Supervisor) eachRunLocked(t *task, f func(*task)) {
-	if t.ov != nil {
-		for _, r := range t.ov.inflight {
+	if ov := t.c().ov; ov != nil {
+		for _, r := range ov.inflight {
 			f(r)
 		}
 		return
@@ -124,9 +127,8 @@ func (s *Supervisor) canStartLocked(t *task) bool {
 func (s *Supervisor) dispatchRunLocked(t *task) job {
 	ov := s.runsOf(t)
 	now := s.mono(s.opts.now())
-	r := &task{id: t.id, spec: t.spec, ov: ov, status: StatusRunning, due: t.due,
-		state: t.state, stateGen: t.stateGen}
-	r.run = Run{t: r, s: s}
+	r := &task{id: t.id, spec: t.spec, cold: &coldTask{ov: ov}, status: StatusRunning, due: t.due,
+		stateP: t.stateP, stateLen: t.stateLen, stateGen: t.stateGen}
 	switch {
 	case len(ov.pending) > 0:
 		p := ov.pending[0]
@@ -201,7 +203,7 @@ func (s *Supervisor) requeueRunsLocked(t *task) {
 
 // idleStatus is the status of a task waiting for its next run.
 func (t *task) idleStatus() Status {
-	if t.consecutive > 0 {
+	if t.c().consecutive > 0 {
 		return StatusBackoff
 	}
 	return StatusIdle
@@ -211,7 +213,8 @@ func (t *task) idleStatus() Status {
 // for its parent, or kept pending when cut off, or forgotten when the
 // parent was removed; then the parent is queued again.
 func (s *Supervisor) settleRecordLocked(r *task, err error, panicked bool, end time.Time) time.Duration {
-	ov, t := r.ov, r.ov.parent
+	ov := r.cold.ov
+	t := ov.parent
 	if i := slices.Index(ov.inflight, r); i >= 0 {
 		ov.inflight = slices.Delete(ov.inflight, i, i+1)
 	}
@@ -251,7 +254,7 @@ func (s *Supervisor) countRecordLocked(t *task, err error, panicked bool, end ti
 // its pending runs had started.
 func (s *Supervisor) updateDupLocked(t *task) {
 	dup := false
-	for _, p := range t.ov.pending {
+	for _, p := range t.cold.ov.pending {
 		dup = dup || p.dup
 	}
 	s.setMaybeDupLocked(t, dup)
@@ -261,7 +264,7 @@ func (s *Supervisor) updateDupLocked(t *task) {
 // pending and in flight, by sequence number, each as seq<<1 | dup, the
 // snapshot's encoding.
 func (t *task) pendingSeqs() []uint64 {
-	ov := t.ov
+	ov := t.c().ov
 	if ov == nil || len(ov.pending)+len(ov.inflight) == 0 {
 		return nil
 	}

@@ -288,7 +288,7 @@ func TestOverlapAllowValidation(t *testing.T) {
 		}
 	}
 	mustAdd(t, s, Task{ID: "cron", Cron: "* * * * * *", Overlap: OverlapAllow, Run: nop})
-	if got := s.byID["cron"].spec.MaxConcurrent; got != DefaultMaxConcurrent {
+	if got := s.byID.get(s.all, "cron").spec.MaxConcurrent; got != DefaultMaxConcurrent {
 		t.Errorf("default bound %d, want %d", got, DefaultMaxConcurrent)
 	}
 }
@@ -408,7 +408,7 @@ func TestOverlapAllowTypedState(t *testing.T) {
 	ti := info(t, s, "typed")
 	s.mu.Lock()
 	var st counter
-	err := codecFor[counter]().unmarshal(s.byID["typed"].state, &st)
+	err := codecFor[counter]().unmarshal(s.byID.get(s.all, "typed").state(), &st)
 	s.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)

@@ -516,7 +516,7 @@ func (s *Supervisor) applyBaseLocked(ps *preCopyStream) error {
 	}
 	// Room in the queue for the delta's pushes, so that none of them
 	// copies the whole queue in the pause.
-	s.q = slices.Grow(s.q, len(s.q)/4+1024)
+	s.q.ents = slices.Grow(s.q.ents, s.q.len()/4+1024)
 	s.logRestore(&ps.snapshot, plan)
 	return nil
 }
@@ -576,8 +576,8 @@ func (s *Supervisor) deltaRestorableLocked() error {
 
 // planDeltaLocked parses the records of a delta and prepares what each
 // restores, changing nothing. A record's registered task is looked for
-// first where its hint says, as lookupLocked does, sparing a lookup in a
-// large map per record.
+// first where its hint says, as lookupLocked does, sparing a lookup in
+// the index per record.
 func (s *Supervisor) planDeltaLocked(ps *preCopyStream) (plan deltaPlan, err error) {
 	plan.touched = make(map[string]bool, len(ps.removed))
 	for _, id := range ps.removed {
@@ -636,7 +636,7 @@ func (s *Supervisor) deltaLookupLocked(ps *preCopyStream, i int, id []byte) *tas
 			}
 		}
 	}
-	return s.byID[string(id)]
+	return s.byID.getBytes(s.all, id)
 }
 
 // planDeltaUnmatchedLocked plans a delta record that no registered task
@@ -673,7 +673,7 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 	}
 	for id, again := range plan.touched {
 		delete(s.orphans, id)
-		t := s.byID[id]
+		t := s.byID.get(s.all, id)
 		switch {
 		case t == nil || t.pc&pcSeen != 0:
 		case t.pc&pcCreated != 0:
@@ -702,7 +702,7 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 			if t.pc&pcBase == 0 {
 				t.pc |= pcBase
 				if !t.fresh() {
-					next.saved = append(next.saved, savedTask{t, *t})
+					next.saved = append(next.saved, saveTask(t))
 				}
 				next.matched = append(next.matched, t)
 			}
@@ -718,9 +718,9 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 				rp.maxOver = max(rp.maxOver, over)
 			}
 			t.pc |= pcCreated
-			t.idx = len(s.all)
-			s.byID[t.id] = t
+			t.idx = uint32(len(s.all))
 			s.all = append(s.all, t)
+			s.byID.add(s.all, t)
 			s.counts[t.status]++
 			next.created = append(next.created, t)
 			s.queueRestoredLocked(t)
@@ -753,11 +753,13 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 	}
 }
 
-// queueRestoredLocked queues t, whose record a delta changed, anew:
-// its earlier queue entry, if any, goes stale.
+// queueRestoredLocked queues t, whose record a delta changed, anew: its
+// earlier queue entry, if any, goes stale, by a new push or, when t is
+// not to be queued, by qseq 0 (a nonzero qseq says queued, and a move in
+// Supervisor.all would push t again; see taskHeap).
 func (s *Supervisor) queueRestoredLocked(t *task) {
 	if t.removed || t.held || t.status == StatusDone || t.status == StatusPaused {
-		t.qseq++
+		t.qseq = 0
 		return
 	}
 	s.pushLocked(t)

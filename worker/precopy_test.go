@@ -294,9 +294,9 @@ func viewOf(t *testing.T, s *Supervisor) supView {
 		}
 		v.recs[r.id] = r
 	}
-	for _, e := range s.q {
-		tk := e.t
-		if e.seq != tk.qseq || tk.removed || tk.paused && !tk.runNow {
+	for _, e := range s.q.ents {
+		tk := e.task(s.all)
+		if tk == nil || tk.paused && !tk.runNow {
 			continue // stale: never dispatched
 		}
 		if _, dup := v.queue[tk.id]; dup {
@@ -508,8 +508,8 @@ func (c *handoffCase) dispatch(id string) job {
 	s := c.old
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.q) > 0 {
-		if tk := s.q.pop(); s.runnableLocked(tk) && tk.id == id {
+	for s.q.len() > 0 {
+		if tk := s.q.pop(s.all); s.runnableLocked(tk) && tk.id == id {
 			return s.dispatchLocked(tk)
 		} else if s.runnableLocked(tk) {
 			defer s.pushLocked(tk) // not this one: queue it again
@@ -591,7 +591,7 @@ func TestPreCopyMarksEachPath(t *testing.T) {
 		c.old.Thaw()
 		j = c.dispatch("a") // the run again, maybeDup
 		base := c.base()
-		if err := j.t.run.Checkpoint([]byte("new state")); err != nil {
+		if err := (&Run{t: j.t, s: c.old}).Checkpoint([]byte("new state")); err != nil {
 			t.Fatal(err)
 		}
 		c.freezeAndCheck(base)
@@ -1138,4 +1138,55 @@ func TestPreCopyRestoreDuringRound(t *testing.T) {
 		t.Fatalf("Delta after a Restore: %v", err)
 	}
 	checkNoTracking(t, c.old)
+}
+
+// TestPreCopyDeltaDoneStaysUnqueued: a task that the delta restores as
+// done is not queued, and is not queued either when it moves in
+// Supervisor.all afterwards. (A delta that made its queue entry stale by
+// bumping its push number left it looking queued, and the move queued it
+// again: the task, past its End, ran again in the new process.)
+func TestPreCopyDeltaDoneStaysUnqueued(t *testing.T) {
+	ran := map[string]int{}
+	count := func(_ context.Context, r *Run) error { ran[r.ID()]++; return nil }
+	c := &handoffCase{t: t, clk: newFakeClock()}
+	end := c.clk.Now().Add(1500 * time.Millisecond) // one run, then done
+	c.reg = func(s *Supervisor) {
+		mustAdd(t, s, Task{ID: "a", Every: time.Hour, Run: count}, Task{ID: "once", Every: time.Second, End: end, Run: count})
+	}
+	c.old = c.side()
+	base := c.base()
+	c.clk.Advance(time.Second)
+	c.finish(c.dispatch("once"), nil) // done, after the base
+	if err := c.old.Freeze(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var delta bytes.Buffer
+	if err := c.old.preCopyDelta(&delta); err != nil {
+		t.Fatal(err)
+	}
+	nw := c.side()
+	if err := nw.preCopyRestore(bytes.NewReader(base)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nw.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if st := info(t, nw, "once").Status; st != StatusDone {
+		t.Fatalf("once restored %v, want done", st)
+	}
+	if err := nw.Remove("a"); err != nil { // once, last in all, moves to a's place
+		t.Fatal(err)
+	}
+	nw.mu.Lock()
+	for _, e := range nw.q.ents {
+		if tk := e.task(nw.all); tk != nil && tk.status == StatusDone {
+			t.Errorf("task %q queued while done (push %d, position %d)", tk.id, e.seq, e.pos)
+		}
+	}
+	nw.mu.Unlock()
+	c.clk.Advance(time.Hour)
+	stepAll(t, nw, 10)
+	if ran["once"] != 0 {
+		t.Errorf("once ran %d times in the new process, want 0: it ran in the old one", ran["once"])
+	}
 }

@@ -180,79 +180,165 @@ func jitter(j time.Duration) int64 {
 // position, so sifting touches only the heap's own contiguous memory: at
 // 100k tasks the scheduler's cost is cache misses, and a binary heap with
 // an index kept in each task took one per swap. Four children per node
-// halve the depth and share cache lines. The price is lazy removal: a
+// halve the depth and share cache lines. An entry names its task by its
+// position in Supervisor.all and the number of the push, 16 bytes and no
+// pointer for the collector to scan. The price is lazy removal: a
 // removed task stays queued until it is popped, and is dropped then. A
 // task's due time does not change while it is queued.
-type taskHeap []qent
+//
+// Each push takes the next number of last, never 0, which becomes its
+// task's qseq; popping the task's entry sets qseq to 0. An entry is live
+// while the task at its position has its number: a later push (Pause,
+// Resume, RunNow), a pop, a removal or a move of the task in all (see
+// dropLocked, which pushes a moved task again) make it stale. compact
+// comes at least every 1<<31 pushes, so that no stale entry is left when
+// the numbers wrap around to its own.
+type taskHeap struct {
+	ents []qent
+	// last is the number of the last push, since the number of pushes
+	// since the last compact.
+	last, since uint32
+}
 
 type qent struct {
 	due int64
-	t   *task
-	seq uint32 // t.qseq at the push; another value marks a stale entry
+	pos uint32 // the task's position in Supervisor.all at the push
+	seq uint32 // the push's number
 }
 
-// push queues t to be popped at due.
+// maxSinceCompact is the most pushes between two compacts; see taskHeap.
+const maxSinceCompact = 1 << 31
+
+// task returns e's task in all, or nil when e is stale.
+func (e qent) task(all []*task) *task {
+	if int(e.pos) < len(all) {
+		if t := all[e.pos]; t.qseq == e.seq {
+			return t
+		}
+	}
+	return nil
+}
+
+// len returns the number of entries, stale ones included.
+func (h *taskHeap) len() int { return len(h.ents) }
+
+// peek returns the entry with the earliest due time; the heap must not
+// be empty.
+func (h *taskHeap) peek() qent { return h.ents[0] }
+
+// number gives t the next push number.
+func (h *taskHeap) number(t *task) {
+	h.last++
+	if h.last == 0 {
+		h.last = 1
+	}
+	h.since++
+	t.qseq = h.last
+}
+
+// needsCompact reports whether the heap should drop its stale entries
+// before a push, given how many tasks are registered: it holds many
+// (removed, paused, requeued tasks, dropped when popped, which for tasks
+// due in an hour is in an hour), or the push numbers are due to wrap.
+func (h *taskHeap) needsCompact(tasks int) bool {
+	return len(h.ents) >= 2*tasks+1024 || h.since >= maxSinceCompact
+}
+
+// push queues t, at its position in all, to be popped at due.
 func (h *taskHeap) push(t *task, due int64) {
-	t.qseq++
-	*h = append(*h, qent{due: due, t: t, seq: t.qseq})
-	h.up(len(*h) - 1)
+	h.number(t)
+	h.ents = append(h.ents, qent{due: due, pos: t.idx, seq: t.qseq})
+	h.up(len(h.ents) - 1)
+}
+
+// top returns the task of the entry with the earliest due time, as pop
+// would, without removing it.
+func (h *taskHeap) top(all []*task) *task {
+	t := h.ents[0].task(all)
+	if t == nil || t.paused && !t.runNow {
+		return nil
+	}
+	return t
 }
 
 // pop removes the entry with the earliest due time and returns its task,
-// or nil when the entry is stale: the task was queued again since (Pause,
-// Resume, RunNow) or is paused. A removed task is returned: the caller
-// drops it.
-func (h *taskHeap) pop() *task {
-	old := *h
+// or nil when the entry is stale or its task is paused.
+func (h *taskHeap) pop(all []*task) *task {
+	old := h.ents
 	n := len(old) - 1
 	top, last := old[0], old[n]
-	old[n] = qent{} // let a removed task be collected
-	*h = old[:n]
+	h.ents = old[:n]
 	if n > 0 {
 		h.down(0, last)
 	}
-	if t := top.t; top.seq != t.qseq || t.paused && !t.runNow {
+	t := top.task(all)
+	if t == nil {
 		return nil
 	}
-	return top.t
+	t.qseq = 0 // its entry is gone
+	if t.paused && !t.runNow {
+		return nil
+	}
+	return t
 }
 
-// compact drops the stale entries and restores the heap order.
-func (h *taskHeap) compact() {
-	live := (*h)[:0]
-	for _, e := range *h {
-		if t := e.t; e.seq == t.qseq && !t.removed && !(t.paused && !t.runNow) {
+// compact drops the stale entries and those of paused tasks, and
+// restores the heap order.
+func (h *taskHeap) compact(all []*task) {
+	live := h.ents[:0]
+	for _, e := range h.ents {
+		t := e.task(all)
+		switch {
+		case t == nil:
+		case t.paused && !t.runNow:
+			t.qseq = 0
+		default:
 			live = append(live, e)
 		}
 	}
-	clear((*h)[len(live):]) // let the dropped tasks be collected
-	*h = live
+	h.ents = live
+	h.since = 0
 	h.init()
 }
 
+// reset empties the heap, for a rebuild with add and init.
+func (h *taskHeap) reset() {
+	h.ents = h.ents[:0]
+	h.since = 0
+}
+
+// add queues t at due without restoring the heap order: init does, once
+// every task is added.
+func (h *taskHeap) add(t *task, due int64) {
+	h.number(t)
+	h.ents = append(h.ents, qent{due: due, pos: t.idx, seq: t.qseq})
+}
+
 // init restores the heap order after entries were appended in any order.
-func (h taskHeap) init() {
-	for i := (len(h) - 2) / 4; i >= 0 && len(h) > 1; i-- {
-		h.down(i, h[i])
+func (h *taskHeap) init() {
+	for i := (len(h.ents) - 2) / 4; i >= 0 && len(h.ents) > 1; i-- {
+		h.down(i, h.ents[i])
 	}
 }
 
-func (h taskHeap) up(i int) {
-	e := h[i]
+func (h *taskHeap) up(i int) {
+	q := h.ents
+	e := q[i]
 	for i > 0 {
 		p := (i - 1) / 4
-		if h[p].due <= e.due {
+		if q[p].due <= e.due {
 			break
 		}
-		h[i] = h[p]
+		q[i] = q[p]
 		i = p
 	}
-	h[i] = e
+	q[i] = e
 }
 
 // down places e at i or below, moving smaller children up.
-func (h taskHeap) down(i int, e qent) {
-	n := len(h)
+func (h *taskHeap) down(i int, e qent) {
+	q := h.ents
+	n := len(q)
 	for {
 		c := 4*i + 1
 		if c >= n {
@@ -260,15 +346,15 @@ func (h taskHeap) down(i int, e qent) {
 		}
 		m := c
 		for k := c + 1; k < min(c+4, n); k++ {
-			if h[k].due < h[m].due {
+			if q[k].due < q[m].due {
 				m = k
 			}
 		}
-		if e.due <= h[m].due {
+		if e.due <= q[m].due {
 			break
 		}
-		h[i] = h[m]
+		q[i] = q[m]
 		i = m
 	}
-	h[i] = e
+	q[i] = e
 }

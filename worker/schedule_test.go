@@ -100,28 +100,35 @@ func TestJitterInRange(t *testing.T) {
 func TestTaskHeapOrder(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, n := range []int{0, 1, 2, 5, 17, 500} {
-		var h taskHeap
-		for range n {
-			t := &task{due: r.Int64N(100)}
+		var (
+			h   taskHeap
+			all []*task
+		)
+		add := func(due int64) {
+			t := &task{due: due, idx: uint32(len(all))}
+			all = append(all, t)
 			h.push(t, t.due)
 		}
+		for range n {
+			add(r.Int64N(100))
+		}
 		// Change due times and rebuild, as Restore does.
-		for i := range h[:n/3] {
-			h[i].t.due = r.Int64N(100)
-			h[i].due = h[i].t.due
+		for i := range h.ents[:n/3] {
+			tk := h.ents[i].task(all)
+			tk.due = r.Int64N(100)
+			h.ents[i].due = tk.due
 		}
 		h.init()
 		// Interleave pushes with pops.
 		prev := int64(-1)
-		for i := 0; len(h) > 0; i++ {
-			tk := h.pop()
+		for i := 0; h.len() > 0; i++ {
+			tk := h.pop(all)
 			if tk.due < prev {
 				t.Fatalf("n=%d: popped due %d after %d", n, tk.due, prev)
 			}
 			prev = tk.due
 			if i%3 == 0 && i < n {
-				t := &task{due: prev + r.Int64N(50)}
-				h.push(t, t.due)
+				add(prev + r.Int64N(50))
 			}
 		}
 	}
@@ -153,9 +160,76 @@ func TestRemovedTasksLeaveQueue(t *testing.T) {
 			t.Fatalf("task %s ran %d times (removed: %v)", id, ran[id], removed)
 		}
 	}
-	for _, e := range s.q {
-		if e.t.removed {
-			t.Fatalf("removed task %s still queued after its due time", e.t.id)
+	now := s.mono(clk.Now())
+	for _, e := range s.q.ents {
+		if e.task(s.all) == nil && e.due <= now {
+			t.Fatalf("stale entry at position %d still queued after its due time", e.pos)
 		}
 	}
+}
+
+// TestMovedTaskStaysQueued removes tasks so that the last registered one
+// moves into their place in Supervisor.all, where the queue names tasks:
+// a queued task that moves keeps its schedule, and one that moves while
+// its run is in flight (it removes the others itself) is queued once when
+// the run ends, not twice. One-off tasks, dropped after their run, move
+// the last one too.
+func TestMovedTaskStaysQueued(t *testing.T) {
+	clk := newFakeClock()
+	s, _ := newTest(t, Options{now: clk.Now})
+	ran := map[string]int{}
+	count := func(id string) RunFunc {
+		return func(context.Context, *Run) error { ran[id]++; return nil }
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		// b is removed by mover's first run, before its first point.
+		mustAdd(t, s, Task{ID: id, Every: time.Second * time.Duration(1+2*btoi(id == "b")), Run: count(id)})
+	}
+	inFlight := 0
+	mustAdd(t, s, Task{ID: "mover", Every: 2 * time.Second, Run: func(context.Context, *Run) error {
+		inFlight++
+		defer func() { inFlight-- }()
+		if inFlight > 1 {
+			t.Errorf("mover's run %d started while its run %d is in flight", ran["mover"]+1, ran["mover"])
+		}
+		ran["mover"]++
+		if ran["mover"] == 1 {
+			// In flight, and last in all: it moves to b's place.
+			if err := s.Remove("b"); err != nil {
+				return err
+			}
+			// Whatever is due now runs, as other runners would take
+			// it: not mover, whose run is in flight.
+			for step(s) != "" {
+			}
+		}
+		return nil
+	}})
+	for i := range 3 {
+		mustAdd(t, s, Task{ID: "once" + itoa(i), At: clk.Now().Add(500 * time.Millisecond), Run: count("once" + itoa(i))})
+	}
+	mustAdd(t, s, Task{ID: "last", Every: 4 * time.Second, Run: count("last")})
+	if err := s.Remove("a"); err != nil { // "last" moves to a's place, queued
+		t.Fatal(err)
+	}
+	for range 16 {
+		clk.Advance(500 * time.Millisecond)
+		stepAll(t, s, 100)
+	}
+	want := map[string]int{"a": 0, "b": 0, "c": 8, "mover": 4, "once0": 1, "once1": 1, "once2": 1, "last": 2}
+	for id, n := range want {
+		if ran[id] != n {
+			t.Errorf("%s ran %d times, want %d (all: %v)", id, ran[id], n, ran)
+		}
+	}
+	if got := s.Stats().Tasks; got != 3 {
+		t.Errorf("%d tasks registered, want c, mover and last", got)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -290,16 +290,16 @@ func recordOf(t *task, wall func(int64) int64) record {
 		nominal:     wall(t.nominal),
 		due:         wall(t.due),
 		runs:        t.runs,
-		failures:    t.failures,
-		consecutive: t.consecutive,
-		lastErr:     t.lastErr,
+		failures:    t.c().failures,
+		consecutive: t.c().consecutive,
+		lastErr:     t.c().lastErr,
 		version:     t.spec.Version,
-		state:       t.state,
+		state:       t.state(),
 		lastRun:     t.lastRun,
 	}
 	if t.data {
 		r.flags |= flagData
-		r.spec = t.specBytes
+		r.spec = t.c().specBytes
 	}
 	if t.paused {
 		r.flags |= flagPaused
@@ -794,7 +794,7 @@ func (s *Supervisor) lookupLocked(i int, id []byte) *task {
 			return t
 		}
 	}
-	return s.byID[string(id)] // no allocation for a map key
+	return s.byID.getBytes(s.all, id)
 }
 
 // sameBytes reports whether a and b are the same bytes in memory.
@@ -899,9 +899,9 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 			plan.clamped++
 			plan.maxOver = max(plan.maxOver, over)
 		}
-		m.t.idx = len(s.all)
-		s.byID[m.t.id] = m.t
+		m.t.idx = uint32(len(s.all))
 		s.all = append(s.all, m.t)
+		s.byID.add(s.all, m.t)
 		s.counts[m.t.status]++
 		if m.t.maybeDup {
 			plan.dups = append(plan.dups, m.t)
@@ -919,18 +919,18 @@ func (s *Supervisor) applyRestoreLocked(snap *snapshot, plan *restorePlan) {
 // task. Before Run no task is running, so every task that is not done or
 // held is queued.
 func (s *Supervisor) rebuildQueueLocked() {
-	clear(s.q)
-	s.q = s.q[:0]
+	s.q.reset()
 	nowMono := s.mono(s.opts.now())
 	for _, t := range s.all {
-		if t.status != StatusDone && t.status != StatusPaused && !t.held {
-			t.qseq++
-			due := t.due
-			if t.ov != nil && len(t.ov.pending) > 0 {
-				due = min(due, nowMono) // its cut-off runs, at once
-			}
-			s.q = append(s.q, qent{due: due, t: t, seq: t.qseq})
+		if t.status == StatusDone || t.status == StatusPaused || t.held {
+			t.qseq = 0
+			continue
 		}
+		due := t.due
+		if ov := t.c().ov; ov != nil && len(ov.pending) > 0 {
+			due = min(due, nowMono) // its cut-off runs, at once
+		}
+		s.q.add(t, due)
 	}
 	s.q.init()
 }
@@ -1065,13 +1065,19 @@ func (s *Supervisor) applyLocked(t *task, p prepared, now time.Time) time.Durati
 		t.nominal = s.mono(w)
 		t.due = t.nominal + (rec.due - rec.nominal)
 	}
-	t.runs, t.failures, t.consecutive, t.lastErr = rec.runs, rec.failures, rec.consecutive, rec.lastErr
+	t.runs = rec.runs
+	if rec.failures != 0 || rec.consecutive != 0 || rec.lastErr != "" {
+		c := t.coldLocked()
+		c.failures, c.consecutive, c.lastErr = rec.failures, rec.consecutive, rec.lastErr
+	} else if c := t.cold; c != nil {
+		c.failures, c.consecutive, c.lastErr = 0, 0, ""
+	}
 	t.lastRun = rec.lastRun
 	t.progress = true
 	t.paused = rec.flags&flagPaused != 0
-	t.state = p.state
+	t.setState(p.state)
 	t.stateGen++
-	t.local, t.localGen = p.local, t.stateGen
+	t.setLocal(p.local)
 	t.jit = 0
 	s.setMaybeDupLocked(t, rec.flags&flagMaybeDup != 0)
 	s.restorePendingLocked(t, rec.pending)

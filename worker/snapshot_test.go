@@ -82,7 +82,7 @@ func TestSnapshotRoundTrip10k(t *testing.T) {
 		t.Fatalf("round trip did not cover every status: %v", statuses)
 	}
 	for _, tk := range a.all {
-		if !bytes.Equal(tk.state, b.byID[tk.id].state) {
+		if !bytes.Equal(tk.state(), b.byID.get(b.all, tk.id).state()) {
 			t.Fatalf("%s: state differs", tk.id)
 		}
 	}
@@ -250,7 +250,7 @@ func TestStateMigration(t *testing.T) {
 		if got := <-seen; got != 10 {
 			t.Fatalf("first run after migration saw Count %d, want 10", got)
 		}
-		if got := string(s.byID["c"].state); got != `{"Count":11}` {
+		if got := string(s.byID.get(s.all, "c").state()); got != `{"Count":11}` {
 			t.Fatalf("state %s", got)
 		}
 	})
@@ -454,8 +454,8 @@ func TestOrphanWithPendingRunsSurvivesCapture(t *testing.T) {
 		Task{ID: "after", Kind: "k.x", Every: time.Second, Args: []byte("after")})
 	clk.Advance(time.Second)
 	a.mu.Lock()
-	for len(a.q) > 0 { // dispatch the due runs and leave them in flight
-		if tk := a.q.pop(); a.runnableLocked(tk) && tk.id == "allow" {
+	for a.q.len() > 0 { // dispatch the due runs and leave them in flight
+		if tk := a.q.pop(a.all); a.runnableLocked(tk) && tk.id == "allow" {
 			a.dispatchLocked(tk)
 			break
 		}

@@ -7,27 +7,48 @@ import (
 	"github.com/batonhq/baton/state"
 )
 
-// shareSpecLocked returns the spec a new task keeps: the last new
-// task's when the two differ only by ID, else a copy of spec with its ID
-// cleared (so that no code reads a task's ID from a shared spec; the
-// task's is task.id). It does not keep spec. A service's tasks are
-// mostly many of one shape (a task per customer, of one kind, on one
-// schedule) added one after the other: they share one spec, which at a
+// shareSpecLocked returns the spec a new task keeps: that of one of the
+// last few new tasks of distinct shapes (recentSpecs) when the two differ
+// only by ID, else a copy of spec with its ID cleared (so that no code
+// reads a task's ID from a shared spec; the task's is task.id). It does
+// not keep spec. A service's tasks are mostly many of a few shapes (a
+// task per customer, of one kind, on one or a few schedules) added one
+// after the other or interleaved: they share a spec per shape, which at a
 // million tasks saves a quarter of a gigabyte, and the garbage
-// collector's scanning of it. Comparing with the last one only costs
-// nothing to tasks that share nothing (typed tasks, whose decoders are
-// closures of their own).
+// collector's scanning of it. Comparing with a few only costs little to
+// tasks that share nothing (typed tasks, whose decoders are closures of
+// their own; one-off tasks at distinct times).
 func (s *Supervisor) shareSpecLocked(spec *Task) *Task {
 	key := keyOf(spec)
-	if s.lastSpec != nil && key == s.lastKey {
-		return s.lastSpec
+	r := &s.recentSpecs
+	for i := range r {
+		if r[i].spec != nil && r[i].key == key {
+			if i > 0 {
+				// Most recent first: a run of one shape compares once.
+				e := r[i]
+				copy(r[1:i+1], r[:i])
+				r[0] = e
+			}
+			return r[0].spec
+		}
 	}
 	c := new(Task)
 	*c = *spec
 	c.ID = ""
-	s.lastSpec, s.lastKey = c, key
+	copy(r[1:], r[:len(r)-1])
+	r[0] = recentSpec{key: key, spec: c}
 	return c
 }
+
+// recentSpec is a spec that shareSpecLocked may give again, and its key.
+type recentSpec struct {
+	key  specKey
+	spec *Task
+}
+
+// numRecentSpecs is how many distinct shapes shareSpecLocked compares a
+// new task with.
+const numRecentSpecs = 4
 
 // specKey is every field of a Task but the ID, in comparable form: the
 // functions by their closure (two tasks share a spec only if they run the

@@ -47,7 +47,7 @@ func TestSharedSpecs(t *testing.T) {
 		Task{ID: "d", Every: time.Second, Run: g, Args: []byte("x")}, // other Args
 		Task{ID: "e", Every: time.Second, Run: g, Args: []byte("x")},
 	)
-	sp := func(id string) *Task { return s.byID[id].spec }
+	sp := func(id string) *Task { return s.byID.get(s.all, id).spec }
 	if sp("a") != sp("b") || sp("d") != sp("e") {
 		t.Error("tasks that differ only by ID do not share their spec")
 	}
@@ -66,6 +66,34 @@ func TestSharedSpecs(t *testing.T) {
 	for id := range want {
 		if ti := info(t, s, id); ti.ID != id {
 			t.Errorf("TaskInfo of %s says ID %q", id, ti.ID)
+		}
+	}
+}
+
+// TestSharedSpecsInterleaved: tasks of a few shapes added in turn, with
+// one-off tasks (each a shape of its own) among them, share a spec per
+// shape, as a service's mix of customers' tasks is registered.
+func TestSharedSpecsInterleaved(t *testing.T) {
+	s, _ := newTest(t, Options{})
+	at := time.Now().Add(time.Hour)
+	for i := range 12 {
+		tk := Task{ID: "t" + itoa(i), Run: nop}
+		switch i % 4 {
+		case 0:
+			tk.Every = time.Second
+		case 1:
+			tk.Every = time.Minute
+		case 2:
+			tk.Cron, tk.TimeZone = "*/15 * * * *", "Europe/Paris"
+		case 3:
+			tk.At = at.Add(time.Duration(i) * time.Second)
+		}
+		mustAdd(t, s, tk)
+	}
+	sp := func(i int) *Task { return s.byID.get(s.all, "t"+itoa(i)).spec }
+	for i := 4; i < 12; i++ {
+		if shared := sp(i) == sp(i%4); shared != (i%4 != 3) {
+			t.Errorf("task %d shares the spec of task %d: %v, want %v", i, i%4, shared, i%4 != 3)
 		}
 	}
 }

@@ -72,12 +72,13 @@ func (s *Supervisor) since() int64 { return int64(time.Since(s.clock0)) }
 // startStopClockLocked starts the stop bound of t's run in flight, whose
 // context was just cancelled; a bound already started is kept.
 func (s *Supervisor) startStopClockLocked(t *task) {
-	if t.stopBy != 0 {
+	c := t.coldLocked()
+	if c.stopBy != 0 {
 		return
 	}
-	t.stopBy = s.since() + int64(s.opts.StopTimeout)
-	if s.minStopBy == 0 || t.stopBy < s.minStopBy {
-		s.minStopBy = t.stopBy
+	c.stopBy = s.since() + int64(s.opts.StopTimeout)
+	if s.minStopBy == 0 || c.stopBy < s.minStopBy {
+		s.minStopBy = c.stopBy
 	}
 }
 
@@ -152,19 +153,20 @@ func (s *Supervisor) abandonOverdueLocked() (time.Duration, []AbandonedRun) {
 	)
 	wallNow := time.Now()
 	visit := func(t *task) {
-		if t.status != StatusRunning || t.abandoned || t.stopBy == 0 {
+		stopBy := t.c().stopBy
+		if t.status != StatusRunning || t.abandoned || stopBy == 0 {
 			return
 		}
-		if t.stopBy > now {
-			if next == 0 || t.stopBy < next {
-				next = t.stopBy
+		if stopBy > now {
+			if next == 0 || stopBy < next {
+				next = stopBy
 			}
 			return
 		}
 		t.abandoned = true
 		s.stuck++
 		s.abandonedTotal++
-		cancelled := wallNow.Add(-time.Duration(now - t.stopBy + int64(s.opts.StopTimeout)))
+		cancelled := wallNow.Add(-time.Duration(now - stopBy + int64(s.opts.StopTimeout)))
 		out = append(out, AbandonedRun{ID: t.id, Seq: t.runs + 1, Cancelled: cancelled, Abandoned: wallNow})
 	}
 	for _, t := range s.all {

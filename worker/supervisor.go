@@ -63,7 +63,7 @@ type Supervisor struct {
 	// Everything below is guarded by mu.
 	phase    phase
 	frozen   bool
-	byID     map[string]*task
+	byID     taskIndex
 	all      []*task // registration order; what Capture walks
 	q        taskHeap
 	idle     int // runners with no run assigned
@@ -90,10 +90,9 @@ type Supervisor struct {
 	lastFinish     int64
 	prevLastFinish int64
 	restored       bool
-	// lastSpec is the spec of the last task inserted, lastKey its
-	// keyOf; see shareSpecLocked.
-	lastSpec *Task
-	lastKey  specKey
+	// recentSpecs are the specs of the last tasks inserted, of distinct
+	// shapes, the most recent first; see shareSpecLocked.
+	recentSpecs [numRecentSpecs]recentSpec
 	// undo is what Reset needs to undo the last Restore; Run drops it.
 	undo *restoreUndo
 
@@ -148,7 +147,6 @@ func New(opts Options) (*Supervisor, error) {
 		wake:       make(chan struct{}, 1),
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),
-		byID:       make(map[string]*task),
 		idle:       opts.Workers,
 		sleepUntil: math.MinInt64,
 		joinPoke:   make(chan struct{}, 1),
@@ -195,7 +193,7 @@ func (s *Supervisor) Add(t Task) error {
 		}
 		t.Run, t.Version, t.Migrations = k.Run, k.Version, k.Migrations
 	}
-	if _, ok := s.byID[t.ID]; ok {
+	if s.byID.get(s.all, t.ID) != nil {
 		return fmt.Errorf("%w: %q", ErrDuplicateTask, t.ID)
 	}
 	rec := s.orphans[t.ID]
@@ -203,8 +201,8 @@ func (s *Supervisor) Add(t Task) error {
 		return fmt.Errorf("%w: %q is the ID of an orphaned task (kind %q); remove it first", ErrDuplicateTask, t.ID, rec.kind)
 	}
 	spec := t.withDefaults()
-	nt := &task{id: t.ID, spec: s.shareSpecLocked(&spec), data: data}
-	nt.run = Run{t: nt, s: s}
+	nt := newTask(t.ID, s.shareSpecLocked(&spec))
+	nt.data = data
 	now := s.opts.now()
 	if rec != nil {
 		p, err := prepare(nt.spec, rec)
@@ -262,13 +260,13 @@ func (s *Supervisor) pastEnd(t *task, p int64) bool {
 
 // insertLocked registers t, whose schedule is set, and queues it.
 func (s *Supervisor) insertLocked(t *task) {
-	t.idx = len(s.all)
-	s.byID[t.id] = t
+	t.idx = uint32(len(s.all))
 	s.all = append(s.all, t)
+	s.byID.add(s.all, t)
 	s.counts[t.status]++
 	s.markLocked(t)
-	if t.data && t.specBytes == nil {
-		t.specBytes = encodeSpec(t.spec)
+	if t.data && t.c().specBytes == nil {
+		t.coldLocked().specBytes = encodeSpec(t.spec)
 	}
 	if t.status == StatusDone || t.status == StatusPaused {
 		return
@@ -295,7 +293,7 @@ func (s *Supervisor) Remove(id string) error {
 	if s.frozen {
 		return frozenError("Remove")
 	}
-	t := s.byID[id]
+	t := s.byID.get(s.all, id)
 	if t == nil {
 		if _, ok := s.orphans[id]; ok {
 			delete(s.orphans, id)
@@ -310,8 +308,8 @@ func (s *Supervisor) Remove(id string) error {
 			s.removing = make(map[string]*task)
 		}
 		s.removing[id] = t
-		if t.cancel != nil {
-			t.cancel(ErrRemoved)
+		if cancel := t.c().cancel; cancel != nil {
+			cancel(ErrRemoved)
 			s.startStopClockLocked(t)
 		}
 	}
@@ -338,15 +336,22 @@ func frozenError(op string) error {
 
 // dropLocked unregisters t. A queued entry is dropped when popped.
 func (s *Supervisor) dropLocked(t *task) {
-	delete(s.byID, t.id)
-	last := s.all[len(s.all)-1]
-	s.all[t.idx], last.idx = last, t.idx
+	s.byID.remove(s.all, t)
 	s.markRemovedLocked(t.id)
-	if last != t {
-		s.markLocked(last) // moved: a first round in progress may miss it
-	}
+	last := s.all[len(s.all)-1]
+	from := last.idx
+	s.all[t.idx], last.idx = last, t.idx
 	s.all[len(s.all)-1] = nil
 	s.all = s.all[:len(s.all)-1]
+	if last != t {
+		s.byID.moved(last, from)
+		s.markLocked(last) // moved: a first round in progress may miss it
+		if last.qseq != 0 {
+			// Its queue entry names its old position: queue it
+			// again at its new one, which makes that entry stale.
+			s.pushLocked(last)
+		}
+	}
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
 	t.removed = true
@@ -452,9 +457,9 @@ func (s *Supervisor) beginStopLocked() {
 	s.phase = phaseStopping
 	s.sleepUntil = math.MinInt64
 	for _, t := range s.all {
-		if t.status == StatusRunning && t.cancel != nil && !t.cutOff {
+		if cancel := t.c().cancel; t.status == StatusRunning && cancel != nil && !t.cutOff {
 			t.interrupted = true
-			t.cancel(ErrShutdown)
+			cancel(ErrShutdown)
 			s.startStopClockLocked(t)
 		}
 	}
@@ -480,8 +485,8 @@ func (s *Supervisor) cutOffLocked(cause error) int {
 		}
 		r.cutOff = true
 		n++
-		if r.cancel != nil {
-			r.cancel(cause)
+		if cancel := r.c().cancel; cancel != nil {
+			cancel(cause)
 		}
 		// The run may have done some or all of its work, or go on
 		// doing it: the run again under its number may repeat it.
@@ -493,8 +498,8 @@ func (s *Supervisor) cutOffLocked(cause error) int {
 	}
 	for _, t := range s.removing {
 		s.eachRunLocked(t, func(r *task) {
-			if r.cancel != nil {
-				r.cancel(cause)
+			if cancel := r.c().cancel; cancel != nil {
+				cancel(cause)
 			}
 			s.startStopClockLocked(r)
 		})
@@ -526,14 +531,14 @@ func (s *Supervisor) setStatusLocked(t *task, st Status) {
 // pushLocked queues t and wakes the scheduler if t is due before the time
 // it sleeps until.
 func (s *Supervisor) pushLocked(t *task) {
-	if len(s.q) >= 2*len(s.all)+1024 {
+	if s.q.needsCompact(len(s.all)) {
 		// Stale entries (removed, paused, requeued tasks) are dropped
 		// when popped, which for tasks due in an hour is in an hour:
 		// under churn, drop them now. O(n), once per n pushes.
-		s.q.compact()
+		s.q.compact(s.all)
 	}
 	due := t.due
-	if t.multi() && (t.runNow || t.ov != nil && len(t.ov.pending) > 0) {
+	if ov := t.c().ov; t.multi() && (t.runNow || ov != nil && len(ov.pending) > 0) {
 		// A pending or asked-for run of a multi task does not move its
 		// schedule: it is queued for now, its due time kept.
 		due = min(due, s.mono(s.opts.now()))
@@ -564,7 +569,7 @@ func (s *Supervisor) dispatchLocked(t *task) job {
 	t.extra, t.runNow, t.retryExtra = t.runNow || t.retryExtra, false, false
 	if t.loop() {
 		var ctx context.Context
-		ctx, t.cancel = context.WithCancelCause(s.baseCtx)
+		ctx, t.coldLocked().cancel = context.WithCancelCause(s.baseCtx)
 		return job{t: t, ctx: ctx}
 	}
 	// Periodic runs share one context: one fewer allocation per run, and
@@ -609,16 +614,16 @@ func (s *Supervisor) dispatchDueLocked() time.Duration {
 		return -1 // Thaw pokes.
 	}
 	now := s.mono(s.opts.now())
-	for len(s.q) > 0 {
-		if due := s.q[0].due; due > now {
+	for s.q.len() > 0 {
+		if due := s.q.peek().due; due > now {
 			s.sleepUntil = due
 			return time.Duration(wakeAt(due, int64(s.opts.Resolution)) - now)
 		}
-		if s.idle == 0 && !s.q[0].t.loop() {
+		if t := s.q.top(s.all); s.idle == 0 && t != nil && !t.loop() {
 			s.starved = true // the next runner to go idle pokes.
 			return -1
 		}
-		t := s.q.pop()
+		t := s.q.pop(s.all)
 		if !s.runnableLocked(t) {
 			continue
 		}
@@ -641,6 +646,9 @@ func (s *Supervisor) runner() {
 	var (
 		j       job
 		running bool
+		// r is the handle of this runner's runs, valid only while one
+		// is in flight (see Run).
+		r = &Run{s: s}
 	)
 	defer func() {
 		if running {
@@ -664,7 +672,7 @@ func (s *Supervisor) runner() {
 		}
 		for ok := true; ok; {
 			running = true
-			j, ok = s.execute(j, true)
+			j, ok = s.execute(j, r, true)
 			running = false
 		}
 	}
@@ -701,7 +709,7 @@ func (s *Supervisor) runLoop(j job) {
 			s.goexit(j, false)
 		}
 	}()
-	s.execute(j, false)
+	s.execute(j, &Run{s: s}, false)
 	running = false
 }
 
@@ -715,9 +723,9 @@ func (s *Supervisor) goexit(j job, runner bool) {
 	s.log.Error("worker: run called runtime.Goexit", "task", j.t.id)
 }
 
-// execute performs one run. On a runner it returns the next due periodic
-// task if the runner should take it at once.
-func (s *Supervisor) execute(j job, runner bool) (job, bool) {
+// execute performs one run, with r as its handle. On a runner it returns
+// the next due periodic task if the runner should take it at once.
+func (s *Supervisor) execute(j job, r *Run, runner bool) (job, bool) {
 	t := j.t
 	start := s.opts.now()
 	if s.awaitFirst.Load() && s.awaitFirst.CompareAndSwap(true, false) {
@@ -726,7 +734,8 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 	if s.m != nil {
 		s.m.lag.Observe(max(0, time.Duration(s.mono(start)-t.due)).Seconds())
 	}
-	err, panicked := s.call(j.ctx, t)
+	r.t = t
+	err, panicked := s.call(j.ctx, t, r)
 	end := s.opts.now()
 	if s.m != nil {
 		s.m.duration.Observe(end.Sub(start).Seconds())
@@ -734,7 +743,7 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 	s.mu.Lock()
 	seq := t.runs + 1
 	next, ok, retry := s.finishLocked(j, err, panicked, start, end, runner, runner)
-	consecutive := t.owner().consecutive
+	consecutive := t.owner().c().consecutive
 	s.mu.Unlock()
 	if retry >= 0 {
 		s.logFailure(t.id, seq, err, consecutive, retry)
@@ -743,7 +752,7 @@ func (s *Supervisor) execute(j job, runner bool) (job, bool) {
 }
 
 // call runs the task's function, turning a panic into a *PanicError.
-func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked bool) {
+func (s *Supervisor) call(ctx context.Context, t *task, r *Run) (err error, panicked bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			err, panicked = &PanicError{Value: v, Stack: debug.Stack()}, true
@@ -754,7 +763,7 @@ func (s *Supervisor) call(ctx context.Context, t *task) (err error, panicked boo
 		ctx, cancel = context.WithTimeoutCause(ctx, d, ErrTimeout)
 		defer cancel()
 	}
-	return t.spec.Run(ctx, &t.run), false
+	return t.spec.Run(ctx, r), false
 }
 
 // finishLocked records the end of t's run, which started at start. When
@@ -765,11 +774,13 @@ func (s *Supervisor) finishLocked(j job, err error, panicked bool, start, end ti
 	t := j.t
 	s.inflight--
 	s.markLocked(t)
-	if t.cancel != nil {
-		t.cancel(nil) // release the loop's context
-		t.cancel = nil
+	if c := t.cold; c != nil {
+		if c.cancel != nil {
+			c.cancel(nil) // release the loop's context
+			c.cancel = nil
+		}
+		c.stopBy = 0
 	}
-	t.stopBy = 0
 	if t.abandoned {
 		t.abandoned = false
 		s.stuck-- // its goroutine is no longer in the run
@@ -823,7 +834,7 @@ func (s *Supervisor) releaseRemovedLocked(t *task) {
 		return
 	}
 	delete(s.removing, t.id)
-	if nt := s.byID[t.id]; nt != nil && nt.held {
+	if nt := s.byID.get(s.all, t.id); nt != nil && nt.held {
 		nt.held = false
 		s.pushLocked(nt)
 	}
@@ -883,17 +894,20 @@ func (s *Supervisor) tallyLocked(t *task, err error, panicked bool, end time.Tim
 	t.runs++
 	s.totals.runs++
 	if err == nil {
-		t.consecutive = 0
+		if c := t.cold; c != nil {
+			c.consecutive = 0
+		}
 		return -1
 	}
-	t.failures++
-	t.consecutive++
+	c := t.coldLocked()
+	c.failures++
+	c.consecutive++
 	s.totals.failures++
 	if panicked {
 		s.totals.panics++
 	}
-	t.lastErr = truncateError(err.Error())
-	return backoff(t.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
+	c.lastErr = truncateError(err.Error())
+	return backoff(c.consecutive, s.opts.InitialBackoff, s.opts.MaxBackoff)
 }
 
 // requeueLocked moves t, whose run ended, to st and queues it, unless it
@@ -914,8 +928,8 @@ func (s *Supervisor) requeueLocked(t *task, st Status) {
 // due periodic task when chain is set (starting due loops on their own
 // goroutines on the way), or makes it idle again.
 func (s *Supervisor) releaseRunnerLocked(chain bool, now int64) (job, bool) {
-	for chain && s.phase == phaseRunning && !s.frozen && len(s.q) > 0 && s.q[0].due <= now {
-		nt := s.q.pop()
+	for chain && s.phase == phaseRunning && !s.frozen && s.q.len() > 0 && s.q.peek().due <= now {
+		nt := s.q.pop(s.all)
 		if !s.runnableLocked(nt) {
 			continue
 		}

@@ -291,13 +291,15 @@ func TestAddRemoveWhileRunning(t *testing.T) {
 	for runs[0].Load() < 3 {
 		runtime.Gosched()
 	}
-	// Remove the even tasks, add new ones.
+	// Remove the even tasks, add new ones. The count is read after
+	// Remove returns: read before, a test goroutine preempted between
+	// the two (a loaded machine, -race) saw the task's runs in between.
 	var atRemoval [n]int64
 	for i := 0; i < n; i += 2 {
-		atRemoval[i] = runs[i].Load()
 		if err := s.Remove("t" + itoa(i)); err != nil {
 			t.Fatal(err)
 		}
+		atRemoval[i] = runs[i].Load()
 	}
 	for i := n; i < 2*n; i++ {
 		mustAdd(t, s, mk(i))
@@ -348,7 +350,7 @@ func TestRemoveReAddWaitsForOldRun(t *testing.T) {
 		return nil
 	}})
 	s.mu.Lock()
-	held := s.byID["l"].held
+	held := s.byID.get(s.all, "l").held
 	s.mu.Unlock()
 	if !held {
 		t.Fatal("new instance not held while the removed one runs")

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/batonhq/baton/state"
 )
@@ -314,6 +315,7 @@ func (t Task) withDefaults() Task {
 
 // A Run is the handle of one run of a task, passed to its RunFunc. It is
 // valid only until the RunFunc returns, and only in the run's goroutines.
+// (A runner goroutine reuses its handle for its next run.)
 type Run struct {
 	t *task
 	s *Supervisor
@@ -346,7 +348,7 @@ func (r *Run) MaybeDuplicate() bool { return r.t.rerun }
 // State returns the task's last checkpointed state, at the task's Version,
 // or nil when there is none; for a run of an OverlapAllow task, the state
 // when the run started. The caller must not modify it.
-func (r *Run) State() []byte { return r.t.state }
+func (r *Run) State() []byte { return r.t.state() }
 
 // Checkpoint makes b the task's state, at the task's Version: what Capture
 // writes, what a restarted loop resumes from. It keeps b, which the caller
@@ -367,7 +369,7 @@ func (r *Run) Checkpoint(b []byte) error {
 	case t.cutOff:
 		return ErrCutOff
 	}
-	owner.state = b
+	owner.setState(b)
 	owner.stateGen++
 	s.markLocked(owner)
 	return nil
@@ -452,19 +454,21 @@ type TaskInfo struct {
 
 // task is the supervisor's record of a registered task. Fields are guarded
 // by Supervisor.mu, except that while a run is in flight its goroutine reads
-// runs, state, stateGen and local without the lock: nothing else writes
+// runs, state, stateGen and cold.local without the lock: nothing else writes
 // them then (Checkpoint writes state under the lock from the run itself).
+//
+// A million periodic tasks are a million of these, so the record holds
+// what every task uses (112 bytes, a size class of the allocator; see
+// TestTaskRecordSize) and the rest is in cold, allocated for the few
+// tasks that need it: failing, loops, data, typed, OverlapAllow, cut off
+// or stopping.
 type task struct {
 	id string
 	// spec is the task as added, with its defaults; tasks that differ
 	// only by ID share one (see internLocked), whose ID is empty: the
 	// task's ID is id. It never changes once the task is inserted.
 	spec *Task
-	run  Run
 
-	idx int // position in Supervisor.all
-
-	status Status // never StatusFrozen: that is a view of idle/backoff
 	// nominal is the schedule point the next (or current) periodic run
 	// serves, due is when it may start: nominal plus jitter, or a retry.
 	// Both are nanoseconds on the supervisor's monotonic clock.
@@ -473,52 +477,131 @@ type task struct {
 	// schedule, 0 when it is a retry or a restart.
 	jit int64
 
-	runs, failures, consecutive uint64
-	lastErr                     string
+	runs uint64
 
-	state    []byte
-	stateGen uint64 // bumped whenever state changes
-	local    any    // typed value kept by Periodic and Loop
-	localGen uint64 // stateGen that local matches
+	// stateP and stateLen are the checkpointed state (see state): a
+	// []byte without its capacity, 12 bytes instead of 24. A state is
+	// at most MaxStateSize bytes.
+	stateP   *byte
+	stateLen uint32
+	stateGen uint32 // bumped whenever state changes; compared for equality only
 
-	cancel      context.CancelCauseFunc // a running loop's context
-	interrupted bool                    // loop asked to stop by freeze or shutdown: restart, do not count
-	cutOff      bool                    // run abandoned by the freeze bound: discard its result, run again
-	removed     bool                    // no longer registered; a run in flight is discarded
-	held        bool                    // re-added while the removed instance still runs: queue when it ends
+	// lastRun is when the last counted run finished (wall ns), 0 if none.
+	lastRun int64
 
-	// stopBy is when the run in flight, whose context was cancelled, must
-	// have returned (Supervisor.since), 0 if not cancelled; a stopping
-	// supervisor abandons it then.
-	stopBy    int64
-	abandoned bool // the run in flight was abandoned; Supervisor.stuck counts it
-	// qseq numbers t's pushes: a queue entry of an earlier push is stale
-	// (Pause, Resume and RunNow requeue a queued task).
+	// cold holds the fields most tasks never use; nil until one is set
+	// (see coldLocked). A typed task (Task.decode) has it from the start,
+	// since its run reads cold.local without the lock.
+	cold *coldTask
+
+	idx uint32 // position in Supervisor.all
+	// qseq is the number of t's live queue entry, 0 if none (see
+	// taskHeap): an entry of an earlier push is stale (Pause, Resume and
+	// RunNow requeue a queued task).
 	qseq uint32
+
+	status      Status // never StatusFrozen: that is a view of idle/backoff
+	interrupted bool   // loop asked to stop by freeze or shutdown: restart, do not count
+	cutOff      bool   // run abandoned by the freeze bound: discard its result, run again
+	removed     bool   // no longer registered; a run in flight is discarded
+	held        bool   // re-added while the removed instance still runs: queue when it ends
+	abandoned   bool   // the run in flight was abandoned; Supervisor.stuck counts it
 	// data: a task of a registered Kind, written whole in the snapshot.
 	data bool
 	// paused: not queued again until Resume. runNow: RunNow asked for a
 	// run now; extra: the run in flight is that run, which does not
 	// advance the schedule.
 	paused, runNow, extra, retryExtra bool
-	// specBytes is a data task's spec as the snapshot writes it.
-	specBytes []byte
-	// lastRun is when the last counted run finished (wall ns), 0 if none.
-	lastRun int64
 	// maybeDup says that the next run repeats a run, under the same
 	// sequence number, that was cut off after it started, here or in an
 	// earlier process; rerun is its value when the run in flight was
 	// dispatched, which Run.MaybeDuplicate reports.
 	maybeDup, rerun bool
+	// progress: a Restore or an adoption gave the task progress; see
+	// fresh.
+	progress bool
+	// pc holds the pre-copy bits (pcDirty, ...; see precopy.go), in the
+	// record's spare bytes.
+	pc uint8
+}
+
+// coldTask is the part of a task that most periodic tasks never use.
+type coldTask struct {
+	failures, consecutive uint64
+	lastErr               string
+
+	local    any    // typed value kept by Periodic and Loop
+	localGen uint32 // stateGen that local matches
+
+	cancel context.CancelCauseFunc // a running loop's context
+
+	// stopBy is when the run in flight, whose context was cancelled, must
+	// have returned (Supervisor.since), 0 if not cancelled; a stopping
+	// supervisor abandons it then.
+	stopBy int64
+
+	// specBytes is a data task's spec as the snapshot writes it.
+	specBytes []byte
 	// ov holds the runs of a task that may have several: an OverlapAllow
 	// task, or one restored with cut-off runs of one; nil for the others.
 	// A run record (ov.parent != t) is a task of its own for one run.
 	ov *overlapRuns
-	// progress: a Restore or an adoption gave the task progress; see
-	// fresh.
-	progress bool
-	// pc holds the pre-copy bits (pcDirty, ...; see precopy.go).
-	pc uint8
+}
+
+// state returns t's checkpointed state, nil if none. Its capacity is its
+// length, so an append to it copies.
+func (t *task) state() []byte {
+	if t.stateP == nil {
+		return nil
+	}
+	return unsafe.Slice(t.stateP, t.stateLen)
+}
+
+// setState makes b t's state, as state returns it; b is at most
+// MaxStateSize bytes. It does not bump stateGen.
+func (t *task) setState(b []byte) {
+	t.stateP, t.stateLen = unsafe.SliceData(b), uint32(len(b))
+}
+
+// noCold is what the cold fields read as for a task without them.
+var noCold coldTask
+
+// coldLocked returns t's cold part, made on first use. A task's run
+// reads t.cold without the lock only when it was made with t (typed
+// tasks, run records), so making it here does not race.
+func (t *task) coldLocked() *coldTask {
+	if t.cold == nil {
+		t.cold = new(coldTask)
+	}
+	return t.cold
+}
+
+// c returns t's cold part for reading: its zero value when t has none.
+// It must not be written through.
+func (t *task) c() *coldTask {
+	if t.cold != nil {
+		return t.cold
+	}
+	return &noCold
+}
+
+// setLocal makes v the typed value in step with t's state, for Restore.
+func (t *task) setLocal(v any) {
+	if v == nil && t.cold == nil {
+		return
+	}
+	c := t.coldLocked()
+	c.local, c.localGen = v, t.stateGen
+}
+
+// newTask returns the record of a task with ID id and spec spec, not yet
+// inserted; a typed task gets its cold part now (see task.cold).
+func newTask(id string, spec *Task) *task {
+	t := &task{id: id, spec: spec}
+	if spec.decode != nil {
+		t.cold = new(coldTask)
+	}
+	return t
 }
 
 // loop reports whether t is a loop: no Every, Cron or At.

@@ -28,8 +28,8 @@ func Periodic[T any](id string, every time.Duration, fn func(ctx context.Context
 		}
 		ok := false
 		defer func() {
-			if !ok {
-				r.t.local = nil // roll back: reload the checkpoint next time
+			if c := r.t.typedCold(); !ok && c != nil {
+				c.local = nil // roll back: reload the checkpoint next time
 			}
 		}()
 		if err := fn(ctx, &ts.v); err != nil {
@@ -43,7 +43,9 @@ func Periodic[T any](id string, every time.Duration, fn func(ctx context.Context
 			if err := r.Checkpoint(b); err != nil {
 				return err
 			}
-			r.t.localGen = r.t.stateGen
+			if c := r.t.typedCold(); c != nil {
+				c.localGen = r.t.stateGen
+			}
 		}
 		ok = true
 		return nil
@@ -90,7 +92,9 @@ func (p *Progress[T]) Save(v T) error {
 		if err := p.r.Checkpoint(b); err != nil {
 			return err
 		}
-		p.r.t.localGen = p.r.t.stateGen
+		if c := p.r.t.typedCold(); c != nil {
+			c.localGen = p.r.t.stateGen
+		}
 	}
 	p.ts.v = v
 	return nil
@@ -101,21 +105,39 @@ func (p *Progress[T]) Run() *Run { return p.r }
 
 type typed[T any] struct{ v T }
 
+// typedCold returns where t's run keeps its typed value without the lock:
+// the cold part that a task with a decoder and its run records are made
+// with (see newTask), else nil. A typed Run used without its decoder (as a
+// Kind's Run, or one of a stateless T) then decodes its state at every
+// run. It reads t.cold only when t was made with it: otherwise the lock's
+// holders may be setting it.
+func (t *task) typedCold() *coldTask {
+	if t.spec.decode == nil {
+		return nil
+	}
+	return t.cold
+}
+
 // loadTyped returns the task's typed value, decoding the checkpoint when it
 // changed since the value was last in step with it (first run, Restore,
 // rollback).
 func loadTyped[T any](r *Run, c *codec[T]) (*typed[T], error) {
 	t := r.t
-	if ts, ok := t.local.(*typed[T]); ok && t.localGen == t.stateGen {
-		return ts, nil
+	tc := t.typedCold()
+	if tc != nil {
+		if ts, ok := tc.local.(*typed[T]); ok && tc.localGen == t.stateGen {
+			return ts, nil
+		}
 	}
 	ts := new(typed[T])
-	if c != nil && len(t.state) > 0 {
-		if err := c.unmarshal(t.state, &ts.v); err != nil {
+	if c != nil && t.stateLen > 0 {
+		if err := c.unmarshal(t.state(), &ts.v); err != nil {
 			return nil, fmt.Errorf("%w: task %q: %w", ErrBadState, t.id, err)
 		}
 	}
-	t.local, t.localGen = ts, t.stateGen
+	if tc != nil {
+		tc.local, tc.localGen = ts, t.stateGen
+	}
 	return ts, nil
 }
 

@@ -42,7 +42,7 @@ func TestPeriodicRollsBackFailedRun(t *testing.T) {
 			t.Fatalf("run %d saw %+v, want %+v (all %v)", i+1, seen[i], want[i], seen)
 		}
 	}
-	if got := string(s.byID["acc"].state); got != `{"Sum":10,"Calls":1}` {
+	if got := string(s.byID.get(s.all, "acc").state()); got != `{"Sum":10,"Calls":1}` {
 		t.Fatalf("checkpoint %s", got)
 	}
 }
@@ -85,7 +85,7 @@ func TestLoopProgressAcrossRestore(t *testing.T) {
 	if got := <-resumed; got != 0 {
 		t.Fatalf("first start at %d", got)
 	}
-	if got := a.byID["cursor"].state; !bytes.Equal(got, []byte{5}) {
+	if got := a.byID.get(a.all, "cursor").state(); !bytes.Equal(got, []byte{5}) {
 		t.Fatalf("binary checkpoint %v, want [5]", got)
 	}
 	snap := capture(t, a) // in backoff after the crash
@@ -115,7 +115,7 @@ func TestStatelessTypedTask(t *testing.T) {
 	mustAdd(t, s, tk)
 	clk.Advance(time.Second)
 	stepAll(t, s, 10)
-	if n != 2 || s.byID["nostate"].state != nil {
-		t.Fatalf("runs %d, state %v", n, s.byID["nostate"].state)
+	if n != 2 || s.byID.get(s.all, "nostate").state() != nil {
+		t.Fatalf("runs %d, state %v", n, s.byID.get(s.all, "nostate").state())
 	}
 }

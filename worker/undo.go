@@ -25,14 +25,25 @@ type restoreUndo struct {
 }
 
 type savedTask struct {
-	t *task
-	v task
+	t    *task
+	v    task
+	cold coldTask // *v.cold as it was, if v.cold is not nil
+}
+
+// saveTask returns a copy of t, its cold part included, for
+// putBackLocked.
+func saveTask(t *task) savedTask {
+	sv := savedTask{t: t, v: *t}
+	if t.cold != nil {
+		sv.cold = *t.cold
+	}
+	return sv
 }
 
 // fresh reports whether t is as Add left it: no progress restored,
 // adopted or made.
 func (t *task) fresh() bool {
-	return !t.progress && t.runs == 0 && t.failures == 0 && t.state == nil && !t.maybeDup && t.ov == nil
+	return !t.progress && t.runs == 0 && t.c().failures == 0 && t.stateP == nil && !t.maybeDup && t.c().ov == nil
 }
 
 // newUndoLocked records what Reset needs to undo the Restore of plan,
@@ -42,7 +53,7 @@ func (s *Supervisor) newUndoLocked(plan *restorePlan) *restoreUndo {
 		prevLastFinish: s.prevLastFinish, restored: s.restored, awaitFirst: s.awaitFirst.Load()}
 	for _, t := range plan.matched {
 		if t != nil && !t.fresh() {
-			u.saved = append(u.saved, savedTask{t, *t})
+			u.saved = append(u.saved, saveTask(t))
 		}
 	}
 	for _, m := range plan.creates {
@@ -107,12 +118,17 @@ func (s *Supervisor) Reset() {
 func (s *Supervisor) putBackLocked(sv savedTask) {
 	s.counts[sv.t.status]--
 	s.setMaybeDupLocked(sv.t, false)
-	idx, qseq := sv.t.idx, sv.t.qseq // its queue entries since stay stale
+	// Its position, its queue entry and its pre-copy bits are the
+	// supervisor's bookkeeping of t now, not part of what was saved.
+	idx, qseq, pc := sv.t.idx, sv.t.qseq, sv.t.pc
 	*sv.t = sv.v
-	sv.t.idx, sv.t.qseq = idx, qseq
+	if sv.t.cold != nil {
+		*sv.t.cold = sv.cold
+	}
+	sv.t.idx, sv.t.qseq, sv.t.pc = idx, qseq, pc
 	sv.t.maybeDup = false
 	s.setMaybeDupLocked(sv.t, sv.v.maybeDup)
-	if sv.t.ov != nil { // its cut-off runs, from before the Restore
+	if sv.t.c().ov != nil { // its cut-off runs, from before the Restore
 		if s.multis == nil {
 			s.multis = make(map[*task]struct{})
 		}
@@ -135,7 +151,11 @@ func (s *Supervisor) unrestoreLocked(t *task, now time.Time) {
 	s.counts[t.status]--
 	s.setMaybeDupLocked(t, false)
 	s.dropRunsLocked(t) // the cut-off runs the Restore gave it
-	*t = task{id: t.id, spec: t.spec, run: t.run, idx: t.idx, data: t.data, specBytes: t.specBytes,
+	var cold *coldTask
+	if t.spec.decode != nil || t.c().specBytes != nil {
+		cold = &coldTask{specBytes: t.c().specBytes}
+	}
+	*t = task{id: t.id, spec: t.spec, cold: cold, idx: t.idx, data: t.data,
 		qseq: t.qseq, stateGen: t.stateGen + 1}
 	s.scheduleFirstLocked(t, now)
 	s.counts[t.status]++
