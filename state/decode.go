@@ -148,9 +148,10 @@ func (d *decoder) header() (Build, error) {
 	if unknown := d.flags &^ knownFlags; unknown != 0 {
 		return b, d.fail(fmt.Errorf("%w: unknown header flags %#04x", ErrFormatVersion, unknown))
 	}
-	if f := d.flags; f&(f-1) != 0 {
-		// More than one flag: a writer of this format never combines
-		// them, so the header was damaged before its CRC was made.
+	if f := d.flags; f&(f-1) != 0 && f != flagPreCopy|flagDeltas {
+		// More than one flag, but for a middle round of a pre-copy: a
+		// writer of this format never combines them otherwise, so the
+		// header was damaged before its CRC was made.
 		return b, d.corrupt("header flags %#04x cannot be combined", f)
 	}
 	switch l[0] {

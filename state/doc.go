@@ -16,12 +16,13 @@
 // snapshot over the socket the new process inherits, as a sealed memfd on
 // Linux up to 256 KiB and streamed on the socket beyond; WriteFile and ReadFile keep it on disk, atomically.
 //
-// A participant with a PreCopy moves in two rounds on an upgrade, so that
-// the pause does not grow with its state: SendPreCopy carries a first full
-// copy while it runs (ReceivePreCopy restores it), and after Freeze the
-// snapshot of SendFor carries only what changed since, as deltas that
-// Receive applies on top (precopy.go). The two rounds are one restore, all
-// or nothing.
+// A participant with a PreCopy moves in rounds on an upgrade, so that the
+// pause does not grow with its state: SendPreCopy carries a first full copy
+// while it runs (ReceivePreCopy restores it), SendPreCopyDelta, still
+// running, what changed during the round before, as many times as the
+// caller likes, and after Freeze the snapshot of SendFor carries only what
+// changed since the last, as deltas that Receive applies on top
+// (precopy.go). The rounds are one restore, all or nothing.
 //
 // Invariant: a participant's Restore only ever sees bytes whose checksum
 // has been verified, and ReadSnapshot reports success only if every

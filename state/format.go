@@ -43,11 +43,13 @@ const (
 // readers (PROTOCOL.md).
 const flagAlternates uint16 = 1 << 0
 
-// flagPreCopy, in the header's flags, marks the first round of a two-round
+// flagPreCopy, in the header's flags, marks the first round of a pre-copy
 // handoff: every section holds what a PreCopy.Capture wrote, for
-// PreCopy.Restore (ReadPreCopy). flagDeltas marks the second round of one:
-// sections tagged tagDelta hold what a PreCopy.Delta wrote, for
-// PreCopy.RestoreDelta. Neither combines with another flag (PROTOCOL.md).
+// PreCopy.Restore (ReadPreCopy). flagDeltas marks the last round of one:
+// sections tagged tagDelta hold what a PreCopy.Delta wrote after Freeze,
+// for PreCopy.RestoreDelta. The two together mark a middle round: every
+// section is tagged tagDelta and holds what a PreCopy.Delta wrote while
+// the participant ran (ReadPreCopy). No other flags combine (PROTOCOL.md).
 const (
 	flagPreCopy uint16 = 1 << 1
 	flagDeltas  uint16 = 1 << 2

@@ -97,21 +97,25 @@ func fuzzPreCopyRegistry(t testing.TB) *Registry {
 	return reg
 }
 
-// FuzzDecodePreCopy feeds arbitrary bytes to both rounds of a pre-copy
-// handoff: as a first round (ReadPreCopy), and as the second round after a
-// valid first one. They must never panic, fail only with the decoder's
-// sentinel errors or ErrPreCopy, and leave no first round behind after a
-// failed second one.
+// FuzzDecodePreCopy feeds arbitrary bytes to every round of a pre-copy
+// handoff: as a first round (ReadPreCopy), and as a middle round
+// (ReadPreCopy) and the last round after a valid first one. They must never
+// panic, fail only with the decoder's sentinel errors or ErrPreCopy, and
+// leave no earlier round behind after a failed later one.
 func FuzzDecodePreCopy(f *testing.F) {
 	src := fuzzPreCopyRegistry(f)
-	var first, second bytes.Buffer
+	var first, middle, second bytes.Buffer
 	if _, err := src.WritePreCopy(&first, src.Accepts(), []string{"a"}); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := src.WritePreCopyDelta(&middle); err != nil {
 		f.Fatal(err)
 	}
 	if _, err := src.WriteSnapshotFor(&second, src.Accepts()); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(first.Bytes())
+	f.Add(middle.Bytes())
 	f.Add(second.Bytes())
 	f.Add(rawSnapshotFlags(f, flagDeltas, rawSection{"a", 1, []byte("x")}))
 	f.Add(rawSnapshotFlags(f, flagPreCopy, rawSection{"b", 2, []byte("x")}))
@@ -128,6 +132,18 @@ func FuzzDecodePreCopy(f *testing.F) {
 		reg.DiscardPreCopy()
 		if _, err := reg.ReadPreCopy(bytes.NewReader(first.Bytes())); err != nil {
 			t.Fatalf("ReadPreCopy of a valid first round: %v", err)
+		}
+		// As a middle round.
+		if _, err := reg.ReadPreCopy(bytes.NewReader(data)); err != nil {
+			if !isAny(err, errs...) {
+				t.Fatalf("ReadPreCopy (middle round) = %v, not one of the decoder's errors", err)
+			}
+			if reg.preRestored != nil || reg.preUndo != nil {
+				t.Fatal("a failed middle round left the first round behind")
+			}
+			if _, err := reg.ReadPreCopy(bytes.NewReader(first.Bytes())); err != nil {
+				t.Fatalf("ReadPreCopy of a valid first round: %v", err)
+			}
 		}
 		if _, err := reg.ReadSnapshot(bytes.NewReader(data)); err != nil {
 			if !isAny(err, errs...) {

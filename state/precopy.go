@@ -9,24 +9,28 @@ import (
 	"slices"
 )
 
-// The pre-copy handoff (Participant.PreCopy) moves the state in two rounds,
-// so that the pause of an upgrade does not grow with the size of the state.
+// The pre-copy handoff (Participant.PreCopy) moves the state in rounds, so
+// that the pause of an upgrade does not grow with the size of the state.
 //
 // In the old process, while every participant runs: PreCopySections picks
 // the sections worth a first round for the reader, WritePreCopy (SendPreCopy)
 // writes their PreCopy.Capture as a snapshot flagged as a first round, and
-// each of them tracks what changes from then on. Then, after Freeze, the
-// second round is the snapshot for the reader (WriteSnapshotFor, SendFor)
-// as without a pre-copy, except that the sections of the first round go as
-// deltas (PreCopy.Delta). If the upgrade ends before the second round,
+// each of them tracks what changes from then on. Any number of middle
+// rounds may follow, still running (WritePreCopyDelta, SendPreCopyDelta):
+// each holds every such section's PreCopy.Delta, what changed since the
+// round before, and starts the tracking over. Then, after Freeze, the last
+// round is the snapshot for the reader (WriteSnapshotFor, SendFor) as
+// without a pre-copy, except that the sections of the first round go as
+// deltas (PreCopy.Delta). If the upgrade ends before the last round,
 // StopPreCopy ends the tracking.
 //
 // In the new process: ReadPreCopy (ReceivePreCopy) calls PreCopy.Restore
-// per section, and the second round (ReadSnapshot, Receive) calls
-// PreCopy.RestoreDelta for the deltas and Restore for the others. The two
-// rounds are one restore, all or nothing: a failure in either undoes every
-// restore of both (Participant.Reset), and so does DiscardPreCopy, for a
-// first round whose second never comes. PROTOCOL.md has the bytes.
+// per section for the first round and PreCopy.RestoreDelta for each middle
+// one, and the last round (ReadSnapshot, Receive) calls
+// PreCopy.RestoreDelta for the deltas and Restore for the others. The
+// rounds are one restore, all or nothing: a failure in any undoes every
+// restore of all (Participant.Reset), and so does DiscardPreCopy, for
+// rounds whose last never comes. PROTOCOL.md has the bytes.
 
 // check reports what a PreCopy lacks; nil is no PreCopy, which is fine.
 func (pc *PreCopy) check() error {
@@ -154,6 +158,59 @@ func (r *Registry) writeDelta(e *encoder, p Participant, i int, vs []uint32) err
 	return err
 }
 
+// WritePreCopyDelta writes to w a middle round of a pre-copy handoff, after
+// its first round (WritePreCopy) and before the last (WriteSnapshotFor,
+// after Freeze): a snapshot flagged as such, holding a delta for every
+// section of the first round, each written by its PreCopy.Delta while the
+// participant runs: what changed since its Capture or its previous Delta
+// began. Each Delta starts the tracking over, so that the next round holds
+// what changes from then on. It returns the bytes written. It fails with
+// ErrPreCopy, writing nothing, without a first round, once frozen (the
+// last round is WriteSnapshotFor's) or after a middle round that failed.
+// After any failure of its own, only StopPreCopy is left: the deltas of a
+// later round would lack what this one held.
+func (r *Registry) WritePreCopyDelta(w io.Writer) (int64, error) {
+	return r.writePreCopyDelta(context.Background(), w)
+}
+
+func (r *Registry) writePreCopyDelta(ctx context.Context, w io.Writer) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case len(r.tracking) == 0:
+		return 0, fmt.Errorf("write pre-copy delta: %w: no first round is under way (WritePreCopy comes first)", ErrPreCopy)
+	case r.isFrozen:
+		return 0, fmt.Errorf("write pre-copy delta: %w: the participants are frozen: the last round is WriteSnapshotFor's", ErrPreCopy)
+	case r.preBroken:
+		return 0, fmt.Errorf("write pre-copy delta: %w: an earlier middle round failed (StopPreCopy, then a new upgrade)", ErrPreCopy)
+	}
+	e := newEncoder(ctx, w, r.opts.MaxSize)
+	defer e.release()
+	n, err := r.writeMiddleLocked(e)
+	if err != nil {
+		r.preBroken = true
+	}
+	return n, err
+}
+
+// writeMiddleLocked writes a middle round with e.
+func (r *Registry) writeMiddleLocked(e *encoder) (int64, error) {
+	if err := e.header(r.build, flagPreCopy|flagDeltas); err != nil {
+		return e.off, fmt.Errorf("write pre-copy delta header: %w", err)
+	}
+	for i, p := range r.parts {
+		if !r.tracking[i] {
+			continue
+		}
+		if _, err := e.tagged(tagDelta, p.Name, p.Version, func(w io.Writer) error {
+			return call(r.opts.Logger, p.Name, "PreCopy.Delta", func() error { return p.PreCopy.Delta(w) })
+		}); err != nil {
+			return e.off, fmt.Errorf("write the pre-copy delta of section %q: %w", p.Name, err)
+		}
+	}
+	return e.finish()
+}
+
 // StopPreCopy ends a first round without a second: it calls PreCopy.Stop of
 // every participant whose PreCopy.Capture was called and whose Delta was
 // not, in reverse registration order. The old process calls it when an
@@ -172,7 +229,7 @@ func (r *Registry) StopPreCopy() error {
 		p := r.parts[i]
 		errs = append(errs, call(r.opts.Logger, p.Name, "PreCopy.Stop", func() error { p.PreCopy.Stop(); return nil }))
 	}
-	r.tracking = nil
+	r.tracking, r.preBroken = nil, false
 	return errors.Join(errs...)
 }
 
@@ -181,9 +238,15 @@ func (r *Registry) StopPreCopy() error {
 // Restore: streaming, all or nothing (on error every restore of the round
 // is undone). It fails with ErrPreCopy if rd is not a first round, if a
 // section's participant has no PreCopy or another version, or if a first
-// round is restored already. The restore is complete only with the second
-// round (ReadSnapshot, Receive), which must hold a delta for every section
-// restored here; until then DiscardPreCopy undoes it.
+// round is restored already.
+//
+// After a first round it reads the middle rounds (WritePreCopyDelta), each
+// calling PreCopy.RestoreDelta of every participant the first round
+// restored. Once a first round is restored, every round is part of one
+// restore: a middle round that fails anywhere, or that is not a middle
+// round, undoes every round so far. The restore is complete only with the
+// last round (ReadSnapshot, Receive), which must hold a delta for every
+// section restored here; until then DiscardPreCopy undoes the rounds.
 func (r *Registry) ReadPreCopy(rd io.Reader) (Info, error) {
 	return r.readSnapshot(context.Background(), rd, readPreCopy)
 }
@@ -218,8 +281,20 @@ func SendPreCopy(ctx context.Context, conn *net.UnixConn, reg *Registry, a Accep
 	return n, nil
 }
 
-// ReceivePreCopy reads a first round sent by SendPreCopy from conn and
-// restores it, as ReadPreCopy does; the transport is Receive's.
+// SendPreCopyDelta is WritePreCopyDelta over conn, as SendPreCopy writes
+// the first round; the peer calls ReceivePreCopy. It returns the bytes
+// sent.
+func SendPreCopyDelta(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
+	n, err := sendWith(ctx, conn, reg.writePreCopyDelta)
+	if err != nil {
+		return n, fmt.Errorf("pre-copy delta: %w", err)
+	}
+	return n, nil
+}
+
+// ReceivePreCopy reads a first or a middle round sent by SendPreCopy or
+// SendPreCopyDelta from conn and restores it, as ReadPreCopy does; the
+// transport is Receive's.
 func ReceivePreCopy(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
 	info, err := receiveWith(ctx, conn, reg, readPreCopy)
 	if err != nil {

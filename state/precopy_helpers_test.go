@@ -25,6 +25,7 @@ type toyMap struct {
 	want    bool
 
 	tracking bool
+	frozen   bool
 	dirty    map[string]bool
 	// duringCapture, if set, runs after PreCopy.Capture has written its
 	// i-th entry: the component changing while it is copied.
@@ -142,8 +143,11 @@ func (t *toyMap) participant() Participant {
 	return Participant{
 		Name:    t.name,
 		Version: t.version,
-		Freeze:  func(context.Context) error { return t.hook("Freeze") },
-		Thaw:    func() { t.hook("Thaw") },
+		Freeze: func(context.Context) error {
+			t.frozen = true
+			return t.hook("Freeze")
+		},
+		Thaw: func() { t.frozen = false; t.hook("Thaw") },
 		Capture: func(w io.Writer) error {
 			if err := t.hook("Capture"); err != nil {
 				return err
@@ -172,11 +176,14 @@ func (t *toyMap) participant() Participant {
 				return t.writeEntries(w, t.sortedKeys(), t.duringCapture)
 			},
 			Delta: func(w io.Writer) error {
-				t.tracking = false
+				// A middle round starts the tracking over; the last
+				// (frozen) ends it.
+				dirty := t.dirty
+				t.tracking, t.dirty = !t.frozen, make(map[string]bool)
 				if err := t.hook("PreCopy.Delta"); err != nil {
 					return err
 				}
-				return t.writeEntries(w, slices.Sorted(maps.Keys(t.dirty)), nil)
+				return t.writeEntries(w, slices.Sorted(maps.Keys(dirty)), nil)
 			},
 			Stop: func() {
 				t.tracking, t.dirty = false, nil

@@ -207,14 +207,14 @@ func TestPreCopyRoundsMismatch(t *testing.T) {
 	}{
 		{"pre-restored section missing", func(t *testing.T, p *preCopyPair) []byte {
 			return snapshotOf(t, newRegistryWith(t, (&blob{name: "plain", data: []byte("x")}).participant()))
-		}, "missing from the second"},
+		}, "missing from a later one"},
 		{"pre-restored section whole", func(t *testing.T, p *preCopyPair) []byte {
 			return snapshotOf(t, p.src) // for any reader: every section whole
 		}, "comes whole in the second"},
 		{"a first round again", func(t *testing.T, p *preCopyPair) []byte {
 			p.src.StopPreCopy()
 			return p.firstRound(t)
-		}, "the first round of a pre-copy handoff"},
+		}, "round of a pre-copy handoff"},
 		{"truncated second round", func(t *testing.T, p *preCopyPair) []byte {
 			b := p.secondRound(t)
 			return b[:len(b)-20]

@@ -79,6 +79,7 @@ type Registry struct {
 	// that a first round restored (nil: none was read), and preUndo how
 	// to undo it, until the second round or DiscardPreCopy.
 	tracking    map[int]bool
+	preBroken   bool // a middle round failed: only StopPreCopy is left
 	preRestored map[int]bool
 	preUndo     undoLog
 }
@@ -379,6 +380,9 @@ func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer, a *Accepts) (
 	deltas := a != nil && len(r.tracking) > 0
 	if deltas {
 		flags = flagDeltas
+		if r.preBroken {
+			return 0, fmt.Errorf("write snapshot: %w: a middle round failed, so the deltas would lack what it held (StopPreCopy, then a new upgrade)", ErrPreCopy)
+		}
 	}
 	e := newEncoder(ctx, w, r.opts.MaxSize)
 	defer e.release()
@@ -531,7 +535,8 @@ type readMode int
 const (
 	readVerify  readMode = iota // verify, restore nothing
 	readRestore                 // Restore, or RestoreDelta on top of a first round
-	readPreCopy                 // a first round: PreCopy.Restore
+	readPreCopy                 // a first round (PreCopy.Restore), or a middle one
+	readMiddle                  // a middle round, once its header says so: PreCopy.RestoreDelta
 )
 
 func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode) (Info, error) {
@@ -544,12 +549,16 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode
 	info.Producer, err = d.header()
 	if err != nil {
 		info.Bytes = d.off
-		if mode == readRestore {
-			// A second round that does not even start undoes the
-			// first: the restore is all or nothing across both.
+		if mode == readRestore || mode == readPreCopy && r.preRestored != nil {
+			// A round after the first that does not even start
+			// undoes the rounds before: the restore is all or
+			// nothing across them.
 			err = r.preUndoLocked(err)
 		}
 		return info, err
+	}
+	if mode == readPreCopy && d.flags == flagPreCopy|flagDeltas {
+		mode = readMiddle
 	}
 	info.Format = FormatVersion
 	var rd1 round
@@ -561,16 +570,25 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode
 		r.preUndo, r.preRestored = nil, nil
 		if d.flags&flagPreCopy != 0 {
 			info.Bytes = d.off
-			return info, rd1.undo.run(r.opts.Logger, d.fail(fmt.Errorf("%w: the snapshot is the first round of a pre-copy handoff (ReadPreCopy reads it)", ErrPreCopy)))
+			return info, rd1.undo.run(r.opts.Logger, d.fail(fmt.Errorf("%w: the snapshot is the first or a middle round of a pre-copy handoff (ReadPreCopy reads it)", ErrPreCopy)))
 		}
+	case readMiddle:
+		// The rounds before are undone with this one if it fails, and
+		// kept, to complete, if it does not.
+		if r.preRestored == nil {
+			info.Bytes = d.off
+			return info, d.fail(fmt.Errorf("%w: a middle round of a pre-copy handoff, and no first round was restored", ErrPreCopy))
+		}
+		rd1 = round{undo: r.preUndo, restored: r.preRestored}
+		r.preUndo, r.preRestored = nil, nil
 	case readPreCopy:
 		if d.flags&flagPreCopy == 0 {
 			info.Bytes = d.off
-			return info, d.fail(fmt.Errorf("%w: the snapshot is not the first round of a pre-copy handoff", ErrPreCopy))
+			return info, r.preUndoLocked(d.fail(fmt.Errorf("%w: the snapshot is not the first or a middle round of a pre-copy handoff", ErrPreCopy)))
 		}
 		if r.preRestored != nil {
 			info.Bytes = d.off
-			return info, d.fail(fmt.Errorf("%w: a first round is restored already; its second round or DiscardPreCopy comes first", ErrPreCopy))
+			return info, r.preUndoLocked(d.fail(fmt.Errorf("%w: a first round is restored already; its middle or last rounds or DiscardPreCopy come next", ErrPreCopy)))
 		}
 		rd1.restored = make(map[int]bool)
 	}
@@ -607,10 +625,10 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode
 	if order.pending != nil {
 		return fail(d.fail(order.pending))
 	}
-	if mode == readRestore {
+	if mode == readRestore || mode == readMiddle {
 		for i := range rd1.restored {
 			if name := r.parts[i].Name; !order.seen[name] {
-				return fail(d.fail(fmt.Errorf("%w: section %q was restored by the first round and is missing from the second", ErrPreCopy, name)))
+				return fail(d.fail(fmt.Errorf("%w: section %q was restored by the first round and is missing from a later one", ErrPreCopy, name)))
 			}
 		}
 	}
@@ -620,7 +638,7 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode
 			info.Missing = append(info.Missing, p.Name)
 		}
 	}
-	if mode == readPreCopy {
+	if mode == readPreCopy || mode == readMiddle {
 		r.preUndo, r.preRestored = rd1.undo, rd1.restored
 	}
 	return info, nil
@@ -693,7 +711,7 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, mo
 		return true, nil, s.discard()
 	}
 	p := r.parts[i]
-	if mode == readPreCopy || h.delta {
+	if mode == readPreCopy || mode == readMiddle || h.delta {
 		return true, nil, r.readRound(h, s, mode, p, i, rd)
 	}
 	if mode == readRestore && rd.restored[i] {
@@ -760,6 +778,8 @@ func (r *Registry) readRound(h sectionHeader, s *sectionReader, mode readMode, p
 		return d.fail(fmt.Errorf("%w: section %q comes as %s, and its participant here has no PreCopy", ErrPreCopy, h.name, what))
 	case h.version != p.Version:
 		return d.fail(fmt.Errorf("%w: section %q comes as %s at version %d, this binary restores version %d (a pre-copy is never migrated)", ErrPreCopy, h.name, what, h.version, p.Version))
+	case mode == readMiddle && !h.delta:
+		return d.fail(fmt.Errorf("%w: section %q comes whole in a middle round, which holds only deltas", ErrPreCopy, h.name))
 	case mode == readVerify:
 		return s.discard()
 	case h.delta && !rd.restored[i]:
