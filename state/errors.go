@@ -37,7 +37,7 @@ var (
 	// ErrFrozen means the call is not allowed while the registry is frozen
 	// (Register, a second Freeze).
 	ErrFrozen = errors.New("state: registry is frozen")
-	// ErrPreCopy means the two rounds of a pre-copy handoff
+	// ErrPreCopy means the rounds of a pre-copy handoff
 	// (Participant.PreCopy) do not match: a delta for a section that the
 	// first round did not restore, a section restored by the first round
 	// and missing from the second or sent whole in it, a first round read

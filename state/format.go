@@ -131,8 +131,8 @@ type Section struct {
 	// Bytes is the payload length. It is zero in a Manifest, which is
 	// made before anything is captured.
 	Bytes int64 `json:"bytes,omitempty"`
-	// Delta reports a section of the second round of a two-round handoff
-	// (Participant.PreCopy): what changed since the first round, applied
-	// on top of it by PreCopy.RestoreDelta.
+	// Delta reports a section of a middle or the last round of a
+	// pre-copy handoff (Participant.PreCopy): what changed since the
+	// round before, applied on top of it by PreCopy.RestoreDelta.
 	Delta bool `json:"delta,omitempty"`
 }

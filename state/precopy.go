@@ -94,7 +94,7 @@ func (r *Registry) preCopyableLocked(p Participant, a Accepts) bool {
 // named (as PreCopySections returned them), each written by its
 // PreCopy.Capture while the participant runs. It returns the bytes written.
 // From each Capture on, that participant tracks what changes, until the
-// second round (WriteSnapshotFor, SendFor) writes its Delta, or StopPreCopy:
+// last round (WriteSnapshotFor, SendFor) writes its Delta, or StopPreCopy:
 // call one of them whatever happens, an error here included. It fails with
 // ErrPreCopy, writing nothing, if a section cannot go in a first round for
 // a, or one is under way already.
@@ -106,7 +106,7 @@ func (r *Registry) writePreCopy(ctx context.Context, w io.Writer, a Accepts, sec
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.tracking) > 0 {
-		return 0, fmt.Errorf("write pre-copy: %w: a first round is under way already (its second round or StopPreCopy comes first)", ErrPreCopy)
+		return 0, fmt.Errorf("write pre-copy: %w: a first round is under way already (its last round or StopPreCopy comes first)", ErrPreCopy)
 	}
 	want := make(map[int]bool, len(sections))
 	for _, name := range sections {
@@ -251,8 +251,9 @@ func (r *Registry) ReadPreCopy(rd io.Reader) (Info, error) {
 	return r.readSnapshot(context.Background(), rd, readPreCopy)
 }
 
-// DiscardPreCopy undoes the restores of a first round whose second round
-// will not come (the old process died or refused after it), as a failed
+// DiscardPreCopy undoes the restores of a first round and the middle rounds
+// after it whose last round will not come (the old process died or refused
+// after them), as a failed
 // restore is undone (Participant.Reset), so that the participants hold
 // their initial state again. It does nothing without such a round. If an
 // undo fails, the error wraps ErrPartialRestore and the process must not
@@ -270,7 +271,7 @@ func (r *Registry) DiscardPreCopy() error {
 // first round goes in a sealed memfd if it ends within 256 KiB, else on the
 // stream, captured as it is sent; the peer calls ReceivePreCopy. It returns
 // the bytes sent. Cancelling ctx aborts, as for Send. Whatever it returns,
-// the second round (SendFor) or StopPreCopy is due.
+// the last round (SendFor) or StopPreCopy is due.
 func SendPreCopy(ctx context.Context, conn *net.UnixConn, reg *Registry, a Accepts, sections []string) (int64, error) {
 	n, err := sendWith(ctx, conn, func(ctx context.Context, w io.Writer) (int64, error) {
 		return reg.writePreCopy(ctx, w, a, sections)

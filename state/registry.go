@@ -77,7 +77,8 @@ type Registry struct {
 	// positions of the participants whose PreCopy.Capture was called and
 	// neither Delta nor Stop since. In the reader, preRestored holds those
 	// that a first round restored (nil: none was read), and preUndo how
-	// to undo it, until the second round or DiscardPreCopy.
+	// to undo it and the middle rounds after it, until the last round or
+	// DiscardPreCopy.
 	tracking    map[int]bool
 	preBroken   bool // a middle round failed: only StopPreCopy is left
 	preRestored map[int]bool
@@ -652,8 +653,8 @@ type round struct {
 	restored map[int]bool
 }
 
-// preUndoLocked undoes the restores of a first round whose second round
-// failed with cause, and returns cause (joined as undoLog.run joins).
+// preUndoLocked undoes the restores of a first round (and its middle
+// rounds) whose next round failed with cause, and returns cause (joined as undoLog.run joins).
 func (r *Registry) preUndoLocked(cause error) error {
 	undo := r.preUndo
 	r.preUndo, r.preRestored = nil, nil

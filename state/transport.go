@@ -148,7 +148,7 @@ func Receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, erro
 }
 
 // receiveWith is Receive reading the snapshot in mode: a whole one or the
-// second round (readRestore), or a first round (readPreCopy).
+// last round (readRestore), or a first or middle round (readPreCopy).
 func receiveWith(ctx context.Context, conn *net.UnixConn, reg *Registry, mode readMode) (Info, error) {
 	stop := abortOn(ctx, conn)
 	info, err := receive(ctx, conn, reg, mode)

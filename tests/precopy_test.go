@@ -18,23 +18,31 @@ import (
 
 // TestUpgradePreCopy: real processes whose state (a table of 200,000
 // numbers that a writer changes a thousand times a second and more) moves
-// in two rounds: the first while the old process runs, the second, after
-// its freeze, what changed since. Under load, every upgrade hands over the
+// in rounds: the first and the middle ones while the old process runs, the
+// last, after its freeze, what changed since. Under load, every upgrade hands over the
 // table exactly as the writer left it at the freeze (the new process checks
 // every entry), and no request fails. Then the kills between the rounds:
 // the old process killed once it sent the first round (the new one, its
 // first round undone, starts as an orphan: here without a state file, with
 // an empty table) and the new process dying while it restores the first
 // round (the old one was never frozen, its writer never stopped, it stops
-// tracking and serves on; the next upgrade works).
+// tracking and serves on; the next upgrade works); and the same two after
+// and in a middle round.
 func TestUpgradePreCopy(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "precopysvc")
 	if err := demotest.Build("./tests/precopysvc", bin, demotest.BuildOpts{Version: "test", Tags: "batonfault"}); err != nil {
 		t.Fatal(err)
 	}
 	start := func(t *testing.T, env ...string) *upgradertest.Service {
+		args := []string{"-pidfile", "{dir}/service.pid"}
+		if strings.Contains(t.Name(), "middle_round") {
+			// A first round that takes longer than a quick one
+			// (upgrader's 5 ms), whatever the machine: a middle
+			// round follows it.
+			args = append(args, "-entries", "2000000")
+		}
 		return upgradertest.Start(t, bin, upgradertest.Options{
-			Args:    []string{"-pidfile", "{dir}/service.pid"},
+			Args:    args,
 			Env:     env,
 			Serving: "serving",
 			Output:  io.Discard,
@@ -66,7 +74,13 @@ func TestUpgradePreCopy(t *testing.T) {
 			}
 			pre, _ := strconv.Atoi(sent.Fields["bytes"])
 			final, _ := strconv.Atoi(stateSent.Fields["bytes"])
-			t.Logf("upgrade %d: first round %d bytes (%s), second %d bytes; %s", i, pre, sent.Fields["took"], final, frozen.Fields["took"])
+			t.Logf("upgrade %d: first round %d bytes (%s), last %d bytes; %s", i, pre, sent.Fields["took"], final, frozen.Fields["took"])
+			for _, l := range s.Logs.Lines(0) {
+				if l.Pid == old && (l.Msg == "pre-copy sent" || l.Msg == "new process restored the pre-copy") {
+					t.Logf("  %s: round %s, %s bytes, took %s%s, another round %s", l.Msg, l.Fields["round"], l.Fields["bytes"],
+						l.Fields["took"], l.Fields["round_took"], l.Fields["another_round"])
+				}
+			}
 			if pre < 1_600_000 || final*4 > pre {
 				t.Errorf("first round %d bytes, second %d: want the table in the first and a fraction of it in the second", pre, final)
 			}
@@ -114,6 +128,75 @@ func TestUpgradePreCopy(t *testing.T) {
 		}
 		if _, err := s.Upgrade(t, 30*time.Second); err != nil {
 			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
+		}
+	})
+
+	t.Run("old killed after a middle round", func(t *testing.T) {
+		s := start(t, upgradertest.Fault(upgradertest.FaultOldKillAfterMiddleRound, 0, 1))
+		old := s.Pid(t)
+		mark := s.Logs.Len()
+		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if err := upgradertest.WaitExit(old, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		orphan, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "previous generation died before handing over its state: starting with no state"})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, s.Logs)
+		}
+		nw := orphan.Pid
+		wantLine(t, s, upgradertest.Match{Msg: "pre-copy restored", Pid: nw, Fields: map[string]string{"round": "1"}})
+		wantLine(t, s, upgradertest.Match{Msg: "pre-copy sent", Pid: old, Fields: map[string]string{"round": "2"}})
+		got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw})
+		if got.Fields["last"] != "0" || got.Fields["consistent"] != "true" {
+			t.Errorf("the orphan restored %v: want every round undone, an empty table", got.Fields)
+		}
+		if _, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: nw}); err != nil {
+			t.Fatal(err)
+		}
+		if pid := servingPid(t, s); pid != nw {
+			t.Errorf("pid %d serves, want the orphan %d", pid, nw)
+		}
+		if strings.Contains(linesOf(s, old), `msg="participants frozen"`) {
+			t.Errorf("pid %d froze before it was killed", old)
+		}
+		if _, err := s.Upgrade(t, 30*time.Second); err != nil {
+			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
+		}
+	})
+
+	t.Run("new process dies in a middle round", func(t *testing.T) {
+		s := start(t, upgradertest.Fault(upgradertest.FaultNewMiddleRestoring, 1, 1))
+		old := s.Pid(t)
+		mark := s.Logs.Len()
+		before := lastStep(t, s)
+		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		failed, err := s.Logs.WaitFrom(mark, 20*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, s.Logs)
+		}
+		t.Logf("the upgrade failed: %s", failed.Fields["err"])
+		wantLine(t, s, upgradertest.Match{Msg: "pre-copy sent", Pid: old, Fields: map[string]string{"round": "2"}})
+		wantLine(t, s, upgradertest.Match{Msg: "pre-copy stopped", Pid: old})
+		if l := linesOf(s, old); strings.Contains(l, `msg="participants frozen"`) || strings.Contains(l, `msg="table frozen"`) {
+			t.Errorf("pid %d froze although its new process never restored the middle round", old)
+		}
+		if pid := servingPid(t, s); pid != old {
+			t.Fatalf("pid %d serves, want the old %d", pid, old)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if after := lastStep(t, s); after <= before {
+			t.Errorf("the old process's writer stopped: step %d before the upgrade, %d after", before, after)
+		}
+		nw, err := s.Upgrade(t, 30*time.Second)
+		if err != nil {
+			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
+		}
+		if got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw}); got.Fields["consistent"] != "true" || got.Fields["last"] == "0" {
+			t.Errorf("after the failed attempt the next one restored %v", got.Fields)
 		}
 	})
 

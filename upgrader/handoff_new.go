@@ -171,34 +171,46 @@ func (u *Upgrader) reject(c handoffConn, log *slog.Logger, err error) error {
 	return fmt.Errorf("%w: %w", ErrStateRejected, err)
 }
 
-// receivePreCopy restores the first round of a pre-copy from conn, which it
-// closes, the previous generation running meanwhile; confirms it
-// ("pre-restored"); and waits for the second round, whose stream socket it
-// returns. A first round that fails to restore is rejected (the registry
-// has undone it); an error after it leaves it to receiveState to undo.
+// receivePreCopy restores the first round of a pre-copy from conn, and
+// each middle round after it, the previous generation running meanwhile;
+// confirms each ("pre-restored", with its round number); and waits for the
+// last round, whose stream socket it returns. A round that fails to
+// restore is rejected (the registry has undone every round); an error
+// after one leaves it to receiveState to undo them.
 func (u *Upgrader) receivePreCopy(ctx context.Context, c handoffConn, conn *net.UnixConn, log *slog.Logger) (*net.UnixConn, error) {
-	start := time.Now()
-	fault(faultNewPreRestoring, u.gen, u.startAttempt)
-	info, err := state.ReceivePreCopy(ctx, conn, u.reg)
-	conn.Close()
-	if err != nil && ctx.Err() == nil && u.parentDied() {
-		return nil, fmt.Errorf("%w: %w", errParentDied, err)
-	}
-	if err != nil {
-		return nil, u.reject(c, log, err)
-	}
-	log.Info("pre-copy restored", "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
-	if err := c.send(message{Type: msgPreRestored}, nil); err != nil {
-		return nil, fmt.Errorf("%w: confirming the pre-copy: %w", ErrHandshake, err)
-	}
-	kind, conn, err := u.awaitState(c, log)
-	if err == nil && kind != msgState {
-		if conn != nil {
-			conn.Close()
+	for round := 1; ; round++ {
+		start := time.Now()
+		if round == 1 {
+			fault(faultNewPreRestoring, u.gen, u.startAttempt)
+		} else if round == 2 {
+			fault(faultNewMiddleRestoring, u.gen, u.startAttempt)
 		}
-		return nil, fmt.Errorf("%w: %q message after the pre-copy, want %q", ErrHandshake, kind, msgState)
+		info, err := state.ReceivePreCopy(ctx, conn, u.reg)
+		conn.Close()
+		if err != nil && ctx.Err() == nil && u.parentDied() {
+			return nil, fmt.Errorf("%w: %w", errParentDied, err)
+		}
+		if err != nil {
+			return nil, u.reject(c, log, err)
+		}
+		log.Info("pre-copy restored", "round", round, "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
+		if err := c.send(message{Type: msgPreRestored, Round: round}, nil); err != nil {
+			return nil, fmt.Errorf("%w: confirming the pre-copy: %w", ErrHandshake, err)
+		}
+		var kind string
+		kind, conn, err = u.awaitState(c, log, round+1)
+		switch {
+		case err != nil:
+			return nil, err
+		case kind == msgState:
+			return conn, nil
+		case kind != msgPreState:
+			if conn != nil {
+				conn.Close()
+			}
+			return nil, fmt.Errorf("%w: %q message after the pre-copy, want %q or %q", ErrHandshake, kind, msgPreState, msgState)
+		}
 	}
-	return conn, err
 }
 
 // hungUp reports whether err says the peer's end of the handoff socket is
@@ -232,21 +244,22 @@ func (u *Upgrader) restoreOrphaned(log *slog.Logger, cause error) (state.Info, e
 }
 
 // requestState sends the state request, saying which versions this binary
-// reads (and which sections it takes in two rounds), and waits for the
+// reads (and which sections it takes in rounds), and waits for the
 // answer (awaitState).
 func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (string, *net.UnixConn, error) {
 	accepts := u.reg.Accepts()
 	if err := c.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
 		return "", nil, fmt.Errorf("%w: asking for the state: %w", ErrHandshake, err)
 	}
-	return u.awaitState(c, log)
+	return u.awaitState(c, log, 1)
 }
 
 // awaitState waits for the previous generation's answer about the state:
-// msgState or msgPreState with the stream socket the snapshot or its first
-// round comes on, or msgNoState and no socket if it hands over no state.
-// Every file that came with the answer and is not returned is closed.
-func (u *Upgrader) awaitState(c handoffConn, log *slog.Logger) (string, *net.UnixConn, error) {
+// msgState or msgPreState (of the round expected) with the stream socket
+// the snapshot or a round of it comes on, or msgNoState and no socket if
+// it hands over no state. Every file that came with the answer and is not
+// returned is closed.
+func (u *Upgrader) awaitState(c handoffConn, log *slog.Logger, round int) (string, *net.UnixConn, error) {
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	m, oobn, err := c.recv(oob)
 	files := rights(oob[:oobn])
@@ -268,6 +281,9 @@ func (u *Upgrader) awaitState(c handoffConn, log *slog.Logger) (string, *net.Uni
 	case msgState:
 		u.readyGate = m.ReadyGate
 	case msgPreState:
+		if m.Round != round {
+			return "", nil, fmt.Errorf("%w: pre-copy round %d, want %d", ErrHandshake, m.Round, round)
+		}
 	default:
 		return "", nil, fmt.Errorf("%w: unexpected %q message", ErrHandshake, m.Type)
 	}

@@ -37,13 +37,19 @@ type session struct {
 	frozen     bool
 	frozenAt   time.Time
 	stateBytes int64
-	// Set by sendPreCopy: the reader's accepts, for the second round, and
-	// whether the first round went (preCopied) and awaits "pre-restored"
-	// (preAwaited).
-	accepts    state.Accepts
-	preCopied  bool
-	preAwaited bool
-	preBytes   int64
+	// Set by sendPreCopy and sendMiddleRound: the reader's accepts, for
+	// the last round; whether the first round went (preCopied) and a
+	// round awaits "pre-restored" (preAwaited); the rounds sent while
+	// running (first and middle: preRounds), their bytes in all
+	// (preBytes); the last one's bytes, the one's before it, and when the
+	// last one's send began, for the decision after it (nextRound).
+	accepts              state.Accepts
+	preCopied            bool
+	preAwaited           bool
+	preRounds            int
+	preBytes             int64
+	lastRound, prevRound int64
+	roundStart           time.Time
 
 	// The probation: serving closes when the new process says it serves
 	// on probation; rollback says why it failed (nil: it did not);
@@ -191,14 +197,22 @@ func (s *session) handle(m message) {
 			s.answerStateRequest(s.ctx, m)
 		case msgPreRestored:
 			s.mu.Lock()
-			awaited := s.preAwaited
-			s.preAwaited = false
+			awaited := s.preAwaited && m.Round == s.preRounds
+			if awaited {
+				s.preAwaited = false
+			}
+			round, n, prev, took := s.preRounds, s.lastRound, s.prevRound, time.Since(s.roundStart)
 			s.mu.Unlock()
 			if !awaited {
-				s.log.Warn("handoff: unexpected message", "type", m.Type)
+				s.log.Warn("handoff: unexpected message", "type", m.Type, "round", m.Round)
 				return
 			}
-			s.log.Info("new process restored the pre-copy")
+			again := nextRound(round, n, prev, took)
+			s.log.Info("new process restored the pre-copy", "round", round, "bytes", n, "round_took", took, "another_round", again)
+			if again {
+				s.sendMiddleRound(s.ctx)
+				return
+			}
 			s.sendState(s.ctx)
 		case msgRestored:
 			s.setStep("ready")
@@ -301,7 +315,7 @@ func (s *session) answerStateRequest(ctx context.Context, req message) {
 func (s *session) sendPreCopy(ctx context.Context, sections []string) {
 	u := s.u
 	start := time.Now()
-	mine := s.offerSocket(message{Type: msgPreState})
+	mine := s.offerSocket(message{Type: msgPreState, Round: 1})
 	if mine == nil {
 		return
 	}
@@ -315,11 +329,82 @@ func (s *session) sendPreCopy(ctx context.Context, sections []string) {
 		s.sendFailed(ctx, "the pre-copy", "the first round of its state", err)
 		return
 	}
-	s.mu.Lock()
-	s.preAwaited, s.preBytes = true, n
-	s.mu.Unlock()
-	s.log.Info("pre-copy sent", "bytes", n, "sections", sections, "took", time.Since(start))
+	s.sentRound(start, n)
+	s.log.Info("pre-copy sent", "round", 1, "bytes", n, "sections", sections, "took", time.Since(start))
 	fault(faultOldKillAfterPreCopy, u.gen, s.attempt)
+}
+
+// The decision after each round sent while running (nextRound), by
+// measurement (BENCHMARKS.md, "Scale: tasks"): the last round, after the
+// freeze, holds what changed during the round before it, so another round
+// while running pays when that round was not small and the rounds shrink.
+const (
+	// maxMiddleRounds is the most middle rounds after the first: each
+	// costs a round trip and the time to restore it, and a state that
+	// changes as fast as it moves converges no further.
+	maxMiddleRounds = 4
+	// smallRound is the size of a round below which the next is the
+	// last: sending and restoring 64 KiB takes a few milliseconds.
+	smallRound = 64 << 10
+	// quickRound is the time from a round's send to its "pre-restored"
+	// below which the next is the last: it holds what changed in that
+	// time only.
+	quickRound = 5 * time.Millisecond
+)
+
+// nextRound reports whether another middle round should follow round
+// (1 is the first) of n bytes, the round before it of prev bytes (0 for
+// the first), which took took from its send to its "pre-restored": not
+// after maxMiddleRounds middle rounds, not after a small or quick round
+// (the last round will be small too), and not unless the round shrank to
+// less than 4/5 of the one before (it does not converge: another round
+// would cost what this one did).
+func nextRound(round int, n, prev int64, took time.Duration) bool {
+	switch {
+	case round > maxMiddleRounds:
+		return false
+	case n <= smallRound || took <= quickRound:
+		return false
+	case round > 1 && n*5 >= prev*4:
+		return false
+	}
+	return true
+}
+
+// sentRound records that a round of n bytes went, its send begun at start,
+// and awaits its "pre-restored".
+func (s *session) sentRound(start time.Time, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.preRounds++
+	s.preAwaited, s.preBytes = true, s.preBytes+n
+	s.prevRound, s.lastRound, s.roundStart = s.lastRound, n, start
+}
+
+// sendMiddleRound sends a middle round of a pre-copy, the participants
+// running: a "pre-state" message with its round number and a fresh stream
+// socket, on it what changed since the round before (state.SendPreCopyDelta).
+// As after the first round, "pre-restored" or the end of the attempt
+// follows.
+func (s *session) sendMiddleRound(ctx context.Context) {
+	u := s.u
+	start := time.Now()
+	s.mu.Lock()
+	round := s.preRounds + 1
+	s.mu.Unlock()
+	mine := s.offerSocket(message{Type: msgPreState, Round: round})
+	if mine == nil {
+		return
+	}
+	defer mine.Close()
+	n, err := state.SendPreCopyDelta(ctx, mine, u.reg)
+	if err != nil {
+		s.sendFailed(ctx, "a middle round of the pre-copy", "a middle round of its state", err)
+		return
+	}
+	s.sentRound(start, n)
+	s.log.Info("pre-copy sent", "round", round, "bytes", n, "took", time.Since(start))
+	fault(faultOldKillAfterMiddleRound, u.gen, s.attempt)
 }
 
 // sendState freezes the participants and sends the snapshot: all of it, or,

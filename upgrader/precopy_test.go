@@ -161,7 +161,9 @@ func (l *liveMap) participant() state.Participant {
 				for k := range l.dirty {
 					d[k] = l.m[k]
 				}
-				l.tracking = false
+				// A middle round starts the tracking over; the last
+				// (frozen) ends it.
+				l.tracking, l.dirty = !l.frozen, make(map[string]bool)
 				return writeJSON(w, d)
 			},
 			Stop: func() {
@@ -300,6 +302,40 @@ func (o *oldSide) fail(t *testing.T, why string) error {
 	return got.err
 }
 
+// untilLast plays the new process from its "pre-restored" of round on:
+// it confirms the round, restores each middle round that follows, calling
+// between(round) before it confirms each, and returns the last round's
+// socket and the number of middle rounds.
+func (o *oldSide) untilLast(t *testing.T, reg *state.Registry, round int, between func(round int)) (*net.UnixConn, int) {
+	t.Helper()
+	for ; ; round++ {
+		if between != nil {
+			between(round)
+		}
+		if err := o.child.send(message{Type: msgPreRestored, Attempt: 1, Round: round}, nil); err != nil {
+			t.Fatal(err)
+		}
+		oob := make([]byte, unix.CmsgSpace(4*4))
+		m, oobn, err := o.child.recv(oob)
+		files := rights(oob[:oobn])
+		if err != nil || len(files) != 1 || (m.Type != msgState && (m.Type != msgPreState || m.Round != round+1)) {
+			for _, f := range files {
+				f.Close()
+			}
+			t.Fatalf("after round %d: %+v with %d files, %v; want %q, or %q of round %d", round, m, len(files), err, msgState, msgPreState, round+1)
+		}
+		conn := socketConn(t, files[0])
+		if m.Type == msgState {
+			return conn, round - 1
+		}
+		_, err = state.ReceivePreCopy(context.Background(), conn, reg)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("ReceivePreCopy of round %d: %v", round+1, err)
+		}
+	}
+}
+
 // socketConn turns a received socket into the stream it is.
 func socketConn(t *testing.T, f *os.File) *net.UnixConn {
 	t.Helper()
@@ -336,10 +372,8 @@ func TestPreCopyOldSide(t *testing.T) {
 	}
 	live.set("key-0000001", -1)
 	live.set("between", 2)
-	if err := o.child.send(message{Type: msgPreRestored, Attempt: 1}, nil); err != nil {
-		t.Fatal(err)
-	}
-	final := socketConn(t, o.answer(t, msgState))
+	final, middles := o.untilLast(t, reg, 1, nil)
+	t.Logf("%d middle rounds", middles)
 	info, err := state.Receive(context.Background(), final, reg)
 	final.Close()
 	if err != nil {
@@ -349,7 +383,7 @@ func TestPreCopyOldSide(t *testing.T) {
 	if got, want := dst.snapshot(), live.snapshot(); !maps.Equal(got, want) {
 		t.Errorf("the new process holds %d entries, the old one %d at the freeze", len(got), len(want))
 	}
-	if dst.count("PreCopy.Restore") != 1 || dst.count("PreCopy.RestoreDelta") != 1 || dst.count("Restore") != 0 {
+	if dst.count("PreCopy.Restore") != 1 || dst.count("PreCopy.RestoreDelta") != 1+middles || dst.count("Restore") != 0 {
 		t.Errorf("new side calls %v", dst.calls)
 	}
 	var delta *state.Section
@@ -457,7 +491,7 @@ func TestPreCopyOldSideFailures(t *testing.T) {
 				live.mu.Lock()
 				live.failFreeze = true
 				live.mu.Unlock()
-				o.child.send(message{Type: msgPreRestored, Attempt: 1}, nil)
+				o.child.send(message{Type: msgPreRestored, Attempt: 1, Round: 1}, nil)
 				if m, _, err := o.child.recv(nil); err != nil || m.Type != msgRefused || !strings.Contains(m.Reason, "cannot freeze now") {
 					t.Errorf("after the pre-restored: %+v, %v; want refused", m, err)
 				}
@@ -634,9 +668,19 @@ func (n *newSide) sendPreCopy(t *testing.T) {
 	if err != nil || len(sections) != 1 || sections[0] != "live" {
 		t.Fatalf("PreCopySections = %v, %v: the new process does not ask for live in two rounds (accepts %+v)", sections, err, n.accepts)
 	}
-	mine := sendSocket(t, n.parent, msgPreState)
+	mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: 1})
 	defer mine.Close()
 	if _, err := state.SendPreCopy(context.Background(), mine, n.src, n.accepts, sections); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sendMiddle plays the old process's middle round number round.
+func (n *newSide) sendMiddle(t *testing.T, round int) {
+	t.Helper()
+	mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: round})
+	defer mine.Close()
+	if _, err := state.SendPreCopyDelta(context.Background(), mine, n.src); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -771,7 +815,7 @@ func TestPreCopyNewSide(t *testing.T) {
 		t.Cleanup(func() { goleak.VerifyNone(t) })
 		live, old := newLiveMap(0), newLiveMap(50000)
 		n := startNewSide(t, Options{}, live, old)
-		mine := sendSocket(t, n.parent, msgPreState)
+		mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: 1})
 		var buf bytes.Buffer
 		if _, err := n.src.WritePreCopy(&buf, n.accepts, []string{"live"}); err != nil {
 			t.Fatal(err)

@@ -22,12 +22,15 @@ type Result struct {
 	// with Options.Probation, to the end of the probation.
 	Duration time.Duration
 	// StateBytes is the size of the snapshot handed over: after a
-	// pre-copy, of its second round, sent after the freeze.
+	// pre-copy, of its last round, sent after the freeze.
 	StateBytes int64
-	// PreCopyBytes is the size of the first round of a pre-copy handoff
-	// (state.Participant.PreCopy), sent while this process ran; zero
-	// without one.
+	// PreCopyBytes is the size of the rounds of a pre-copy handoff
+	// (state.Participant.PreCopy) sent while this process ran, the first
+	// and the middle ones together; zero without one.
 	PreCopyBytes int64
+	// PreCopyRounds is the number of those rounds: 1 for the first
+	// alone, plus one per middle round.
+	PreCopyRounds int
 }
 
 // Upgrade starts the binary now at the process's own path, hands it the
@@ -217,9 +220,10 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 		return fail(step, pid, reason, status)
 	}
 	s.mu.Lock()
-	preBytes := s.preBytes
+	preBytes, preRounds := s.preBytes, s.preRounds
 	s.mu.Unlock()
-	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes, PreCopyBytes: preBytes}
+	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes,
+		PreCopyBytes: preBytes, PreCopyRounds: preRounds}
 	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
 	return res, nil
 }
@@ -340,9 +344,9 @@ func (u *Upgrader) killChild(s *session, log *slog.Logger, why string) {
 
 // endFreeze ends the freeze the session began, if it did: after a failed
 // attempt the participants thaw and this process carries on; after a
-// successful one they stay frozen for good. A first round of a pre-copy
-// that no second round followed (the new process died, hung or rejected
-// it; the freeze failed) has its tracking stopped. It returns the
+// successful one they stay frozen for good. A pre-copy whose last round
+// did not follow its first or middle rounds (the new process died, hung
+// or rejected one; the freeze failed) has its tracking stopped. It returns the
 // snapshot's size.
 func (u *Upgrader) endFreeze(s *session, failed bool, log *slog.Logger) (stateBytes int64) {
 	s.mu.Lock()

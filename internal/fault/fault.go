@@ -29,6 +29,10 @@ const (
 	// NewPreRestoring: the new process exits (status 7) while it receives
 	// the first round of a pre-copy handoff, the old process running.
 	NewPreRestoring Step = "new-pre-restoring"
+	// NewMiddleRestoring: the new process exits (status 7) while it
+	// receives the first middle round of a pre-copy handoff, the first
+	// round restored, the old process running.
+	NewMiddleRestoring Step = "new-middle-restoring"
 	// NewRestoring: the new process exits while it receives the state.
 	NewRestoring Step = "new-restoring"
 	// NewReject: the new process rejects the state it received.
@@ -57,6 +61,9 @@ const (
 	// OldKillAfterPreCopy: the old process kills itself (SIGKILL) once it
 	// has sent the first round of a pre-copy handoff, before it freezes.
 	OldKillAfterPreCopy Step = "old-kill-after-pre-copy"
+	// OldKillAfterMiddleRound: the old process kills itself (SIGKILL) once
+	// it has sent a middle round of a pre-copy handoff, before it freezes.
+	OldKillAfterMiddleRound Step = "old-kill-after-middle-round"
 	// OldKillAfterFreeze: the old process kills itself (SIGKILL) once it
 	// has frozen its participants, before it sends anything of the state.
 	OldKillAfterFreeze Step = "old-kill-after-freeze"

@@ -1,11 +1,12 @@
-// Command precopysvc is a service for the end-to-end tests of the two-round
-// (pre-copy) handoff: its state is a table of -entries numbers that a writer
-// changes all the time (step i sets entry i mod N to i), and that moves to
-// the new process in two rounds (state.Participant.PreCopy): the whole table
-// while the writer runs, then, after the freeze, the entries it changed
-// since. Whatever the rounds did, the table a process holds must be the one
-// the writer left at some step L: entry k holds the last i <= L with i mod
-// N = k. Each process checks that after its restore and logs it ("table
+// Command precopysvc is a service for the end-to-end tests of the pre-copy
+// handoff: its state is a table of -entries numbers that a writer changes
+// all the time (step i sets entry i mod N to i), and that moves to the new
+// process in rounds (state.Participant.PreCopy): the whole table while the
+// writer runs, then, still running, the entries it changed during the round
+// before, as long as the upgrader asks for another round, and after the
+// freeze the entries it changed since. Whatever the rounds did, the table
+// a process holds must be the one the writer left at some step L: entry k
+// holds the last i <= L with i mod N = k. Each process checks that after its restore and logs it ("table
 // restored": last, consistent); the old process logs the step it froze at
 // ("table frozen"). GET / answers "pid last".
 package main
@@ -177,7 +178,12 @@ func (t *table) participant() state.Participant {
 					buf = binary.BigEndian.AppendUint64(buf, t.vals[k])
 				}
 				buf = binary.BigEndian.AppendUint64(buf, t.last)
-				t.tracking, t.dirty = false, nil
+				// A middle round (running) starts the tracking over;
+				// the last (frozen) ends it.
+				t.tracking, t.dirty = !t.frozen, nil
+				if t.tracking {
+					t.dirty = make(map[int]bool)
+				}
 				_, err := w.Write(buf)
 				return err
 			},
@@ -266,7 +272,7 @@ func run() error {
 			if res, err := u.Upgrade(context.Background()); err != nil {
 				log.Error("upgrade failed: still serving", "err", err)
 			} else {
-				log.Info("upgraded", "new_pid", res.Pid, "pre_copy_bytes", res.PreCopyBytes, "state_bytes", res.StateBytes)
+				log.Info("upgraded", "new_pid", res.Pid, "pre_copy_bytes", res.PreCopyBytes, "pre_copy_rounds", res.PreCopyRounds, "state_bytes", res.StateBytes)
 			}
 		}
 	}()
