@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"testing"
 )
@@ -21,6 +22,48 @@ func (p *preCopyPair) middleRound(t *testing.T) []byte {
 		t.Fatalf("WritePreCopyDelta = %d, %v; wrote %d bytes", n, err, buf.Len())
 	}
 	return buf.Bytes()
+}
+
+// sendRounds sends, from a goroutine, over conn, the first round of p's
+// pre-copy, then middles middle rounds, then the last after Freeze,
+// calling before(round) before round 2 and on (the last included). The
+// result is the first round's size and the first error.
+func (p *preCopyPair) sendRounds(t *testing.T, conn *net.UnixConn, middles int, before func(round int)) <-chan sendResult {
+	t.Helper()
+	accepts := p.dst.Accepts()
+	sections, err := p.src.PreCopySections(accepts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return goSend(func() (int64, error) {
+		n, err := SendPreCopy(context.Background(), conn, p.src, accepts, sections)
+		for round := 2; round <= 1+middles && err == nil; round++ {
+			before(round)
+			_, err = SendPreCopyDelta(context.Background(), conn, p.src)
+		}
+		if err != nil {
+			return n, err
+		}
+		before(2 + middles)
+		if err := p.src.Freeze(context.Background()); err != nil {
+			return n, err
+		}
+		_, err = SendFor(context.Background(), conn, p.src, accepts)
+		return n, err
+	})
+}
+
+// checkUndone fails t unless the new process's kv had every round undone
+// once, and DiscardPreCopy has nothing left to undo.
+func (p *preCopyPair) checkUndone(t *testing.T) {
+	t.Helper()
+	if p.dstKV.resets != 1 || len(p.dstKV.m) != 0 {
+		t.Errorf("kv reset %d times, holds %d entries; want every round undone", p.dstKV.resets, len(p.dstKV.m))
+	}
+	// The rounds are over: nothing is left to match.
+	if err := p.dst.DiscardPreCopy(); err != nil || p.dstKV.resets != 1 {
+		t.Errorf("DiscardPreCopy afterwards = %v, resets %d", err, p.dstKV.resets)
+	}
 }
 
 // TestPreCopyMiddleRounds: a map that changes before, during and between
@@ -76,33 +119,13 @@ func TestPreCopyMiddleRounds(t *testing.T) {
 	t.Run("transport", func(t *testing.T) {
 		p := newPreCopyPair(t, 40000)
 		old, new := socketPair(t)
-		accepts := p.dst.Accepts()
-		sections, err := p.src.PreCopySections(accepts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sent := goSend(func() (int64, error) {
-			n, err := SendPreCopy(context.Background(), old, p.src, accepts, sections)
-			for round := 1; round <= 2 && err == nil; round++ {
-				change(p, round)
-				_, err = SendPreCopyDelta(context.Background(), old, p.src)
-			}
-			if err != nil {
-				return n, err
-			}
-			change(p, 3)
-			if err := p.src.Freeze(context.Background()); err != nil {
-				return n, err
-			}
-			_, err = SendFor(context.Background(), old, p.src, accepts)
-			return n, err
-		})
+		sent := p.sendRounds(t, old, 2, func(round int) { change(p, round) })
 		for round := range 3 {
 			if _, err := ReceivePreCopy(context.Background(), new, p.dst); err != nil {
 				t.Fatalf("ReceivePreCopy of round %d: %v", round+1, err)
 			}
 		}
-		_, err = Receive(context.Background(), new, p.dst)
+		_, err := Receive(context.Background(), new, p.dst)
 		if res := <-sent; err != nil || res.err != nil {
 			t.Fatalf("Receive = %v; send = %v", err, res.err)
 		}
@@ -220,12 +243,7 @@ func TestPreCopyMiddleRoundFailures(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("ReadPreCopy = %v, want an error saying %q", err, tt.want)
 			}
-			if p.dstKV.resets != 1 || len(p.dstKV.m) != 0 {
-				t.Errorf("kv reset %d times, holds %d entries; want every round undone", p.dstKV.resets, len(p.dstKV.m))
-			}
-			if err := p.dst.DiscardPreCopy(); err != nil || p.dstKV.resets != 1 {
-				t.Errorf("DiscardPreCopy afterwards = %v, resets %d", err, p.dstKV.resets)
-			}
+			p.checkUndone(t)
 		})
 	}
 	t.Run("discard after middle rounds", func(t *testing.T) {

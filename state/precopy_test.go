@@ -147,23 +147,7 @@ func TestPreCopyRoundTrip(t *testing.T) {
 			p := newPreCopyPair(t, tt.entries)
 			p.srcKV.churn()
 			old, new := socketPair(t)
-			accepts := p.dst.Accepts()
-			sections, err := p.src.PreCopySections(accepts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sent := goSend(func() (int64, error) {
-				n, err := SendPreCopy(context.Background(), old, p.src, accepts, sections)
-				if err != nil {
-					return n, err
-				}
-				p.srcKV.set("late", "between the rounds")
-				if err := p.src.Freeze(context.Background()); err != nil {
-					return n, err
-				}
-				_, err = SendFor(context.Background(), old, p.src, accepts)
-				return n, err
-			})
+			sent := p.sendRounds(t, old, 0, func(int) { p.srcKV.set("late", "between the rounds") })
 			finfo, err := ReceivePreCopy(context.Background(), new, p.dst)
 			if err != nil {
 				t.Fatalf("ReceivePreCopy: %v", err)
@@ -234,13 +218,7 @@ func TestPreCopyRoundsMismatch(t *testing.T) {
 			if tt.name != "truncated second round" && !errors.Is(err, ErrPreCopy) {
 				t.Errorf("ReadSnapshot = %v, want ErrPreCopy", err)
 			}
-			if p.dstKV.resets != 1 || len(p.dstKV.m) != 0 {
-				t.Errorf("kv reset %d times, holds %d entries; want the first round undone", p.dstKV.resets, len(p.dstKV.m))
-			}
-			// The rounds are over: nothing is left to match.
-			if err := p.dst.DiscardPreCopy(); err != nil || p.dstKV.resets != 1 {
-				t.Errorf("DiscardPreCopy afterwards = %v, resets %d", err, p.dstKV.resets)
-			}
+			p.checkUndone(t)
 		})
 	}
 	t.Run("whole snapshot as a first round", func(t *testing.T) {

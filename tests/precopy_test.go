@@ -97,141 +97,99 @@ func TestUpgradePreCopy(t *testing.T) {
 		}
 	})
 
-	t.Run("old killed after the first round", func(t *testing.T) {
-		s := start(t, upgradertest.Fault(upgradertest.FaultOldKillAfterPreCopy, 0, 1))
-		old := s.Pid(t)
-		mark := s.Logs.Len()
-		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		if err := upgradertest.WaitExit(old, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		orphan, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "previous generation died before handing over its state: starting with no state"})
-		if err != nil {
-			t.Fatalf("%v\n%s", err, s.Logs)
-		}
-		nw := orphan.Pid
-		wantLine(t, s, upgradertest.Match{Msg: "pre-copy restored", Pid: nw})
-		got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw})
-		if got.Fields["last"] != "0" || got.Fields["consistent"] != "true" {
-			t.Errorf("the orphan restored %v: want its first round undone, an empty table", got.Fields)
-		}
-		if _, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: nw}); err != nil {
-			t.Fatal(err)
-		}
-		if pid := servingPid(t, s); pid != nw {
-			t.Errorf("pid %d serves, want the orphan %d", pid, nw)
-		}
-		if strings.Contains(linesOf(s, old), `msg="participants frozen"`) {
-			t.Errorf("pid %d froze before it was killed", old)
-		}
-		if _, err := s.Upgrade(t, 30*time.Second); err != nil {
-			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
-		}
-	})
+	// The old process killed after a round sent while it runs: the first,
+	// or a middle one (round 2).
+	for _, tt := range []roundFault{
+		{"old killed after the first round", upgradertest.FaultOldKillAfterPreCopy, "1"},
+		{"old killed after a middle round", upgradertest.FaultOldKillAfterMiddleRound, "2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := start(t, upgradertest.Fault(tt.fault, 0, 1))
+			old := s.Pid(t)
+			mark := s.Logs.Len()
+			if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			if err := upgradertest.WaitExit(old, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			orphan, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "previous generation died before handing over its state: starting with no state"})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, s.Logs)
+			}
+			nw := orphan.Pid
+			wantLine(t, s, upgradertest.Match{Msg: "pre-copy restored", Pid: nw, Fields: map[string]string{"round": "1"}})
+			wantLine(t, s, upgradertest.Match{Msg: "pre-copy sent", Pid: old, Fields: map[string]string{"round": tt.round}})
+			got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw})
+			if got.Fields["last"] != "0" || got.Fields["consistent"] != "true" {
+				t.Errorf("the orphan restored %v: want every round undone, an empty table", got.Fields)
+			}
+			if _, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: nw}); err != nil {
+				t.Fatal(err)
+			}
+			if pid := servingPid(t, s); pid != nw {
+				t.Errorf("pid %d serves, want the orphan %d", pid, nw)
+			}
+			if strings.Contains(linesOf(s, old), `msg="participants frozen"`) {
+				t.Errorf("pid %d froze before it was killed", old)
+			}
+			if _, err := s.Upgrade(t, 30*time.Second); err != nil {
+				t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
+			}
+		})
+	}
 
-	t.Run("old killed after a middle round", func(t *testing.T) {
-		s := start(t, upgradertest.Fault(upgradertest.FaultOldKillAfterMiddleRound, 0, 1))
-		old := s.Pid(t)
-		mark := s.Logs.Len()
-		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		if err := upgradertest.WaitExit(old, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		orphan, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "previous generation died before handing over its state: starting with no state"})
-		if err != nil {
-			t.Fatalf("%v\n%s", err, s.Logs)
-		}
-		nw := orphan.Pid
-		wantLine(t, s, upgradertest.Match{Msg: "pre-copy restored", Pid: nw, Fields: map[string]string{"round": "1"}})
-		wantLine(t, s, upgradertest.Match{Msg: "pre-copy sent", Pid: old, Fields: map[string]string{"round": "2"}})
-		got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw})
-		if got.Fields["last"] != "0" || got.Fields["consistent"] != "true" {
-			t.Errorf("the orphan restored %v: want every round undone, an empty table", got.Fields)
-		}
-		if _, err := s.Logs.WaitFrom(mark, 10*time.Second, upgradertest.Match{Msg: "serving", Pid: nw}); err != nil {
-			t.Fatal(err)
-		}
-		if pid := servingPid(t, s); pid != nw {
-			t.Errorf("pid %d serves, want the orphan %d", pid, nw)
-		}
-		if strings.Contains(linesOf(s, old), `msg="participants frozen"`) {
-			t.Errorf("pid %d froze before it was killed", old)
-		}
-		if _, err := s.Upgrade(t, 30*time.Second); err != nil {
-			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
-		}
-	})
+	// The new process dying while it restores the first round, or the
+	// first middle one (round 2).
+	for _, tt := range []roundFault{
+		{"new process dies in the first round", upgradertest.FaultNewPreRestoring, "1"},
+		{"new process dies in a middle round", upgradertest.FaultNewMiddleRestoring, "2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := start(t, upgradertest.Fault(tt.fault, 1, 1))
+			old := s.Pid(t)
+			mark := s.Logs.Len()
+			before := lastStep(t, s)
+			if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			failed, err := s.Logs.WaitFrom(mark, 20*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, s.Logs)
+			}
+			t.Logf("the upgrade failed: %s", failed.Fields["err"])
+			if tt.round == "2" { // the first round went, and another followed it
+				wantLine(t, s, upgradertest.Match{Msg: "new process restored the pre-copy", Pid: old,
+					Fields: map[string]string{"round": "1", "another_round": "true"}})
+			}
+			wantLine(t, s, upgradertest.Match{Msg: "pre-copy stopped", Pid: old})
+			if l := linesOf(s, old); strings.Contains(l, `msg="participants frozen"`) || strings.Contains(l, `msg="table frozen"`) {
+				t.Errorf("pid %d froze although its new process never restored round %s", old, tt.round)
+			}
+			if pid := servingPid(t, s); pid != old {
+				t.Fatalf("pid %d serves, want the old %d", pid, old)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if after := lastStep(t, s); after <= before {
+				t.Errorf("the old process's writer stopped: step %d before the upgrade, %d after", before, after)
+			}
+			nw, err := s.Upgrade(t, 30*time.Second)
+			if err != nil {
+				t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
+			}
+			if got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw}); got.Fields["consistent"] != "true" || got.Fields["last"] == "0" {
+				t.Errorf("after the failed attempt the next one restored %v", got.Fields)
+			}
+		})
+	}
+}
 
-	t.Run("new process dies in a middle round", func(t *testing.T) {
-		s := start(t, upgradertest.Fault(upgradertest.FaultNewMiddleRestoring, 1, 1))
-		old := s.Pid(t)
-		mark := s.Logs.Len()
-		before := lastStep(t, s)
-		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		failed, err := s.Logs.WaitFrom(mark, 20*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
-		if err != nil {
-			t.Fatalf("%v\n%s", err, s.Logs)
-		}
-		t.Logf("the upgrade failed: %s", failed.Fields["err"])
-		wantLine(t, s, upgradertest.Match{Msg: "pre-copy sent", Pid: old, Fields: map[string]string{"round": "2"}})
-		wantLine(t, s, upgradertest.Match{Msg: "pre-copy stopped", Pid: old})
-		if l := linesOf(s, old); strings.Contains(l, `msg="participants frozen"`) || strings.Contains(l, `msg="table frozen"`) {
-			t.Errorf("pid %d froze although its new process never restored the middle round", old)
-		}
-		if pid := servingPid(t, s); pid != old {
-			t.Fatalf("pid %d serves, want the old %d", pid, old)
-		}
-		time.Sleep(50 * time.Millisecond)
-		if after := lastStep(t, s); after <= before {
-			t.Errorf("the old process's writer stopped: step %d before the upgrade, %d after", before, after)
-		}
-		nw, err := s.Upgrade(t, 30*time.Second)
-		if err != nil {
-			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
-		}
-		if got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw}); got.Fields["consistent"] != "true" || got.Fields["last"] == "0" {
-			t.Errorf("after the failed attempt the next one restored %v", got.Fields)
-		}
-	})
-
-	t.Run("new process dies in the first round", func(t *testing.T) {
-		s := start(t, upgradertest.Fault(upgradertest.FaultNewPreRestoring, 1, 1))
-		old := s.Pid(t)
-		mark := s.Logs.Len()
-		before := lastStep(t, s)
-		if err := syscall.Kill(old, syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		failed, err := s.Logs.WaitFrom(mark, 20*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
-		if err != nil {
-			t.Fatalf("%v\n%s", err, s.Logs)
-		}
-		t.Logf("the upgrade failed: %s", failed.Fields["err"])
-		wantLine(t, s, upgradertest.Match{Msg: "pre-copy stopped", Pid: old})
-		if l := linesOf(s, old); strings.Contains(l, `msg="participants frozen"`) || strings.Contains(l, `msg="table frozen"`) {
-			t.Errorf("pid %d froze although its new process never restored the first round", old)
-		}
-		if pid := servingPid(t, s); pid != old {
-			t.Fatalf("pid %d serves, want the old %d", pid, old)
-		}
-		time.Sleep(50 * time.Millisecond)
-		if after := lastStep(t, s); after <= before {
-			t.Errorf("the old process's writer stopped: step %d before the upgrade, %d after", before, after)
-		}
-		nw, err := s.Upgrade(t, 30*time.Second)
-		if err != nil {
-			t.Fatalf("the next upgrade: %v\n%s", err, s.Logs)
-		}
-		if got := wantLine(t, s, upgradertest.Match{Msg: "table restored", Pid: nw}); got.Fields["consistent"] != "true" || got.Fields["last"] == "0" {
-			t.Errorf("after the failed attempt the next one restored %v", got.Fields)
-		}
-	})
+// roundFault is a fault of TestUpgradePreCopy: name, the fault, and the
+// round it strikes after (the old process killed) or in (the new one dying).
+type roundFault struct {
+	name  string
+	fault upgradertest.FaultStep
+	round string
 }
 
 // wantLine returns the first line of s's log matching m, waiting up to

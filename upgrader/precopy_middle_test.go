@@ -5,7 +5,6 @@ package upgrader
 // process dying after one, a middle round that fails to restore.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -94,14 +93,7 @@ func TestPreCopyMiddleRoundsOldSide(t *testing.T) {
 	if dst.count("PreCopy.RestoreDelta") != 4 || live.count("PreCopy.Delta") != 4 || live.count("Freeze") != 1 {
 		t.Errorf("calls: new %v, old %v", dst.calls, live.calls)
 	}
-	if err := o.child.send(message{Type: msgRestored, Attempt: 1}, nil); err != nil {
-		t.Fatal(err)
-	}
-	o.ff.result <- nil
-	got := <-o.done
-	if got.err != nil {
-		t.Fatalf("Upgrade: %v", got.err)
-	}
+	got := o.succeed(t)
 	if got.res.PreCopyRounds != 4 {
 		t.Errorf("Result.PreCopyRounds = %d, want 4", got.res.PreCopyRounds)
 	}
@@ -166,112 +158,5 @@ func TestPreCopyNewDiesInMiddleRound(t *testing.T) {
 	live.set("still running", 1)
 	if _, ok := live.snapshot()["still running"]; !ok {
 		t.Error("the old process's participant stopped changing")
-	}
-}
-
-// TestPreCopyNewSideMiddleRounds: the new process restores middle rounds,
-// confirming each with its number, then the last; it rejects a middle
-// round that fails to restore, undoing every round; it refuses a round
-// out of sequence; and when the old process dies after a middle round it
-// undoes every round and starts as an orphan.
-func TestPreCopyNewSideMiddleRounds(t *testing.T) {
-	t.Run("middle rounds, then the last", func(t *testing.T) {
-		t.Cleanup(func() { goleak.VerifyNone(t) })
-		live, old := newLiveMap(0), newLiveMap(5000)
-		n := startNewSide(t, Options{}, live, old)
-		n.sendPreCopy(t)
-		if m := n.expect(t, msgPreRestored); m.Round != 1 {
-			t.Fatalf("pre-restored of round %d, want 1", m.Round)
-		}
-		for round := 2; round <= 4; round++ {
-			old.set(fmt.Sprintf("key-%07d", round), -round)
-			old.set(fmt.Sprint("new-", round), round)
-			n.sendMiddle(t, round)
-			if m := n.expect(t, msgPreRestored); m.Round != round {
-				t.Fatalf("pre-restored of round %d, want %d", m.Round, round)
-			}
-		}
-		old.set("before the freeze", 5)
-		if err := n.src.Freeze(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		n.sendState(t)
-		got := n.outcome(t)
-		if got.err != nil {
-			t.Fatalf("Restore: %v", got.err)
-		}
-		n.expect(t, msgRestored)
-		if !maps.Equal(live.snapshot(), old.snapshot()) {
-			t.Errorf("restored %d entries, the old process held %d", len(live.snapshot()), len(old.snapshot()))
-		}
-		if live.count("PreCopy.Restore") != 1 || live.count("PreCopy.RestoreDelta") != 4 || live.count("Reset") != 0 {
-			t.Errorf("calls %v", live.calls)
-		}
-	})
-	for _, tt := range []struct {
-		name string
-		then func(t *testing.T, n *newSide, live *liveMap)
-		// want is what Restore says (nil: it succeeds, as an orphan).
-		want     error
-		wantText string
-	}{
-		{name: "middle round fails to restore", want: ErrStateRejected, wantText: "PreCopy.RestoreDelta fails",
-			then: func(t *testing.T, n *newSide, live *liveMap) {
-				live.mu.Lock()
-				live.failRestore = "PreCopy.RestoreDelta"
-				live.mu.Unlock()
-				n.sendMiddle(t, 3)
-				if m := n.expect(t, msgRejected); !strings.Contains(m.Reason, "PreCopy.RestoreDelta fails") {
-					t.Errorf("rejected: %q", m.Reason)
-				}
-			}},
-		{name: "a round out of sequence", want: ErrHandshake, wantText: "round 5, want 3",
-			then: func(t *testing.T, n *newSide, live *liveMap) {
-				mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: 5})
-				mine.Close()
-			}},
-		{name: "old process dies after a middle round",
-			then: func(t *testing.T, n *newSide, live *liveMap) {
-				n.parent.Close()
-				close(n.gone)
-			}},
-		{name: "old process dies during a middle round",
-			then: func(t *testing.T, n *newSide, live *liveMap) {
-				mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: 3})
-				var buf bytes.Buffer
-				if _, err := n.src.WritePreCopyDelta(&buf); err != nil {
-					t.Fatal(err)
-				}
-				mine.Write(transportHeader(2))        // the round follows on the stream
-				mine.Write(buf.Bytes()[:buf.Len()/2]) // killed half-way
-				mine.Close()
-				n.parent.Close()
-				close(n.gone)
-			}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Cleanup(func() { goleak.VerifyNone(t) })
-			live, old := newLiveMap(0), newLiveMap(20000)
-			n := startNewSide(t, Options{}, live, old)
-			n.sendPreCopy(t)
-			n.expect(t, msgPreRestored)
-			old.set("key-0000001", -1)
-			n.sendMiddle(t, 2)
-			n.expect(t, msgPreRestored)
-			for i := range 10000 {
-				old.set(fmt.Sprintf("key-%07d", i), -i)
-			}
-			tt.then(t, n, live)
-			got := n.outcome(t)
-			switch {
-			case tt.want == nil && (got.err != nil || got.info.Bytes != 0):
-				t.Fatalf("Restore: %+v, %v; want an orphan's start with no state", got.info, got.err)
-			case tt.want != nil && (!errors.Is(got.err, tt.want) || !strings.Contains(got.err.Error(), tt.wantText)):
-				t.Fatalf("Restore: %v; want %v saying %q", got.err, tt.want, tt.wantText)
-			}
-			if live.count("Reset") != 1 || len(live.snapshot()) != 0 {
-				t.Errorf("calls %v, %d entries: want every round undone", live.calls, len(live.snapshot()))
-			}
-		})
 	}
 }

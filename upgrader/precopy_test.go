@@ -336,6 +336,21 @@ func (o *oldSide) untilLast(t *testing.T, reg *state.Registry, round int, betwee
 	}
 }
 
+// succeed ends the attempt as a new process does that restored the state
+// and became ready, and returns what Upgrade returned, which succeeded.
+func (o *oldSide) succeed(t *testing.T) upgradeOutcome {
+	t.Helper()
+	if err := o.child.send(message{Type: msgRestored, Attempt: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	o.ff.result <- nil
+	got := <-o.done
+	if got.err != nil {
+		t.Fatalf("Upgrade: %v", got.err)
+	}
+	return got
+}
+
 // socketConn turns a received socket into the stream it is.
 func socketConn(t *testing.T, f *os.File) *net.UnixConn {
 	t.Helper()
@@ -395,14 +410,7 @@ func TestPreCopyOldSide(t *testing.T) {
 	if delta == nil || !delta.Delta {
 		t.Fatalf("second round sections %+v: want live as a delta", info.Sections)
 	}
-	if err := o.child.send(message{Type: msgRestored, Attempt: 1}, nil); err != nil {
-		t.Fatal(err)
-	}
-	o.ff.result <- nil
-	got := <-o.done
-	if got.err != nil {
-		t.Fatalf("Upgrade: %v", got.err)
-	}
+	got := o.succeed(t)
 	if got.res.PreCopyBytes < 20000*10 || got.res.StateBytes >= got.res.PreCopyBytes/10 {
 		t.Errorf("Result: pre-copy %d bytes, state %d bytes; want the second round a fraction of the first", got.res.PreCopyBytes, got.res.StateBytes)
 	}
@@ -718,38 +726,53 @@ func (n *newSide) outcome(t *testing.T) restoreOutcome {
 }
 
 // TestPreCopyNewSide: the new process's side. It says in its state request
-// which sections it takes in two rounds; restores the first round, says
-// "pre-restored", restores the second on top and says "restored". When the
+// which sections it takes in rounds; restores the first round, says
+// "pre-restored", restores each middle round on top, confirming each with
+// its number, then the last, and says "restored". When the
 // first round fails to restore it rejects it; when the old process refuses
 // after it, or sends a second round that does not match, Restore fails and
 // the first round is undone; when the old process dies between the rounds,
 // the new one undoes the first round and starts on its own, as an orphan
 // does (no state file here: no state).
 func TestPreCopyNewSide(t *testing.T) {
-	t.Run("two rounds", func(t *testing.T) {
-		t.Cleanup(func() { goleak.VerifyNone(t) })
-		live, old := newLiveMap(0), newLiveMap(5000)
-		n := startNewSide(t, Options{}, live, old)
-		n.sendPreCopy(t)
-		n.expect(t, msgPreRestored)
-		old.set("key-0000007", -7)
-		old.set("between", 1)
-		if err := n.src.Freeze(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		n.sendState(t)
-		got := n.outcome(t)
-		if got.err != nil {
-			t.Fatalf("Restore: %v", got.err)
-		}
-		n.expect(t, msgRestored)
-		if !maps.Equal(live.snapshot(), old.snapshot()) {
-			t.Errorf("restored %d entries, the old process held %d", len(live.snapshot()), len(old.snapshot()))
-		}
-		if live.count("PreCopy.Restore") != 1 || live.count("PreCopy.RestoreDelta") != 1 || live.count("Reset") != 0 {
-			t.Errorf("calls %v", live.calls)
-		}
-	})
+	// The rounds: the first, none or three middle ones (each confirmed
+	// with its number), the last.
+	for _, middles := range []int{0, 3} {
+		t.Run(fmt.Sprint("middle rounds=", middles), func(t *testing.T) {
+			t.Cleanup(func() { goleak.VerifyNone(t) })
+			live, old := newLiveMap(0), newLiveMap(5000)
+			n := startNewSide(t, Options{}, live, old)
+			n.sendPreCopy(t)
+			if m := n.expect(t, msgPreRestored); m.Round != 1 {
+				t.Fatalf("pre-restored of round %d, want 1", m.Round)
+			}
+			for round := 2; round <= 1+middles; round++ {
+				old.set(fmt.Sprintf("key-%07d", round), -round)
+				old.set(fmt.Sprint("new-", round), round)
+				n.sendMiddle(t, round)
+				if m := n.expect(t, msgPreRestored); m.Round != round {
+					t.Fatalf("pre-restored of round %d, want %d", m.Round, round)
+				}
+			}
+			old.set("key-0000007", -7)
+			old.set("between", 1)
+			if err := n.src.Freeze(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			n.sendState(t)
+			got := n.outcome(t)
+			if got.err != nil {
+				t.Fatalf("Restore: %v", got.err)
+			}
+			n.expect(t, msgRestored)
+			if !maps.Equal(live.snapshot(), old.snapshot()) {
+				t.Errorf("restored %d entries, the old process held %d", len(live.snapshot()), len(old.snapshot()))
+			}
+			if live.count("PreCopy.Restore") != 1 || live.count("PreCopy.RestoreDelta") != 1+middles || live.count("Reset") != 0 {
+				t.Errorf("calls %v", live.calls)
+			}
+		})
+	}
 	t.Run("first round fails to restore", func(t *testing.T) {
 		t.Cleanup(func() { goleak.VerifyNone(t) })
 		live, old := newLiveMap(0), newLiveMap(50)
@@ -766,20 +789,23 @@ func TestPreCopyNewSide(t *testing.T) {
 		}
 	})
 	// After the first round: the old process refuses (its freeze
-	// failed), sends a second round without the delta, or dies.
+	// failed), sends a second round without the delta, or dies. After a
+	// middle round (middle): one fails to restore, comes out of sequence,
+	// or the old process dies after or during one.
 	for _, tt := range []struct {
-		name string
-		then func(t *testing.T, n *newSide)
+		name   string
+		middle bool
+		then   func(t *testing.T, n *newSide, live *liveMap)
 		// want is what Restore says (nil: it succeeds, as an orphan).
 		want     error
 		wantText string
 	}{
 		{name: "refused after the first round", want: ErrStateRejected, wantText: "cannot freeze now",
-			then: func(t *testing.T, n *newSide) {
+			then: func(t *testing.T, n *newSide, live *liveMap) {
 				n.parent.send(message{Type: msgRefused, Reason: "freeze: cannot freeze now"}, nil)
 			}},
 		{name: "second round without the delta", want: state.ErrPreCopy, wantText: "comes whole",
-			then: func(t *testing.T, n *newSide) {
+			then: func(t *testing.T, n *newSide, live *liveMap) {
 				n.src.StopPreCopy() // the old process forgot its first round
 				n.sendState(t)
 				if m := n.expect(t, msgRejected); !strings.Contains(m.Reason, "comes whole") {
@@ -787,7 +813,40 @@ func TestPreCopyNewSide(t *testing.T) {
 				}
 			}},
 		{name: "old process dies between the rounds",
-			then: func(t *testing.T, n *newSide) {
+			then: func(t *testing.T, n *newSide, live *liveMap) {
+				n.parent.Close()
+				close(n.gone)
+			}},
+		{name: "middle round fails to restore", middle: true, want: ErrStateRejected, wantText: "PreCopy.RestoreDelta fails",
+			then: func(t *testing.T, n *newSide, live *liveMap) {
+				live.mu.Lock()
+				live.failRestore = "PreCopy.RestoreDelta"
+				live.mu.Unlock()
+				n.sendMiddle(t, 3)
+				if m := n.expect(t, msgRejected); !strings.Contains(m.Reason, "PreCopy.RestoreDelta fails") {
+					t.Errorf("rejected: %q", m.Reason)
+				}
+			}},
+		{name: "a round out of sequence", middle: true, want: ErrHandshake, wantText: "round 5, want 3",
+			then: func(t *testing.T, n *newSide, live *liveMap) {
+				mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: 5})
+				mine.Close()
+			}},
+		{name: "old process dies after a middle round", middle: true,
+			then: func(t *testing.T, n *newSide, live *liveMap) {
+				n.parent.Close()
+				close(n.gone)
+			}},
+		{name: "old process dies during a middle round", middle: true,
+			then: func(t *testing.T, n *newSide, live *liveMap) {
+				mine := sendSocket(t, n.parent, message{Type: msgPreState, Round: 3})
+				var buf bytes.Buffer
+				if _, err := n.src.WritePreCopyDelta(&buf); err != nil {
+					t.Fatal(err)
+				}
+				mine.Write(transportHeader(2))        // the round follows on the stream
+				mine.Write(buf.Bytes()[:buf.Len()/2]) // killed half-way
+				mine.Close()
 				n.parent.Close()
 				close(n.gone)
 			}},
@@ -795,10 +854,21 @@ func TestPreCopyNewSide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Cleanup(func() { goleak.VerifyNone(t) })
 			live, old := newLiveMap(0), newLiveMap(50)
+			if tt.middle {
+				old = newLiveMap(20000)
+			}
 			n := startNewSide(t, Options{}, live, old)
 			n.sendPreCopy(t)
 			n.expect(t, msgPreRestored)
-			tt.then(t, n)
+			if tt.middle {
+				old.set("key-0000001", -1)
+				n.sendMiddle(t, 2)
+				n.expect(t, msgPreRestored)
+				for i := range 10000 { // a large next round
+					old.set(fmt.Sprintf("key-%07d", i), -i)
+				}
+			}
+			tt.then(t, n, live)
 			got := n.outcome(t)
 			switch {
 			case tt.want == nil && (got.err != nil || got.info.Bytes != 0):
@@ -807,7 +877,7 @@ func TestPreCopyNewSide(t *testing.T) {
 				t.Fatalf("Restore: %v; want %v saying %q", got.err, tt.want, tt.wantText)
 			}
 			if live.count("Reset") != 1 || len(live.snapshot()) != 0 {
-				t.Errorf("calls %v, %d entries: want the first round undone", live.calls, len(live.snapshot()))
+				t.Errorf("calls %v, %d entries: want every round undone", live.calls, len(live.snapshot()))
 			}
 		})
 	}
