@@ -49,6 +49,7 @@ const readPiece = 256 << 10
 type sectionHeader struct {
 	name    string
 	version uint32
+	delta   bool // tagged tagDelta: a PreCopy.Delta
 }
 
 func newDecoder(ctx context.Context, r io.Reader, max int64) *decoder {
@@ -144,8 +145,14 @@ func (d *decoder) header() (Build, error) {
 	// The checksum matched, so these were written on purpose by a
 	// writer that knows a format this one does not.
 	d.flags = binary.BigEndian.Uint16(h[10:])
-	if unknown := d.flags &^ flagAlternates; unknown != 0 {
+	if unknown := d.flags &^ knownFlags; unknown != 0 {
 		return b, d.fail(fmt.Errorf("%w: unknown header flags %#04x", ErrFormatVersion, unknown))
+	}
+	if f := d.flags; f&(f-1) != 0 && f != flagPreCopy|flagDeltas {
+		// More than one flag, but for a middle round of a pre-copy: a
+		// writer of this format never combines them otherwise, so the
+		// header was damaged before its CRC was made.
+		return b, d.corrupt("header flags %#04x cannot be combined", f)
 	}
 	switch l[0] {
 	case 0:
@@ -168,19 +175,23 @@ func (d *decoder) next() (h sectionHeader, end bool, err error) {
 	if err := d.read(tag[:], "record tag"); err != nil {
 		return h, false, err
 	}
-	switch tag[0] {
-	case tagSection:
-		return d.sectionHeader(start)
-	case tagEnd:
+	switch {
+	case tag[0] == tagSection:
+		return d.sectionHeader(tag[0], start)
+	case tag[0] == tagDelta && d.flags&flagDeltas != 0:
+		h, end, err := d.sectionHeader(tag[0], start)
+		h.delta = true
+		return h, end, err
+	case tag[0] == tagEnd:
 		return h, true, d.trailer(start)
 	default:
 		return h, false, d.corrupt("unknown record tag %#02x at byte %d", tag[0], start)
 	}
 }
 
-func (d *decoder) sectionHeader(start int64) (h sectionHeader, end bool, err error) {
+func (d *decoder) sectionHeader(tag byte, start int64) (h sectionHeader, end bool, err error) {
 	p := make([]byte, 2, 2+maxField+8)
-	p[0] = tagSection
+	p[0] = tag
 	if err := d.read(p[1:2], "section name length"); err != nil {
 		return h, false, err
 	}

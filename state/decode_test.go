@@ -81,8 +81,15 @@ func TestDecodeBadInput(t *testing.T) {
 	valid := rawSnapshot(t, rawSection{"a", 0, []byte("hello")})
 	chunkAt := hl + sectionHeaderLen("a") // first chunk header of section a
 
-	withFlags := patch(valid, 10, 0, 2) // bit 1: not defined (bit 0 is flagAlternates)
-	copy(withFlags[hl-4:], be32(crc32.Checksum(withFlags[:hl-4], castagnoli)))
+	// flagged is valid with its header flags set to f, checksummed.
+	flagged := func(f uint16) []byte {
+		out := patch(valid, 10, byte(f>>8), byte(f))
+		copy(out[hl-4:], be32(crc32.Checksum(out[:hl-4], castagnoli)))
+		return out
+	}
+	withFlags := flagged(1 << 3) // bit 3: not defined (bits 0 to 2 are alternates, pre-copy, deltas)
+	// A delta section where the header does not allow one.
+	deltaTag := patch(valid, hl, tagDelta)
 
 	// A section header with a name length byte of n, checksummed.
 	sectionWithNameLen := func(n byte) []byte {
@@ -105,6 +112,12 @@ func TestDecodeBadInput(t *testing.T) {
 		{"other file", []byte("\x89PNG\r\n\x1a\n and more bytes"), Options{}, ErrBadMagic, "PNG"},
 		{"format version", patch(valid, 8, 0, 2), Options{}, ErrFormatVersion, "format 2"},
 		{"flags", withFlags, Options{}, ErrFormatVersion, "flags"},
+		{"flags combined", flagged(flagAlternates | flagDeltas), Options{}, ErrCorrupt, "cannot be combined"},
+		{"pre-copy, deltas and alternates", flagged(flagPreCopy | flagDeltas | flagAlternates), Options{}, ErrCorrupt, "cannot be combined"},
+		{"pre-copy and alternates", flagged(flagPreCopy | flagAlternates), Options{}, ErrCorrupt, "cannot be combined"},
+		{"middle round read whole", flagged(flagPreCopy | flagDeltas), Options{}, ErrPreCopy, "middle round"},
+		{"first round read whole", flagged(flagPreCopy), Options{}, ErrPreCopy, "first or a middle round"},
+		{"delta without the flag", deltaTag, Options{}, ErrCorrupt, "record tag"},
 		{"header checksum", patch(valid, hl-1, valid[hl-1]^1), Options{}, ErrCorrupt, "header checksum"},
 		{"unknown record tag", patch(valid, hl, 'X'), Options{}, ErrCorrupt, "record tag"},
 		{"chunk of 2^31 bytes", patch(valid, chunkAt, 0x80, 0, 0, 0), Options{}, ErrCorrupt, "2147483648"},
@@ -277,7 +290,7 @@ func TestRestoreOutcomes(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		reg := newRegistry(t, Options{}, &blob{name: "a"}, &blob{name: "b"})
-		if _, err := reg.readSnapshot(ctx, bytes.NewReader(valid), true); !errors.Is(err, context.Canceled) {
+		if _, err := reg.readSnapshot(ctx, bytes.NewReader(valid), readRestore); !errors.Is(err, context.Canceled) {
 			t.Errorf("readSnapshot = %v, want context.Canceled", err)
 		}
 	})

@@ -16,6 +16,14 @@
 // snapshot over the socket the new process inherits, as a sealed memfd on
 // Linux up to 256 KiB and streamed on the socket beyond; WriteFile and ReadFile keep it on disk, atomically.
 //
+// A participant with a PreCopy moves in rounds on an upgrade, so that the
+// pause does not grow with its state: SendPreCopy carries a first full copy
+// while it runs (ReceivePreCopy restores it), SendPreCopyDelta, still
+// running, what changed during the round before, as many times as the
+// caller likes, and after Freeze the snapshot of SendFor carries only what
+// changed since the last, as deltas that Receive applies on top
+// (precopy.go). The rounds are one restore, all or nothing.
+//
 // Invariant: a participant's Restore only ever sees bytes whose checksum
 // has been verified, and ReadSnapshot reports success only if every
 // checksum of the snapshot matched and every participant present in it
@@ -27,7 +35,8 @@
 // and by Options.MaxSize for a section being migrated; never by a length
 // read from the input.
 //
-// A panic in a participant's Freeze, Thaw, Capture or Restore is recovered
+// A panic in a participant's Freeze, Thaw, Capture or Restore, or in one of
+// its PreCopy callbacks, is recovered
 // and returned as a *PanicError (ErrParticipantPanicked) naming the
 // participant and the callback, and logged with its stack: a bug in one
 // component fails the handoff instead of killing the process holding the

@@ -105,8 +105,14 @@ func (e *encoder) header(b Build, flags uint16) error {
 // section writes one section whose payload is whatever capture writes.
 // It returns the payload length.
 func (e *encoder) section(name string, version uint32, capture func(io.Writer) error) (int64, error) {
+	return e.tagged(tagSection, name, version, capture)
+}
+
+// tagged writes one section under tag: tagSection, or tagDelta for the
+// delta of a pre-copied section.
+func (e *encoder) tagged(tag byte, name string, version uint32, capture func(io.Writer) error) (int64, error) {
 	p := make([]byte, 0, 2+maxName+8)
-	p = append(p, tagSection, byte(len(name)))
+	p = append(p, tag, byte(len(name)))
 	p = append(p, name...)
 	p = binary.BigEndian.AppendUint32(p, version)
 	p = binary.BigEndian.AppendUint32(p, crc32.Checksum(p, castagnoli))

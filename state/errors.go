@@ -21,8 +21,8 @@ var (
 	// ErrDuplicateParticipant means a Participant with the same name is
 	// already registered.
 	ErrDuplicateParticipant = errors.New("state: participant already registered")
-	// ErrParticipantPanicked means a participant's Freeze, Thaw, Capture
-	// or Restore panicked. The registry recovered, so the process goes on;
+	// ErrParticipantPanicked means a participant's Freeze, Thaw, Capture,
+	// Restore, Reset or PreCopy callback panicked. The registry recovered, so the process goes on;
 	// the error is a *PanicError that names the participant and callback.
 	ErrParticipantPanicked = errors.New("state: participant panicked")
 	// ErrPartialRestore means a snapshot failed to restore and the
@@ -37,6 +37,13 @@ var (
 	// ErrFrozen means the call is not allowed while the registry is frozen
 	// (Register, a second Freeze).
 	ErrFrozen = errors.New("state: registry is frozen")
+	// ErrPreCopy means the rounds of a pre-copy handoff
+	// (Participant.PreCopy) do not match: a delta for a section that the
+	// first round did not restore, a section restored by the first round
+	// and missing from the second or sent whole in it, a first round read
+	// as a whole snapshot or the reverse, or a first round that the writer
+	// or reader cannot take for a section.
+	ErrPreCopy = errors.New("state: pre-copy rounds do not match")
 
 	// ErrUnknownSection means a snapshot holds a section that no
 	// participant of the reading process registered, and the reader's
@@ -84,7 +91,7 @@ var (
 // and, if the panic value is an error, that error.
 type PanicError struct {
 	Participant string // the participant's Name
-	Callback    string // "Freeze", "Thaw", "Capture" or "Restore"
+	Callback    string // "Freeze", "Thaw", "Capture", "Restore", "Reset", or "PreCopy.Want" and the other PreCopy callbacks so named
 	Value       any    // what was passed to panic
 	Stack       []byte // the panicking goroutine's stack (runtime/debug.Stack), for the log
 }

@@ -31,6 +31,7 @@ const (
 	MaxUserVersion = maxField
 
 	tagSection = 'S'
+	tagDelta   = 'D' // a section holding a PreCopy.Delta, only with flagDeltas
 	tagEnd     = 'E'
 
 	chunkHeaderLen = 8  // length u32, CRC u32
@@ -41,6 +42,20 @@ const (
 // alternates: sections of the same name at lower versions, for older
 // readers (PROTOCOL.md).
 const flagAlternates uint16 = 1 << 0
+
+// flagPreCopy, in the header's flags, marks the first round of a pre-copy
+// handoff: every section holds what a PreCopy.Capture wrote, for
+// PreCopy.Restore (ReadPreCopy). flagDeltas marks the last round of one:
+// sections tagged tagDelta hold what a PreCopy.Delta wrote after Freeze,
+// for PreCopy.RestoreDelta. The two together mark a middle round: every
+// section is tagged tagDelta and holds what a PreCopy.Delta wrote while
+// the participant ran (ReadPreCopy). No other flags combine (PROTOCOL.md).
+const (
+	flagPreCopy uint16 = 1 << 1
+	flagDeltas  uint16 = 1 << 2
+
+	knownFlags = flagAlternates | flagPreCopy | flagDeltas
+)
 
 // Build describes the binary that wrote a snapshot, as far as it knows
 // itself through runtime/debug.ReadBuildInfo. Empty fields are unknown: a
@@ -116,4 +131,8 @@ type Section struct {
 	// Bytes is the payload length. It is zero in a Manifest, which is
 	// made before anything is captured.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Delta reports a section of a middle or the last round of a
+	// pre-copy handoff (Participant.PreCopy): what changed since the
+	// round before, applied on top of it by PreCopy.RestoreDelta.
+	Delta bool `json:"delta,omitempty"`
 }

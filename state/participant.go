@@ -67,21 +67,26 @@ type Participant struct {
 	// would be counted twice.
 	Reset func()
 
-	// PreCopy, if set, lets an upgrade move the state in two rounds, as
-	// live migration of a virtual machine does, so that the pause does not
+	// PreCopy, if set, lets an upgrade move the state in rounds, as live
+	// migration of a virtual machine does, so that the pause does not
 	// grow with the size of the state: a first full copy is taken and
-	// restored while the component keeps running, and after Freeze only
-	// what changed since goes over. Nil means one round: Freeze, Capture,
-	// Restore.
+	// restored while the component keeps running, then, still running,
+	// what changed during the round before, as long as that shrinks, and
+	// after Freeze only what changed since the last of those goes over.
+	// Nil means one round: Freeze, Capture, Restore.
 	PreCopy *PreCopy
 }
 
-// PreCopy is a participant's two-round handoff (Participant.PreCopy). In
-// the old process: Want, then Capture while the component runs, then
-// either Freeze and Delta, or Stop (the new process failed before the
-// second round). In the new process: Restore reads what Capture wrote and
-// RestoreDelta, later, what Delta wrote on top of it; the participant's
-// Reset undoes both. All six are required.
+// PreCopy is a participant's handoff in rounds (Participant.PreCopy). In
+// the old process: Want, then Capture while the component runs, then Delta
+// any number of times while it still runs (the middle rounds), then either
+// Freeze and Delta (the last round), or Stop (the upgrade ended before the
+// last round). In the new process: Restore reads what Capture wrote and
+// RestoreDelta, once per later round, what each Delta wrote, on top of
+// what came before; the participant's Reset undoes them all. All six are
+// required. The registry's side is in precopy.go (Registry.PreCopySections,
+// SendPreCopy, SendPreCopyDelta, ReceivePreCopy), the bytes in
+// PROTOCOL.md.
 type PreCopy struct {
 	// Want reports whether a first round is worth its round trip now: a
 	// participant with little state says no, and is captured whole after
@@ -94,20 +99,28 @@ type PreCopy struct {
 	// changes after Capture starts is written again by Delta.
 	Capture func(w io.Writer) error
 
-	// Delta writes, after Freeze, what changed since Capture started, and
-	// ends the tracking.
+	// Delta writes what changed since Capture or the previous Delta
+	// started. While the component runs (a middle round) it starts the
+	// tracking over: what changes from then on goes in the next Delta,
+	// what changes while it writes included; if it fails, only Stop
+	// follows. After Freeze (the last round) it ends the tracking,
+	// whatever it returns.
 	Delta func(w io.Writer) error
 
 	// Stop ends the tracking that Capture started, when the upgrade ends
-	// before Delta.
+	// before the last Delta (Registry.StopPreCopy), after middle rounds
+	// or not. It is called after a Capture or a middle Delta that failed,
+	// too.
 	Stop func()
 
 	// Restore reads what Capture wrote, in the new process. The state it
-	// restores is complete only once RestoreDelta has run.
+	// restores is complete only once RestoreDelta has run for the last
+	// round.
 	Restore func(r io.Reader) error
 
-	// RestoreDelta reads what Delta wrote and applies it on top of what
-	// Restore read.
+	// RestoreDelta reads what one Delta wrote and applies it on top of
+	// what Restore and the RestoreDeltas before read: once per middle
+	// round, and once for the last.
 	RestoreDelta func(r io.Reader) error
 }
 

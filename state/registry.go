@@ -72,6 +72,17 @@ type Registry struct {
 	migrations map[string]*Migrations // section name -> steps
 	frozen     []int                  // positions of frozen participants, in freezing order
 	isFrozen   bool                   // Freeze succeeded and Thaw has not run
+
+	// The pre-copy handoff (precopy.go). In the writer, tracking holds the
+	// positions of the participants whose PreCopy.Capture was called and
+	// neither Delta nor Stop since. In the reader, preRestored holds those
+	// that a first round restored (nil: none was read), and preUndo how
+	// to undo it and the middle rounds after it, until the last round or
+	// DiscardPreCopy.
+	tracking    map[int]bool
+	preBroken   bool // a middle round failed: only StopPreCopy is left
+	preRestored map[int]bool
+	preUndo     undoLog
 }
 
 // NewRegistry returns an empty Registry. It fails with ErrInvalidOptions
@@ -107,7 +118,8 @@ func (r *Registry) Build() Build {
 }
 
 // Register adds p. Its name must be 1 to 64 bytes of [a-z0-9._-] and new to
-// the registry, and it must have Capture and Restore. Sections are written
+// the registry, and it must have Capture and Restore, and, if it has a
+// PreCopy, all six of its functions. Sections are written
 // in registration order. Register fails with ErrFrozen while the registry
 // is frozen, since p would be captured without having been frozen.
 func (r *Registry) Register(p Participant) error {
@@ -116,6 +128,9 @@ func (r *Registry) Register(p Participant) error {
 	}
 	if p.Capture == nil || p.Restore == nil {
 		return fmt.Errorf("%w: %q needs both Capture and Restore", ErrInvalidParticipant, p.Name)
+	}
+	if err := p.PreCopy.check(); err != nil {
+		return fmt.Errorf("%w: %q: %w", ErrInvalidParticipant, p.Name, err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -164,6 +179,10 @@ type Accepts struct {
 	// IgnoreUnknown reports that the reader skips sections missing from
 	// Sections instead of failing.
 	IgnoreUnknown bool `json:"ignore_unknown,omitempty"`
+	// PreCopy lists the sections whose participants take a first round
+	// (Participant.PreCopy), in registration order: a writer pre-copies
+	// only those (PreCopySections). A reader of an older release has none.
+	PreCopy []string `json:"pre_copy,omitempty"`
 }
 
 // Manifest is what a process would write: the format version and each
@@ -192,6 +211,9 @@ func (r *Registry) Accepts() Accepts {
 			a.Sections[p.Name] = m.Reads(p.Version)
 		} else {
 			a.Sections[p.Name] = []uint32{p.Version}
+		}
+		if p.PreCopy != nil {
+			a.PreCopy = append(a.PreCopy, p.Name)
 		}
 	}
 	return a
@@ -329,6 +351,12 @@ func (r *Registry) WriteSnapshot(w io.Writer) (int64, error) {
 // nothing, with the error of a.Check if a cannot read the result. A
 // snapshot written for a reader that accepts the producer's own versions is
 // exactly what WriteSnapshot writes without steps down.
+//
+// After a first round (WritePreCopy, SendPreCopy) it writes the second: the
+// sections the first round held go as deltas (PreCopy.Delta, which ends
+// their tracking; PROTOCOL.md), the others whole, as always. WriteSnapshot
+// and WriteFile, whose reader is unknown, always write every section
+// whole.
 func (r *Registry) WriteSnapshotFor(w io.Writer, a Accepts) (int64, error) {
 	return r.writeSnapshot(context.Background(), w, &a)
 }
@@ -348,12 +376,27 @@ func (r *Registry) writeSnapshot(ctx context.Context, w io.Writer, a *Accepts) (
 			flags |= flagAlternates
 		}
 	}
+	// A second round: only for the reader named, never alternates (one
+	// version per section for a known reader).
+	deltas := a != nil && len(r.tracking) > 0
+	if deltas {
+		flags = flagDeltas
+		if r.preBroken {
+			return 0, fmt.Errorf("write snapshot: %w: a middle round failed, so the deltas would lack what it held (StopPreCopy, then a new upgrade)", ErrPreCopy)
+		}
+	}
 	e := newEncoder(ctx, w, r.opts.MaxSize)
 	defer e.release()
 	if err := e.header(r.build, flags); err != nil {
 		return e.off, fmt.Errorf("write snapshot header: %w", err)
 	}
 	for i, p := range r.parts {
+		if deltas && r.tracking[i] {
+			if err := r.writeDelta(e, p, i, plan[i]); err != nil {
+				return e.off, fmt.Errorf("write the delta of section %q: %w", p.Name, err)
+			}
+			continue
+		}
 		capture := func(w io.Writer) error {
 			return call(r.opts.Logger, p.Name, "Capture", func() error { return p.Capture(w) })
 		}
@@ -475,7 +518,7 @@ type Info struct {
 // wraps ErrPartialRestore and the process must not serve. Info describes
 // what was read up to the error.
 func (r *Registry) ReadSnapshot(rd io.Reader) (Info, error) {
-	return r.readSnapshot(context.Background(), rd, true)
+	return r.readSnapshot(context.Background(), rd, readRestore)
 }
 
 // Verify reads a snapshot from rd like ReadSnapshot but restores nothing:
@@ -484,10 +527,20 @@ func (r *Registry) ReadSnapshot(rd io.Reader) (Info, error) {
 // reads. A registry with no participants and IgnoreUnknown inspects any
 // snapshot.
 func (r *Registry) Verify(rd io.Reader) (Info, error) {
-	return r.readSnapshot(context.Background(), rd, false)
+	return r.readSnapshot(context.Background(), rd, readVerify)
 }
 
-func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool) (Info, error) {
+// readMode says what readSnapshot does with the sections it reads.
+type readMode int
+
+const (
+	readVerify  readMode = iota // verify, restore nothing
+	readRestore                 // Restore, or RestoreDelta on top of a first round
+	readPreCopy                 // a first round (PreCopy.Restore), or a middle one
+	readMiddle                  // a middle round, once its header says so: PreCopy.RestoreDelta
+)
+
+func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, mode readMode) (Info, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d := newDecoder(ctx, rd, r.opts.MaxSize)
@@ -497,10 +550,50 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 	info.Producer, err = d.header()
 	if err != nil {
 		info.Bytes = d.off
+		if mode == readRestore || mode == readPreCopy && r.preRestored != nil {
+			// A round after the first that does not even start
+			// undoes the rounds before: the restore is all or
+			// nothing across them.
+			err = r.preUndoLocked(err)
+		}
 		return info, err
 	}
+	if mode == readPreCopy && d.flags == flagPreCopy|flagDeltas {
+		mode = readMiddle
+	}
 	info.Format = FormatVersion
-	var undo undoLog
+	var rd1 round
+	switch mode {
+	case readRestore:
+		// The restores of a first round, if one was read, are undone
+		// with this round's: the second round completes the first.
+		rd1 = round{undo: r.preUndo, restored: r.preRestored}
+		r.preUndo, r.preRestored = nil, nil
+		if d.flags&flagPreCopy != 0 {
+			info.Bytes = d.off
+			return info, rd1.undo.run(r.opts.Logger, d.fail(fmt.Errorf("%w: the snapshot is the first or a middle round of a pre-copy handoff (ReadPreCopy reads it)", ErrPreCopy)))
+		}
+	case readMiddle:
+		// The rounds before are undone with this one if it fails, and
+		// kept, to complete, if it does not.
+		if r.preRestored == nil {
+			info.Bytes = d.off
+			return info, d.fail(fmt.Errorf("%w: a middle round of a pre-copy handoff, and no first round was restored", ErrPreCopy))
+		}
+		rd1 = round{undo: r.preUndo, restored: r.preRestored}
+		r.preUndo, r.preRestored = nil, nil
+	case readPreCopy:
+		if d.flags&flagPreCopy == 0 {
+			info.Bytes = d.off
+			return info, r.preUndoLocked(d.fail(fmt.Errorf("%w: the snapshot is not the first or a middle round of a pre-copy handoff", ErrPreCopy)))
+		}
+		if r.preRestored != nil {
+			info.Bytes = d.off
+			return info, r.preUndoLocked(d.fail(fmt.Errorf("%w: a first round is restored already; its middle or last rounds or DiscardPreCopy come next", ErrPreCopy)))
+		}
+		rd1.restored = make(map[int]bool)
+	}
+	undo := &rd1.undo
 	// Any failure past this point undoes the restores made so far.
 	fail := func(err error) (Info, error) {
 		info.Bytes = d.off
@@ -518,12 +611,12 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 		if err := order.next(h); err != nil {
 			return fail(d.fail(err))
 		}
-		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version})
+		info.Sections = append(info.Sections, Section{Name: h.name, Version: h.version, Delta: h.delta})
 		s := d.section(h.name)
 		if order.settled {
 			err = s.discard()
 		} else {
-			order.settled, order.pending, err = r.readSection(&info, h, s, restore, &undo, order.alternates)
+			order.settled, order.pending, err = r.readSection(&info, h, s, mode, &rd1, order.alternates)
 		}
 		info.Sections[len(info.Sections)-1].Bytes = s.n
 		if err != nil {
@@ -533,13 +626,39 @@ func (r *Registry) readSnapshot(ctx context.Context, rd io.Reader, restore bool)
 	if order.pending != nil {
 		return fail(d.fail(order.pending))
 	}
+	if mode == readRestore || mode == readMiddle {
+		for i := range rd1.restored {
+			if name := r.parts[i].Name; !order.seen[name] {
+				return fail(d.fail(fmt.Errorf("%w: section %q was restored by the first round and is missing from a later one", ErrPreCopy, name)))
+			}
+		}
+	}
 	info.Bytes = d.off
 	for _, p := range r.parts {
 		if !order.seen[p.Name] {
 			info.Missing = append(info.Missing, p.Name)
 		}
 	}
+	if mode == readPreCopy || mode == readMiddle {
+		r.preUndo, r.preRestored = rd1.undo, rd1.restored
+	}
 	return info, nil
+}
+
+// A round is what one read restored: the undo of its restores and, for a
+// pre-copy handoff, the positions of the participants that its first round
+// restored.
+type round struct {
+	undo     undoLog
+	restored map[int]bool
+}
+
+// preUndoLocked undoes the restores of a first round (and its middle
+// rounds) whose next round failed with cause, and returns cause (joined as undoLog.run joins).
+func (r *Registry) preUndoLocked(cause error) error {
+	undo := r.preUndo
+	r.preUndo, r.preRestored = nil, nil
+	return undo.run(r.opts.Logger, cause)
 }
 
 // sectionOrder checks the order of a snapshot's sections: each name once,
@@ -581,8 +700,9 @@ func (o *sectionOrder) next(h sectionHeader) error {
 // snapshot has alternates: then the section is verified and skipped, and
 // the error is returned as pending, for the case that no alternate of it
 // is readable either.
-func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, restore bool, undo *undoLog, alternates bool) (settled bool, pending, err error) {
+func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, mode readMode, rd *round, alternates bool) (settled bool, pending, err error) {
 	d := s.d
+	undo := &rd.undo
 	i, ok := r.index[h.name]
 	if !ok {
 		if r.opts.UnknownSections != IgnoreUnknown {
@@ -592,6 +712,12 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, re
 		return true, nil, s.discard()
 	}
 	p := r.parts[i]
+	if mode == readPreCopy || mode == readMiddle || h.delta {
+		return true, nil, r.readRound(h, s, mode, p, i, rd)
+	}
+	if mode == readRestore && rd.restored[i] {
+		return false, nil, d.fail(fmt.Errorf("%w: section %q was restored by the first round and comes whole in the second, not as a delta", ErrPreCopy, h.name))
+	}
 	if h.version != p.Version {
 		m := r.migrations[h.name]
 		if m == nil || !m.CanRead(h.version, p.Version) {
@@ -607,7 +733,7 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, re
 			}
 			return false, nil, d.fail(verr)
 		}
-		if !restore {
+		if mode == readVerify {
 			return true, nil, s.discard()
 		}
 		// Migrations work on whole byte slices: buffer the section,
@@ -629,23 +755,64 @@ func (r *Registry) readSection(info *Info, h sectionHeader, s *sectionReader, re
 		}
 		return true, nil, nil
 	}
-	if !restore {
+	if mode == readVerify {
 		return true, nil, s.discard()
 	}
 	if err := undo.record(r.opts.Logger, p); err != nil {
 		return false, nil, d.fail(err)
 	}
-	rerr := r.restore(p, s)
+	return true, nil, r.stream(s, p.Name, "restore", func() error { return r.restore(p, s) })
+}
+
+// readRound reads a section of either round of a pre-copy handoff: in a
+// first round, what PreCopy.Capture wrote, for PreCopy.Restore; in a second,
+// a delta, for PreCopy.RestoreDelta on top of the first round. Neither is
+// migrated: a first round holds only sections the reader takes as they are.
+func (r *Registry) readRound(h sectionHeader, s *sectionReader, mode readMode, p Participant, i int, rd *round) error {
+	d := s.d
+	what := "a first round"
+	if h.delta {
+		what = "a delta"
+	}
+	switch {
+	case p.PreCopy == nil:
+		return d.fail(fmt.Errorf("%w: section %q comes as %s, and its participant here has no PreCopy", ErrPreCopy, h.name, what))
+	case h.version != p.Version:
+		return d.fail(fmt.Errorf("%w: section %q comes as %s at version %d, this binary restores version %d (a pre-copy is never migrated)", ErrPreCopy, h.name, what, h.version, p.Version))
+	case mode == readMiddle && !h.delta:
+		return d.fail(fmt.Errorf("%w: section %q comes whole in a middle round, which holds only deltas", ErrPreCopy, h.name))
+	case mode == readVerify:
+		return s.discard()
+	case h.delta && !rd.restored[i]:
+		return d.fail(fmt.Errorf("%w: a delta for section %q, which no first round restored", ErrPreCopy, h.name))
+	case h.delta:
+		return r.stream(s, p.Name, "restore the delta of", func() error {
+			return call(r.opts.Logger, p.Name, "PreCopy.RestoreDelta", func() error { return p.PreCopy.RestoreDelta(s) })
+		})
+	}
+	if err := rd.undo.record(r.opts.Logger, p); err != nil {
+		return d.fail(err)
+	}
+	rd.restored[i] = true
+	return r.stream(s, p.Name, "restore the first round of", func() error {
+		return call(r.opts.Logger, p.Name, "PreCopy.Restore", func() error { return p.PreCopy.Restore(s) })
+	})
+}
+
+// stream runs restore, which reads section s of participant name, and then
+// verifies the rest of s: a Restore may stop before the end (a decoder that
+// knows its own length). A damaged section is reported as the cause of the
+// failure of restore, which it most likely is.
+func (r *Registry) stream(s *sectionReader, name, what string, restore func() error) error {
+	d := s.d
+	rerr := restore()
 	if d.err != nil {
-		// Restore most likely failed because of this: report the cause.
-		return false, nil, d.err
+		return d.err
 	}
 	if rerr != nil {
-		return false, nil, d.fail(fmt.Errorf("restore %q: %w", h.name, rerr))
+		return d.fail(fmt.Errorf("%s %q: %w", what, name, rerr))
 	}
-	// Restore may stop before the end (a decoder that knows its own
-	// length); the section must still be verified to the end.
-	return true, nil, s.discard()
+	return s.discard()
 }
 
 // restore calls p's Restore, recovering a panic.

@@ -122,7 +122,7 @@ func TestRoundTrip(t *testing.T) {
 			want := Info{
 				Format:   FormatVersion,
 				Producer: currentBuild("release-7"),
-				Sections: []Section{{"small", 1, 5}, {"data", 3, int64(tt.size)}},
+				Sections: []Section{{Name: "small", Version: 1, Bytes: 5}, {Name: "data", Version: 3, Bytes: int64(tt.size)}},
 				Bytes:    int64(len(snap)),
 			}
 			if !reflect.DeepEqual(info, want) {

@@ -80,7 +80,7 @@ func parseTransportHeader(b []byte) (transportHeader, error) {
 // ctx.Err(). After any error the framing of conn is lost (part of a
 // snapshot may have been written): close it.
 func Send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
-	return sendWith(ctx, conn, reg, nil, send)
+	return sendWith(ctx, conn, snapshotFor(reg, nil))
 }
 
 // SendFor is Send for a peer that accepts a (what its Registry.Accepts
@@ -91,7 +91,7 @@ func Send(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error)
 // CheckReadable(a) before freezing; SendFor fails, sending nothing, if it
 // does not hold.
 func SendFor(ctx context.Context, conn *net.UnixConn, reg *Registry, a Accepts) (int64, error) {
-	return sendWith(ctx, conn, reg, &a, send)
+	return sendWith(ctx, conn, snapshotFor(reg, &a))
 }
 
 // SendStream is Send without a memfd, on every platform, whatever the
@@ -101,14 +101,29 @@ func SendFor(ctx context.Context, conn *net.UnixConn, reg *Registry, a Accepts) 
 // same for a snapshot larger than 256 KiB (BenchmarkSendReceive compares
 // the ways).
 func SendStream(ctx context.Context, conn *net.UnixConn, reg *Registry) (int64, error) {
-	return sendWith(ctx, conn, reg, nil, sendStream)
+	return sendVia(ctx, conn, snapshotFor(reg, nil), sendStream)
 }
 
-// sendWith is Send for the reader that accepts a (nil: any reader), with
-// the platform's send replaced, for tests.
-func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts, send func(context.Context, *net.UnixConn, *Registry, *Accepts) (int64, error)) (int64, error) {
+// A writeFunc writes one snapshot to w, stopping between chunks once ctx
+// is done, and returns its length.
+type writeFunc func(ctx context.Context, w io.Writer) (int64, error)
+
+// snapshotFor writes reg's snapshot for the reader that accepts a (nil: any
+// reader).
+func snapshotFor(reg *Registry, a *Accepts) writeFunc {
+	return func(ctx context.Context, w io.Writer) (int64, error) { return reg.writeSnapshot(ctx, w, a) }
+}
+
+// sendWith sends what write writes the platform's way (send).
+func sendWith(ctx context.Context, conn *net.UnixConn, write writeFunc) (int64, error) {
+	return sendVia(ctx, conn, write, send)
+}
+
+// sendVia sends what write writes by send: the platform's way, or, for
+// SendStream and tests, another.
+func sendVia(ctx context.Context, conn *net.UnixConn, write writeFunc, send func(context.Context, *net.UnixConn, writeFunc) (int64, error)) (int64, error) {
 	stop := abortOn(ctx, conn)
-	n, err := send(ctx, conn, reg, a)
+	n, err := send(ctx, conn, write)
 	if !stop() {
 		return n, fmt.Errorf("send snapshot: %w", ctx.Err())
 	}
@@ -129,8 +144,14 @@ func sendWith(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts
 // lost and, as with ReadSnapshot, the restores made are undone (unless the
 // error wraps ErrPartialRestore): do not report ready.
 func Receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
+	return receiveWith(ctx, conn, reg, readRestore)
+}
+
+// receiveWith is Receive reading the snapshot in mode: a whole one or the
+// last round (readRestore), or a first or middle round (readPreCopy).
+func receiveWith(ctx context.Context, conn *net.UnixConn, reg *Registry, mode readMode) (Info, error) {
 	stop := abortOn(ctx, conn)
-	info, err := receive(ctx, conn, reg)
+	info, err := receive(ctx, conn, reg, mode)
 	if !stop() {
 		return info, fmt.Errorf("receive snapshot: %w", ctx.Err())
 	}
@@ -157,19 +178,20 @@ const streamBuffer = 64 << 10
 
 // sendStream writes a stream header and then the snapshot itself to conn,
 // through a buffer.
-func sendStream(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
+func sendStream(ctx context.Context, conn *net.UnixConn, write writeFunc) (int64, error) {
 	if _, err := conn.Write(transportHeader{kind: kindStream}.marshal()); err != nil {
 		return 0, fmt.Errorf("write transport header: %w", err)
 	}
 	w := bufio.NewWriterSize(conn, streamBuffer)
-	n, err := reg.writeSnapshot(ctx, w, a)
+	n, err := write(ctx, w)
 	if err == nil {
 		err = w.Flush()
 	}
 	return n, err
 }
 
-// receiveStream decodes a snapshot that follows the header on conn.
-func receiveStream(ctx context.Context, conn io.Reader, reg *Registry) (Info, error) {
-	return reg.readSnapshot(ctx, conn, true)
+// receiveStream decodes, in mode, a snapshot that follows the header on
+// conn.
+func receiveStream(ctx context.Context, conn io.Reader, reg *Registry, mode readMode) (Info, error) {
+	return reg.readSnapshot(ctx, conn, mode)
 }

@@ -53,9 +53,9 @@ var errNoMemfd = errors.New("memfd unavailable")
 // there, it goes in a sealed memfd (or, if memfd_create fails, on the
 // stream); past that, the stream header goes out, then what was buffered,
 // and the rest of the capture streams behind it.
-func send(ctx context.Context, conn *net.UnixConn, reg *Registry, a *Accepts) (int64, error) {
+func send(ctx context.Context, conn *net.UnixConn, write writeFunc) (int64, error) {
 	sp := &spillWriter{max: memfdMax, conn: conn}
-	n, err := reg.writeSnapshot(ctx, sp, a)
+	n, err := write(ctx, sp)
 	if err == nil {
 		err = sp.flush()
 	}
@@ -139,7 +139,7 @@ func sendMemfd(conn *net.UnixConn, snap []byte) error {
 	return nil
 }
 
-func receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, error) {
+func receive(ctx context.Context, conn *net.UnixConn, reg *Registry, mode readMode) (Info, error) {
 	hdr, fds, err := readHeader(conn)
 	// Every fd received is closed here unless handed on (set to -1).
 	defer func() {
@@ -157,14 +157,14 @@ func receive(ctx context.Context, conn *net.UnixConn, reg *Registry) (Info, erro
 		if len(fds) != 0 {
 			return Info{}, fmt.Errorf("%w: %d fds came with a stream header", ErrTransport, len(fds))
 		}
-		return receiveStream(ctx, conn, reg)
+		return receiveStream(ctx, conn, reg, mode)
 	default: // kindMemfd; parseTransportHeader admits no other.
 		if len(fds) != 1 {
 			return Info{}, fmt.Errorf("%w: %d fds came with a memfd header, want 1", ErrTransport, len(fds))
 		}
 		fd := fds[0]
 		fds[0] = -1
-		return receiveMemfd(ctx, fd, hdr.size, reg)
+		return receiveMemfd(ctx, fd, hdr.size, reg, mode)
 	}
 }
 
@@ -215,8 +215,8 @@ func parseRights(oob []byte) []int {
 }
 
 // receiveMemfd checks the memfd fd, takes ownership of it, and restores
-// reg from it.
-func receiveMemfd(ctx context.Context, fd int, size uint64, reg *Registry) (Info, error) {
+// reg from it in mode.
+func receiveMemfd(ctx context.Context, fd int, size uint64, reg *Registry, mode readMode) (Info, error) {
 	f := os.NewFile(uintptr(fd), "memfd:baton-snapshot")
 	defer f.Close()
 	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
@@ -238,7 +238,7 @@ func receiveMemfd(ctx context.Context, fd int, size uint64, reg *Registry) (Info
 	}
 	src, unmap := mapMemfd(f, st.Size)
 	defer unmap()
-	info, err := reg.readSnapshot(ctx, src, true)
+	info, err := reg.readSnapshot(ctx, src, mode)
 	if err == nil && info.Bytes != st.Size {
 		return info, fmt.Errorf("%w: memfd holds %d bytes after the snapshot", ErrCorrupt, st.Size-info.Bytes)
 	}

@@ -129,7 +129,7 @@ func TestSendFallsBackToStream(t *testing.T) {
 		t.Fatalf("header %+v, %v; want the stream kind", h, err)
 	}
 	dst := &blob{name: "a"}
-	if _, err := receiveStream(context.Background(), new, newRegistry(t, Options{}, dst)); err != nil {
+	if _, err := receiveStream(context.Background(), new, newRegistry(t, Options{}, dst), readRestore); err != nil {
 		t.Fatal(err)
 	}
 	if res := <-done; res.err != nil || string(dst.got) != "hello" {
@@ -175,9 +175,9 @@ func TestSendChoosesBySize(t *testing.T) {
 				if len(fds) != 1 {
 					t.Fatalf("%d fds with the memfd header", len(fds))
 				}
-				_, err = receiveMemfd(context.Background(), fds[0], h.size, rreg)
+				_, err = receiveMemfd(context.Background(), fds[0], h.size, rreg, readRestore)
 			} else {
-				_, err = receiveStream(context.Background(), new, rreg)
+				_, err = receiveStream(context.Background(), new, rreg, readRestore)
 			}
 			if err != nil {
 				t.Fatal(err)

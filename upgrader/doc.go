@@ -25,6 +25,14 @@
 // process that dies or fails Options.HealthCheck is rolled back and the old
 // process serves again with everything it had (ErrRolledBack).
 //
+// A participant with state.Participant.PreCopy moves in rounds, so that the
+// pause of background work does not grow with its state: a first full copy
+// goes to the new process while the old one runs, then, while the rounds
+// shrink, what changed during the round before, and only what changed
+// since the last of them goes after the freeze (upgrader/PROTOCOL.md,
+// "Pre-copy"). Without such a participant the handoff is one round, as
+// before.
+//
 // # Lifecycle
 //
 // One Upgrader exists per process (tableflip allows no second one):

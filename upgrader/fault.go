@@ -18,10 +18,14 @@ const (
 	faultNewCrashServing = faults.NewCrashServing
 	faultOldKill         = faults.OldKill
 
-	faultOldKillAfterFreeze = faults.OldKillAfterFreeze
-	faultNewSlowReady       = faults.NewSlowReady
-	faultOldKillAfterReady  = faults.OldKillAfterReady
-	faultOldKillMidDrain    = faults.OldKillMidDrain
+	faultOldKillAfterFreeze      = faults.OldKillAfterFreeze
+	faultOldKillAfterPreCopy     = faults.OldKillAfterPreCopy
+	faultOldKillAfterMiddleRound = faults.OldKillAfterMiddleRound
+	faultNewPreRestoring         = faults.NewPreRestoring
+	faultNewMiddleRestoring      = faults.NewMiddleRestoring
+	faultNewSlowReady            = faults.NewSlowReady
+	faultOldKillAfterReady       = faults.OldKillAfterReady
+	faultOldKillMidDrain         = faults.OldKillMidDrain
 )
 
 // fault fails the process at step if BATON_FAULT names it for this

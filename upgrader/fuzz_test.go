@@ -21,9 +21,14 @@ import (
 
 func FuzzDecodeMessage(f *testing.F) {
 	accepts := state.Accepts{Formats: []uint16{1}, Sections: map[string][]uint32{"demo.kv": {1, 2}}}
+	preCopy := state.Accepts{Formats: []uint16{1}, Sections: map[string][]uint32{"worker.tasks": {1}}, PreCopy: []string{"worker.tasks"}}
 	for _, m := range []message{
 		{Type: msgHello, Pid: 42, Attempt: 1},
 		{Type: msgStateRequest, Accepts: &accepts},
+		{Type: msgStateRequest, Accepts: &preCopy},
+		{Type: msgPreState},
+		{Type: msgPreRestored, Attempt: 1, Round: 1},
+		{Type: msgPreState, Round: 2},
 		{Type: msgState},
 		{Type: msgNoState},
 		{Type: msgRefused, Reason: "the new binary cannot read this process's state"},
@@ -39,7 +44,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	}
 	for _, s := range []string{``, `{}`, `null`, `[]`, `{"v":2,"type":"hello"}`, `{"v":1,"type":""}`,
 		`{"v":1,"type":"hello","pid":1e100}`, `{"v":1,"type":"final","counters":{"a":-1}}`,
-		`{"v":1,"type":"state-request","accepts":{"formats":[70000]}}`, "{\"v\":1,\"type\":\"\xff\"}"} {
+		`{"v":1,"type":"state-request","accepts":{"formats":[70000]}}`,
+		`{"v":1,"type":"state-request","accepts":{"formats":[1],"pre_copy":[""]}}`, "{\"v\":1,\"type\":\"\xff\"}"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

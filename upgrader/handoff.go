@@ -79,11 +79,22 @@ func parseHandoffEnv(s string) (handoffEnv, error) {
 // new process restores and reports "restored" (or "rejected"), then ready.
 // If it is not ready in the end, the old process thaws; once it is ready the
 // old process never thaws again.
+//
+// With participants that move in rounds (state.Participant.PreCopy), and
+// a new process that takes them (state.Accepts.PreCopy), the old process
+// first sends "pre-state" and the first round, without freezing anything;
+// the new process restores it and says "pre-restored" (or "rejected").
+// Then the old one either sends another "pre-state", a middle round, still
+// running (what changed during the round before; nextRound decides), or
+// freezes and sends "state" with the last round: what changed since the
+// round before.
 
 // Message types of the handoff protocol.
 const (
 	msgHello        = "hello"         // new -> old: I started; pid, attempt
 	msgStateRequest = "state-request" // new -> old: send state; the versions I read
+	msgPreState     = "pre-state"     // old -> new: a first or middle round follows, captured while I run; round
+	msgPreRestored  = "pre-restored"  // new -> old: that round restored; send another, or freeze and send the rest
 	msgState        = "state"         // old -> new: the snapshot follows (memfd or stream)
 	msgNoState      = "no-state"      // old -> new: nothing to hand over
 	msgRefused      = "refused"       // old -> new: cannot hand over; reason
@@ -138,6 +149,10 @@ type message struct {
 	// ReadyGate, on msgState and msgNoState, says that the old process
 	// answers msgReadyRequest.
 	ReadyGate bool `json:"ready_gate,omitempty"`
+	// Round, on msgPreState and msgPreRestored, numbers the rounds of a
+	// pre-copy sent while the old process runs: 1 the first, 2 and on
+	// the middle ones.
+	Round int `json:"round,omitempty"`
 	// ProbationMillis, on msgReadyGo, is the old process's probation: the
 	// new process serves on probation, and writes tableflip's ready byte
 	// only at msgCommit.

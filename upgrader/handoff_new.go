@@ -106,7 +106,8 @@ func (u *Upgrader) restore(ctx context.Context) (state.Info, error) {
 
 // receiveState is the new side of the state half of the handoff: it asks
 // the previous generation for the state, restores it and confirms it (or
-// says why it rejects it).
+// says why it rejects it). With a pre-copy, it restores the first round
+// and confirms it first, and the snapshot that follows is the second.
 func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 	fault(faultNewListening, u.gen, u.startAttempt)
 	log := u.log.With("upgrade", u.startID)
@@ -115,11 +116,18 @@ func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	conn, err := u.requestState(c, log)
-	if err != nil && hungUp(err) && u.parentDied() {
+	kind, conn, err := u.requestState(c, log)
+	if err == nil && kind == msgPreState {
+		conn, err = u.receivePreCopy(ctx, c, conn, log)
+	}
+	if err != nil && (errors.Is(err, errParentDied) || hungUp(err) && u.parentDied()) {
 		return u.restoreOrphaned(log, err)
 	}
 	if err != nil || conn == nil {
+		// The first round, if one was restored, goes with the rest.
+		if derr := u.reg.DiscardPreCopy(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("%w: undoing the first round: %w", ErrStateRejected, derr))
+		}
 		return state.Info{}, err
 	}
 	info, err := state.Receive(ctx, conn, u.reg)
@@ -131,11 +139,7 @@ func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 		err = errors.New("rejected by fault injection")
 	}
 	if err != nil {
-		reason := err.Error()
-		if serr := c.send(message{Type: msgRejected, Reason: reason}, nil); serr != nil {
-			log.Warn("handoff: telling the previous generation failed", "err", serr)
-		}
-		return info, fmt.Errorf("%w: %w", ErrStateRejected, err)
+		return info, u.reject(c, log, err)
 	}
 	if err := c.send(message{Type: msgRestored}, nil); err != nil {
 		if !u.parentDied() {
@@ -152,6 +156,61 @@ func (u *Upgrader) receiveState(ctx context.Context) (state.Info, error) {
 	}
 	log.Info("state restored", "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
 	return info, nil
+}
+
+// errParentDied marks a transfer cut short because the previous generation
+// died: this process starts on its own (restoreOrphaned).
+var errParentDied = errors.New("the previous generation died")
+
+// reject tells the previous generation that this process cannot use the
+// state (err), and returns the error Restore fails with.
+func (u *Upgrader) reject(c handoffConn, log *slog.Logger, err error) error {
+	if serr := c.send(message{Type: msgRejected, Reason: err.Error()}, nil); serr != nil {
+		log.Warn("handoff: telling the previous generation failed", "err", serr)
+	}
+	return fmt.Errorf("%w: %w", ErrStateRejected, err)
+}
+
+// receivePreCopy restores the first round of a pre-copy from conn, and
+// each middle round after it, the previous generation running meanwhile;
+// confirms each ("pre-restored", with its round number); and waits for the
+// last round, whose stream socket it returns. A round that fails to
+// restore is rejected (the registry has undone every round); an error
+// after one leaves it to receiveState to undo them.
+func (u *Upgrader) receivePreCopy(ctx context.Context, c handoffConn, conn *net.UnixConn, log *slog.Logger) (*net.UnixConn, error) {
+	for round := 1; ; round++ {
+		start := time.Now()
+		if round == 1 {
+			fault(faultNewPreRestoring, u.gen, u.startAttempt)
+		} else if round == 2 {
+			fault(faultNewMiddleRestoring, u.gen, u.startAttempt)
+		}
+		info, err := state.ReceivePreCopy(ctx, conn, u.reg)
+		conn.Close()
+		if err != nil && ctx.Err() == nil && u.parentDied() {
+			return nil, fmt.Errorf("%w: %w", errParentDied, err)
+		}
+		if err != nil {
+			return nil, u.reject(c, log, err)
+		}
+		log.Info("pre-copy restored", "round", round, "bytes", info.Bytes, "sections", len(info.Sections), "took", time.Since(start))
+		if err := c.send(message{Type: msgPreRestored, Round: round}, nil); err != nil {
+			return nil, fmt.Errorf("%w: confirming the pre-copy: %w", ErrHandshake, err)
+		}
+		var kind string
+		kind, conn, err = u.awaitState(c, log, round+1)
+		switch {
+		case err != nil:
+			return nil, err
+		case kind == msgState:
+			return conn, nil
+		case kind != msgPreState:
+			if conn != nil {
+				conn.Close()
+			}
+			return nil, fmt.Errorf("%w: %q message after the pre-copy, want %q or %q", ErrHandshake, kind, msgPreState, msgState)
+		}
+	}
 }
 
 // hungUp reports whether err says the peer's end of the handoff socket is
@@ -171,6 +230,10 @@ func hungUp(err error) bool {
 // run again). Without a state file it starts with no state, as a first
 // start does. Either way it says so.
 func (u *Upgrader) restoreOrphaned(log *slog.Logger, cause error) (state.Info, error) {
+	// A first round restored before the death is not the state either.
+	if err := u.reg.DiscardPreCopy(); err != nil {
+		return state.Info{}, fmt.Errorf("%w: undoing the first round of the pre-copy: %w", ErrStateRejected, err)
+	}
 	if u.opts.StateFile != "" {
 		log.Warn("previous generation died before handing over its state: restoring the state file",
 			"path", u.opts.StateFile, "err", cause)
@@ -181,14 +244,22 @@ func (u *Upgrader) restoreOrphaned(log *slog.Logger, cause error) (state.Info, e
 }
 
 // requestState sends the state request, saying which versions this binary
-// reads, and waits for the answer: the stream socket the snapshot comes
-// on, or nil and no error if the previous generation hands over no state.
-// Every file that came with the answer and is not returned is closed.
-func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn, error) {
+// reads (and which sections it takes in rounds), and waits for the
+// answer (awaitState).
+func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (string, *net.UnixConn, error) {
 	accepts := u.reg.Accepts()
 	if err := c.send(message{Type: msgStateRequest, Accepts: &accepts}, nil); err != nil {
-		return nil, fmt.Errorf("%w: asking for the state: %w", ErrHandshake, err)
+		return "", nil, fmt.Errorf("%w: asking for the state: %w", ErrHandshake, err)
 	}
+	return u.awaitState(c, log, 1)
+}
+
+// awaitState waits for the previous generation's answer about the state:
+// msgState or msgPreState (of the round expected) with the stream socket
+// the snapshot or a round of it comes on, or msgNoState and no socket if
+// it hands over no state. Every file that came with the answer and is not
+// returned is closed.
+func (u *Upgrader) awaitState(c handoffConn, log *slog.Logger, round int) (string, *net.UnixConn, error) {
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	m, oobn, err := c.recv(oob)
 	files := rights(oob[:oobn])
@@ -198,28 +269,33 @@ func (u *Upgrader) requestState(c handoffConn, log *slog.Logger) (*net.UnixConn,
 		}
 	}()
 	if err != nil {
-		return nil, fmt.Errorf("%w: waiting for the state: %w", ErrHandshake, err)
+		return "", nil, fmt.Errorf("%w: waiting for the state: %w", ErrHandshake, err)
 	}
-	u.readyGate = m.ReadyGate
 	switch m.Type {
 	case msgNoState:
+		u.readyGate = m.ReadyGate
 		log.Info("previous generation handed over no state")
-		return nil, nil
+		return m.Type, nil, nil
 	case msgRefused:
-		return nil, fmt.Errorf("%w: the previous generation refused: %s", ErrStateRejected, m.Reason)
+		return "", nil, fmt.Errorf("%w: the previous generation refused: %s", ErrStateRejected, m.Reason)
 	case msgState:
+		u.readyGate = m.ReadyGate
+	case msgPreState:
+		if m.Round != round {
+			return "", nil, fmt.Errorf("%w: pre-copy round %d, want %d", ErrHandshake, m.Round, round)
+		}
 	default:
-		return nil, fmt.Errorf("%w: unexpected %q message", ErrHandshake, m.Type)
+		return "", nil, fmt.Errorf("%w: unexpected %q message", ErrHandshake, m.Type)
 	}
 	if len(files) != 1 {
-		return nil, fmt.Errorf("%w: state message with %d files", ErrHandshake, len(files))
+		return "", nil, fmt.Errorf("%w: %s message with %d files", ErrHandshake, m.Type, len(files))
 	}
 	conn, err := fileUnixConn(files[0])
 	files = nil // fileUnixConn closed it
 	if err != nil {
-		return nil, fmt.Errorf("%w: state socket: %v", ErrHandshake, err)
+		return "", nil, fmt.Errorf("%w: %s socket: %v", ErrHandshake, m.Type, err)
 	}
-	return conn, nil
+	return m.Type, conn, nil
 }
 
 // readFinalStream reads the final counts that did not fit a datagram from

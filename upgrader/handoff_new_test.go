@@ -202,11 +202,18 @@ func answerState(b []byte) func(t *testing.T, p handoffConn) {
 // snapshot goes.
 func sendStateSocket(t *testing.T, p handoffConn) *net.UnixConn {
 	t.Helper()
+	return sendSocket(t, p, message{Type: msgState})
+}
+
+// sendSocket is sendStateSocket for a message of type typ: msgState, or
+// msgPreState for the first round of a pre-copy.
+func sendSocket(t *testing.T, p handoffConn, m message) *net.UnixConn {
+	t.Helper()
 	mine, theirs, err := streamPair()
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = p.send(message{Type: msgState}, unix.UnixRights(int(theirs.Fd())))
+	err = p.send(m, unix.UnixRights(int(theirs.Fd())))
 	theirs.Close()
 	if err != nil {
 		mine.Close()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -36,6 +37,19 @@ type session struct {
 	frozen     bool
 	frozenAt   time.Time
 	stateBytes int64
+	// Set by sendPreCopy and sendMiddleRound: the reader's accepts, for
+	// the last round; whether the first round went (preCopied) and a
+	// round awaits "pre-restored" (preAwaited); the rounds sent while
+	// running (first and middle: preRounds), their bytes in all
+	// (preBytes); the last one's bytes, the one's before it, and when the
+	// last one's send began, for the decision after it (nextRound).
+	accepts              state.Accepts
+	preCopied            bool
+	preAwaited           bool
+	preRounds            int
+	preBytes             int64
+	lastRound, prevRound int64
+	roundStart           time.Time
 
 	// The probation: serving closes when the new process says it serves
 	// on probation; rollback says why it failed (nil: it did not);
@@ -159,7 +173,7 @@ func (s *session) drainQueued() {
 		if !ok {
 			return
 		}
-		if m.Type == msgStateRequest || m.Type == msgReadyRequest {
+		if m.Type == msgStateRequest || m.Type == msgPreRestored || m.Type == msgReadyRequest {
 			continue // too late: the process is gone
 		}
 		s.handle(m)
@@ -180,10 +194,26 @@ func (s *session) handle(m message) {
 			s.events(Event{Step: StepChildStarted, Pid: m.Pid})
 		case msgStateRequest:
 			s.setStep("state")
-			frozen := s.sendState(s.ctx, m)
+			s.answerStateRequest(s.ctx, m)
+		case msgPreRestored:
 			s.mu.Lock()
-			s.frozen = s.frozen || frozen
+			awaited := s.preAwaited && m.Round == s.preRounds
+			if awaited {
+				s.preAwaited = false
+			}
+			round, n, prev, took := s.preRounds, s.lastRound, s.prevRound, time.Since(s.roundStart)
 			s.mu.Unlock()
+			if !awaited {
+				s.log.Warn("handoff: unexpected message", "type", m.Type, "round", m.Round)
+				return
+			}
+			again := nextRound(round, n, prev, took)
+			s.log.Info("new process restored the pre-copy", "round", round, "bytes", n, "round_took", took, "another_round", again)
+			if again {
+				s.sendMiddleRound(s.ctx)
+				return
+			}
+			s.sendState(s.ctx)
 		case msgRestored:
 			s.setStep("ready")
 		case msgReadyRequest:
@@ -248,9 +278,10 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-// sendState answers a state request on the old side. It returns whether the
-// participants are now frozen.
-func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
+// answerStateRequest answers a state request on the old side: it refuses a
+// new process that cannot read the state; else it sends the first round of
+// a pre-copy if one is worth it, and the whole state otherwise.
+func (s *session) answerStateRequest(ctx context.Context, req message) {
 	u := s.u
 	var accepts state.Accepts
 	if req.Accepts != nil {
@@ -258,8 +289,131 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	}
 	if err := u.reg.CheckReadable(accepts); err != nil {
 		s.refuse(fmt.Sprintf("the new binary cannot read this process's state: %v", err))
+		return
+	}
+	s.mu.Lock()
+	s.accepts = accepts
+	s.mu.Unlock()
+	sections, err := u.reg.PreCopySections(accepts)
+	if err != nil {
+		s.notePanic(err)
+		s.refuse(err.Error())
+		return
+	}
+	if len(sections) > 0 {
+		s.sendPreCopy(ctx, sections)
+		return
+	}
+	s.sendState(ctx)
+}
+
+// sendPreCopy sends the first round of a pre-copy, the participants
+// running: a "pre-state" message with a fresh stream socket, the round on
+// it. The new process answers "pre-restored", and sendState follows, or
+// "rejected", or dies; the upgrade's end stops the tracking
+// (endFreeze).
+func (s *session) sendPreCopy(ctx context.Context, sections []string) {
+	u := s.u
+	start := time.Now()
+	mine := s.offerSocket(message{Type: msgPreState, Round: 1})
+	if mine == nil {
+		return
+	}
+	defer mine.Close()
+	s.mu.Lock()
+	s.preCopied = true
+	accepts := s.accepts
+	s.mu.Unlock()
+	n, err := state.SendPreCopy(ctx, mine, u.reg, accepts, sections)
+	if err != nil {
+		s.sendFailed(ctx, "the pre-copy", "the first round of its state", err)
+		return
+	}
+	s.sentRound(start, n)
+	s.log.Info("pre-copy sent", "round", 1, "bytes", n, "sections", sections, "took", time.Since(start))
+	fault(faultOldKillAfterPreCopy, u.gen, s.attempt)
+}
+
+// The decision after each round sent while running (nextRound), by
+// measurement (BENCHMARKS.md, "Scale: tasks"): the last round, after the
+// freeze, holds what changed during the round before it, so another round
+// while running pays when that round was not small and the rounds shrink.
+const (
+	// maxMiddleRounds is the most middle rounds after the first: each
+	// costs a round trip and the time to restore it, and a state that
+	// changes as fast as it moves converges no further.
+	maxMiddleRounds = 4
+	// smallRound is the size of a round below which the next is the
+	// last: sending and restoring 64 KiB takes a few milliseconds.
+	smallRound = 64 << 10
+	// quickRound is the time from a round's send to its "pre-restored"
+	// below which the next is the last: it holds what changed in that
+	// time only.
+	quickRound = 5 * time.Millisecond
+)
+
+// nextRound reports whether another middle round should follow round
+// (1 is the first) of n bytes, the round before it of prev bytes (0 for
+// the first), which took took from its send to its "pre-restored": not
+// after maxMiddleRounds middle rounds, not after a small or quick round
+// (the last round will be small too), and not unless the round shrank to
+// less than 4/5 of the one before (it does not converge: another round
+// would cost what this one did).
+func nextRound(round int, n, prev int64, took time.Duration) bool {
+	switch {
+	case round > maxMiddleRounds:
+		return false
+	case n <= smallRound || took <= quickRound:
+		return false
+	case round > 1 && n*5 >= prev*4:
 		return false
 	}
+	return true
+}
+
+// sentRound records that a round of n bytes went, its send begun at start,
+// and awaits its "pre-restored".
+func (s *session) sentRound(start time.Time, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.preRounds++
+	s.preAwaited, s.preBytes = true, s.preBytes+n
+	s.prevRound, s.lastRound, s.roundStart = s.lastRound, n, start
+}
+
+// sendMiddleRound sends a middle round of a pre-copy, the participants
+// running: a "pre-state" message with its round number and a fresh stream
+// socket, on it what changed since the round before (state.SendPreCopyDelta).
+// As after the first round, "pre-restored" or the end of the attempt
+// follows.
+func (s *session) sendMiddleRound(ctx context.Context) {
+	u := s.u
+	start := time.Now()
+	s.mu.Lock()
+	round := s.preRounds + 1
+	s.mu.Unlock()
+	mine := s.offerSocket(message{Type: msgPreState, Round: round})
+	if mine == nil {
+		return
+	}
+	defer mine.Close()
+	n, err := state.SendPreCopyDelta(ctx, mine, u.reg)
+	if err != nil {
+		s.sendFailed(ctx, "a middle round of the pre-copy", "a middle round of its state", err)
+		return
+	}
+	s.sentRound(start, n)
+	s.log.Info("pre-copy sent", "round", round, "bytes", n, "took", time.Since(start))
+	fault(faultOldKillAfterMiddleRound, u.gen, s.attempt)
+}
+
+// sendState freezes the participants and sends the snapshot: all of it, or,
+// after a first round, the second (state.SendFor writes the deltas).
+func (s *session) sendState(ctx context.Context) {
+	u := s.u
+	s.mu.Lock()
+	accepts := s.accepts
+	s.mu.Unlock()
 	start := time.Now()
 	u.stateMu.Lock()
 	err := u.reg.Freeze(ctx)
@@ -267,41 +421,25 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	if err != nil {
 		s.notePanic(err)
 		s.refuse(fmt.Sprintf("freeze: %v", err))
-		return false
+		return
 	}
 	s.mu.Lock()
-	s.frozenAt = start
+	s.frozen, s.frozenAt = true, start
 	s.mu.Unlock()
 	s.log.Info("participants frozen", "took", time.Since(start))
 	fault(faultOldKillAfterFreeze, u.gen, s.attempt)
 
-	mine, theirs, err := streamPair()
-	if err != nil {
-		s.refuse(fmt.Sprintf("socket pair: %v", err))
-		return true
+	mine := s.offerSocket(message{Type: msgState, ReadyGate: true})
+	if mine == nil {
+		return
 	}
 	defer mine.Close()
-	err = s.conn.send(message{Type: msgState, ReadyGate: true}, unix.UnixRights(int(theirs.Fd())))
-	theirs.Close()
-	if err != nil {
-		s.log.Warn("handoff: sending the state socket failed", "err", err)
-		return true
-	}
 	// SendFor, not Send: a new process of an older release (a rollback)
 	// gets each section at the version it reads, migrated down.
 	n, err := state.SendFor(ctx, mine, u.reg, accepts)
 	if err != nil {
-		s.notePanic(err)
-		s.log.Warn("handoff: sending the snapshot failed", "err", err)
-		if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
-			// This process could not produce the snapshot (too large,
-			// a Capture failed): that is the reason the upgrade
-			// fails, not the new process's "unexpected EOF", and
-			// not a timeout or the new process dying, which the
-			// upgrade reports as such.
-			s.setReject(fmt.Sprintf("this process could not send its state: %v", err))
-		}
-		return true
+		s.sendFailed(ctx, "the snapshot", "its state", err)
+		return
 	}
 	s.mu.Lock()
 	s.stateBytes = n
@@ -309,7 +447,38 @@ func (s *session) sendState(ctx context.Context, req message) (frozen bool) {
 	s.log.Info("state sent", "bytes", n, "capture_and_send", time.Since(start))
 	s.events(Event{Step: StepStateSent, Bytes: n})
 	fault(faultOldKill, u.gen, s.attempt)
-	return true
+}
+
+// sendFailed reports that sending what (for the log; reason, for the
+// upgrade's error) failed with err. If this process could not produce it
+// (too large, a Capture failed), that is the reason the upgrade fails, not
+// the new process's "unexpected EOF"; not so for a timeout or the new
+// process dying, which the upgrade reports as such.
+func (s *session) sendFailed(ctx context.Context, what, reason string, err error) {
+	s.notePanic(err)
+	s.log.Warn("handoff: sending "+what+" failed", "err", err)
+	if ctx.Err() == nil && !errors.Is(err, unix.EPIPE) && !errors.Is(err, unix.ECONNRESET) {
+		s.setReject(fmt.Sprintf("this process could not send %s: %v", reason, err))
+	}
+}
+
+// offerSocket sends m with one end of a fresh stream socket pair, on which
+// the state (or its first round) follows, and returns the other end; nil if
+// it could not, having refused or logged why.
+func (s *session) offerSocket(m message) *net.UnixConn {
+	mine, theirs, err := streamPair()
+	if err != nil {
+		s.refuse(fmt.Sprintf("socket pair: %v", err))
+		return nil
+	}
+	err = s.conn.send(m, unix.UnixRights(int(theirs.Fd())))
+	theirs.Close()
+	if err != nil {
+		mine.Close()
+		s.log.Warn("handoff: sending the "+m.Type+" socket failed", "err", err)
+		return nil
+	}
+	return mine
 }
 
 // notePanic names the participant whose callback panicked as the step the

@@ -199,15 +199,7 @@ func testProbation(t *testing.T, dies, unhealthy bool) {
 // reads have 10 s.
 func playRestore(t *testing.T, child handoffConn, pid int, ps ...state.Participant) {
 	t.Helper()
-	reg, err := state.NewRegistry(state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range append([]state.Participant{newCounters().participant(), (&history{}).participant()}, ps...) {
-		if err := reg.Register(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	reg := childRegistry(t, ps...)
 	accepts := reg.Accepts()
 	child.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for _, m := range []message{{Type: msgHello, Pid: pid, Attempt: 1}, {Type: msgStateRequest, Accepts: &accepts}} {
@@ -232,6 +224,22 @@ func playRestore(t *testing.T, child handoffConn, pid int, ps ...state.Participa
 	if err := child.send(message{Type: msgRestored, Attempt: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// childRegistry returns the registry of a new process played by a test:
+// the upgrader's own sections and ps.
+func childRegistry(t *testing.T, ps ...state.Participant) *state.Registry {
+	t.Helper()
+	reg, err := state.NewRegistry(state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append([]state.Participant{newCounters().participant(), (&history{}).participant()}, ps...) {
+		if err := reg.Register(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reg
 }
 
 // sleeper starts a real process to stand for the new one: its pid is what

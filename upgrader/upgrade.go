@@ -21,8 +21,16 @@ type Result struct {
 	// Duration is the time from the trigger to the new process being ready:
 	// with Options.Probation, to the end of the probation.
 	Duration time.Duration
-	// StateBytes is the size of the snapshot handed over.
+	// StateBytes is the size of the snapshot handed over: after a
+	// pre-copy, of its last round, sent after the freeze.
 	StateBytes int64
+	// PreCopyBytes is the size of the rounds of a pre-copy handoff
+	// (state.Participant.PreCopy) sent while this process ran, the first
+	// and the middle ones together; zero without one.
+	PreCopyBytes int64
+	// PreCopyRounds is the number of those rounds: 1 for the first
+	// alone, plus one per middle round.
+	PreCopyRounds int
 }
 
 // Upgrade starts the binary now at the process's own path, hands it the
@@ -221,7 +229,11 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 		reason, status := attemptFailure(ctx, s, err)
 		return fail(step, pid, reason, status)
 	}
-	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes}
+	s.mu.Lock()
+	preBytes, preRounds := s.preBytes, s.preRounds
+	s.mu.Unlock()
+	res := Result{Pid: pid, Generation: u.gen + 1, Duration: time.Since(start), StateBytes: stateBytes,
+		PreCopyBytes: preBytes, PreCopyRounds: preRounds}
 	log.Info("upgrade succeeded: new process is ready", "child_pid", pid, "duration", res.Duration)
 	return res, nil
 }
@@ -342,11 +354,19 @@ func (u *Upgrader) killChild(s *session, log *slog.Logger, why string) {
 
 // endFreeze ends the freeze the session began, if it did: after a failed
 // attempt the participants thaw and this process carries on; after a
-// successful one they stay frozen for good. It returns the snapshot's size.
+// successful one they stay frozen for good. A pre-copy whose last round
+// did not follow its first or middle rounds (the new process died, hung
+// or rejected one; the freeze failed) has its tracking stopped. It returns the
+// snapshot's size.
 func (u *Upgrader) endFreeze(s *session, failed bool, log *slog.Logger) (stateBytes int64) {
 	s.mu.Lock()
-	frozen, frozenAt, stateBytes := s.frozen, s.frozenAt, s.stateBytes
+	frozen, frozenAt, stateBytes, preCopied := s.frozen, s.frozenAt, s.stateBytes, s.preCopied
 	s.mu.Unlock()
+	if preCopied {
+		if err := u.reg.StopPreCopy(); err != nil {
+			log.Error("stopping the pre-copy: a participant panicked; the others were stopped", "err", err)
+		}
+	}
 	if !frozen {
 		return stateBytes
 	}

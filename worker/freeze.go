@@ -32,14 +32,16 @@ func (s *Supervisor) Register(reg *state.Registry) error {
 // undoes a Restore when a later section of the snapshot fails, which
 // spares the registry a capture of every task before the Restore.
 //
-// Its PreCopy moves the tasks in two rounds when there are enough of them
-// (2000, orphans included) for the second round trip to pay: a first copy
-// taken while the tasks run, a slice of them per hold of the lock, then,
-// after Freeze, only the tasks that changed since (ran, checkpointed,
-// paused, added, removed, ...), so that the pause grows with the rate of
-// change rather than with the number of tasks. In the new process the
-// supervisor refuses Run, Capture and Restore (ErrPreCopyIncomplete)
-// between the two rounds; Reset undoes both.
+// Its PreCopy moves the tasks in rounds when there are enough of them
+// (2000, orphans included) for the round trips to pay: a first copy taken
+// while the tasks run, a slice of them per hold of the lock, then, still
+// running, the middle rounds the upgrader asks for, each the tasks that
+// changed during the round before (ran, checkpointed, paused, added,
+// removed, ...), and after Freeze only the tasks that changed since the
+// last of them, so that the pause grows with the rate of change rather
+// than with the number of tasks. In the new process the supervisor
+// refuses Run, Capture and Restore (ErrPreCopyIncomplete) until the last
+// round; Reset undoes them all.
 func (s *Supervisor) Participant() state.Participant {
 	return state.Participant{
 		Name:    s.opts.Name,

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,17 +21,26 @@ import (
 // where a task's record changes: dispatch, finish, Checkpoint, Pause,
 // Resume, RunNow, Add, a status change, a possible duplicate, the move of
 // a task in Supervisor.all), and every task or orphan removed is listed
-// (markRemovedLocked). After Freeze, Delta writes the dirty tasks' records
-// and the removed IDs, and ends the tracking. A dirty task is left out of
-// the base: the delta has it, so that no task is in the base twice.
+// (markRemovedLocked). Delta writes the dirty tasks' records and the
+// removed IDs: while the supervisor runs, as a middle round, after which
+// the tracking starts over (the bits cleared, new lists: what changes from
+// then on goes in the next round); after Freeze, as the last, which ends
+// the tracking. A run in flight at a middle round goes as in flight (to
+// run again), and its finish marks its task dirty again, so that a later
+// round carries what it did. A dirty task is left out of the base: the
+// delta has it, so that no task is in the base twice.
 //
 // In the new process, the base restores as a snapshot does (plan, then
 // apply) and leaves the supervisor awaiting its delta (Supervisor.pcr):
-// Run, Capture and Restore fail until RestoreDelta or Reset. RestoreDelta
-// undoes what the base did for each ID the delta names (removed, or
-// written again) and restores the delta's records over it as Restore
-// would, all or nothing, queueing the tasks it changed; the queue is not
-// rebuilt, so the delta costs what changed, not what there is.
+// Run, Capture and Restore fail until the RestoreDelta of the last round
+// or Reset. RestoreDelta, once per round, undoes what the base and the
+// rounds before did for each ID the delta names (removed, or written
+// again) and restores the delta's records over it as Restore would, all
+// or nothing, queueing the tasks it changed; the queue is not rebuilt, so
+// a delta costs what changed, not what there is. A delta says whether it
+// is the last (written after Freeze); a middle one leaves the supervisor
+// awaiting the next, so that Run cannot start on a state that a later
+// round would change under it. Reset undoes the base and every delta.
 
 // preCopyMinTasks is the number of tasks (orphans included) from which
 // Want asks for a first round: below it, a full capture after Freeze
@@ -288,24 +298,48 @@ func (c *chunkWriter) items(kind byte, n int, b []byte) {
 	}
 }
 
-// preCopyDelta writes, after Freeze, what changed since the first round
-// started, and ends the tracking.
+// preCopyDelta writes what changed since the first round or the previous
+// Delta began: after Freeze the last round, which ends the tracking; while
+// the supervisor runs a middle one, which starts the tracking over. A
+// middle round is encoded under the lock and written without it, so that
+// the scheduler waits for the encoding only, not for the reader.
 func (s *Supervisor) preCopyDelta(w io.Writer) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.deltaLocked(w)
+	if s.frozen || s.pc == nil {
+		defer s.mu.Unlock()
+		return s.deltaLocked(w, true)
+	}
+	pc := s.pc
+	var buf bytes.Buffer
+	err := s.deltaLocked(&buf, false)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if _, err := buf.WriteTo(w); err != nil {
+		// The tracking started over with what this round holds: a
+		// later round would lack it.
+		s.mu.Lock()
+		if s.pc == pc && pc.stale == "" {
+			pc.stale = "a middle round could not be written"
+			pc.removed = nil
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("worker: pre-copy delta: %w", err)
+	}
+	return nil
 }
 
-// deltaLocked is preCopyDelta with the lock held.
-func (s *Supervisor) deltaLocked(w io.Writer) error {
+// deltaLocked is preCopyDelta with the lock held, writing the last round
+// or a middle one.
+func (s *Supervisor) deltaLocked(w io.Writer, last bool) error {
 	pc := s.pc
-	switch {
-	case pc == nil:
+	if pc == nil {
 		return fmt.Errorf("%w: Delta without a first round (Capture), or after Stop", ErrNoPreCopy)
-	case !s.frozen:
-		return fmt.Errorf("%w: Delta before Freeze: the tasks would change after it", ErrNoPreCopy)
 	}
-	defer s.stopPreCopyLocked()
+	if last {
+		defer s.stopPreCopyLocked()
+	}
 	if pc.stale != "" {
 		return fmt.Errorf("%w: the tracking of the first round broke: %s", ErrNoPreCopy, pc.stale)
 	}
@@ -321,6 +355,11 @@ func (s *Supervisor) deltaLocked(w io.Writer) error {
 	hdr := appendHeader(nil, nowWall, s.lastFinish, s.totals)
 	hdr = binary.AppendUvarint(hdr, uint64(len(pc.removed)))
 	hdr = binary.AppendUvarint(hdr, uint64(live))
+	var lastFlag uint64 // 1: the last round
+	if last {
+		lastFlag = 1
+	}
+	hdr = binary.AppendUvarint(hdr, lastFlag)
 	if _, err := w.Write(deltaMagic[:]); err != nil {
 		return fmt.Errorf("worker: pre-copy delta: %w", err)
 	}
@@ -337,12 +376,13 @@ func (s *Supervisor) deltaLocked(w io.Writer) error {
 		}
 	}
 	cw.items(chunkRemoved, n, items)
+	pc.removed = nil // a middle round: the next lists what is removed from here on
 	items, n = items[:0], 0
 	// The hints, the tasks' positions here, in the order of the records:
 	// the next process registers its tasks in the same order, mostly.
 	hints := make([]byte, 0, min(chunkTarget, 3*live))
 	for _, t := range pc.dirty {
-		t.pc &^= pcDirty // the tracking ends here
+		t.pc &^= pcDirty // the tracking ends, or starts over, here
 		if t.removed {
 			continue
 		}
@@ -384,6 +424,8 @@ func (s *Supervisor) deltaLocked(w io.Writer) error {
 type preCopyStream struct {
 	snapshot
 	removed []string
+	// last: a delta written after Freeze, the last round.
+	last bool
 	// hints are the positions of the records' tasks in the old process,
 	// one per record, or none.
 	hints []uint64
@@ -418,6 +460,13 @@ func readPreCopy(r io.Reader, delta bool) (*preCopyStream, error) {
 	var nremoved, nrecords uint64
 	if delta {
 		nremoved, nrecords = d.uvarint(), d.uvarint()
+		switch b := d.uvarint(); {
+		case d.err != nil:
+		case b > 1:
+			d.err = fmt.Errorf("last flag %d", b)
+		default:
+			ps.last = b == 1
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = errors.New("trailing bytes")
@@ -664,8 +713,12 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 	now := s.opts.now()
 	pcr, u := s.pcr, s.undo
 	next := &restoreUndo{}
-	if u != nil {
-		u.next = next
+	if u != nil { // at the end of the chain: the base's, then each round's
+		last := u
+		for last.next != nil {
+			last = last.next
+		}
+		last.next = next
 	}
 	for i := range plan.items { // the registered tasks written again
 		if t := plan.items[i].t; t != nil {
@@ -684,8 +737,8 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 			// Removed in the old process: back as before the base.
 			delete(pcr.skipped, t)
 			t.pc &^= pcBase
-			if i := u.savedIndex(t); i >= 0 {
-				s.putBackLocked(u.saved[i])
+			if sv, ok := u.savedOf(t); ok {
+				s.putBackLocked(sv)
 			} else {
 				s.unrestoreLocked(t, now)
 			}
@@ -742,10 +795,12 @@ func (s *Supervisor) applyDeltaLocked(ps *preCopyStream, plan deltaPlan) {
 		}
 	}
 	s.prevLastFinish = ps.lastFinish
-	s.restored = true
-	s.awaitFirst.Store(true)
-	s.pcr = nil
-	s.log.Info("worker: restored pre-copy delta", "tasks", len(plan.items), "removed", len(ps.removed),
+	if ps.last {
+		s.restored = true
+		s.awaitFirst.Store(true)
+		s.pcr = nil
+	}
+	s.log.Info("worker: restored pre-copy delta", "last", ps.last, "tasks", len(plan.items), "removed", len(ps.removed),
 		"data_tasks_created", len(rp.creates), "dropped", len(rp.dropped), "tasks_now", len(s.all),
 		"orphaned", len(s.orphans), "captured", time.Unix(0, ps.captured))
 	if rp.clamped > 0 {

@@ -440,6 +440,20 @@ func equivalenceRound(t *testing.T, w *eqWorld, old *Supervisor) {
 		w.op(old)
 		time.Sleep(time.Duration(w.rng.IntN(3)) * time.Millisecond)
 	}
+	// Middle rounds while old runs, its runs in flight among them, with
+	// changes between them.
+	var middles [][]byte
+	for range w.rng.IntN(4) {
+		var mid bytes.Buffer
+		if err := old.preCopyDelta(&mid); err != nil {
+			t.Fatal(err)
+		}
+		middles = append(middles, mid.Bytes())
+		for range w.rng.IntN(10) {
+			w.op(old)
+			time.Sleep(time.Duration(w.rng.IntN(3)) * time.Millisecond)
+		}
+	}
 	if err := old.Freeze(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +461,7 @@ func equivalenceRound(t *testing.T, w *eqWorld, old *Supervisor) {
 	// run cut off by the freeze bound may end between two captures.
 	var delta, full bytes.Buffer
 	old.mu.Lock()
-	errD := old.deltaLocked(&delta)
+	errD := old.deltaLocked(&delta, true)
 	errF := old.captureLocked(&full)
 	old.mu.Unlock()
 	if errD != nil || errF != nil {
@@ -462,11 +476,37 @@ func equivalenceRound(t *testing.T, w *eqWorld, old *Supervisor) {
 	if err := a.preCopyRestore(bytes.NewReader(base)); err != nil {
 		t.Fatal(err)
 	}
+	for i, mid := range middles {
+		if err := a.preCopyRestoreDelta(bytes.NewReader(mid)); err != nil {
+			t.Fatalf("middle round %d: %v", i+1, err)
+		}
+	}
 	if err := a.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Restore(bytes.NewReader(full.Bytes())); err != nil {
 		t.Fatal(err)
+	}
+	if len(middles) > 0 {
+		// Reset after the middle rounds undoes them all, and the base.
+		r := w.newSide(t, clk)
+		fresh := viewOf(t, r)
+		if err := r.preCopyRestore(bytes.NewReader(base)); err != nil {
+			t.Fatal(err)
+		}
+		for _, mid := range middles {
+			if err := r.preCopyRestoreDelta(bytes.NewReader(mid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.Reset()
+		if r.pcr != nil {
+			t.Fatal("awaiting a delta after Reset")
+		}
+		sameView(t, viewOf(t, r), fresh)
+		if t.Failed() {
+			t.Fatalf("Reset after %d middle rounds left changes", len(middles))
+		}
 	}
 	vb := viewOf(t, b)
 	t.Log("b ok")
@@ -476,7 +516,7 @@ func equivalenceRound(t *testing.T, w *eqWorld, old *Supervisor) {
 	}
 	sameView(t, va, vb)
 	if t.Failed() {
-		t.Logf("base %d bytes, delta %d bytes, full %d bytes", len(base), delta.Len(), full.Len())
+		t.Logf("base %d bytes, %d middle rounds, delta %d bytes, full %d bytes", len(base), len(middles), delta.Len(), full.Len())
 	}
 }
 
@@ -538,7 +578,7 @@ func (c *handoffCase) freezeAndCheck(base []byte) {
 	}
 	var delta, full bytes.Buffer
 	c.old.mu.Lock()
-	errD := c.old.deltaLocked(&delta)
+	errD := c.old.deltaLocked(&delta, true)
 	errF := c.old.captureLocked(&full)
 	c.old.mu.Unlock()
 	if errD != nil || errF != nil {
@@ -793,11 +833,12 @@ func TestPreCopyOutOfOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := bytes.Clone(buf.Bytes())
-	if err := old.preCopyDelta(io.Discard); !errors.Is(err, ErrNoPreCopy) || !strings.Contains(err.Error(), "Freeze") {
-		t.Fatalf("Delta before Freeze: %v", err)
+	var mid bytes.Buffer
+	if err := old.preCopyDelta(&mid); err != nil {
+		t.Fatalf("Delta before Freeze (a middle round): %v", err)
 	}
 	if old.pc == nil {
-		t.Fatal("a refused Delta ended the tracking")
+		t.Fatal("a middle round ended the tracking")
 	}
 	old.preCopyStop()
 	checkNoTracking(t, old)
@@ -836,6 +877,15 @@ func TestPreCopyOutOfOrder(t *testing.T) {
 	} {
 		if !errors.Is(err, ErrPreCopyIncomplete) {
 			t.Errorf("%s before RestoreDelta: %v", what, err)
+		}
+	}
+	// A middle round leaves the tasks incomplete, and may come again.
+	for range 2 {
+		if err := nw.preCopyRestoreDelta(bytes.NewReader(mid.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		if err := nw.Run(context.Background()); !errors.Is(err, ErrPreCopyIncomplete) {
+			t.Errorf("Run after a middle round: %v", err)
 		}
 	}
 	if err := nw.preCopyRestoreDelta(bytes.NewReader(delta.Bytes())); err != nil {
@@ -923,7 +973,7 @@ func richCase(t *testing.T) (c *handoffCase, base, delta, full []byte) {
 	}
 	var db, fb bytes.Buffer
 	old.mu.Lock()
-	errD, errF := old.deltaLocked(&db), old.captureLocked(&fb)
+	errD, errF := old.deltaLocked(&db, true), old.captureLocked(&fb)
 	old.mu.Unlock()
 	if errD != nil || errF != nil {
 		t.Fatal(errD, errF)
@@ -1003,7 +1053,7 @@ func TestPreCopyCorruptDelta(t *testing.T) {
 	}
 	hdr := func(removed, records uint64) []byte {
 		b := appendHeader(nil, 1, 2, totals{})
-		return binary.AppendUvarint(binary.AppendUvarint(b, removed), records)
+		return binary.AppendUvarint(binary.AppendUvarint(binary.AppendUvarint(b, removed), records), 1)
 	}
 	rec := func(r record) []byte {
 		b := append([]byte{chunkRecords}, 1)
@@ -1023,6 +1073,7 @@ func TestPreCopyCorruptDelta(t *testing.T) {
 		{"a task twice", preCopyStreamBytes(deltaMagic, hdr(0, 2), rec(good), rec(good)), ErrCorrupt},
 		{"fewer hints than records", preCopyStreamBytes(deltaMagic, hdr(0, 2), rec(good), rec(record{id: "r2", kind: "reg"}),
 			[]byte{chunkHints, 1, 0}), ErrCorrupt},
+		{"a last flag neither 0 nor 1", preCopyStreamBytes(deltaMagic, binary.AppendUvarint(hdr(0, 0)[:len(hdr(0, 0))-1], 2)), ErrCorrupt},
 		{"a base for a delta", base, ErrCorrupt},
 		{"a snapshot for a delta", full, ErrCorrupt},
 		{"state this binary cannot read", preCopyStreamBytes(deltaMagic, hdr(0, 1),

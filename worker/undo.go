@@ -19,8 +19,9 @@ type restoreUndo struct {
 	// prevLastFinish, restored and awaitFirst as they were.
 	prevLastFinish       int64
 	restored, awaitFirst bool
-	// next is what a pre-copy delta applied on top of the Restore adds
-	// to undo: the tasks it gave progress, saved and created.
+	// next is what the first pre-copy delta applied on top of the
+	// Restore adds to undo (the tasks it gave progress, saved and
+	// created), and its next the second delta's, and so on.
 	next *restoreUndo
 }
 
@@ -80,9 +81,9 @@ func (s *Supervisor) Reset() {
 	}
 	s.pcr = nil
 	s.staleLocked("a Reset replaced the tasks")
-	rounds := []*restoreUndo{u}
-	if u.next != nil {
-		rounds = append(rounds, u.next)
+	var rounds []*restoreUndo
+	for r := u; r != nil; r = r.next {
+		rounds = append(rounds, r)
 	}
 	// The created data tasks first: a Restore's matched holds them too,
 	// and the loop below skips them once removed.
@@ -137,12 +138,15 @@ func (s *Supervisor) putBackLocked(sv savedTask) {
 	s.counts[sv.t.status]++
 }
 
-// savedIndex returns the index of t in u.saved, or -1.
-func (u *restoreUndo) savedIndex(t *task) int {
-	if u == nil {
-		return -1
+// savedOf returns the copy of t that u or the first of its next rounds
+// saved: t as it was before the Restore and its deltas.
+func (u *restoreUndo) savedOf(t *task) (savedTask, bool) {
+	for ; u != nil; u = u.next {
+		if i := slices.IndexFunc(u.saved, func(sv savedTask) bool { return sv.t == t }); i >= 0 {
+			return u.saved[i], true
+		}
 	}
-	return slices.IndexFunc(u.saved, func(sv savedTask) bool { return sv.t == t })
+	return savedTask{}, false
 }
 
 // unrestoreLocked puts t back as Add left it, with its first schedule from

@@ -26,6 +26,13 @@ const (
 	NewStart Step = "new-start"
 	// NewListening: the new process exits after taking its listeners.
 	NewListening Step = "new-listening"
+	// NewPreRestoring: the new process exits (status 7) while it receives
+	// the first round of a pre-copy handoff, the old process running.
+	NewPreRestoring Step = "new-pre-restoring"
+	// NewMiddleRestoring: the new process exits (status 7) while it
+	// receives the first middle round of a pre-copy handoff, the first
+	// round restored, the old process running.
+	NewMiddleRestoring Step = "new-middle-restoring"
 	// NewRestoring: the new process exits while it receives the state.
 	NewRestoring Step = "new-restoring"
 	// NewReject: the new process rejects the state it received.
@@ -51,6 +58,12 @@ const (
 	// new one and takes the service back. It names the old process's
 	// generation and attempt, like OldKill.
 	HealthCheckFails Step = "health-check-fails"
+	// OldKillAfterPreCopy: the old process kills itself (SIGKILL) once it
+	// has sent the first round of a pre-copy handoff, before it freezes.
+	OldKillAfterPreCopy Step = "old-kill-after-pre-copy"
+	// OldKillAfterMiddleRound: the old process kills itself (SIGKILL) once
+	// it has sent a middle round of a pre-copy handoff, before it freezes.
+	OldKillAfterMiddleRound Step = "old-kill-after-middle-round"
 	// OldKillAfterFreeze: the old process kills itself (SIGKILL) once it
 	// has frozen its participants, before it sends anything of the state.
 	OldKillAfterFreeze Step = "old-kill-after-freeze"

@@ -30,7 +30,7 @@ func Inject(step Step, gen, attempt int) {
 			fmt.Fprintf(os.Stderr, "baton fault: crashing now: %s pid=%d\n", point(step, gen, attempt), os.Getpid())
 			os.Exit(7)
 		})
-	case OldKill, OldKillAfterFreeze, OldKillAfterReady, OldKillMidDrain, OldKillMidCapture:
+	case OldKill, OldKillAfterPreCopy, OldKillAfterMiddleRound, OldKillAfterFreeze, OldKillAfterReady, OldKillMidDrain, OldKillMidCapture:
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	case NewSlowReady:

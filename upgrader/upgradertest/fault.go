@@ -24,10 +24,16 @@ const (
 	FaultOldKill          = fault.OldKill          // the old process kills itself right after sending the state, before the new one is ready
 
 	FaultOldKillAfterFreeze = fault.OldKillAfterFreeze // the old process kills itself once frozen, before it sends the state
-	FaultNewSlowReady       = fault.NewSlowReady       // the new process waits 1 s before it asks to become ready
-	FaultOldKillAfterReady  = fault.OldKillAfterReady  // the old process kills itself once the new one is ready
-	FaultOldKillMidDrain    = fault.OldKillMidDrain    // the old process kills itself in the middle of its drain
-	FaultOldKillMidCapture  = fault.OldKillMidCapture  // the old process kills itself while a participant's Capture runs (the service injects it)
+
+	FaultNewPreRestoring     = fault.NewPreRestoring     // the new process exits (status 7) while it receives the first round of a pre-copy
+	FaultOldKillAfterPreCopy = fault.OldKillAfterPreCopy // the old process kills itself once it sent the first round of a pre-copy, before it freezes
+
+	FaultNewMiddleRestoring      = fault.NewMiddleRestoring      // the new process exits (status 7) while it receives the first middle round of a pre-copy
+	FaultOldKillAfterMiddleRound = fault.OldKillAfterMiddleRound // the old process kills itself once it sent a middle round of a pre-copy, before it freezes
+	FaultNewSlowReady            = fault.NewSlowReady            // the new process waits 1 s before it asks to become ready
+	FaultOldKillAfterReady       = fault.OldKillAfterReady       // the old process kills itself once the new one is ready
+	FaultOldKillMidDrain         = fault.OldKillMidDrain         // the old process kills itself in the middle of its drain
+	FaultOldKillMidCapture       = fault.OldKillMidCapture       // the old process kills itself while a participant's Capture runs (the service injects it)
 
 	// A participant callback of the service's own state panics, in the
 	// nth call (Fault's attempt) of that generation; the service calls

@@ -44,14 +44,25 @@ func ParseLine(s string) Line {
 	return l
 }
 
-// Match selects log lines: by message and, if not zero, pid.
+// Match selects log lines: by message and, if not zero, pid, and the
+// fields given.
 type Match struct {
 	Msg string
 	Pid int
+	// Fields, if set, are values the line must have (Line.Fields).
+	Fields map[string]string
 }
 
 func (m Match) match(l Line) bool {
-	return l.Msg == m.Msg && (m.Pid == 0 || l.Pid == m.Pid)
+	if l.Msg != m.Msg || m.Pid != 0 && l.Pid != m.Pid {
+		return false
+	}
+	for k, v := range m.Fields {
+		if l.Fields[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Logs collects the lines every generation of a service writes to the
