@@ -100,7 +100,9 @@ func waitRaw(t *testing.T, s *service, substr string) {
 // larger than state.Options.MaxSize (baton-demo -state-max-bytes). When the
 // old process's limit is exceeded it cannot capture the snapshot; when only
 // the new process's is, it refuses what arrives. Either way the upgrade
-// fails saying so, and the old process thaws and keeps everything.
+// fails saying so, and the old process keeps everything. The service's
+// relTasks tasks are enough for a pre-copy: the limit is hit in its first
+// round, while the old process still runs, so it never freezes.
 func TestSnapshotTooLarge(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -109,9 +111,9 @@ func TestSnapshotTooLarge(t *testing.T) {
 		wantErr string
 	}{
 		{name: "old-limit", args: []string{"-state-max-bytes", "65536"},
-			wantErr: "this process could not send its state: send snapshot: write section"},
+			wantErr: "this process could not send the first round of its state: pre-copy: send snapshot: write pre-copy of section"},
 		{name: "new-limit", newArgs: "-state-max-bytes 65536",
-			wantErr: "new process rejected the state: receive snapshot: state: snapshot too large"},
+			wantErr: "new process rejected the state: pre-copy: receive snapshot: state: snapshot too large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,7 +136,10 @@ func TestSnapshotTooLarge(t *testing.T) {
 				if !strings.Contains(u.Err, tt.wantErr) || !strings.Contains(u.Err, "65536") {
 					t.Errorf("upgrade error %q, want one containing %q and the limit", u.Err, tt.wantErr)
 				}
-				waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "participants thawed: carrying on", Pid: old})
+				waitLine(t, s, 0, 5*time.Second, upgradertest.Match{Msg: "upgrade failed: still serving", Pid: old})
+				if _, err := s.Logs.WaitFrom(0, 10*time.Millisecond, upgradertest.Match{Msg: "participants frozen", Pid: old}); err == nil {
+					t.Errorf("the old process froze its tasks for a first round that could not be sent")
+				}
 				if got := s.Root(t); got.Pid != old {
 					t.Fatalf("pid %d serves after the failure, want %d", got.Pid, old)
 				}

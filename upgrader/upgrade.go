@@ -110,9 +110,6 @@ func (u *Upgrader) upgradeWithEvents(ctx context.Context, perCall func(Event)) (
 		close(u.exitC)
 	}
 	u.mu.Unlock()
-	if err == nil {
-		u.warnStrayListeners()
-	}
 	if err != nil {
 		// tableflip v1.2.3 does not close its copies of the pipe ends it
 		// passed to a child; they are *os.Files, closed by their
@@ -199,6 +196,12 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	} else {
 		log.Info("starting new process", "path", path)
 	}
+	// Listeners opened outside the upgrader are looked for before the new
+	// process starts, as they are what makes it fail with "address already
+	// in use". (Run after a success instead, the check delayed Upgrade's
+	// return past Exit: an application that exits once drained lost its
+	// "upgraded" line, TestNothingLeaksIntoSubprocesses.)
+	u.warnStrayListeners()
 
 	sctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
 	defer cancel()
@@ -217,15 +220,7 @@ func (u *Upgrader) upgrade(ctx context.Context, attempt int, id string, events f
 	err := u.runAttempt(ctx, s, log)
 	pid, step := s.childPid(), s.step()
 	stateBytes := u.endFreeze(s, err != nil, log)
-	// Listeners opened outside the upgrader are looked for once the
-	// attempt is over, not before the new process starts: listing the fds
-	// costs a system call or more per open connection, which every attempt
-	// would wait for. After a failure the warning comes before the error it
-	// may explain; after a success, once Exit is closed (upgradeWithEvents),
-	// so that it does not delay the drain that closes this process's
-	// listeners.
 	if err != nil {
-		u.warnStrayListeners()
 		reason, status := attemptFailure(ctx, s, err)
 		return fail(step, pid, reason, status)
 	}

@@ -392,15 +392,8 @@ func (u *Upgrader) completeReady() {
 
 // startBackground starts what runs once the process is ready, each in a
 // goroutine release joins: the wait for the previous generation's final
-// counts, the control server, the periodic state file write, and the
-// start-up checks that need not delay the first requests (warmUp).
+// counts, the control server and the periodic state file write.
 func (u *Upgrader) startBackground() {
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		u.warnStrayListeners()
-		warmUp()
-	}()
 	if p := u.parent; p.UnixConn != nil {
 		u.wg.Add(1)
 		go func() {
@@ -421,18 +414,6 @@ func (u *Upgrader) startBackground() {
 			defer u.wg.Done()
 			u.statePeriodically(u.opts.StateFileInterval, u.stopPeriod)
 		}()
-	}
-}
-
-// warmUp does once, while the process serves, the work that would
-// otherwise wait for its next upgrade: os checks on its first use of a pid
-// whether pidfds work, by starting a child that exits at once (a clone and
-// an exit: 1.3 ms measured in an upgrading process under load), and
-// tableflip looks the new process up through os.FindProcess right after
-// starting it, before it writes the new process the names of its files.
-func warmUp() {
-	if p, err := os.FindProcess(os.Getpid()); err == nil {
-		p.Release()
 	}
 }
 
