@@ -63,7 +63,7 @@ func (s *Supervisor) RegisterKind(k Kind) error {
 		if rec.flags&flagData == 0 || rec.kind != k.Name {
 			continue
 		}
-		t, p, err := s.fromRecordLocked(rec)
+		t, p, err := s.fromRecordLocked(rec, nil)
 		if err != nil {
 			rec.reason = err.Error()
 			errs = append(errs, err)
@@ -78,10 +78,11 @@ func (s *Supervisor) RegisterKind(k Kind) error {
 }
 
 // fromRecordLocked builds the task of a data record from its spec and
-// its registered kind, with its state prepared. A nil task with a nil
-// error means the kind is not registered.
-func (s *Supervisor) fromRecordLocked(rec *record) (*task, prepared, error) {
-	t, err := s.taskOfRecordLocked(rec, nil)
+// its registered kind, with its state prepared; c, if not nil, is the
+// spec parsed last (taskOfRecordLocked). A nil task with a nil error means
+// the kind is not registered.
+func (s *Supervisor) fromRecordLocked(rec *record, c *specCache) (*task, prepared, error) {
+	t, err := s.taskOfRecordLocked(rec, c)
 	if t == nil || err != nil {
 		return nil, prepared{}, err
 	}

@@ -96,6 +96,10 @@ type preCopyRestore struct {
 	// the tasks with some: the delta's totals replace the base's, plus
 	// these.
 	skipped map[*task]uint64
+	// spec is the data task spec the last delta record created parsed:
+	// the data tasks a delta creates (dirty before the base reached them)
+	// mostly share one, as the base's do.
+	spec specCache
 }
 
 // preCopy returns the supervisor's state.PreCopy.
@@ -701,7 +705,7 @@ func (s *Supervisor) planDeltaUnmatchedLocked(item *deltaItem) error {
 		}
 		return nil // dropped after two generations
 	}
-	t, p, err := s.dataTaskLocked(rec)
+	t, p, err := s.dataTaskLocked(rec, &s.pcr.spec)
 	item.create, item.p, item.orphan = t, p, t == nil
 	return err
 }

@@ -928,9 +928,11 @@ func (s *Supervisor) planDataLocked(plan *restorePlan, rec *record, left uint64)
 
 // dataTaskLocked builds the task of data record rec, or returns nil for
 // an orphan: its kind is not registered, or its spec does not hold here
-// (rec.reason says why). State its kind cannot read is an error.
-func (s *Supervisor) dataTaskLocked(rec *record) (*task, prepared, error) {
-	t, p, err := s.fromRecordLocked(rec)
+// (rec.reason says why). State its kind cannot read is an error. c, if not
+// nil, is the spec parsed last, shared by a run of records that differ
+// only by ID.
+func (s *Supervisor) dataTaskLocked(rec *record, c *specCache) (*task, prepared, error) {
+	t, p, err := s.fromRecordLocked(rec, c)
 	switch {
 	case errors.Is(err, ErrStateVersion), errors.Is(err, ErrBadState), errors.Is(err, ErrStateTooLarge), errors.Is(err, ErrKindChanged):
 		return nil, prepared{}, err

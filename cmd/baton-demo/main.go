@@ -97,7 +97,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.control, "control", "", "serve the baton control socket at this `path`")
 	fs.IntVar(&c.tasks, "tasks", 0, "run `n` background tasks that survive upgrades")
 	fs.BoolVar(&c.tasksAsData, "tasks-as-data", false, "make the -tasks tasks data of kind demo.counter: the first generation creates them, the later ones register the kind only and restore the tasks from the state")
-	fs.StringVar(&c.restoreGC, "restore-gc", "auto", "GOGC while the state is restored: off, keep (the environment's GOGC), a `percent`, or auto: off with -tasks-as-data, else keep; set back once restored")
+	fs.StringVar(&c.restoreGC, "restore-gc", "auto", "GOGC while the state is restored: off, keep (the environment's GOGC), a `percent`, or auto (keep); set back once restored")
 	fs.IntVar(&c.badTasks, "bad-tasks", 0, "also run `n` tasks that panic on every run (supervision demo)")
 	fs.IntVar(&c.hungTasks, "hung-tasks", 0, "also run `n` tasks whose runs ignore their context and never return (stop-bound demo)")
 	fs.DurationVar(&c.taskFreeze, "task-freeze-timeout", 0, "how long an upgrade waits for task runs in flight (0: worker.DefaultFreezeTimeout)")
@@ -123,7 +123,7 @@ func parseFlags(args []string) (config, error) {
 	if err := c.web.check(); err != nil {
 		return c, err
 	}
-	if _, _, err := parseRestoreGC(c.restoreGC, c.tasksAsData); err != nil {
+	if _, _, err := parseRestoreGC(c.restoreGC); err != nil {
 		return c, err
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
@@ -300,7 +300,7 @@ func (svc *service) listenAndRestore(cfg config) (net.Listener, error) {
 	}
 	health := "http://" + ln.Addr().String() + "/healthz"
 	svc.healthURL.Store(&health)
-	gcBack := restoreGC(cfg.restoreGC, cfg.tasksAsData) // restoregc.go
+	gcBack := restoreGC(cfg.restoreGC) // restoregc.go
 	info, err := u.Restore(context.Background())
 	gcBack()
 	if err != nil {

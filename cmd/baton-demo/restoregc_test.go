@@ -10,21 +10,18 @@ import (
 func TestParseRestoreGC(t *testing.T) {
 	good := map[string]int{"off": -1, "1": 1, "400": 400}
 	for in, want := range good {
-		if percent, keep, err := parseRestoreGC(in, false); percent != want || keep || err != nil {
+		if percent, keep, err := parseRestoreGC(in); percent != want || keep || err != nil {
 			t.Errorf("parseRestoreGC(%q) = %d, %v, %v; want %d", in, percent, keep, err, want)
 		}
 	}
-	if _, keep, err := parseRestoreGC("keep", true); !keep || err != nil {
+	if _, keep, err := parseRestoreGC("keep"); !keep || err != nil {
 		t.Errorf("parseRestoreGC(keep) = %v, %v", keep, err)
 	}
-	if percent, keep, err := parseRestoreGC("auto", true); percent != -1 || keep || err != nil {
-		t.Errorf("parseRestoreGC(auto) with -tasks-as-data = %d, %v, %v; want off", percent, keep, err)
-	}
-	if _, keep, err := parseRestoreGC("auto", false); !keep || err != nil {
+	if _, keep, err := parseRestoreGC("auto"); !keep || err != nil {
 		t.Errorf("parseRestoreGC(auto) = %v, %v; want keep", keep, err)
 	}
 	for _, in := range []string{"0", "-1", "", "lots"} {
-		if _, _, err := parseRestoreGC(in, false); err == nil {
+		if _, _, err := parseRestoreGC(in); err == nil {
 			t.Errorf("parseRestoreGC(%q) accepted", in)
 		}
 	}
@@ -42,7 +39,7 @@ func TestRestoreGCSetsBack(t *testing.T) {
 		in     string
 		during int
 	}{{"off", -1}, {"400", 400}, {"keep", 150}} {
-		back := restoreGC(tc.in, false)
+		back := restoreGC(tc.in)
 		during := debug.SetGCPercent(-1)
 		debug.SetGCPercent(during)
 		back()
