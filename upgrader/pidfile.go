@@ -19,33 +19,31 @@ import (
 // file itself, and prepares it ahead: New writes this process's pid into an
 // unnamed file in the pid file's directory (O_TMPFILE, in the background
 // while the process starts) and starts writing it out, and becoming ready
-// only gives it a name and renames it over the pid file. A process that never becomes ready leaves
-// nothing behind: its unnamed file goes with its last descriptor, whether
+// only gives it a name and renames it over the pid file. A process that
+// never becomes ready leaves nothing behind: its unnamed file goes with its last descriptor, whether
 // it returns, fails or is killed. Where unnamed files are not supported
 // (another system, or a file system without O_TMPFILE) the file is written
 // the classic way when the process becomes ready.
 
-// preparedPID is the result of preparing the pid file's next content: an
-// unnamed file holding this process's pid, or nil if none could be made.
-type preparedPID struct {
-	f *os.File
-}
-
 // preparePIDFile starts writing this process's pid into an unnamed file
 // beside Options.PIDFile, if there is one; writePIDFile and
-// discardPIDFile take the result. It is called once, by New.
+// discardPIDFile take the result: the file, or nil if none could be made.
+// The channel holds it and is then closed, so that it is taken once. It is
+// called once, by New.
 func (u *Upgrader) preparePIDFile() {
 	if u.pidFile == "" {
 		return
 	}
-	u.pidPrepared = make(chan preparedPID, 1)
+	ch := make(chan *os.File, 1)
+	u.pidPrepared = ch
 	go func() {
+		defer close(ch)
 		f, err := openPreparedPID(filepath.Dir(u.pidFile), os.Getpid())
 		if err != nil {
 			// Written the classic way at the ready instead.
 			u.log.Debug("pid file not prepared ahead", "path", u.pidFile, "err", err)
 		}
-		u.pidPrepared <- preparedPID{f: f}
+		ch <- f
 	}()
 }
 
@@ -54,23 +52,18 @@ func (u *Upgrader) preparePIDFile() {
 // preparation is never waited for at the ready: writing the file there is
 // no slower than waiting).
 func (u *Upgrader) takePreparedPID(wait bool) *os.File {
-	u.pidMu.Lock()
-	defer u.pidMu.Unlock()
-	if u.pidPrepared == nil || u.pidTaken {
+	if u.pidPrepared == nil {
 		return nil
 	}
-	var p preparedPID
 	if wait {
-		p = <-u.pidPrepared
-	} else {
-		select {
-		case p = <-u.pidPrepared:
-		default:
-			return nil
-		}
+		return <-u.pidPrepared
 	}
-	u.pidTaken = true
-	return p.f
+	select {
+	case f := <-u.pidPrepared:
+		return f
+	default:
+		return nil
+	}
 }
 
 // writePIDFile makes the pid file name this process, atomically: the

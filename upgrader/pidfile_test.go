@@ -73,9 +73,12 @@ func wantOldPIDFile(t *testing.T, path, when string) {
 // unless it prepared a file.
 func waitPrepared(t *testing.T, u *Upgrader) {
 	t.Helper()
-	p := <-u.pidPrepared
-	u.pidPrepared <- p
-	if p.f == nil {
+	f := <-u.pidPrepared
+	ch := make(chan *os.File, 1) // as New left it: the file, then closed
+	ch <- f
+	close(ch)
+	u.pidPrepared = ch
+	if f == nil {
 		t.Fatal("no file prepared (is O_TMPFILE supported here?)")
 	}
 }
@@ -145,7 +148,7 @@ func TestPIDFileStaleLinkName(t *testing.T) {
 // prepared file, when it comes, is closed unused at the stop.
 func TestPIDFileNotPreparedInTime(t *testing.T) {
 	u, path := pidFileUpgrader(t)
-	u.pidPrepared = make(chan preparedPID, 1) // a preparation still running
+	u.pidPrepared = make(chan *os.File, 1) // a preparation still running
 	if err := u.writePIDFile(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +157,7 @@ func TestPIDFileNotPreparedInTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.pidPrepared <- preparedPID{f: f} // the preparation ends
+	u.pidPrepared <- f // the preparation ends
 	u.discardPIDFile()
 	wantPIDFile(t, path)
 	if err := f.Close(); err == nil {

@@ -54,11 +54,9 @@ type Upgrader struct {
 
 	// pidFile is Options.PIDFile made absolute, removed at the stop if it
 	// still names this process. pidPrepared delivers the file prepared for
-	// it (pidfile.go); pidTaken, under pidMu, says it was taken.
+	// it, once (pidfile.go).
 	pidFile     string
-	pidPrepared chan preparedPID
-	pidMu       sync.Mutex
-	pidTaken    bool
+	pidPrepared chan *os.File
 
 	exitC      chan struct{} // closed when a new process took over
 	parentGone chan struct{} // closed when the previous generation exited
