@@ -152,6 +152,12 @@ func (r *Registry) writeDelta(e *encoder, p Participant, i int, vs []uint32) err
 		return errors.Join(fmt.Errorf("%w: the reader does not take version %d as is, which the first round sent", ErrPreCopy, p.Version),
 			call(r.opts.Logger, p.Name, "PreCopy.Stop", func() error { p.PreCopy.Stop(); return nil }))
 	}
+	return r.deltaSection(e, p)
+}
+
+// deltaSection writes p's PreCopy.Delta as a delta section, in a middle
+// round or the last.
+func (r *Registry) deltaSection(e *encoder, p Participant) error {
 	_, err := e.tagged(tagDelta, p.Name, p.Version, func(w io.Writer) error {
 		return call(r.opts.Logger, p.Name, "PreCopy.Delta", func() error { return p.PreCopy.Delta(w) })
 	})
@@ -202,9 +208,7 @@ func (r *Registry) writeMiddleLocked(e *encoder) (int64, error) {
 		if !r.tracking[i] {
 			continue
 		}
-		if _, err := e.tagged(tagDelta, p.Name, p.Version, func(w io.Writer) error {
-			return call(r.opts.Logger, p.Name, "PreCopy.Delta", func() error { return p.PreCopy.Delta(w) })
-		}); err != nil {
+		if err := r.deltaSection(e, p); err != nil {
 			return e.off, fmt.Errorf("write the pre-copy delta of section %q: %w", p.Name, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	faults "github.com/batonhq/baton/internal/fault"
 	"github.com/batonhq/baton/state"
 	"golang.org/x/sys/unix"
 )
@@ -313,25 +314,37 @@ func (s *session) answerStateRequest(ctx context.Context, req message) {
 // "rejected", or dies; the upgrade's end stops the tracking
 // (endFreeze).
 func (s *session) sendPreCopy(ctx context.Context, sections []string) {
-	u := s.u
-	start := time.Now()
-	mine := s.offerSocket(message{Type: msgPreState, Round: 1})
-	if mine == nil {
-		return
-	}
-	defer mine.Close()
 	s.mu.Lock()
 	s.preCopied = true
 	accepts := s.accepts
 	s.mu.Unlock()
-	n, err := state.SendPreCopy(ctx, mine, u.reg, accepts, sections)
+	s.sendRound(1, faultOldKillAfterPreCopy, func(c *net.UnixConn) (int64, error) {
+		n, err := state.SendPreCopy(ctx, c, s.u.reg, accepts, sections)
+		if err != nil {
+			s.sendFailed(ctx, "the pre-copy", "the first round of its state", err)
+		}
+		return n, err
+	}, "sections", sections)
+}
+
+// sendRound offers the new process a fresh stream socket for round (1,
+// the first, or a middle one) in a "pre-state" message, sends the round on
+// it with send, which reports its own failure, and awaits the
+// "pre-restored"; after it, the fault step step. logArgs go to the log line.
+func (s *session) sendRound(round int, step faults.Step, send func(*net.UnixConn) (int64, error), logArgs ...any) {
+	start := time.Now()
+	mine := s.offerSocket(message{Type: msgPreState, Round: round})
+	if mine == nil {
+		return
+	}
+	defer mine.Close()
+	n, err := send(mine)
 	if err != nil {
-		s.sendFailed(ctx, "the pre-copy", "the first round of its state", err)
 		return
 	}
 	s.sentRound(start, n)
-	s.log.Info("pre-copy sent", "round", 1, "bytes", n, "sections", sections, "took", time.Since(start))
-	fault(faultOldKillAfterPreCopy, u.gen, s.attempt)
+	s.log.Info("pre-copy sent", append([]any{"round", round, "bytes", n}, append(logArgs, "took", time.Since(start))...)...)
+	fault(step, s.u.gen, s.attempt)
 }
 
 // The decision after each round sent while running (nextRound), by
@@ -387,24 +400,16 @@ func (s *session) sentRound(start time.Time, n int64) {
 // As after the first round, "pre-restored" or the end of the attempt
 // follows.
 func (s *session) sendMiddleRound(ctx context.Context) {
-	u := s.u
-	start := time.Now()
 	s.mu.Lock()
 	round := s.preRounds + 1
 	s.mu.Unlock()
-	mine := s.offerSocket(message{Type: msgPreState, Round: round})
-	if mine == nil {
-		return
-	}
-	defer mine.Close()
-	n, err := state.SendPreCopyDelta(ctx, mine, u.reg)
-	if err != nil {
-		s.sendFailed(ctx, "a middle round of the pre-copy", "a middle round of its state", err)
-		return
-	}
-	s.sentRound(start, n)
-	s.log.Info("pre-copy sent", "round", round, "bytes", n, "took", time.Since(start))
-	fault(faultOldKillAfterMiddleRound, u.gen, s.attempt)
+	s.sendRound(round, faultOldKillAfterMiddleRound, func(c *net.UnixConn) (int64, error) {
+		n, err := state.SendPreCopyDelta(ctx, c, s.u.reg)
+		if err != nil {
+			s.sendFailed(ctx, "a middle round of the pre-copy", "a middle round of its state", err)
+		}
+		return n, err
+	})
 }
 
 // sendState freezes the participants and sends the snapshot: all of it, or,
